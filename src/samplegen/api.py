@@ -1,0 +1,149 @@
+"""The Python API: the same verbs as the `samplegen` command, taking and returning paths.
+
+>>> from samplegen import api
+>>> api.build_corpus("corpus")                       # doctest: +SKIP
+>>> api.train_run("corpus", "run", epochs=50)         # doctest: +SKIP
+>>> api.sample("run", "out", n=4)                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from samplegen import generate
+from samplegen.checkpoint import MODEL_NAME, LATENTS_NAME, STATE_NAME, load_run
+from samplegen.config import RunConfig, load_config_file
+from samplegen.corpus import Corpus, build_folder_corpus, load_corpus, render_soundfont_corpus
+from samplegen.errors import ParameterError
+from samplegen.model import MODEL_KINDS
+from samplegen.train import TrainResult, train
+
+
+def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source: str | Path | None = None,
+                 mix: int = 0, seed: int = 0, duration_s: float | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Corpus:
+    """Render a SoundFont (the embedded General MIDI one by default) or prepare a folder of samples.
+
+    Parameters
+    ----------
+    out : corpus folder to write (WAVs, manifest.csv, corpus_report.txt)
+    soundfont : another .sf2 to render instead of the embedded TimGM6mb.sf2
+    source : a folder of the user's own samples (exclusive with ``soundfont``)
+    mix : number of two-note mixtures to add (augmentation; 0 = off)
+    """
+    if soundfont is not None and source is not None:
+        raise ParameterError("give either a SoundFont or a source folder, not both")
+    if not isinstance(mix, int) or mix < 0:
+        raise ParameterError(f"mix={mix!r} must be a non-negative integer")
+    kwargs = {} if duration_s is None else {"duration_s": duration_s}
+    if source is not None:
+        return build_folder_corpus(source, out, mix=mix, seed=seed, progress=progress, **kwargs)
+    return render_soundfont_corpus(out, soundfont=soundfont, mix=mix, seed=seed, progress=progress, **kwargs)
+
+
+def resolve_config(config: str | Path | RunConfig | None = None, *, model: str | None = None,
+                   epochs: int | None = None, seed: int | None = None) -> RunConfig:
+    """A config file (or the defaults) with command-line overrides applied on top."""
+    cfg = config if isinstance(config, RunConfig) else (load_config_file(config) if config else RunConfig())
+    if model is not None:
+        if model not in MODEL_KINDS:
+            raise ParameterError(f"model={model!r} must be one of {MODEL_KINDS}")
+        cfg = replace(cfg, model=replace(cfg.model, kind=model))
+    if epochs is not None:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
+    if seed is not None:
+        cfg = replace(cfg, train=replace(cfg.train, seed=seed))
+    return cfg
+
+
+def train_run(data: str | Path, out: str | Path, *, model: str | None = None, epochs: int | None = None,
+              seed: int | None = None, config: str | Path | RunConfig | None = None, resume: bool = False,
+              show_progress: bool = True) -> TrainResult:
+    """Train on a corpus folder (built, or any folder of samples) into run folder ``out``."""
+    cfg = resolve_config(config, model=model, epochs=epochs, seed=seed)
+    corpus = load_corpus(data, duration_s=cfg.data.duration_s)
+    return train(corpus, out, cfg, resume=resume, show_progress=show_progress)
+
+
+def run_is_complete(run: str | Path) -> bool:
+    """True when a run folder holds finished training (corpus latents are written last)."""
+    p = Path(run)
+    return (p / MODEL_NAME).is_file() and (p / LATENTS_NAME).is_file()
+
+
+def run_is_partial(run: str | Path) -> bool:
+    """True when a run folder holds an unfinished training to resume from."""
+    return (Path(run) / STATE_NAME).is_file() and not run_is_complete(run)
+
+
+def reconstruct(run: str | Path, items: Sequence[str], out: str | Path, *, with_originals: bool = True) -> list[Path]:
+    """Re-create each input from its latent point; writes ``NAME_recon.wav`` (and ``NAME_original.wav``)."""
+    r = load_run(run)
+    sounds = generate.reconstruct(r, items)
+    if with_originals:
+        sounds = generate.originals(r, items) + sounds
+    return generate.write_sounds(sounds, out, r)
+
+
+def interpolate(run: str | Path, a: str, b: str, out: str | Path, *, steps: int = 8, mode: str = "linear") -> list[Path]:
+    """``steps`` sounds on the path from A to B in latent space."""
+    r = load_run(run)
+    return generate.write_sounds(generate.interpolate(r, a, b, steps=steps, mode=mode), out, r)
+
+
+def sample(run: str | Path, out: str | Path, *, n: int = 8, temperature: float = 1.0, seed: int = 0) -> list[Path]:
+    """``n`` new sounds drawn from the prior."""
+    r = load_run(run)
+    return generate.write_sounds(generate.sample(r, n=n, temperature=temperature, seed=seed), out, r)
+
+
+def perturb(run: str | Path, item: str, out: str | Path, *, amount: float = 0.5, n: int = 4, seed: int = 0) -> list[Path]:
+    """``n`` variations around one sound."""
+    r = load_run(run)
+    return generate.write_sounds(generate.perturb(r, item, amount=amount, n=n, seed=seed), out, r)
+
+
+@dataclass
+class DemoResult:
+    corpus: Path
+    run: Path
+    outputs: dict[str, list[Path]]
+    train: TrainResult | None
+
+
+def demo(out: str | Path, *, epochs: int | None = None, show_progress: bool = True,
+         log: Callable[[str], None] = lambda s: None) -> DemoResult:
+    """The main job: build the default corpus, train the default VAE, write example sounds.
+
+    Re-running reuses a finished corpus and run (and resumes an interrupted run).
+    """
+    out = Path(out)
+    corpus_dir, run_dir, sounds_dir = out / "corpus", out / "run", out / "sounds"
+    if (corpus_dir / "manifest.csv").is_file():
+        log(f"reusing corpus in {corpus_dir}")
+    else:
+        log(f"rendering the default corpus into {corpus_dir} ...")
+        build_corpus(corpus_dir)
+    result = None
+    if run_is_complete(run_dir):
+        log(f"reusing trained run in {run_dir}")
+    else:
+        resume = run_is_partial(run_dir)
+        log(("resuming" if resume else "training the default VAE") + f" in {run_dir} ...")
+        result = train_run(corpus_dir, run_dir, epochs=epochs, resume=resume, show_progress=show_progress)
+    r = load_run(run_dir)
+    names, splits, families = r.corpus.names, r.corpus.splits, r.corpus.families
+    held = [n for n, s in zip(names, splits) if s == "val"]
+    seen = [n for n, s in zip(names, splits) if s == "train"]
+    picks = (held[:2] + seen[:2]) or names[:4]
+    outputs: dict[str, list[Path]] = {}
+    log("writing reconstructions, an interpolation and random samples ...")
+    outputs["reconstructions"] = reconstruct(run_dir, picks, sounds_dir / "reconstructions")
+    a = names[0]
+    b = next((n for n, f in zip(names, families) if f != families[0]), names[-1])
+    outputs["interpolation"] = interpolate(run_dir, a, b, sounds_dir / "interpolation", steps=8)
+    outputs["samples"] = sample(run_dir, sounds_dir / "samples", n=8)
+    outputs["variations"] = perturb(run_dir, a, sounds_dir / "variations", amount=0.5, n=4)
+    return DemoResult(corpus_dir, run_dir, outputs, result)

@@ -1,0 +1,198 @@
+"""The `samplegen` command: parses arguments, calls :mod:`samplegen.api`, prints where things went."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from samplegen import __version__
+from samplegen.errors import SampleGenError
+
+
+def _print_paths(paths: Sequence[Path], what: str) -> None:
+    if not paths:
+        return
+    folder = Path(paths[0]).parent
+    print(f"wrote {len(paths)} {what} to {folder}/")
+    for p in paths:
+        print(f"  {p}")
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> None:
+    from samplegen import api
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="corpus", unit="note", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        corpus = api.build_corpus(args.out, soundfont=args.soundfont, source=args.source, mix=args.mix,
+                                  seed=args.seed, duration_s=args.duration, progress=progress)
+    bar.close()
+    print(f"corpus: {len(corpus.entries)} notes in {args.out}/ (manifest.csv)")
+    if corpus.skipped:
+        print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")
+        for file, reason in corpus.skipped[:10]:
+            print(f"  {file}: {reason}")
+    if corpus.off_pitch:
+        print(f"warning: {len(corpus.off_pitch)} note(s) are not C4 within ±50 cents (listed in corpus_report.txt)")
+    for w in caught:
+        if "C4" not in str(w.message):
+            print(f"warning: {w.message}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
+                           config=args.config, resume=args.resume, show_progress=not args.quiet)
+    how = "stopped early" if result.stopped_early else "finished"
+    print(f"training {how} after {result.epochs_run} epochs in {result.seconds:.0f} s; "
+          f"best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}")
+    print(f"run folder: {result.run_dir}/ (loss curves in history.png)")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    _print_paths(api.reconstruct(args.run, args.inputs, args.out), "WAVs (originals and reconstructions)")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    _print_paths(api.interpolate(args.run, args.a, args.b, args.out, steps=args.steps, mode=args.mode), "WAVs")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    _print_paths(api.sample(args.run, args.out, n=args.n, temperature=args.temperature, seed=args.seed), "WAVs")
+
+
+def cmd_perturb(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    _print_paths(api.perturb(args.run, args.input, args.out, amount=args.amount, n=args.n, seed=args.seed), "WAVs")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from samplegen.checkpoint import load_run
+
+    run = load_run(args.run)
+    cfg = run.config
+    print(f"run {run.path}: {cfg.model.kind}, latent {cfg.model.latent_dim}, hidden {list(cfg.model.hidden)}, "
+          f"STFT {cfg.stft.n_fft}/{cfg.stft.hop_length}, {cfg.data.duration_s} s notes")
+    print(f"{len(run.corpus.names)} corpus notes (name, family, split):")
+    for name, fam, split in zip(run.corpus.names, run.corpus.families, run.corpus.splits):
+        print(f"  {name}\t{fam}\t{split}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    import time
+
+    from samplegen import api
+
+    t0 = time.perf_counter()
+    result = api.demo(args.out, epochs=args.epochs, show_progress=not args.quiet, log=print)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Listen to:")
+    for what, paths in result.outputs.items():
+        print(f"  {what:16s} {Path(paths[0]).parent}/  ({len(paths)} WAVs)")
+    print(f"model and loss curves: {result.run}/  (history.png)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="samplegen", description="Learn a space of C4 instrument notes and make new ones.")
+    p.add_argument("--version", action="version", version=f"samplegen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    corpus = sub.add_parser("corpus", help="build a corpus of notes").add_subparsers(dest="corpus_cmd", required=True, metavar="ACTION")
+    build = corpus.add_parser("build", help="render the embedded General MIDI SoundFont (default), another SoundFont, or prepare a folder of samples")
+    build.add_argument("--out", required=True, help="corpus folder to write")
+    src = build.add_mutually_exclusive_group()
+    src.add_argument("--soundfont", help="render this .sf2 instead of the embedded TimGM6mb.sf2")
+    src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG)")
+    build.add_argument("--mix", type=int, default=0, help="add N mixtures of two notes (augmentation; default 0)")
+    build.add_argument("--seed", type=int, default=0, help="seed for choosing mixture pairs")
+    build.add_argument("--duration", type=float, default=None, help="note length in seconds (default 2.0)")
+    build.set_defaults(func=cmd_corpus_build)
+
+    tr = sub.add_parser("train", help="train a VAE (or the plain auto-encoder) on a corpus")
+    tr.add_argument("--data", required=True, help="corpus folder (built, or any folder of samples)")
+    tr.add_argument("--out", required=True, help="run folder to write")
+    tr.add_argument("--model", choices=["vae", "ae"], default=None, help="vae (default) or the plain auto-encoder baseline")
+    tr.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from config: 200)")
+    tr.add_argument("--seed", type=int, default=None, help="random seed (default 0); same seed, same weights")
+    tr.add_argument("--config", default=None, help="JSON config file (e.g. from `samplegen tune`)")
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    rc = sub.add_parser("reconstruct", help="re-create notes through the model")
+    rc.add_argument("run", help="run folder")
+    rc.add_argument("inputs", nargs="+", metavar="FILE_OR_NAME", help="audio files or corpus note names")
+    rc.add_argument("--out", required=True, help="folder for the WAVs")
+    rc.set_defaults(func=cmd_reconstruct)
+
+    it = sub.add_parser("interpolate", help="a series of sounds between two notes")
+    it.add_argument("run")
+    it.add_argument("a", metavar="A", help="audio file or corpus note name")
+    it.add_argument("b", metavar="B", help="audio file or corpus note name")
+    it.add_argument("--steps", type=int, default=8, help="number of sounds, ends included (default 8)")
+    it.add_argument("--mode", choices=["linear", "slerp"], default="linear")
+    it.add_argument("--out", required=True)
+    it.set_defaults(func=cmd_interpolate)
+
+    sm = sub.add_parser("sample", help="new sounds from random points of the latent space")
+    sm.add_argument("run")
+    sm.add_argument("-n", type=int, default=8, help="how many (default 8)")
+    sm.add_argument("--temperature", type=float, default=1.0, help="spread of the draws (default 1.0)")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", required=True)
+    sm.set_defaults(func=cmd_sample)
+
+    pt = sub.add_parser("perturb", help="variations around one sound")
+    pt.add_argument("run")
+    pt.add_argument("input", metavar="FILE_OR_NAME")
+    pt.add_argument("--amount", type=float, default=0.5, help="size of the nudge in prior standard deviations (default 0.5)")
+    pt.add_argument("-n", type=int, default=4, help="how many (default 4)")
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--out", required=True)
+    pt.set_defaults(func=cmd_perturb)
+
+    info = sub.add_parser("info", help="show a run's settings and its corpus note names")
+    info.add_argument("run")
+    info.set_defaults(func=cmd_info)
+
+    dm = sub.add_parser("demo", help="build the default corpus, train the default VAE, write example sounds")
+    dm.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    dm.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from config)")
+    dm.add_argument("--quiet", action="store_true")
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except SampleGenError as exc:
+        print(f"samplegen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("samplegen: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

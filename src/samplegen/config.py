@@ -1,0 +1,144 @@
+"""The full configuration of a run: data, STFT, model and training settings.
+
+A run's config.json is this, resolved (every value explicit), so the model
+can be rebuilt from it alone; `samplegen train --config FILE` reads the same
+layout with any subset of keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from samplegen import dataclass_io
+from samplegen.errors import ParameterError
+from samplegen.model import ModelConfig
+from samplegen.spectral import StftConfig
+
+RUN_FORMAT_VERSION = 1
+SAMPLE_RATE = 44100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    beta : weight of the KL term (per-element MSE + beta · KL summed over latent dims)
+    kl_warmup_epochs : beta ramps linearly from 0 over this many epochs (a pure function
+        of the step, so a resumed run sees exactly the same schedule)
+    patience : early stopping after this many epochs without a better validation loss
+    val_fraction : share of the corpus held out, grouped by source instrument so no
+        velocity layer of a held-out instrument is seen in training
+    """
+
+    epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    beta: float = 1e-4
+    kl_warmup_epochs: int = 20
+    patience: int = 40
+    val_fraction: float = 0.2
+    grad_clip: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ParameterError(f"{name}={value!r} must be a positive integer")
+        if self.kl_warmup_epochs < 0:
+            raise ParameterError(f"kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ParameterError(f"beta={self.beta} must be a non-negative number")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ParameterError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How notes are prepared: duration in seconds at 44.1 kHz mono."""
+
+    duration_s: float = 2.0
+    sample_rate: int = SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.duration_s) and 0.1 <= self.duration_s <= 30.0):
+            raise ParameterError(f"duration_s={self.duration_s} must be between 0.1 and 30 seconds")
+        if self.sample_rate != SAMPLE_RATE:
+            raise ParameterError(f"sample_rate={self.sample_rate} must be {SAMPLE_RATE}")
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.duration_s * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild and use a model."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    stft: StftConfig = field(default_factory=StftConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def resolved(self) -> "RunConfig":
+        """The same config with the model's spectrogram size derived from data and STFT."""
+        model = replace(self.model, n_bins=self.stft.n_bins, n_frames=self.stft.n_frames(self.data.n_samples))
+        return replace(self, model=model)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": RUN_FORMAT_VERSION,
+            "data": dataclass_io.to_dict(self.data),
+            "stft": self.stft.to_dict(),
+            "model": dataclass_io.to_dict(self.model),
+            "train": dataclass_io.to_dict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, require_version: bool = True) -> "RunConfig":
+        """Validate and build; unknown sections or keys and wrong types are errors."""
+        if not isinstance(data, dict):
+            raise ParameterError("config must be a JSON object")
+        allowed = {"format_version", "data", "stft", "model", "train"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ParameterError(f"config has unknown section(s) {unknown}; allowed: {sorted(allowed)}")
+        version = data.get("format_version")
+        if require_version or version is not None:
+            if version != RUN_FORMAT_VERSION:
+                raise ParameterError(
+                    f"config format_version={version!r} is not supported (this SampleGen reads {RUN_FORMAT_VERSION})"
+                )
+        return cls(
+            data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
+            stft=StftConfig.from_dict(data.get("stft", {})),
+            model=dataclass_io.from_dict(ModelConfig, data.get("model", {}), "model"),
+            train=dataclass_io.from_dict(TrainConfig, data.get("train", {}), "train"),
+        )
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Read a user's config file (any subset of sections and keys; defaults fill the rest).
+
+    Example file::
+
+        {"model": {"latent_dim": 16, "hidden": [512, 256, 128, 64]}, "train": {"beta": 0.0001}}
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ParameterError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    return RunConfig.from_dict(data, require_version=False)

@@ -1,0 +1,223 @@
+"""Reconstruct, interpolate, sample and perturb: latent points in, waveforms out.
+
+Every verb returns :class:`Sound` objects (a name, a latent point, a
+waveform); :func:`write_sounds` puts them on disk as 44.1 kHz WAVs with a
+``.latent.json`` beside each, so a point heard here can be exported or
+reopened later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from samplegen import audio as audio_io
+from samplegen import spectral
+from samplegen.checkpoint import Run, write_json
+from samplegen.errors import AudioError, ParameterError
+from samplegen.features import audio_to_log_features, magnitude_from_log
+
+INTERPOLATION_MODES = ("linear", "slerp")
+
+
+@dataclass
+class Sound:
+    """One generated note: ``audio`` float32 (n,) at 44.1 kHz, raw decoder level; ``z`` (L,)."""
+
+    name: str
+    z: np.ndarray
+    audio: np.ndarray
+    source: str = ""
+
+
+def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_iter: int | None = None,
+           seed: int = 0) -> np.ndarray:
+    """Latent points → waveforms, phase retrieval included.
+
+    Parameters
+    ----------
+    z : (B, L) or (L,) latent points
+    method, n_iter : phase retrieval (defaults: :data:`samplegen.spectral.DEFAULT_METHOD` and ``DEFAULT_ITERS``)
+
+    Returns
+    -------
+    float32 array (B, n_samples) or (n_samples,), the decoder's raw level (not normalised).
+    """
+    zt = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
+    single = zt.ndim == 1
+    if single:
+        zt = zt[None]
+    if not torch.isfinite(zt).all():
+        raise ParameterError("latent points must be finite numbers")
+    device = next(run.model.parameters()).device
+    with torch.no_grad():
+        feats = run.model.decode(zt.to(device))
+        mag = magnitude_from_log(run.stats.denormalise(feats)).transpose(1, 2)
+        wav = spectral.retrieve_phase(
+            mag, run.config.stft, run.config.data.n_samples,
+            method=method or spectral.DEFAULT_METHOD,
+            n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter,
+            seed=seed,
+        )
+    out = wav.cpu().numpy().astype(np.float32)
+    return out[0] if single else out
+
+
+def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:
+    """Prepared notes (B, n_samples) → posterior means (B, L)."""
+    feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
+    device = next(run.model.parameters()).device
+    with torch.no_grad():
+        mu, _ = run.model.encode(feats.to(device))
+    return mu.cpu()
+
+
+def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
+    """A SOUND argument → (name, latent mean, prepared original audio or None).
+
+    ``item`` is an audio file (any format the corpus accepts), a ``.latent.json`` saved
+    by a generation command, or the name of a note in the run's corpus.
+    """
+    path = Path(item)
+    if path.suffix.lower() == ".json" and path.is_file():
+        return path.name[: -len(".latent.json")] if path.name.endswith(".latent.json") else path.stem, \
+            load_latent(path, run.config.model.latent_dim), None
+    if path.is_file():
+        note = audio_io.prepare_note(audio_io.read_audio(path), duration_s=run.config.data.duration_s)
+        return path.stem, encode_audio(run, note[None])[0], note
+    if path.suffix.lower() in audio_io.SUPPORTED_EXTENSIONS:
+        raise AudioError(f"{item}: no such file")
+    idx = run.index(item)
+    original = None
+    if run.corpus.corpus_path and run.corpus.files[idx]:
+        candidate = Path(run.corpus.corpus_path) / run.corpus.files[idx]
+        if candidate.is_file():
+            original = audio_io.prepare_note(audio_io.read_audio(candidate), duration_s=run.config.data.duration_s)
+    return item, run.latent_mu[idx].clone(), original
+
+
+def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
+    """Read a ``.latent.json`` point; its size must match the run's latent size."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+        z = torch.tensor([float(v) for v in data["z"]], dtype=torch.float32)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParameterError(f"{path} is not a latent point file ({exc})") from None
+    if z.shape != (latent_dim,) or not torch.isfinite(z).all():
+        raise ParameterError(f"{path} holds a point of size {tuple(z.shape)}; this run needs {latent_dim} finite numbers")
+    return z
+
+
+def reconstruct(run: Run, items: Sequence[str]) -> list[Sound]:
+    """Each input through the model: encode to its posterior mean, decode, retrieve phase."""
+    if not items:
+        raise ParameterError("give at least one audio file or corpus note to reconstruct")
+    resolved = [resolve(run, item) for item in items]
+    z = torch.stack([r[1] for r in resolved])
+    wavs = decode(run, z)
+    return [Sound(f"{name}_recon", zi.numpy(), w, source=name) for (name, zi, _), w in zip(resolved, wavs)]
+
+
+def originals(run: Run, items: Sequence[str]) -> list[Sound]:
+    """The prepared inputs themselves (where available), for listening side by side."""
+    out = []
+    for item in items:
+        name, z, audio = resolve(run, item)
+        if audio is not None:
+            out.append(Sound(f"{name}_original", z.numpy(), audio, source=name))
+    return out
+
+
+def interpolation_path(za: torch.Tensor, zb: torch.Tensor, steps: int, mode: str = "linear") -> torch.Tensor:
+    """``steps`` points from ``za`` to ``zb`` inclusive, Tensor[steps x L].
+
+    ``slerp`` follows the great circle (with the norm interpolated linearly),
+    which keeps intermediate points at the typical radius of a Gaussian prior
+    instead of cutting through its low-density centre.
+    """
+    if mode not in INTERPOLATION_MODES:
+        raise ParameterError(f"mode={mode!r} must be one of {INTERPOLATION_MODES}")
+    if not isinstance(steps, int) or steps < 2:
+        raise ParameterError(f"steps={steps!r} must be an integer >= 2")
+    t = torch.linspace(0.0, 1.0, steps)[:, None]
+    if mode == "linear":
+        return (1 - t) * za + t * zb
+    na, nb = za.norm(), zb.norm()
+    ua, ub = za / na.clamp_min(1e-8), zb / nb.clamp_min(1e-8)
+    omega = torch.arccos(torch.clamp((ua * ub).sum(), -1.0, 1.0))
+    if omega.abs() < 1e-4:
+        return (1 - t) * za + t * zb
+    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
+    return direction * ((1 - t) * na + t * nb)
+
+
+def interpolate(run: Run, a: str, b: str, steps: int = 8, mode: str = "linear") -> list[Sound]:
+    """A series of ``steps`` sounds from A to B (both ends included)."""
+    name_a, za, _ = resolve(run, a)
+    name_b, zb, _ = resolve(run, b)
+    path = interpolation_path(za, zb, steps, mode)
+    wavs = decode(run, path)
+    return [
+        Sound(f"interp_{i:02d}_of_{steps:02d}", path[i].numpy(), wavs[i], source=f"{name_a} -> {name_b} ({mode}, t={i / (steps - 1):.3f})")
+        for i in range(steps)
+    ]
+
+
+def sample(run: Run, n: int = 8, temperature: float = 1.0, seed: int = 0) -> list[Sound]:
+    """``n`` random draws from the prior N(0, T²·I)."""
+    if not isinstance(n, int) or n < 1:
+        raise ParameterError(f"n={n!r} must be a positive integer")
+    if not (math.isfinite(temperature) and 0 < temperature <= 10):
+        raise ParameterError(f"temperature={temperature} must be in (0, 10]")
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, run.config.model.latent_dim, generator=g) * temperature
+    wavs = decode(run, z)
+    return [Sound(f"sample_{i:03d}", z[i].numpy(), wavs[i], source=f"prior draw, T={temperature}, seed={seed}") for i in range(n)]
+
+
+def perturb(run: Run, item: str, amount: float = 0.5, n: int = 4, seed: int = 0) -> list[Sound]:
+    """``n`` variations of a sound: its latent point plus Gaussian noise of standard deviation ``amount``.
+
+    ``amount`` is in units of the prior's standard deviation: 0.1 is a subtle
+    variation, 1 a different sound of the same neighbourhood.
+    """
+    if not (math.isfinite(amount) and 0 <= amount <= 10):
+        raise ParameterError(f"amount={amount} must be in [0, 10]")
+    if not isinstance(n, int) or n < 1:
+        raise ParameterError(f"n={n!r} must be a positive integer")
+    name, z0, _ = resolve(run, item)
+    g = torch.Generator().manual_seed(seed)
+    z = z0[None] + amount * torch.randn(n, z0.shape[0], generator=g)
+    wavs = decode(run, z)
+    return [Sound(f"{name}_vary_{i:02d}", z[i].numpy(), wavs[i], source=f"{name} + {amount}·N(0, I), seed={seed}") for i in range(n)]
+
+
+def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None = None) -> list[Path]:
+    """Write each sound as ``NAME.wav`` (24-bit, 44.1 kHz) and ``NAME.latent.json``.
+
+    The waveform is scaled down only if it would clip, so a quiet output stays
+    quiet (the health measures rely on the raw level).
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"cannot create output folder {out}: {exc.strerror}") from None
+    paths = []
+    for s in sounds:
+        peak = float(np.max(np.abs(s.audio))) if s.audio.size else 0.0
+        wav = s.audio / peak * 0.99 if peak > 0.99 else s.audio
+        paths.append(audio_io.write_wav(out / f"{s.name}.wav", wav))
+        write_json(out / f"{s.name}.latent.json", {
+            "z": [round(float(v), 6) for v in s.z],
+            "source": s.source,
+            "run": str(run.path.resolve()) if run is not None else "",
+        })
+    return paths

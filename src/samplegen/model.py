@@ -1,0 +1,159 @@
+"""The VAE and the plain auto-encoder baseline, and their config.
+
+Both follow the seed's design — four fully-connected layers in the encoder,
+the decoder its mirror — with one change that keeps the model small: a dense
+layer shared across frames first maps each spectrum frame (F bins) to a few
+``frame_dim`` features, so the first layer of the stack sees T·frame_dim
+values instead of T·F (hundreds of millions of weights for a 2-second
+44.1 kHz spectrogram).  The decoder ends with the mirror of that layer.
+
+Features are frame-major, Tensor[B x T x F] (the transpose of the STFT's
+B x F x T), so the shared frame layer is one contiguous matmul; on this CPU
+the transposes otherwise cost 40 % of a training step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from samplegen.errors import ParameterError
+
+MODEL_KINDS = ("vae", "ae")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the model; saved as JSON beside its weights and enough to rebuild it.
+
+    Attributes
+    ----------
+    kind : "vae" (mean and log-variance heads, KL to N(0, I)) or "ae" (one head, no KL)
+    n_bins, n_frames : spectrogram size the model reads and writes (F x T)
+    frame_dim : features per frame after the shared frame layer
+    hidden : widths of the dense stack, input side first (the decoder mirrors them)
+    latent_dim : size of the latent vector, one per note
+    """
+
+    kind: str = "vae"
+    n_bins: int = 1025
+    n_frames: int = 173
+    frame_dim: int = 24
+    hidden: tuple[int, ...] = (512, 256, 128, 64)
+    latent_dim: int = 16
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ParameterError(f"kind={self.kind!r} must be one of {MODEL_KINDS}")
+        for name in ("n_bins", "n_frames", "frame_dim", "latent_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ParameterError(f"{name}={value!r} must be a positive integer")
+        if len(self.hidden) < 1 or any((not isinstance(h, int)) or h < 1 for h in self.hidden):
+            raise ParameterError(f"hidden={self.hidden!r} must be a non-empty list of positive integers")
+
+
+def _dense_stack(widths: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for w_in, w_out in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(w_in, w_out), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """Tensor[B x T x F] normalised log magnitude → (μ, log σ²), each Tensor[B x L]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.frame = nn.Linear(cfg.n_bins, cfg.frame_dim)
+        self.stack = _dense_stack([cfg.n_frames * cfg.frame_dim, *cfg.hidden])
+        self.mu = nn.Linear(cfg.hidden[-1], cfg.latent_dim)
+        self.logvar = nn.Linear(cfg.hidden[-1], cfg.latent_dim) if cfg.kind == "vae" else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = nn.functional.gelu(self.frame(x))  # B x T x P
+        h = self.stack(h.flatten(1))
+        logvar = self.logvar(h).clamp(-30.0, 20.0) if self.logvar is not None else None
+        return self.mu(h), logvar
+
+
+class Decoder(nn.Module):
+    """Tensor[B x L] latent → Tensor[B x T x F] normalised log magnitude."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        widths = [cfg.latent_dim, *reversed(cfg.hidden), cfg.n_frames * cfg.frame_dim]
+        self.stack = _dense_stack(widths)
+        self.frame = nn.Linear(cfg.frame_dim, cfg.n_bins)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.stack(z).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
+        return self.frame(h)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Closed-form KL(N(μ, σ²) ‖ N(0, I)) per latent dimension, Tensor[B x L] (nats).
+
+    KL = ½ (μ² + σ² − log σ² − 1).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
+
+
+class SampleModel(nn.Module):
+    """A VAE (``kind="vae"``) or a plain auto-encoder (``kind="ae"``) of the same shape."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    @property
+    def is_variational(self) -> bool:
+        return self.cfg.kind == "vae"
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Posterior mean and log-variance (None for the AE) of Tensor[B x T x F] features."""
+        self._check_input(x)
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent Tensor[B x L] → normalised log magnitude Tensor[B x T x F]."""
+        if z.ndim != 2 or z.shape[1] != self.cfg.latent_dim:
+            raise ParameterError(f"z must have shape (B, {self.cfg.latent_dim}), got {tuple(z.shape)}")
+        return self.decoder(z)
+
+    def losses(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Named, unweighted losses for one batch (weights come from the training config).
+
+        recon : mean squared error per spectrogram element (normalised log magnitude)
+        kl    : KL to N(0, I), summed over latent dimensions, mean over the batch (0 for the AE)
+        """
+        mu, logvar = self.encode(x)
+        if logvar is not None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + eps * torch.exp(0.5 * logvar)  # reparameterisation trick
+            kl = kl_divergence(mu, logvar).sum(dim=1).mean()
+        else:
+            z = mu
+            kl = torch.zeros((), device=x.device)
+        recon = nn.functional.mse_loss(self.decoder(z), x)
+        return {"recon": recon, "kl": kl}
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.cfg.n_frames, self.cfg.n_bins)
+        if x.ndim != 3 or tuple(x.shape[1:]) != expected:
+            raise ParameterError(f"features must have shape (B, T={expected[0]}, F={expected[1]}), got {tuple(x.shape)}")
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_megabytes(model: nn.Module) -> float:
+    """Size of the float32 weights in MB (10^6 bytes), as written to model.safetensors."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
