@@ -19,6 +19,7 @@ from samplegen.model import ModelConfig
 from samplegen.spectral import StftConfig
 
 RUN_FORMAT_VERSION = 1
+SPLITS = ("note", "instrument")
 SAMPLE_RATE = 44100
 
 
@@ -30,8 +31,10 @@ class TrainConfig:
     kl_warmup_epochs : beta ramps linearly from 0 over this many epochs (a pure function
         of the step, so a resumed run sees exactly the same schedule)
     patience : early stopping after this many epochs without a better validation loss
-    val_fraction : share of the corpus held out, grouped by source instrument so no
-        velocity layer of a held-out instrument is seen in training
+    val_fraction : share of the corpus held out for validation and early stopping
+    split : "note" holds out random notes; "instrument" holds out whole presets (every
+        velocity layer of a held-out instrument is unseen: the harder test)
+    pca_init : start from the PCA baseline (see samplegen.model.init_from_pca)
     """
 
     epochs: int = 200
@@ -42,6 +45,8 @@ class TrainConfig:
     patience: int = 40
     val_fraction: float = 0.2
     grad_clip: float = 5.0
+    split: str = "note"
+    pca_init: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,6 +62,8 @@ class TrainConfig:
             raise ParameterError(f"beta={self.beta} must be a non-negative number")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ParameterError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.split not in SPLITS:
+            raise ParameterError(f"split={self.split!r} must be one of {SPLITS}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
 

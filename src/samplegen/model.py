@@ -7,6 +7,14 @@ layer shared across frames first maps each spectrum frame (F bins) to a few
 values instead of T·F (hundreds of millions of weights for a 2-second
 44.1 kHz spectrogram).  The decoder ends with the mirror of that layer.
 
+Beside each dense stack runs a linear path (frame features → μ in the
+encoder, z → frame features in the decoder).  :func:`init_from_pca` starts
+the frame layers at the principal axes of the training frames and the linear
+paths at the notes' principal components, with the stacks' last layers at
+zero: training starts from the PCA baseline and only has to learn what PCA
+misses.  Measured on the default corpus this reaches in tens of epochs what
+a randomly started model does not reach in hundreds (BENCHMARKS.md).
+
 Features are frame-major, Tensor[B x T x F] (the transpose of the STFT's
 B x F x T), so the shared frame layer is one contiguous matmul; on this CPU
 the transposes otherwise cost 40 % of a training step.
@@ -41,8 +49,8 @@ class ModelConfig:
     kind: str = "vae"
     n_bins: int = 1025
     n_frames: int = 173
-    frame_dim: int = 24
-    hidden: tuple[int, ...] = (512, 256, 128, 64)
+    frame_dim: int = 32
+    hidden: tuple[int, ...] = (384, 256, 128, 64)
     latent_dim: int = 16
 
     def __post_init__(self) -> None:
@@ -71,13 +79,14 @@ class Encoder(nn.Module):
         self.frame = nn.Linear(cfg.n_bins, cfg.frame_dim)
         self.stack = _dense_stack([cfg.n_frames * cfg.frame_dim, *cfg.hidden])
         self.mu = nn.Linear(cfg.hidden[-1], cfg.latent_dim)
+        self.linear = nn.Linear(cfg.n_frames * cfg.frame_dim, cfg.latent_dim)
         self.logvar = nn.Linear(cfg.hidden[-1], cfg.latent_dim) if cfg.kind == "vae" else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = nn.functional.gelu(self.frame(x))  # B x T x P
-        h = self.stack(h.flatten(1))
-        logvar = self.logvar(h).clamp(-30.0, 20.0) if self.logvar is not None else None
-        return self.mu(h), logvar
+        h = self.frame(x).flatten(1)  # B x (T·P)
+        g = self.stack(h)
+        logvar = self.logvar(g).clamp(-30.0, 20.0) if self.logvar is not None else None
+        return self.mu(g) + self.linear(h), logvar
 
 
 class Decoder(nn.Module):
@@ -87,11 +96,13 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         widths = [cfg.latent_dim, *reversed(cfg.hidden), cfg.n_frames * cfg.frame_dim]
-        self.stack = _dense_stack(widths)
+        # No activation after the last layer: it adds to the linear path.
+        self.stack = nn.Sequential(*list(_dense_stack(widths))[:-1])
+        self.linear = nn.Linear(cfg.latent_dim, cfg.n_frames * cfg.frame_dim)
         self.frame = nn.Linear(cfg.frame_dim, cfg.n_bins)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.stack(z).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
+        h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
         return self.frame(h)
 
 
@@ -148,6 +159,56 @@ class SampleModel(nn.Module):
         expected = (self.cfg.n_frames, self.cfg.n_bins)
         if x.ndim != 3 or tuple(x.shape[1:]) != expected:
             raise ParameterError(f"features must have shape (B, T={expected[0]}, F={expected[1]}), got {tuple(x.shape)}")
+
+
+@torch.no_grad()
+def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3) -> None:
+    """Start the model at the PCA baseline of the training features (see the module docstring).
+
+    Parameters
+    ----------
+    model : a freshly built model
+    feats : Tensor[N x T x F], normalised training features
+    frame_stride : use every n-th frame for the frame PCA (they are highly redundant)
+
+    Deterministic: exact eigendecompositions, no random projections.
+    """
+    from samplegen.baselines import PCABaseline
+
+    cfg = model.cfg
+    enc, dec = model.encoder, model.decoder
+    frames = feats.reshape(-1, cfg.n_bins)[::frame_stride].double()
+    mean = frames.mean(dim=0)
+    centred = frames - mean
+    evals, evecs = torch.linalg.eigh(centred.T @ centred / len(frames))
+    k = min(cfg.frame_dim, cfg.n_bins)
+    axes = evecs[:, torch.argsort(evals, descending=True)[:k]].float()  # F x P
+    enc.frame.weight.zero_()
+    enc.frame.weight[:k].copy_(axes.T)
+    enc.frame.bias.zero_()
+    enc.frame.bias[:k].copy_(-(mean.float() @ axes))
+    dec.frame.weight.zero_()
+    dec.frame.weight[:, :k].copy_(axes)
+    dec.frame.bias.copy_(mean.float())
+    coeffs = enc.frame(feats).flatten(1)
+    n_comp = min(cfg.latent_dim, coeffs.shape[0] - 1) if coeffs.shape[0] > 1 else 0
+    enc.linear.weight.zero_()
+    enc.linear.bias.zero_()
+    dec.linear.weight.zero_()
+    dec.linear.bias.copy_(coeffs.mean(dim=0))
+    if n_comp >= 1:
+        pca = PCABaseline.fit(coeffs, n_comp)
+        scale = pca.encode(coeffs).std(dim=0).clamp_min(1e-6)  # unit-variance latents, like the prior
+        enc.linear.weight[:n_comp].copy_(pca.components / scale[:, None])
+        enc.linear.bias[:n_comp].copy_(-(pca.components @ pca.mean) / scale)
+        dec.linear.weight[:, :n_comp].copy_((pca.components * scale[:, None]).T)
+        dec.linear.bias.copy_(pca.mean)
+    enc.mu.weight.zero_()
+    enc.mu.bias.zero_()
+    dec.stack[-1].weight.zero_()
+    dec.stack[-1].bias.zero_()
+    if enc.logvar is not None:
+        enc.logvar.bias.fill_(-4.0)  # start with a narrow posterior: the PCA point itself
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -27,7 +27,7 @@ from samplegen.config import RunConfig
 from samplegen.corpus import Corpus
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.features import FeatureStats, audio_to_log_features
-from samplegen.model import SampleModel
+from samplegen.model import SampleModel, init_from_pca
 
 HISTORY_FIELDS = ["epoch", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
 
@@ -46,16 +46,18 @@ class TrainResult:
     seconds: float
 
 
-def split_groups(corpus: Corpus, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of held-out notes, chosen by whole source instruments.
+def split_groups(corpus: Corpus, val_fraction: float, seed: int, by: str = "note") -> np.ndarray:
+    """Boolean mask of held-out notes.
 
-    Velocity layers of one preset are near-duplicates, so a split by note
-    would leak; a preset is either all in training or all held out.  User
-    files are their own group; a mixture is held out if a parent is.
+    ``by="note"`` holds out random notes.  ``by="instrument"`` holds out whole
+    presets: velocity layers of one preset are near-duplicates, so this is the
+    test of notes from instruments never seen.  User files are their own
+    group; a mixture is held out if a parent is.
     """
     n = len(corpus.entries)
     keys = [
-        f"program:{e.program}:{e.preset}" if e.program is not None else f"file:{e.name}" for e in corpus.entries
+        f"program:{e.program}:{e.preset}" if (e.program is not None and by == "instrument") else f"file:{e.name}"
+        for e in corpus.entries
     ]
     is_mix = [e.parents is not None for e in corpus.entries]
     groups = sorted({k for k, m in zip(keys, is_mix) if not m})
@@ -132,7 +134,7 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
         )
 
     # Data: split by instrument, features once, statistics from the training part only.
-    val_mask = split_groups(corpus, tc.val_fraction, tc.seed)
+    val_mask = split_groups(corpus, tc.val_fraction, tc.seed, tc.split)
     feats = audio_to_log_features(corpus.audio, cfg.stft)
     train_idx = np.flatnonzero(~val_mask)
     val_idx = np.flatnonzero(val_mask)
@@ -143,7 +145,10 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
     x_train, x_val = feats[train_idx].to(device), feats[val_idx].to(device)
 
     torch.manual_seed(tc.seed)
-    model = SampleModel(cfg.model).to(device)
+    model = SampleModel(cfg.model)
+    if tc.pca_init and not resume:
+        init_from_pca(model, feats[train_idx])
+    model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     steps_per_epoch = math.ceil(len(train_idx) / tc.batch_size)
 

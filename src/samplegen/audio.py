@@ -1,0 +1,219 @@
+"""Read, resample, trim, normalise and write audio: the only module that touches audio files.
+
+Inside the package audio is float32 NumPy at 44.1 kHz, mono, shape (n,).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from samplegen.errors import AudioError, ParameterError
+
+SAMPLE_RATE = 44100
+DEFAULT_DURATION_S = 2.0
+SUPPORTED_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
+C4_HZ = 261.6255653005986
+
+#: Loudness target of a prepared note: RMS of its loud part, in dBFS.
+TARGET_RMS_DBFS = -20.0
+#: Peak ceiling after loudness normalisation, in dBFS.
+PEAK_CEILING_DBFS = -1.0
+#: Kept before the detected onset so the attack's first cycle is not cut.
+PRE_ONSET_S = 0.005
+#: Fade-out applied when a longer note is cut to length.
+FADE_OUT_S = 0.05
+
+
+def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read any WAV, FLAC, AIFF or OGG file as float32 mono at ``sr``.
+
+    Any bit depth (8/16/24/32-bit integer, 32/64-bit float) and channel
+    count; channels are averaged and the rate converted with soxr (HQ).
+
+    Parameters
+    ----------
+    path : the file
+    sr : target sample rate in Hz
+
+    Returns
+    -------
+    np.ndarray float32 (n,)
+
+    Raises
+    ------
+    AudioError with a one-line reason when the file is missing, not audio,
+    truncated, empty or holds NaN/Inf samples.
+
+    Example
+    -------
+    >>> y = read_audio("piano_c4.flac")          # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise AudioError(f"unsupported extension '{path.suffix}' (use {', '.join(SUPPORTED_EXTENSIONS)})")
+    try:
+        data, file_sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except FileNotFoundError:
+        raise AudioError("no such file") from None
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise AudioError(f"not a readable audio file ({_first_line(exc)})") from None
+    if data.shape[0] == 0:
+        raise AudioError("holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError("contains NaN or Inf samples")
+    y = data.mean(axis=1)
+    if file_sr != sr:
+        y = soxr.resample(y, file_sr, sr, quality="HQ")
+    return y.astype(np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _frame_rms_db(y: np.ndarray, frame: int) -> np.ndarray:
+    n = len(y) // frame
+    if n == 0:
+        return np.array([20 * math.log10(max(float(np.sqrt(np.mean(y**2))) if len(y) else 0.0, 1e-10))])
+    rms = np.sqrt(np.mean(y[: n * frame].reshape(n, frame) ** 2, axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-10))
+
+
+def onset_sample(y: np.ndarray, sr: int = SAMPLE_RATE, threshold_db: float = -40.0) -> int:
+    """First sample of the first 2.9 ms frame within ``threshold_db`` of the loudest frame."""
+    frame = max(1, int(sr * 0.0029))
+    env = _frame_rms_db(y, frame)
+    return int(np.argmax(env >= env.max() + threshold_db)) * frame
+
+
+def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAULT_DURATION_S) -> np.ndarray:
+    """Make a note comparable to every other: onset-aligned, fixed length, loudness-normalised.
+
+    Removes DC, starts 5 ms before the onset, cuts to ``duration_s`` with a
+    50 ms fade-out or pads with silence, then scales so the RMS of the loud
+    part (frames within 30 dB of the peak frame) is -20 dBFS, lowering it if
+    the peak would exceed -1 dBFS.
+
+    Returns
+    -------
+    np.ndarray float32 (round(duration_s · sr),)
+
+    Raises
+    ------
+    AudioError("silent") for a note with no sound; ParameterError for a bad duration.
+    """
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ParameterError(f"duration_s={duration_s} must be a positive number of seconds")
+    n = int(round(duration_s * sr))
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise ParameterError(f"y must be mono (n,), got shape {y.shape}")
+    y = y - y.mean() if len(y) else y
+    if len(y) == 0 or np.max(np.abs(y)) < 1e-6:
+        raise AudioError("silent")
+    start = max(0, onset_sample(y, sr) - int(PRE_ONSET_S * sr))
+    y = y[start : start + n]
+    if len(y) == n:
+        fade = min(int(FADE_OUT_S * sr), n)
+        y = y.copy()
+        y[n - fade :] *= np.linspace(1.0, 0.0, fade)
+    else:
+        y = np.pad(y, (0, n - len(y)))
+    frame = max(1, int(sr * 0.0232))
+    env = _frame_rms_db(y, frame)
+    loud = env >= env.max() - 30.0
+    usable = len(y) // frame * frame
+    frames = y[:usable].reshape(-1, frame)[loud[: usable // frame]] if usable else y[None]
+    rms = float(np.sqrt(np.mean(frames**2))) if frames.size else float(np.sqrt(np.mean(y**2)))
+    if rms < 1e-7:
+        raise AudioError("silent")
+    y = y * (10 ** (TARGET_RMS_DBFS / 20) / rms)
+    ceiling = 10 ** (PEAK_CEILING_DBFS / 20)
+    peak = float(np.max(np.abs(y)))
+    if peak > ceiling:
+        y = y * (ceiling / peak)
+    return y.astype(np.float32)
+
+
+def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_24") -> Path:
+    """Write a mono WAV atomically (temp file in the same folder, then rename); clips to [-1, 1].
+
+    A crash or a full disk never leaves a partial file at ``path``.
+    """
+    path = Path(path)
+    data = np.clip(np.asarray(y, dtype=np.float32), -1.0, 1.0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
+    except OSError as exc:
+        raise AudioError(f"cannot write to {path.parent}: {exc.strerror}") from None
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sr, subtype=subtype, format="WAV")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, (OSError, sf.LibsndfileError)):
+            raise AudioError(f"cannot write {path}: {_first_line(exc)}") from None
+        raise
+    return path
+
+
+def estimate_pitch_hz(y: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 50.0, fmax: float = 2000.0) -> float | None:
+    """Fundamental frequency of a note (YIN cumulative-mean-normalised difference), or None if unpitched.
+
+    Analyses up to 0.5 s of the loudest part after the attack, refined by
+    parabolic interpolation; accurate to about a cent on harmonic tones.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < int(sr / fmin) * 3 or np.max(np.abs(y)) < 1e-6:
+        return None
+    start = min(onset_sample(y, sr) + int(0.05 * sr), max(0, len(y) - int(0.2 * sr)))
+    seg = y[start : start + int(0.5 * sr)]
+    max_lag = int(sr / fmin)
+    min_lag = max(2, int(sr / fmax))
+    w = len(seg) - max_lag
+    if w < max_lag:
+        return None
+    # difference function d(tau) = sum (x_j - x_{j+tau})^2 via FFT correlation
+    x = seg
+    energy = np.cumsum(np.concatenate([[0.0], x**2]))
+    size = 1 << int(np.ceil(np.log2(len(x) + w)))
+    corr = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(x[:w], size)), size)[: max_lag + 1]
+    taus = np.arange(max_lag + 1)
+    d = energy[w] + (energy[taus + w] - energy[taus]) - 2 * corr
+    d[0] = 0.0
+    cmnd = np.ones_like(d)
+    cumsum = np.cumsum(d[1:])
+    cmnd[1:] = d[1:] * np.arange(1, max_lag + 1) / np.maximum(cumsum, 1e-12)
+    below = np.flatnonzero(cmnd[min_lag:] < 0.15)
+    if len(below) == 0:
+        return None
+    tau = below[0] + min_lag
+    while tau + 1 <= max_lag and cmnd[tau + 1] < cmnd[tau]:
+        tau += 1
+    if 1 <= tau < max_lag:
+        a, b, c = cmnd[tau - 1], cmnd[tau], cmnd[tau + 1]
+        denom = a - 2 * b + c
+        shift = 0.5 * (a - c) / denom if abs(denom) > 1e-12 else 0.0
+    else:
+        shift = 0.0
+    return float(sr / (tau + shift))
+
+
+def cents_between(hz: float, ref_hz: float = C4_HZ) -> float:
+    """Interval from ``ref_hz`` to ``hz`` in cents (positive = sharp)."""
+    if hz <= 0 or ref_hz <= 0:
+        raise ParameterError(f"frequencies must be positive, got {hz} and {ref_hz}")
+    return 1200.0 * math.log2(hz / ref_hz)

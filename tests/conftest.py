@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny corpus folder and a tiny trained run, made once per test session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from synth import SR, note_family
+
+TINY_CONFIG = {
+    "data": {"duration_s": 0.5},
+    "model": {"frame_dim": 4, "hidden": [32, 16, 16, 8], "latent_dim": 3},
+    "train": {"epochs": 4, "batch_size": 8, "kl_warmup_epochs": 1, "patience": 10, "val_fraction": 0.25},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_samples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A raw folder of 16 short harmonic C4 notes (a user's own samples)."""
+    folder = tmp_path_factory.mktemp("samples")
+    for i, note in enumerate(note_family(16, seconds=0.6, seed=1)):
+        sf.write(folder / f"note{i:02d}.wav", note, SR, subtype="PCM_16")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path, tiny_config_file: Path) -> Path:
+    """A tiny VAE trained for a few epochs on the tiny corpus."""
+    from samplegen import api
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    api.train_run(tiny_samples_dir, run, config=tiny_config_file, show_progress=False)
+    return run
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,108 @@
+"""Every CLI verb, run as a user would (in-process through main(), and once as a real subprocess)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from samplegen.cli import main
+from synth import SR, harmonic_note
+
+VERBS = ["corpus", "train", "reconstruct", "interpolate", "sample", "perturb", "info", "demo"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([verb, "--help"])
+    assert exc.value.code == 0
+    assert "usage: samplegen " + verb in capsys.readouterr().out
+
+
+def _wavs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.wav"))
+
+
+def _check_wavs(paths: list[Path], seconds: float) -> None:
+    assert paths
+    for p in paths:
+        info = sf.info(p)
+        assert info.samplerate == SR and info.channels == 1
+        assert info.frames == int(round(seconds * SR)), p
+
+
+def test_reconstruct_from_file_and_name(tiny_run, tmp_path, capsys):
+    ext = tmp_path / "mine.flac"
+    sf.write(ext, harmonic_note(0.7, tilt=1.2), 48000)
+    name = json.loads((tiny_run / "corpus.json").read_text())["notes"][0]["name"]
+    assert main(["reconstruct", str(tiny_run), str(ext), name, "--out", str(tmp_path / "rec")]) == 0
+    wavs = _wavs(tmp_path / "rec")
+    _check_wavs(wavs, 0.5)
+    stems = {p.stem for p in wavs}
+    assert {"mine_recon", "mine_original", f"{name}_recon", f"{name}_original"} <= stems
+    assert str(tmp_path / "rec") in capsys.readouterr().out
+
+
+def test_interpolate_sample_perturb(tiny_run, tmp_path):
+    names = [n["name"] for n in json.loads((tiny_run / "corpus.json").read_text())["notes"]]
+    assert main(["interpolate", str(tiny_run), names[0], names[1], "--steps", "5", "--mode", "slerp",
+                 "--out", str(tmp_path / "i")]) == 0
+    _check_wavs(_wavs(tmp_path / "i"), 0.5)
+    assert len(_wavs(tmp_path / "i")) == 5
+    assert main(["sample", str(tiny_run), "-n", "3", "--temperature", "0.8", "--out", str(tmp_path / "s")]) == 0
+    assert len(_wavs(tmp_path / "s")) == 3
+    _check_wavs(_wavs(tmp_path / "s"), 0.5)
+    assert main(["perturb", str(tiny_run), names[2], "--amount", "0.3", "-n", "2", "--out", str(tmp_path / "p")]) == 0
+    assert len(_wavs(tmp_path / "p")) == 2
+    # a saved latent point is an input too
+    point = next((tmp_path / "s").glob("*.latent.json"))
+    assert main(["perturb", str(tiny_run), str(point), "-n", "1", "--out", str(tmp_path / "p2")]) == 0
+    _check_wavs(_wavs(tmp_path / "p2"), 0.5)
+
+
+def test_same_seed_same_samples(tiny_run, tmp_path):
+    for d in ("a", "b"):
+        assert main(["sample", str(tiny_run), "-n", "2", "--seed", "3", "--out", str(tmp_path / d)]) == 0
+    a, _ = sf.read(tmp_path / "a" / "sample_000.wav")
+    b, _ = sf.read(tmp_path / "b" / "sample_000.wav")
+    assert (a == b).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "{run}", "-n", "0", "--out", "{tmp}/x"], "n=0"),
+    (["sample", "{run}", "--temperature", "-1", "--out", "{tmp}/x"], "temperature"),
+    (["reconstruct", "{run}", "no_such_note", "--out", "{tmp}/x"], "no_such_note"),
+    (["reconstruct", "{run}", "missing.wav", "--out", "{tmp}/x"], "no such file"),
+    (["interpolate", "{run}", "a", "b", "--steps", "1", "--out", "{tmp}/x"], ""),
+    (["sample", "{tmp}/not_a_run", "--out", "{tmp}/x"], "not a folder"),
+])
+def test_bad_input_is_a_one_line_error(tiny_run, tmp_path, capsys, argv, message):
+    argv = [a.format(run=tiny_run, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplegen: error:") and "\n" not in err and message in err
+    assert not (tmp_path / "x").exists() or not _wavs(tmp_path / "x")
+
+
+def test_train_on_a_raw_folder_via_the_console_script(tiny_samples_dir, tiny_config_file, tmp_path):
+    exe = Path(sys.executable).parent / "samplegen"
+    cmd = [str(exe), "train", "--data", str(tiny_samples_dir), "--out", str(tmp_path / "run"),
+           "--config", str(tiny_config_file), "--epochs", "2", "--model", "ae", "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "run folder" in done.stdout
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["model"]["kind"] == "ae" and cfg["train"]["epochs"] == 2
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_corpus_build_from_a_folder(tiny_samples_dir, tmp_path, capsys):
+    (tiny_samples_dir.parent / "mixed").mkdir(exist_ok=True)
+    assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "c"), "--mix", "2",
+                 "--duration", "0.5"]) == 0
+    assert (tmp_path / "c" / "manifest.csv").is_file()
+    assert "18 notes" in capsys.readouterr().out

@@ -1,0 +1,135 @@
+import csv
+import json
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from samplegen import api, checkpoint
+from samplegen.config import load_config_file
+from samplegen.corpus import load_corpus
+from samplegen.errors import CheckpointError
+from samplegen.model import SampleModel
+from samplegen.train import TrainingError, train
+
+
+def test_run_folder_is_self_contained(tiny_run):
+    for name in ["config.json", "model.safetensors", "stats.safetensors", "latents.safetensors",
+                 "corpus.json", "history.csv", "history.png", "train_state.safetensors"]:
+        assert (tiny_run / name).is_file(), name
+    run = checkpoint.load_run(tiny_run)
+    assert run.latent_mu.shape == (16, 3)
+    assert set(run.corpus.splits) == {"train", "val"}
+    rows = list(csv.DictReader(open(tiny_run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert float(rows[-1]["train_recon"]) < float(rows[0]["train_recon"])
+    assert not list(tiny_run.glob("*.tmp")) and not list(tiny_run.glob(".*.tmp"))
+
+
+def test_save_load_gives_identical_outputs(tiny_run, tmp_path):
+    a = checkpoint.load_run(tiny_run)
+    checkpoint.save_model(tmp_path, a.model)
+    m = SampleModel(a.config.model)
+    weights, _ = checkpoint.load_tensors(tmp_path / "model.safetensors")
+    m.load_state_dict(weights)
+    z = torch.randn(4, 3)
+    with torch.no_grad():
+        assert torch.equal(a.model.decode(z), m.eval().decode(z))
+    b = checkpoint.load_run(tiny_run)
+    with torch.no_grad():
+        assert torch.equal(a.model.decode(z), b.model.decode(z))
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_tampered_and_pickled_weights_are_refused(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "r1")
+    raw = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated or tampered"):
+        checkpoint.load_run(run)
+    (run / "model.safetensors").write_bytes(b"\xff" * 8 + raw[8:])
+    with pytest.raises(CheckpointError):
+        checkpoint.load_run(run)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (run / "model.safetensors").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError):
+        checkpoint.load_run(run)
+    assert not marker.exists()
+
+
+def test_config_that_does_not_match_weights_is_refused(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "r2")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["latent_dim"] = 5
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        checkpoint.load_run(run)
+    cfg["model"]["latent_dim"] = 3
+    cfg["model"]["surprise"] = 1
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="surprise"):
+        checkpoint.load_run(run)
+
+
+def test_resume_ends_with_the_same_weights(tiny_samples_dir, tiny_config_file, tmp_path):
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=4, patience=100))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    train(corpus, tmp_path / "full", cfg, show_progress=False)
+    train(corpus, tmp_path / "part", replace(cfg, train=replace(cfg.train, epochs=2)), show_progress=False)
+    assert not api.run_is_partial(tmp_path / "part")
+    train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False)
+    full, _ = checkpoint.load_tensors(tmp_path / "full" / "train_state.safetensors")
+    part, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
+    for key in full:
+        assert torch.equal(full[key], part[key]), key
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_samples_dir, tiny_config_file,
+                                                                               tmp_path, monkeypatch):
+    cfg = load_config_file(tiny_config_file)
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    real = SampleModel.losses
+    calls = {"n": 0}
+
+    def flaky(self, x, generator=None):
+        calls["n"] += 1
+        terms = real(self, x, generator)
+        if calls["n"] > 3:
+            terms["recon"] = terms["recon"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(SampleModel, "losses", flaky)
+    with pytest.raises(TrainingError, match="last good checkpoint"):
+        train(corpus, tmp_path / "nan", cfg, show_progress=False)
+    weights, _ = checkpoint.load_tensors(tmp_path / "nan" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_existing_run_without_resume_is_refused(tiny_run, tiny_samples_dir, tiny_config_file):
+    with pytest.raises(TrainingError, match="--resume"):
+        api.train_run(tiny_samples_dir, tiny_run, config=tiny_config_file, show_progress=False)
+
+
+def test_same_seed_same_weights(tiny_samples_dir, tiny_config_file, tmp_path):
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=2))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    train(corpus, tmp_path / "a", cfg, show_progress=False)
+    train(corpus, tmp_path / "b", cfg, show_progress=False)
+    a, _ = checkpoint.load_tensors(tmp_path / "a" / "model.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
