@@ -58,6 +58,8 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise AudioError(f"unsupported extension '{path.suffix}' (use {', '.join(SUPPORTED_EXTENSIONS)})")
+    if not path.is_file():
+        raise AudioError("no such file")
     try:
         data, file_sr = sf.read(str(path), dtype="float64", always_2d=True)
     except FileNotFoundError:
