@@ -123,7 +123,9 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
     gen = None
     if seed is not None:
         gen = torch.Generator(device=mag.device).manual_seed(int(seed))
-    angles = torch.rand(mag.shape, generator=gen, device=mag.device) * (2 * math.pi)
+    # One random start shared by every note of the batch, so a batch gives exactly what
+    # the same notes give one by one.
+    angles = torch.rand(mag.shape[1:], generator=gen, device=mag.device) * (2 * math.pi)
     spec = torch.polar(mag, angles)
     alpha = momentum if method == "fgla" else 0.0
     prev = torch.zeros_like(spec)
