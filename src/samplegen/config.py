@@ -28,6 +28,8 @@ class TrainConfig:
     """Optimisation settings.
 
     beta : weight of the KL term (per-element MSE + beta · KL summed over latent dims)
+    learning_rate : Adam's step size at the start; it follows a cosine down to a tenth of
+        that by the last epoch (a pure function of the epoch, like everything else)
     kl_warmup_epochs : beta ramps linearly from 0 over this many epochs (a pure function
         of the step, so a resumed run sees exactly the same schedule)
     patience : early stopping after this many epochs without a better validation loss
@@ -37,7 +39,7 @@ class TrainConfig:
     pca_init : start from the PCA baseline (see samplegen.model.init_from_pca)
     """
 
-    epochs: int = 200
+    epochs: int = 150
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4

@@ -134,6 +134,6 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
         rebuilt = stft(istft(spec, cfg, length), cfg)
         accel = rebuilt + alpha * (rebuilt - prev) if alpha else rebuilt
         prev = rebuilt
-        spec = mag * torch.exp(1j * torch.angle(accel))
+        spec = mag * (accel / accel.abs().clamp_min(1e-12))
     wav = istft(spec, cfg, length)
     return wav[0] if single else wav

@@ -29,7 +29,7 @@ from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.features import FeatureStats, audio_to_log_features
 from samplegen.model import SampleModel, init_from_pca
 
-HISTORY_FIELDS = ["epoch", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
+HISTORY_FIELDS = ["epoch", "lr", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
 
 
 class TrainingError(SampleGenError):
@@ -88,6 +88,12 @@ def beta_at(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     if cfg.model.kind != "vae":
         return 0.0
     return cfg.train.beta if warm == 0 else cfg.train.beta * min(1.0, step / warm)
+
+
+def learning_rate_at(epoch: int, cfg: RunConfig) -> float:
+    """Cosine decay from ``train.learning_rate`` to a tenth of it at the last epoch."""
+    progress = (epoch - 1) / max(1, cfg.train.epochs - 1)
+    return cfg.train.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -170,6 +176,8 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
                desc="train", unit="epoch", disable=not show_progress, dynamic_ncols=True)
     for epoch in bar:
         t0 = time.perf_counter()
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate_at(epoch, cfg)
         model.train()
         order = torch.randperm(len(train_idx), generator=_epoch_generator(tc.seed, epoch, 0))
         noise = _epoch_generator(tc.seed, epoch, 1)
@@ -193,7 +201,7 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
             sums["loss"] += loss.item() * n
             sums["recon"] += terms["recon"].item() * n
             sums["kl"] += terms["kl"].item() * n
-        row = {"epoch": epoch, "beta": beta}
+        row = {"epoch": epoch, "beta": beta, "lr": learning_rate_at(epoch, cfg)}
         row.update({f"train_{k}": v / len(train_idx) for k, v in sums.items()})
         row.update(_validate(model, x_val, cfg))
         row["seconds"] = time.perf_counter() - t0
