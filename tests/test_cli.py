@@ -106,3 +106,18 @@ def test_corpus_build_from_a_folder(tiny_samples_dir, tmp_path, capsys):
                  "--duration", "0.5"]) == 0
     assert (tmp_path / "c" / "manifest.csv").is_file()
     assert "18 notes" in capsys.readouterr().out
+
+
+def test_demo_end_to_end_with_tiny_settings(tmp_path, tiny_config_file):
+    from samplegen import api
+
+    lines: list[str] = []
+    result = api.demo(tmp_path / "demo", config=tiny_config_file, programs=[0, 24, 40, 56], velocities=(64, 100),
+                      show_progress=False, log=lines.append)
+    assert set(result.outputs) == {"reconstructions", "interpolation", "samples", "variations"}
+    _check_wavs(result.outputs["samples"], 0.5)
+    assert len(result.outputs["interpolation"]) == 8
+    assert any(p.stem.endswith("_original") for p in result.outputs["reconstructions"])
+    # a second run reuses the corpus and the trained run
+    again = api.demo(tmp_path / "demo", config=tiny_config_file, show_progress=False, log=lines.append)
+    assert again.train is None and any("reusing trained run" in line for line in lines)

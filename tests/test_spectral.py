@@ -36,7 +36,9 @@ def test_istft_of_stft_is_identity_with_exact_length(length):
     assert torch.allclose(x, y, atol=1e-9)
 
 
-@pytest.mark.parametrize("method, iters, limit_db", [("fgla", 32, -18.0), ("fgla", 16, -15.0), ("gl", 32, -13.0)])
+@pytest.mark.parametrize("method, iters, limit_db", [
+    ("fgla", 32, -18.0), ("fgla", 16, -15.0), ("gl", 32, -13.0), ("spsi", 0, -15.0), ("spsi", 12, -25.0),
+])
 def test_phase_retrieval_reaches_a_stated_spectral_convergence(method, iters, limit_db):
     x = torch.from_numpy(harmonic_note(1.0, decay=2.0))
     y = retrieve_phase(magnitude(x, CFG), CFG, len(x), method=method, n_iter=iters)
@@ -86,3 +88,25 @@ def test_bad_arguments_are_refused():
         retrieve_phase(mag, CFG, 4096, n_iter=-1)
     with pytest.raises(ParameterError, match="shape"):
         retrieve_phase(torch.ones(3, 10), CFG, 4096)
+
+
+def test_spsi_start_beats_random_start_at_the_same_iteration_count():
+    x = torch.from_numpy(harmonic_note(1.0, decay=2.0, n_harmonics=10))
+    mag = magnitude(x, CFG)
+    for iters in (0, 4, 16):
+        spsi = _sc_db(x, retrieve_phase(mag, CFG, len(x), "spsi", iters))
+        rand = _sc_db(x, retrieve_phase(mag, CFG, len(x), "fgla", iters))
+        assert spsi < rand - 3.0, (iters, spsi, rand)
+
+
+def test_spsi_phase_of_a_steady_sinusoid_advances_by_its_frequency():
+    from samplegen.spectral import spsi_phase
+
+    sr, f0 = 44100, 1000.0
+    x = torch.sin(2 * torch.pi * f0 * torch.arange(sr // 2, dtype=torch.float64) / sr)
+    spec = stft(x, CFG)
+    est = spsi_phase(spec.abs()[None], CFG)[0]
+    k = int(round(f0 * CFG.n_fft / sr))
+    true_step = torch.angle(spec[k, 11] / spec[k, 10]).item()
+    est_step = torch.remainder(est[k, 11] - est[k, 10] + torch.pi, 2 * torch.pi).item() - torch.pi
+    assert est_step == pytest.approx(true_step, abs=0.05)

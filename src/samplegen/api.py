@@ -23,6 +23,7 @@ from samplegen.train import TrainResult, train
 
 def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source: str | Path | None = None,
                  mix: int = 0, seed: int = 0, duration_s: float | None = None,
+                 programs: Sequence[int] | None = None, velocities: Sequence[int] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Corpus:
     """Render a SoundFont (the embedded General MIDI one by default) or prepare a folder of samples.
 
@@ -32,6 +33,7 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
     soundfont : another .sf2 to render instead of the embedded TimGM6mb.sf2
     source : a folder of the user's own samples (exclusive with ``soundfont``)
     mix : number of two-note mixtures to add (augmentation; 0 = off)
+    programs, velocities : render only these programs / at these velocities (SoundFonts only)
     """
     if soundfont is not None and source is not None:
         raise ParameterError("give either a SoundFont or a source folder, not both")
@@ -40,6 +42,10 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
     kwargs = {} if duration_s is None else {"duration_s": duration_s}
     if source is not None:
         return build_folder_corpus(source, out, mix=mix, seed=seed, progress=progress, **kwargs)
+    if programs is not None:
+        kwargs["programs"] = programs
+    if velocities is not None:
+        kwargs["velocities"] = velocities
     return render_soundfont_corpus(out, soundfont=soundfont, mix=mix, seed=seed, progress=progress, **kwargs)
 
 
@@ -113,26 +119,29 @@ class DemoResult:
     train: TrainResult | None
 
 
-def demo(out: str | Path, *, epochs: int | None = None, show_progress: bool = True,
-         log: Callable[[str], None] = lambda s: None) -> DemoResult:
+def demo(out: str | Path, *, epochs: int | None = None, config: str | Path | RunConfig | None = None,
+         programs: Sequence[int] | None = None, velocities: Sequence[int] | None = None,
+         show_progress: bool = True, log: Callable[[str], None] = lambda s: None) -> DemoResult:
     """The main job: build the default corpus, train the default VAE, write example sounds.
 
     Re-running reuses a finished corpus and run (and resumes an interrupted run).
+    ``config``, ``programs`` and ``velocities`` shrink it for smoke tests.
     """
+    cfg = resolve_config(config, epochs=epochs)
     out = Path(out)
     corpus_dir, run_dir, sounds_dir = out / "corpus", out / "run", out / "sounds"
     if (corpus_dir / "manifest.csv").is_file():
         log(f"reusing corpus in {corpus_dir}")
     else:
         log(f"rendering the default corpus into {corpus_dir} ...")
-        build_corpus(corpus_dir)
+        build_corpus(corpus_dir, duration_s=cfg.data.duration_s, programs=programs, velocities=velocities)
     result = None
     if run_is_complete(run_dir):
         log(f"reusing trained run in {run_dir}")
     else:
         resume = run_is_partial(run_dir)
         log(("resuming" if resume else "training the default VAE") + f" in {run_dir} ...")
-        result = train_run(corpus_dir, run_dir, epochs=epochs, resume=resume, show_progress=show_progress)
+        result = train_run(corpus_dir, run_dir, config=cfg, resume=resume, show_progress=show_progress)
     r = load_run(run_dir)
     names, splits, families = r.corpus.names, r.corpus.splits, r.corpus.families
     held = [n for n, s in zip(names, splits) if s == "val"]
