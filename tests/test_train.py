@@ -84,13 +84,26 @@ def test_config_that_does_not_match_weights_is_refused(tiny_run, tmp_path):
         checkpoint.load_run(run)
 
 
-def test_resume_ends_with_the_same_weights(tiny_samples_dir, tiny_config_file, tmp_path):
+def test_resume_after_a_kill_ends_with_the_same_weights(tiny_samples_dir, tiny_config_file, tmp_path, monkeypatch):
+    import samplegen.train as train_module
+
     cfg = load_config_file(tiny_config_file)
     cfg = replace(cfg, train=replace(cfg.train, epochs=4, patience=100))
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
     train(corpus, tmp_path / "full", cfg, show_progress=False)
-    train(corpus, tmp_path / "part", replace(cfg, train=replace(cfg.train, epochs=2)), show_progress=False)
-    assert not api.run_is_partial(tmp_path / "part")
+
+    real_write = train_module._write_history_csv
+
+    def killed_after_epoch_2(path, history):
+        real_write(path, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt  # the process dies right after epoch 2's checkpoint
+
+    monkeypatch.setattr(train_module, "_write_history_csv", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path / "part", cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "_write_history_csv", real_write)
+    assert api.run_is_partial(tmp_path / "part")
     train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False)
     full, _ = checkpoint.load_tensors(tmp_path / "full" / "train_state.safetensors")
     part, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
