@@ -64,3 +64,38 @@ def test_mismatched_or_broken_input_is_refused():
     bad[5] = np.nan
     with pytest.raises(ParameterError, match="NaN"):
         log_spectral_distance_db(np.ones(3000), bad)
+
+
+def test_health_measures_on_known_cases():
+    from samplegen.metrics import (health_thresholds, is_noise_like, is_silent, path_dips, rms_db,
+                                   spectral_flatness)
+
+    rng = np.random.default_rng(2)
+    tones = np.stack([harmonic_note(0.5, tilt=t, decay=d) for t, d in [(0.8, 1), (1.5, 3), (2.0, 0.5), (1.0, 5)]])
+    th = health_thresholds(tones)
+    noise = 0.1 * rng.standard_normal(tones.shape[1])
+    assert spectral_flatness(tones[0]) < 0.01
+    assert spectral_flatness(noise) == pytest.approx(np.exp(-np.euler_gamma), abs=0.03)
+    assert is_noise_like(noise, th) and not is_noise_like(tones[1], th)
+    assert rms_db(0.5 * np.ones(1000)) == pytest.approx(20 * np.log10(0.5))
+    assert is_silent(np.zeros(5000), th)
+    assert is_silent(tones[0] * 10 ** (-80 / 20), th) and not is_silent(tones[0], th)
+    assert list(is_silent(np.stack([tones[0], 0 * tones[0]]), th)) == [False, True]
+    steady = np.stack([tones[0]] * 5)
+    dipping = steady.copy()
+    dipping[2] *= 0.1
+    assert path_dips(dipping) and not path_dips(steady)
+
+
+def test_onset_measures():
+    from samplegen.metrics import onset_envelope_error_db, onset_index, pre_echo_db
+
+    x = harmonic_note(1.0, onset_s=0.5, attack_s=0.002)
+    assert abs(onset_index(x) - 0.5 * 44100) <= 64
+    assert onset_envelope_error_db(x, x) == 0.0
+    smeared = harmonic_note(1.0, onset_s=0.5, attack_s=0.04)
+    assert onset_envelope_error_db(x, smeared) > 3.0
+    echo = x.copy()
+    echo[: 22050] += 0.01 * np.random.default_rng(0).standard_normal(22050)
+    assert pre_echo_db(x, echo) > pre_echo_db(x, x) + 20
+    assert pre_echo_db(x, x) < -60

@@ -96,6 +96,31 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {name}\t{fam}\t{split}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from samplegen import evaluate as ev
+
+    kwargs = dict(n_draws=args.draws, n_paths=args.paths, steps=args.steps, seed=args.seed, log=print)
+    if args.compare:
+        results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
+    else:
+        if not args.run:
+            raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
+        results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
+    for res in results:
+        h = res["headline"]
+        print(f"{res['run']}: {h['split']} LSD {h['model_lsd_db']:.2f} dB (PCA {h['pca_lsd_db']:.2f}, "
+              f"oracle {h['oracle_lsd_db']:.2f}); unhealthy draws {100 * h['unhealthy_draw_fraction']:.1f} %; "
+              f"dipping paths {100 * h['dipping_path_fraction']:.1f} %; {res['seconds']:.0f} s")
+    print(f"report: {Path(args.out) / 'report.html'}  metrics: {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_roundtrip(args: argparse.Namespace) -> None:
+    from samplegen.roundtrip import roundtrip
+
+    for r in roundtrip(args.files, args.out, method=args.method, n_iter=args.iters):
+        print(f"{r.source}: SC {r.sc_db:.1f} dB, LSD {r.lsd_db:.2f} dB -> {r.original}, {r.rebuilt}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     import time
 
@@ -167,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--out", required=True)
     pt.set_defaults(func=cmd_perturb)
+
+    ev = sub.add_parser("evaluate", help="sound quality, artefacts, latent distribution and generation health of a run")
+    ev.add_argument("run", nargs="?", help="run folder")
+    ev.add_argument("--data", default=None, help="a folder of notes the model never saw")
+    ev.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="two runs side by side on the same draws")
+    ev.add_argument("--out", required=True, help="report folder")
+    ev.add_argument("--draws", type=int, default=1000, help="random prior draws for generation health (default 1000)")
+    ev.add_argument("--paths", type=int, default=100, help="interpolation paths between random corpus pairs (default 100)")
+    ev.add_argument("--steps", type=int, default=8, help="steps per interpolation path (default 8)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=cmd_evaluate)
+
+    rt = sub.add_parser("roundtrip", help="what discarding phase costs on your own files (no model)")
+    rt.add_argument("files", nargs="+", metavar="FILE")
+    rt.add_argument("--out", required=True)
+    rt.add_argument("--method", default=None, help="phase retrieval method (default: the package default)")
+    rt.add_argument("--iters", type=int, default=None, help="iterations (default: the package default)")
+    rt.set_defaults(func=cmd_roundtrip)
 
     info = sub.add_parser("info", help="show a run's settings and its corpus note names")
     info.add_argument("run")

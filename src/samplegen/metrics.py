@@ -8,6 +8,8 @@ gives one value per note.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -74,3 +76,118 @@ def multi_resolution_stft_distance(reference, candidate) -> float | np.ndarray:
         log_mag = (torch.log(Y + MR_EPS) - torch.log(X + MR_EPS)).abs().flatten(1).mean(dim=1)
         total += sc + log_mag
     return _out(total / len(MR_FFT_SIZES), single)
+
+
+# --- Generation health: the seed's "silence (!!)" and "horrible noise" -------------------------------
+
+#: Frames quieter than this below a note's loudest frame are left out of its flatness.
+FLATNESS_RANGE_DB = 40.0
+
+
+def _batch(audio: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, bool]:
+    x = torch.as_tensor(np.asarray(audio) if not torch.is_tensor(audio) else audio, dtype=torch.float64)
+    if x.ndim not in (1, 2) or x.shape[-1] < 2:
+        raise ParameterError(f"audio must have shape (n,) or (B, n), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ParameterError("audio must not contain NaN or Inf")
+    return (x[None], True) if x.ndim == 1 else (x, False)
+
+
+def rms_db(audio) -> float | np.ndarray:
+    """20·log10 of the RMS level (dBFS), floored at −200 dB for digital silence."""
+    x, single = _batch(audio)
+    return _out(20 * torch.log10(x.pow(2).mean(dim=1).sqrt().clamp_min(1e-10)), single)
+
+
+def spectral_flatness(audio) -> float | np.ndarray:
+    """Mean over frames (within 40 dB of the loudest) of geometric / arithmetic mean of the power spectrum.
+
+    Near 0 for a tone, about 0.56 (e^−γ) for white Gaussian noise.
+    """
+    x, single = _batch(audio)
+    power = _mag(x).pow(2) + 1e-20  # B x F x T
+    frame_energy = power.sum(dim=1)
+    keep = frame_energy >= frame_energy.amax(dim=1, keepdim=True) * 10 ** (-FLATNESS_RANGE_DB / 10)
+    flat = torch.exp(torch.log(power).mean(dim=1)) / power.mean(dim=1)
+    return _out((flat * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1), single)
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """silent_rms_db: outputs quieter than this are silent; noise_flatness: flatter is noise-like."""
+
+    silent_rms_db: float
+    noise_flatness: float
+
+
+def health_thresholds(training_audio) -> HealthThresholds:
+    """From the training notes: median RMS − 40 dB, and the 99th percentile of their flatness."""
+    levels = np.atleast_1d(rms_db(training_audio))
+    flatness = np.atleast_1d(spectral_flatness(training_audio))
+    return HealthThresholds(float(np.median(levels) - 40.0), float(np.percentile(flatness, 99)))
+
+
+def is_silent(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
+    """Raw output (before any normalisation) more than 40 dB below the training notes' median RMS."""
+    levels = rms_db(audio)
+    return bool(levels < thresholds.silent_rms_db) if np.isscalar(levels) else levels < thresholds.silent_rms_db
+
+
+def is_noise_like(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
+    """Flatter than 99 % of the training notes."""
+    flat = spectral_flatness(audio)
+    return bool(flat > thresholds.noise_flatness) if np.isscalar(flat) else flat > thresholds.noise_flatness
+
+
+def path_dips(path_audio) -> bool:
+    """An interpolation path (steps, n) whose quietest interior step is > 6 dB below the quieter end."""
+    levels = np.atleast_1d(rms_db(path_audio))
+    if len(levels) < 3:
+        raise ParameterError(f"a path needs at least 3 steps, got {len(levels)}")
+    return bool(levels[1:-1].min() < min(levels[0], levels[-1]) - 6.0)
+
+
+# --- Artefacts of discarding phase: onsets -----------------------------------------------------------
+
+ENVELOPE_HOP = 64
+ONSET_WINDOW_S = 0.05
+
+
+def _envelope_db(x: torch.Tensor, hop: int = ENVELOPE_HOP) -> torch.Tensor:
+    """Short-frame energy envelope in dB, Tensor[B x frames] (frames of ``hop`` samples)."""
+    n = x.shape[1] // hop
+    energy = x[:, : n * hop].reshape(x.shape[0], n, hop).pow(2).mean(dim=2)
+    return 10 * torch.log10(energy.clamp_min(1e-20))
+
+
+def onset_index(audio, threshold_db: float = -30.0) -> int | np.ndarray:
+    """First sample of the first 64-sample frame whose energy is within ``threshold_db`` of the loudest frame."""
+    x, single = _batch(audio)
+    env = _envelope_db(x)
+    first = (env >= env.amax(dim=1, keepdim=True) + threshold_db).int().argmax(dim=1) * ENVELOPE_HOP
+    return int(first[0]) if single else first.numpy()
+
+
+def onset_envelope_error_db(reference, candidate, window_s: float = ONSET_WINDOW_S, sr: int = 44100) -> float | np.ndarray:
+    """Attack smearing: RMS difference (dB) of the two energy envelopes over the first 50 ms after the reference's onset.
+
+    Envelopes are 64-sample frame energies floored 60 dB below the reference's loudest frame.
+    """
+    x, y, single = _pair(reference, candidate)
+    ex, ey = _envelope_db(x), _envelope_db(y)
+    floor = ex.amax(dim=1, keepdim=True) - 60.0
+    ex, ey = torch.maximum(ex, floor), torch.maximum(ey, floor)
+    start = torch.as_tensor(np.atleast_1d(onset_index(x.numpy()))) // ENVELOPE_HOP
+    width = max(1, int(window_s * sr) // ENVELOPE_HOP)
+    idx = (start[:, None] + torch.arange(width)[None]).clamp(max=ex.shape[1] - 1)
+    diff = torch.gather(ex, 1, idx) - torch.gather(ey, 1, idx)
+    return _out(diff.pow(2).mean(dim=1).sqrt(), single)
+
+
+def pre_echo_db(reference, candidate) -> float | np.ndarray:
+    """Energy of the candidate before the reference's onset relative to its total energy (dB, floor −120)."""
+    x, y, single = _pair(reference, candidate)
+    onsets = np.atleast_1d(onset_index(x.numpy()))
+    before = torch.stack([y[i, : int(o)].pow(2).sum() for i, o in enumerate(onsets)])
+    total = y.pow(2).sum(dim=1).clamp_min(1e-30)
+    return _out(10 * torch.log10((before / total).clamp_min(1e-12)), single)

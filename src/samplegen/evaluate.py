@@ -1,0 +1,394 @@
+"""`samplegen evaluate`: how good a run is, in numbers, pictures and sounds.
+
+Fills the seed's empty test areas: sound quality (against the PCA baseline
+and the oracle), artefacts (what discarding phase costs on its own), the
+VAE's latent distribution, and generation health (silent and noise-like
+outputs, interpolation paths that dip).  Writes ``metrics.json`` (keys
+listed in :data:`METRICS_KEYS`), ``per_note.csv``, PNG figures, WAVs of the
+worst cases and ``report.html`` that opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from samplegen import __version__, spectral
+from samplegen import audio as audio_io
+from samplegen import metrics as M
+from samplegen.baselines import PCABaseline
+from samplegen.checkpoint import Run, load_run
+from samplegen.corpus import load_corpus
+from samplegen.errors import CorpusError, ParameterError
+from samplegen.features import audio_to_log_features, magnitude_from_log
+from samplegen.generate import decode, interpolation_path
+
+METRICS_KEYS = ("run", "version", "headline", "quality", "artefacts", "latent", "health", "seconds")
+MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distance_db,
+            "mrstft": M.multi_resolution_stft_distance}
+#: Health is judged on level and flatness, which the magnitude sets: decoded with SPSI
+#: alone (no iterations) to keep 1,000 draws within the evaluation's time budget.
+HEALTH_PHASE = ("spsi", 0)
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+
+
+def _waves(run: Run, feats_norm: torch.Tensor, method: str | None = None, n_iter: int | None = None) -> np.ndarray:
+    """Normalised features → waveforms through the run's phase retrieval, in batches."""
+    out = []
+    for s in range(0, len(feats_norm), 32):
+        mag = magnitude_from_log(run.stats.denormalise(feats_norm[s : s + 32])).transpose(1, 2)
+        out.append(spectral.retrieve_phase(mag, run.config.stft, run.config.data.n_samples,
+                                           method=method or spectral.DEFAULT_METHOD,
+                                           n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter).numpy())
+    return np.concatenate(out) if out else np.zeros((0, run.config.data.n_samples), np.float32)
+
+
+def _decode_batched(run: Run, z: torch.Tensor, method: str | None = None, n_iter: int | None = None) -> np.ndarray:
+    return np.concatenate([np.atleast_2d(decode(run, z[s : s + 32], method=method, n_iter=n_iter))
+                           for s in range(0, len(z), 32)])
+
+
+@dataclass
+class QualitySet:
+    """Per-note measures of one split: ``values[system][measure]`` arrays, with the waveforms for listening."""
+
+    names: list[str]
+    reference: np.ndarray
+    outputs: dict[str, np.ndarray]
+    values: dict[str, dict[str, np.ndarray]]
+
+    def summary(self, n_worst: int = 5) -> dict:
+        worst = np.argsort(-self.values["model"]["lsd_db"])[:n_worst]
+        return {
+            "n": len(self.names),
+            **{system: {m: _summary(v) for m, v in vals.items()} for system, vals in self.values.items()},
+            "worst": [self.names[i] for i in worst],
+        }
+
+
+def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline) -> QualitySet:
+    """Model (posterior mean), PCA and oracle against the original notes."""
+    feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
+    with torch.no_grad():
+        mu = torch.cat([run.model.encode(feats[s : s + 64])[0] for s in range(0, len(feats), 64)])
+    outputs = {
+        "model": _decode_batched(run, mu),
+        "pca": _waves(run, pca.reconstruct(feats)),
+        "oracle": _waves(run, feats),
+    }
+    values = {system: {m: np.atleast_1d(fn(audio, wav)) for m, fn in MEASURES.items()} for system, wav in outputs.items()}
+    return QualitySet(names, audio, outputs, values)
+
+
+def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_worst: int = 5) -> dict:
+    """What discarding phase costs: the original against its own magnitude through phase retrieval."""
+    vals = {m: np.atleast_1d(fn(reference, oracle)) for m, fn in MEASURES.items()}
+    vals["attack_smearing_db"] = np.atleast_1d(M.onset_envelope_error_db(reference, oracle))
+    vals["pre_echo_db"] = np.atleast_1d(M.pre_echo_db(reference, oracle))
+    worst = np.argsort(vals["sc_db"])[::-1][:n_worst]
+    return {"n": len(names), **{k: _summary(v) for k, v in vals.items()}, "worst": [names[i] for i in worst],
+            "_values": vals}
+
+
+def latent_distribution(run: Run) -> dict:
+    """KL per latent dimension, active dimensions, and the spread of the posterior means."""
+    mu = run.latent_mu.double()
+    if run.latent_logvar is not None:
+        lv = run.latent_logvar.double()
+        kl = (0.5 * (mu.pow(2) + lv.exp() - lv - 1.0)).mean(dim=0)
+    else:
+        kl = None  # the plain auto-encoder has no posterior variance
+    var = mu.var(dim=0)
+    return {
+        "latent_dim": int(mu.shape[1]),
+        "kl_per_dim": [float(v) for v in kl] if kl is not None else None,
+        "active_dims": int((var > 0.01).sum()),
+        "posterior_mean_var": [float(v) for v in var],
+        "posterior_mean_abs_max": float(mu.abs().max()),
+    }
+
+
+def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1000, n_paths: int = 100,
+                      steps: int = 8, seed: int = 0) -> dict:
+    """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_draws, run.config.model.latent_dim, generator=g)
+    draws = _decode_batched(run, z, *HEALTH_PHASE)
+    n_notes = len(run.corpus.names)
+    pairs = []
+    while len(pairs) < n_paths:
+        a, b = torch.randint(n_notes, (2,), generator=g).tolist()
+        if a != b:
+            pairs.append((a, b))
+    path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
+    paths = _decode_batched(run, path_z, *HEALTH_PHASE).reshape(n_paths, steps, -1)
+    silent = np.atleast_1d(M.is_silent(draws, thresholds))
+    noisy = np.atleast_1d(M.is_noise_like(draws, thresholds))
+    dips = np.array([M.path_dips(p) for p in paths])
+    return {
+        "n_draws": n_draws, "n_paths": n_paths, "steps": steps,
+        "silent_fraction": float(silent.mean()), "noise_like_fraction": float(noisy.mean()),
+        "dipping_path_fraction": float(dips.mean()),
+        "thresholds": {"silent_rms_db": thresholds.silent_rms_db, "noise_flatness": thresholds.noise_flatness},
+        "_draws": draws[:4], "_path": paths[int(np.argmax(dips)) if dips.any() else 0],
+    }
+
+
+def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None = None, *, n_draws: int = 1000,
+             n_paths: int = 100, steps: int = 8, train_sample: int = 200, seed: int = 0,
+             log: Callable[[str], None] = lambda s: None) -> dict:
+    """Evaluate one run; writes report.html, metrics.json, per_note.csv, figures and WAVs into ``out_dir``.
+
+    Parameters
+    ----------
+    run_path : run folder (its corpus must still be where it was trained from)
+    data : a folder of notes the model never saw (built corpus or raw samples)
+    n_draws, n_paths, steps : generation-health sample sizes
+    train_sample : how many training notes to measure (all held-out notes are measured)
+
+    Returns
+    -------
+    The metrics dictionary written to metrics.json.
+    """
+    if n_draws < 1 or n_paths < 1 or steps < 3:
+        raise ParameterError(f"n_draws={n_draws} and n_paths={n_paths} must be >= 1 and steps={steps} >= 3")
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    run = load_run(run_path)
+    corpus = _run_corpus(run)
+    split = np.array(run.corpus.splits)
+    train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    rng = np.random.default_rng(seed)
+    train_meas = np.sort(rng.choice(train_idx, size=min(train_sample, len(train_idx)), replace=False))
+    feats_train = run.stats.normalise(audio_to_log_features(corpus.audio[train_idx], run.config.stft))
+    pca = PCABaseline.fit(feats_train, min(run.config.model.latent_dim, len(train_idx) - 1 if len(train_idx) > 1 else 1))
+    names = run.corpus.names
+    sets: dict[str, QualitySet] = {}
+    log(f"sound quality: {len(train_meas)} training and {len(val_idx)} held-out notes ...")
+    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca)
+    if len(val_idx):
+        sets["heldout"] = sound_quality(run, corpus.audio[val_idx], [names[i] for i in val_idx], pca)
+    if data is not None:
+        extra = load_corpus(data, duration_s=run.config.data.duration_s)
+        log(f"sound quality: {len(extra.entries)} notes from {data} ...")
+        sets["data"] = sound_quality(run, extra.audio, [e.name for e in extra.entries], pca)
+    everything = np.concatenate([s.reference for s in sets.values()])
+    art = artefacts(everything, np.concatenate([s.outputs["oracle"] for s in sets.values()]),
+                    [n for s in sets.values() for n in s.names])
+    log(f"generation health: {n_draws} prior draws, {n_paths} interpolation paths ...")
+    health = generation_health(run, M.health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed)
+    latent = latent_distribution(run)
+    main = sets.get("heldout", sets["train"])
+    result = {
+        "run": str(Path(run_path).resolve()),
+        "version": __version__,
+        "headline": {
+            "split": "heldout" if "heldout" in sets else "train",
+            "model_lsd_db": main.summary()["model"]["lsd_db"]["mean"],
+            "pca_lsd_db": main.summary()["pca"]["lsd_db"]["mean"],
+            "oracle_lsd_db": main.summary()["oracle"]["lsd_db"]["mean"],
+            "unhealthy_draw_fraction": health["silent_fraction"] + health["noise_like_fraction"],
+            "dipping_path_fraction": health["dipping_path_fraction"],
+        },
+        "quality": {k: s.summary() for k, s in sets.items()},
+        "artefacts": {k: v for k, v in art.items() if not k.startswith("_")},
+        "latent": latent,
+        "health": {k: v for k, v in health.items() if not k.startswith("_")},
+    }
+    figures = _figures(run, out, health)
+    audio_rows = _write_worst_audio(out, sets, art)
+    _write_per_note(out / "per_note.csv", sets, art)
+    result["seconds"] = time.perf_counter() - t0
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_report(out, [result], figures, audio_rows)
+    return result
+
+
+def compare(run_a: str | Path, run_b: str | Path, out_dir: str | Path, **kwargs) -> list[dict]:
+    """Evaluate two runs on the same draws and pairs (same seed) and put them side by side in one report."""
+    out = Path(out_dir)
+    results = []
+    figures: list[tuple[str, str]] = []
+    audio_rows: list[tuple[str, list[tuple[str, str]]]] = []
+    for label, run in (("a", run_a), ("b", run_b)):
+        res = evaluate(run, out / label, **kwargs)
+        results.append(res)
+        sub = _report_assets(out / label)
+        figures += [(f"{Path(run).name}: {title}", f"{label}/{src}") for title, src in sub[0]]
+        audio_rows += [(f"{Path(run).name}: {title}", [(n, f"{label}/{s}") for n, s in srcs]) for title, srcs in sub[1]]
+    (out / "metrics.json").write_text(json.dumps({"compare": results}, indent=2) + "\n")
+    write_report(out, results, figures, audio_rows)
+    return results
+
+
+def _run_corpus(run: Run):
+    path = Path(run.corpus.corpus_path)
+    try:
+        corpus = load_corpus(path, duration_s=run.config.data.duration_s)
+    except CorpusError as exc:
+        raise CorpusError(f"the run's corpus {path} cannot be read ({exc}); evaluate where it was trained") from None
+    if [e.name for e in corpus.entries] != run.corpus.names:
+        raise CorpusError(f"the corpus in {path} has changed since training; evaluate against the corpus it was trained on")
+    return corpus
+
+
+def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = []
+    mu = run.latent_mu.numpy()
+    dims = mu.shape[1]
+    cols = min(4, dims)
+    rows = math.ceil(dims / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False)
+    grid = np.linspace(-4, 4, 200)
+    for d in range(rows * cols):
+        ax = axes[d // cols][d % cols]
+        if d >= dims:
+            ax.axis("off")
+            continue
+        ax.hist(mu[:, d], bins=30, range=(-4, 4), density=True, alpha=0.7)
+        ax.plot(grid, np.exp(-grid**2 / 2) / math.sqrt(2 * math.pi), "k-", lw=1)
+        ax.set_title(f"z{d}", fontsize=9)
+    fig.suptitle("posterior means per latent dimension against N(0, 1)")
+    fig.tight_layout()
+    fig.savefig(out / "latent_histograms.png", dpi=80)
+    plt.close(fig)
+    figs.append(("Posterior means against N(0, 1)", "latent_histograms.png"))
+
+    centred = mu - mu.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(mu))]
+    fams = run.corpus.families
+    fig, ax = plt.subplots(figsize=(8, 6))
+    cmap = plt.get_cmap("tab20")
+    for i, fam in enumerate(sorted(set(fams))):
+        sel = np.array([f == fam for f in fams])
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(i % 20), label=fam)
+    ax.legend(fontsize=7, markerscale=2, ncol=2)
+    ax.set_title("corpus in latent space (first two principal axes of the posterior means)")
+    fig.tight_layout()
+    fig.savefig(out / "latent_map.png", dpi=80)
+    plt.close(fig)
+    figs.append(("Latent map coloured by family", "latent_map.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    levels = np.atleast_1d(M.rms_db(health["_path"]))
+    ax.plot(range(len(levels)), levels, "o-")
+    ax.set_xlabel("interpolation step")
+    ax.set_ylabel("RMS (dBFS)")
+    ax.set_title("level along an interpolation path (a dipping one if any)")
+    fig.tight_layout()
+    fig.savefig(out / "path_levels.png", dpi=80)
+    plt.close(fig)
+    figs.append(("Level along an interpolation path", "path_levels.png"))
+    return figs
+
+
+def _write_worst_audio(out: Path, sets: dict[str, QualitySet], art: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+    rows = []
+    for split, s in sets.items():
+        worst = np.argsort(-s.values["model"]["lsd_db"])[:5]
+        for i in worst:
+            files = []
+            for label, wav in (("original", s.reference[i]), ("oracle", s.outputs["oracle"][i]), ("model", s.outputs["model"][i])):
+                name = f"audio/{split}_{s.names[i]}_{label}.wav"
+                audio_io.write_wav(out / name, _safe(wav))
+                files.append((label, name))
+            rows.append((f"{split}: {s.names[i]} (model LSD {s.values['model']['lsd_db'][i]:.2f} dB)", files))
+    return rows
+
+
+def _safe(wav: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    return wav / peak * 0.99 if peak > 0.99 else wav
+
+
+def _write_per_note(path: Path, sets: dict[str, QualitySet], art: dict) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "name", *[f"{sys}_{m}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
+        for split, s in sets.items():
+            for i, name in enumerate(s.names):
+                w.writerow([split, name, *[f"{s.values[sys][m][i]:.4f}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
+
+
+def _report_assets(folder: Path) -> tuple[list[tuple[str, str]], list[tuple[str, list[tuple[str, str]]]]]:
+    figs = [(p.stem.replace("_", " "), p.name) for p in sorted(folder.glob("*.png"))]
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for p in sorted((folder / "audio").glob("*.wav")):
+        key, label = p.stem.rsplit("_", 1)
+        rows.setdefault(key, []).append((label, f"audio/{p.name}"))
+    return figs, list(rows.items())
+
+
+def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, str]],
+                 audio_rows: list[tuple[str, list[tuple[str, str]]]]) -> Path:
+    """A static HTML page (no scripts, no CDN) whose images and sounds are files beside it."""
+    e = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'><title>SampleGen evaluation</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th:first-child,td:first-child{text-align:left}.big{font-size:1.3em}</style></head><body>",
+             "<h1>SampleGen evaluation</h1>"]
+    for res in results:
+        h = res["headline"]
+        parts.append(f"<h2>{e(Path(res['run']).name)}</h2><ol class='big'>"
+                     f"<li>On {e(h['split'])} notes the model's log-spectral distance is <b>{h['model_lsd_db']:.2f} dB</b> "
+                     f"(PCA with as many components: {h['pca_lsd_db']:.2f} dB; the best a magnitude-only model can do, "
+                     f"the oracle: {h['oracle_lsd_db']:.2f} dB). Lower is better.</li>"
+                     f"<li><b>{100 * h['unhealthy_draw_fraction']:.1f} %</b> of random draws are silent or noise-like.</li>"
+                     f"<li><b>{100 * h['dipping_path_fraction']:.1f} %</b> of interpolation paths dip more than 6 dB "
+                     "below their ends.</li></ol>")
+        parts.append("<h3>Sound quality</h3><table><tr><th>split</th><th>n</th>"
+                     + "".join(f"<th>{s} {m}</th>" for s in ("model", "pca", "oracle") for m in ("SC dB", "LSD dB", "MR-STFT"))
+                     + "</tr>")
+        for split, q in res["quality"].items():
+            parts.append(f"<tr><td>{e(split)}</td><td>{q['n']}</td>" + "".join(
+                f"<td>{q[s][m]['mean']:.2f}</td>" for s in ("model", "pca", "oracle") for m in MEASURES) + "</tr>")
+        parts.append("</table><p>Means over notes; medians and maxima in metrics.json, every note in per_note.csv.</p>")
+        a = res["artefacts"]
+        parts.append("<h3>Artefacts of discarding phase (original against oracle)</h3><table><tr><th>measure</th>"
+                     "<th>mean</th><th>median</th><th>worst</th></tr>" + "".join(
+                         f"<tr><td>{e(k)}</td><td>{a[k]['mean']:.2f}</td><td>{a[k]['median']:.2f}</td><td>{a[k]['max']:.2f}</td></tr>"
+                         for k in ("sc_db", "lsd_db", "mrstft", "attack_smearing_db", "pre_echo_db")) + "</table>")
+        lat = res["latent"]
+        parts.append(f"<h3>Latent distribution</h3><p>{lat['active_dims']} of {lat['latent_dim']} dimensions active "
+                     "(variance of the posterior means above 0.01). KL per dimension (nats): "
+                     + (", ".join(f"{v:.2f}" for v in lat["kl_per_dim"]) if lat["kl_per_dim"] else "none (plain auto-encoder)")
+                     + "</p>")
+        hl = res["health"]
+        parts.append(f"<h3>Generation health</h3><table><tr><th>measure</th><th>value</th></tr>"
+                     f"<tr><td>silent prior draws</td><td>{100 * hl['silent_fraction']:.1f} %</td></tr>"
+                     f"<tr><td>noise-like prior draws</td><td>{100 * hl['noise_like_fraction']:.1f} %</td></tr>"
+                     f"<tr><td>dipping interpolation paths</td><td>{100 * hl['dipping_path_fraction']:.1f} %</td></tr>"
+                     f"<tr><td>draws / paths × steps</td><td>{hl['n_draws']} / {hl['n_paths']} × {hl['steps']}</td></tr></table>")
+    parts.append("<h2>Figures</h2>" + "".join(f"<figure><img src='{e(src)}' alt='{e(t)}' style='max-width:100%'>"
+                                             f"<figcaption>{e(t)}</figcaption></figure>" for t, src in figures))
+    parts.append("<h2>Worst notes: listen</h2><table><tr><th>note</th><th>original</th><th>oracle</th><th>model</th></tr>")
+    for title, files in audio_rows:
+        cells = {label: src for label, src in files}
+        parts.append(f"<tr><td>{e(title)}</td>" + "".join(
+            f"<td><audio controls preload='none' src='{e(cells[k])}'></audio></td>" if k in cells else "<td></td>"
+            for k in ("original", "oracle", "model")) + "</tr>")
+    parts.append("</table></body></html>")
+    path = out / "report.html"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,71 @@
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from samplegen.cli import main
+from samplegen.evaluate import METRICS_KEYS
+from synth import harmonic_note
+
+
+def _referenced_files(report):
+    return re.findall(r"(?:src)='([^']+)'", report.read_text())
+
+
+def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tmp_path, capsys):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i, tilt in enumerate((0.9, 1.9)):
+        sf.write(extra / f"x{i}.wav", harmonic_note(0.5, tilt=tilt), 44100)
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(tiny_run), "--data", str(extra), "--out", str(out), "--draws", "20",
+                 "--paths", "4", "--steps", "5"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(METRICS_KEYS) <= set(metrics)
+    assert set(metrics["quality"]) == {"train", "heldout", "data"}
+    for split in metrics["quality"].values():
+        for system in ("model", "pca", "oracle"):
+            assert set(split[system]) == {"sc_db", "lsd_db", "mrstft"}
+    h = metrics["health"]
+    assert h["n_draws"] == 20 and h["n_paths"] == 4 and 0 <= h["silent_fraction"] <= 1
+    assert metrics["latent"]["latent_dim"] == 3 and len(metrics["latent"]["kl_per_dim"]) == 3
+    # the oracle keeps the true magnitude: it must be closer than the tiny model
+    q = metrics["quality"]["train"]
+    assert q["oracle"]["lsd_db"]["mean"] < q["model"]["lsd_db"]["mean"]
+    files = _referenced_files(out / "report.html")
+    assert any(f.endswith(".png") for f in files) and any(f.endswith(".wav") for f in files)
+    for f in files:
+        assert (out / f).is_file(), f
+    assert "http" not in (out / "report.html").read_text()
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_compare_puts_two_runs_in_one_report(tiny_run, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["evaluate", "--compare", str(tiny_run), str(tiny_run), "--out", str(out), "--draws", "8",
+                 "--paths", "2", "--steps", "4"]) == 0
+    data = json.loads((out / "metrics.json").read_text())["compare"]
+    assert len(data) == 2
+    # same draws and pairs: the same run gives the same health figures twice
+    assert data[0]["health"] == data[1]["health"]
+    for f in _referenced_files(out / "report.html"):
+        assert (out / f).is_file(), f
+
+
+def test_roundtrip_writes_both_and_reports_distance(tmp_path, capsys):
+    src = tmp_path / "tone.flac"
+    sf.write(src, harmonic_note(1.0, onset_s=0.05), 48000)
+    assert main(["roundtrip", str(src), "--out", str(tmp_path / "rt"), "--iters", "8"]) == 0
+    a, sr = sf.read(tmp_path / "rt" / "tone_original.wav")
+    b, _ = sf.read(tmp_path / "rt" / "tone_roundtrip.wav")
+    assert sr == 44100 and len(a) == len(b)
+    line = capsys.readouterr().out
+    sc = float(re.search(r"SC (-?[\d.]+) dB", line).group(1))
+    assert sc < -10
+
+
+def test_evaluate_needs_a_run(tmp_path, capsys):
+    assert main(["evaluate", "--out", str(tmp_path / "x")]) == 2
+    assert "RUN" in capsys.readouterr().err
