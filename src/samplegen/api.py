@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from samplegen import generate
-from samplegen.checkpoint import MODEL_NAME, LATENTS_NAME, STATE_NAME, load_run
+from samplegen.checkpoint import CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, read_json
 from samplegen.config import RunConfig, load_config_file
 from samplegen.corpus import Corpus, build_folder_corpus, load_corpus, render_soundfont_corpus
 from samplegen.errors import ParameterError
@@ -67,8 +67,16 @@ def resolve_config(config: str | Path | RunConfig | None = None, *, model: str |
 def train_run(data: str | Path, out: str | Path, *, model: str | None = None, epochs: int | None = None,
               seed: int | None = None, config: str | Path | RunConfig | None = None, resume: bool = False,
               show_progress: bool = True) -> TrainResult:
-    """Train on a corpus folder (built, or any folder of samples) into run folder ``out``."""
-    cfg = resolve_config(config, model=model, epochs=epochs, seed=seed)
+    """Train on a corpus folder (built, or any folder of samples) into run folder ``out``.
+
+    With ``resume`` the run's own saved config is used (only ``epochs`` may be raised), so a resumed run
+    needs no flags beyond ``--data``, ``--out`` and ``--resume``.
+    """
+    saved = Path(out) / CONFIG_NAME
+    if resume and saved.is_file():
+        cfg = resolve_config(RunConfig.from_dict(read_json(saved)), epochs=epochs)
+    else:
+        cfg = resolve_config(config, model=model, epochs=epochs, seed=seed)
     corpus = load_corpus(data, duration_s=cfg.data.duration_s)
     return train(corpus, out, cfg, resume=resume, show_progress=show_progress)
 

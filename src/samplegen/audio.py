@@ -29,6 +29,8 @@ PEAK_CEILING_DBFS = -1.0
 PRE_ONSET_S = 0.005
 #: Fade-out applied when a longer note is cut to length.
 FADE_OUT_S = 0.05
+#: Only this much of a file is read: a note is a few seconds, an hour-long take would only cost memory.
+MAX_READ_S = 60.0
 
 
 def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -36,6 +38,7 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Any bit depth (8/16/24/32-bit integer, 32/64-bit float) and channel
     count; channels are averaged and the rate converted with soxr (HQ).
+    Only the first ``MAX_READ_S`` (60) seconds are read.
 
     Parameters
     ----------
@@ -61,7 +64,10 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     if not path.is_file():
         raise AudioError("no such file")
     try:
-        data, file_sr = sf.read(str(path), dtype="float64", always_2d=True)
+        with sf.SoundFile(str(path)) as fh:
+            file_sr = fh.samplerate
+            data = fh.read(frames=min(fh.frames, int(MAX_READ_S * file_sr)) if fh.frames > 0 else -1,
+                           dtype="float64", always_2d=True)
     except FileNotFoundError:
         raise AudioError("no such file") from None
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:

@@ -231,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SampleGenError as exc:
         print(f"samplegen: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file-system problem the library did not anticipate: still one line, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"samplegen: error: {exc.strerror or exc}{where}; check the path, free space and permissions",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("samplegen: interrupted (a training run continues with --resume)", file=sys.stderr)
         return 130

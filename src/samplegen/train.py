@@ -121,12 +121,14 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
     run_dir = Path(out_dir)
     state_path = run_dir / ckpt.STATE_NAME
     if resume:
-        if not state_path.exists():
-            raise TrainingError(f"{run_dir} has no {ckpt.STATE_NAME} to resume from; drop --resume to start a new run")
+        if not (run_dir / ckpt.CONFIG_NAME).exists():
+            raise TrainingError(f"{run_dir} holds no run to resume; drop --resume to start a new run")
         saved = RunConfig.from_dict(ckpt.read_json(run_dir / ckpt.CONFIG_NAME))
         if config is not None and config.train.epochs != saved.train.epochs:
             saved = replace(saved, train=replace(saved.train, epochs=config.train.epochs))
         config = saved
+        # Killed before the first epoch ended: nothing to continue, so start that same run over.
+        resume = state_path.exists()
     else:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise TrainingError(f"{run_dir} is not empty; pass --resume to continue that run or choose a new --out folder")
@@ -166,7 +168,10 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
         # Latents are written last and mark a finished run; a resumed run is unfinished again.
         (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
         ckpt.save_run_config(run_dir, cfg)
     ckpt.write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(corpus, val_mask).to_json())
     ckpt.save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
