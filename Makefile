@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/samplegen demo --out $(OUT)
 
 test: $(STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: $(STAMP)

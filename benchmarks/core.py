@@ -117,6 +117,27 @@ def main() -> None:
     figures["phase_retrieval"] = f"{spectral.DEFAULT_METHOD}, {spectral.DEFAULT_ITERS} iterations"
     (work / f"core-{figures['split']}.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
+    print(markdown_table(figures))
+
+
+def markdown_table(f: dict) -> str:
+    """The figures as the rows BENCHMARKS.md shows (one column per split)."""
+    rows = [("split (held-out notes)", f"{f['split']} ({f['n_val']} of {f['n_train'] + f['n_val']})")]
+    if "corpus_build_s" in f:
+        rows.append(("corpus build (s)", f"{f['corpus_build_s']:.0f}"))
+    if "train_s" in f:
+        rows.append(("training (s, epochs run, best epoch)", f"{f['train_s']:.0f} ({f['epochs_run']}, {f['best_epoch']})"))
+    rows += [
+        ("weights (MB), parameters", f"{f['weights_mb']:.2f}, {f['parameters']:,}"),
+        ("held-out LSD mean / median (dB): model", f"{f['model_lsd_mean']:.2f} / {f['model_lsd_median']:.2f}"),
+        ("held-out LSD mean / median (dB): PCA, same size", f"{f['pca_lsd_mean']:.2f} / {f['pca_lsd_median']:.2f}"),
+        ("held-out LSD mean / median (dB): oracle", f"{f['oracle_lsd_mean']:.2f} / {f['oracle_lsd_median']:.2f}"),
+        ("held-out SC mean (dB): model / PCA / oracle",
+         f"{f['model_sc_mean']:.1f} / {f['pca_sc_mean']:.1f} / {f['oracle_sc_mean']:.1f}"),
+        ("latent → waveform, one note, one thread (ms, median)", f"{f['latency_ms_median']:.0f}"),
+        ("phase retrieval", f["phase_retrieval"]),
+    ]
+    return "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from samplegen import generate
 from samplegen.checkpoint import CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, read_json
@@ -39,7 +39,7 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
         raise ParameterError("give either a SoundFont or a source folder, not both")
     if not isinstance(mix, int) or mix < 0:
         raise ParameterError(f"mix={mix!r} must be a non-negative integer")
-    kwargs = {} if duration_s is None else {"duration_s": duration_s}
+    kwargs: dict[str, Any] = {} if duration_s is None else {"duration_s": duration_s}
     if source is not None:
         return build_folder_corpus(source, out, mix=mix, seed=seed, progress=progress, **kwargs)
     if programs is not None:

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -128,7 +128,7 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
     z = torch.randn(n_draws, run.config.model.latent_dim, generator=g)
     draws = _decode_batched(run, z, *HEALTH_PHASE)
     n_notes = len(run.corpus.names)
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     while len(pairs) < n_paths:
         a, b = torch.randint(n_notes, (2,), generator=g).tolist()
         if a != b:
@@ -193,7 +193,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     health = generation_health(run, M.health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed)
     latent = latent_distribution(run)
     main = sets.get("heldout", sets["train"])
-    result = {
+    result: dict[str, Any] = {
         "run": str(Path(run_path).resolve()),
         "version": __version__,
         "headline": {

@@ -129,14 +129,14 @@ def health_thresholds(training_audio) -> HealthThresholds:
 
 def is_silent(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
     """Raw output (before any normalisation) more than 40 dB below the training notes' median RMS."""
-    levels = rms_db(audio)
-    return bool(levels < thresholds.silent_rms_db) if np.isscalar(levels) else levels < thresholds.silent_rms_db
+    levels = np.asarray(rms_db(audio))
+    return bool(levels < thresholds.silent_rms_db) if levels.ndim == 0 else levels < thresholds.silent_rms_db
 
 
 def is_noise_like(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
     """Flatter than 99 % of the training notes."""
-    flat = spectral_flatness(audio)
-    return bool(flat > thresholds.noise_flatness) if np.isscalar(flat) else flat > thresholds.noise_flatness
+    flat = np.asarray(spectral_flatness(audio))
+    return bool(flat > thresholds.noise_flatness) if flat.ndim == 0 else flat > thresholds.noise_flatness
 
 
 def path_dips(path_audio) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -205,8 +206,9 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
         dec.linear.bias.copy_(pca.mean)
     enc.mu.weight.zero_()
     enc.mu.bias.zero_()
-    dec.stack[-1].weight.zero_()
-    dec.stack[-1].bias.zero_()
+    last = cast(nn.Linear, dec.stack[-1])
+    last.weight.zero_()
+    last.bias.zero_()
     if enc.logvar is not None:
         enc.logvar.bias.fill_(-4.0)  # start with a narrow posterior: the PCA point itself
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -380,6 +380,7 @@ def _heap_integrate_py(mag: np.ndarray, per_frame: np.ndarray, per_bin: np.ndarr
             return phase
 
 
+_heap_integrate: Callable[..., np.ndarray]
 try:  # numba turns the heap walk from about a second into milliseconds per note
     import numba
 
