@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samplegen import api, spectral
+from samplegen import api, runtime, spectral
 from samplegen.baselines import PCABaseline
 from samplegen.checkpoint import MODEL_NAME, load_run
 from samplegen.corpus import load_corpus
@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--corpus", default=None, help="use this corpus instead of building one")
     ap.add_argument("--split", choices=["note", "instrument"], default=None, help="override train.split")
     args = ap.parse_args()
+    runtime.keep_large_buffers()  # as the `samplegen` command does
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"}

@@ -121,3 +121,11 @@ def test_demo_end_to_end_with_tiny_settings(tmp_path, tiny_config_file):
     # a second run reuses the corpus and the trained run
     again = api.demo(tmp_path / "demo", config=tiny_config_file, show_progress=False, log=lines.append)
     assert again.train is None and any("reusing trained run" in line for line in lines)
+
+
+def test_the_allocator_setting_takes_effect_on_linux():
+    import sys
+
+    from samplegen import runtime
+
+    assert runtime.keep_large_buffers() is sys.platform.startswith("linux")

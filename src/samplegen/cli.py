@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from samplegen import __version__
+from samplegen import __version__, runtime
 from samplegen.errors import SampleGenError
 
 
@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    runtime.keep_large_buffers()
     try:
         args.func(args)
     except SampleGenError as exc:
