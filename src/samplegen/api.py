@@ -119,6 +119,27 @@ def perturb(run: str | Path, item: str, out: str | Path, *, amount: float = 0.5,
     return generate.write_sounds(generate.perturb(r, item, amount=amount, n=n, seed=seed), out, r)
 
 
+def export_sfz(run: str | Path, items: Sequence[str], out: str | Path) -> list[Path]:
+    """An SFZ instrument per SOUND (see :mod:`samplegen.export`); returns the .sfz files."""
+    from samplegen import export
+
+    return export.export_sfz(load_run(run), items, out)
+
+
+def export_sf2(run: str | Path, items: Sequence[str], out: str | Path) -> Path:
+    """One SoundFont 2 with a preset per SOUND (see :mod:`samplegen.export`)."""
+    from samplegen import export
+
+    return export.export_sf2(load_run(run), items, out)
+
+
+def export_onnx(run: str | Path, out: str | Path) -> dict[str, Path]:
+    """The decoder as ONNX + TorchScript + its recipe JSON (see :mod:`samplegen.export`)."""
+    from samplegen import export
+
+    return export.export_onnx(load_run(run), out)
+
+
 @dataclass
 class DemoResult:
     corpus: Path

@@ -5,8 +5,10 @@ Inside the package audio is float32 NumPy at 44.1 kHz, mono, shape (n,).
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -151,31 +153,67 @@ def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAU
     return y.astype(np.float32)
 
 
-def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_24") -> Path:
+def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_24",
+              loop: tuple[int, int] | None = None, root_key: int = 60) -> Path:
     """Write a mono WAV atomically (temp file in the same folder, then rename); clips to [-1, 1].
 
-    A crash or a full disk never leaves a partial file at ``path``.
+    A crash or a full disk never leaves a partial file at ``path``. With ``loop`` = (start, end), end
+    exclusive, a 'smpl' chunk records the forward sustain loop and the root key, which samplers read.
     """
     path = Path(path)
     data = np.clip(np.asarray(y, dtype=np.float32), -1.0, 1.0)
+    if loop is not None and not (0 <= loop[0] < loop[1] <= len(data)):
+        raise ParameterError(f"loop={loop} must satisfy 0 <= start < end <= {len(data)}")
+    buf = io.BytesIO()
+    sf.write(buf, data, sr, subtype=subtype, format="WAV")
+    raw = buf.getvalue() if loop is None else _with_smpl_chunk(buf.getvalue(), sr, loop, root_key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
     except OSError as exc:
         raise AudioError(f"cannot write to {path.parent}: {exc.strerror}") from None
-    os.close(fd)
     try:
-        sf.write(tmp, data, sr, subtype=subtype, format="WAV")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, (OSError, sf.LibsndfileError)):
-            raise AudioError(f"cannot write {path}: {_first_line(exc)}") from None
+        if isinstance(exc, OSError):
+            raise AudioError(f"cannot write {path}: {_first_line(exc)}; check free space and permissions") from None
         raise
     return path
+
+
+def _with_smpl_chunk(wav: bytes, sr: int, loop: tuple[int, int], root_key: int) -> bytes:
+    """Append a RIFF 'smpl' chunk (one forward loop, end inclusive as the format says) and fix the RIFF size."""
+    header = struct.pack("<9I", 0, 0, round(1e9 / sr), root_key, 0, 0, 0, 1, 0)
+    body = header + struct.pack("<6I", 0, 0, loop[0], loop[1] - 1, 0, 0)
+    chunk = b"smpl" + struct.pack("<I", len(body)) + body
+    out = wav + chunk
+    return out[:4] + struct.pack("<I", len(out) - 8) + out[8:]
+
+
+def read_wav_loop(path: str | Path) -> tuple[int, int] | None:
+    """The first loop of a WAV's 'smpl' chunk as (start, end exclusive), or None."""
+    raw = Path(path).read_bytes()
+    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        raise AudioError(f"{path} is not a RIFF WAVE file")
+    pos = 12
+    while pos + 8 <= len(raw):
+        cid, size = raw[pos : pos + 4], struct.unpack("<I", raw[pos + 4 : pos + 8])[0]
+        if cid == b"smpl" and size >= 60:
+            n_loops = struct.unpack("<I", raw[pos + 8 + 28 : pos + 8 + 32])[0]
+            if n_loops:
+                start, end = struct.unpack("<2I", raw[pos + 8 + 36 + 8 : pos + 8 + 36 + 16])
+                return start, end + 1
+            return None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def estimate_pitch_hz(y: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 50.0, fmax: float = 2000.0) -> float | None:

@@ -49,6 +49,26 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
             print(f"warning: {w.message}")
 
 
+def cmd_export_sfz(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    _print_paths(api.export_sfz(args.run, args.sounds, args.out), "SFZ instrument(s)")
+
+
+def cmd_export_sf2(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    print(f"wrote {api.export_sf2(args.run, args.sounds, args.out)} ({len(args.sounds)} preset(s), bank 0)")
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    paths = api.export_onnx(args.run, args.out)
+    _print_paths(list(paths.values()), "decoder files")
+    print("how a plug-in uses them: docs/plugin.md")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from samplegen import api
 
@@ -214,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a run's settings and its corpus note names")
     info.add_argument("run")
     info.set_defaults(func=cmd_info)
+
+    ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2) and the decoder for a plug-in (ONNX)")
+    exs = ex.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    sfz = exs.add_parser("sfz", help="an SFZ instrument per SOUND: samples/NAME.wav (looped) + NAME.sfz")
+    sfz.add_argument("run")
+    sfz.add_argument("sounds", nargs="+", metavar="SOUND", help="corpus note name, audio file or .latent.json")
+    sfz.add_argument("--out", required=True, help="folder to write")
+    sfz.set_defaults(func=cmd_export_sfz)
+    sf2 = exs.add_parser("sf2", help="one SoundFont 2 file, a preset per SOUND")
+    sf2.add_argument("run")
+    sf2.add_argument("sounds", nargs="+", metavar="SOUND", help="corpus note name, audio file or .latent.json")
+    sf2.add_argument("--out", required=True, help="the .sf2 file to write")
+    sf2.set_defaults(func=cmd_export_sf2)
+    onx = exs.add_parser("onnx", help="the decoder as ONNX and TorchScript, with its recipe (decoder.json)")
+    onx.add_argument("run")
+    onx.add_argument("--out", required=True, help="folder to write")
+    onx.set_defaults(func=cmd_export_onnx)
 
     dm = sub.add_parser("demo", help="build the default corpus, train the default VAE, write example sounds")
     dm.add_argument("--out", default="demo-out", help="output folder (default demo-out)")

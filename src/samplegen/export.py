@@ -1,0 +1,196 @@
+"""Exports: sampler instruments (SFZ, SF2) of generated sounds, and the decoder for a C++ plug-in (ONNX).
+
+A SOUND is what every generation command takes: a corpus note's name, an audio file, or a
+``.latent.json`` point. What is exported is the *model's* sound of it (decoded and phase-retrieved),
+peak-normalised to -1 dBFS, with a sustain loop where the note holds its level
+(:func:`samplegen.loop.find_loop`) and a release envelope, so held notes keep sounding and released
+notes stop without a click.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from samplegen import audio as audio_io
+from samplegen import spectral
+from samplegen.checkpoint import Run, atomic_write, write_json
+from samplegen.errors import ParameterError
+from samplegen.features import LOG_FLOOR
+from samplegen.generate import decode, resolve
+from samplegen.loop import Loop, find_loop
+from samplegen.sf2 import Sf2Sound, sf2_bytes
+
+ROOT_KEY = 60
+ATTACK_S = 0.003
+RELEASE_S = 0.3
+PEAK_DBFS = -1.0
+
+
+@dataclass(frozen=True)
+class SamplerSound:
+    """A sound ready for a sampler: ``audio`` float32 (n,) at 44.1 kHz, its loop or None."""
+
+    name: str
+    audio: np.ndarray
+    loop: Loop | None
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sound"
+
+
+def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
+    """Decode each SOUND through the model and find its loop."""
+    if not items:
+        raise ParameterError("name at least one SOUND (a corpus note, an audio file or a .latent.json)")
+    resolved = [resolve(run, item) for item in items]
+    wavs = decode(run, torch.stack([z for _, z, _ in resolved]))
+    out, used = [], set()
+    for (name, _, _), y in zip(resolved, wavs):
+        peak = float(np.max(np.abs(y)))
+        if peak <= 0:
+            raise ParameterError(f"{name} decodes to silence; choose another sound")
+        y = (y * (10 ** (PEAK_DBFS / 20) / peak)).astype(np.float32)
+        safe = _safe_name(name)
+        while safe in used:
+            safe += "_"
+        used.add(safe)
+        out.append(SamplerSound(safe, y, find_loop(y)))
+    return out
+
+
+def sfz_text(sound: SamplerSound, sample_path: str) -> str:
+    """An SFZ instrument playing one sample from its C4 root across the whole keyboard."""
+    lines = [
+        f"// {sound.name}: made by SampleGen; root C4, played across the keyboard",
+        "<global>",
+        f"ampeg_attack={ATTACK_S} ampeg_release={RELEASE_S}",
+        "<region>",
+        f"sample={sample_path}",
+        f"lokey=0 hikey=127 pitch_keycenter={ROOT_KEY}",
+    ]
+    if sound.loop is not None:
+        # SFZ loop_end is the last sample of the loop (inclusive).
+        lines.append(f"loop_mode=loop_continuous loop_start={sound.loop.start} loop_end={sound.loop.end - 1}")
+    else:
+        lines.append("loop_mode=no_loop")
+    return "\n".join(lines) + "\n"
+
+
+def export_sfz(run: Run, items: Sequence[str], out_dir: str | Path) -> list[Path]:
+    """Write ``samples/NAME.wav`` (loop in its 'smpl' chunk) and ``NAME.sfz`` per SOUND; returns the .sfz paths."""
+    out = Path(out_dir)
+    paths = []
+    for s in sampler_sounds(run, items):
+        loop = (s.loop.start, s.loop.end) if s.loop else None
+        audio_io.write_wav(out / "samples" / f"{s.name}.wav", s.audio, loop=loop, root_key=ROOT_KEY)
+        text = sfz_text(s, f"samples/{s.name}.wav")
+        paths.append(_write_text(out / f"{s.name}.sfz", text))
+    return paths
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def export_sf2(run: Run, items: Sequence[str], out_file: str | Path) -> Path:
+    """Write one SoundFont: preset i (bank 0) plays SOUND i across the keyboard."""
+    path = Path(out_file)
+    if path.suffix.lower() != ".sf2":
+        raise ParameterError(f"--out {path} must end in .sf2")
+    sounds = [Sf2Sound(s.name, s.audio, audio_io.SAMPLE_RATE, (s.loop.start, s.loop.end) if s.loop else None,
+                       ROOT_KEY) for s in sampler_sounds(run, items)]
+    data = sf2_bytes(sounds, bank_name=f"SampleGen {run.path.name}", attack_s=ATTACK_S, release_s=RELEASE_S)
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+class _Decoder(torch.nn.Module):
+    """The decoder alone, latent → normalised log magnitude, as a host runs it."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.decoder = run.model.decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+def decoder_recipe(run: Run) -> dict[str, Any]:
+    """Everything a host needs around the exported decoder: shapes, de-normalisation, STFT, phase retrieval."""
+    cfg = run.config
+    return {
+        "format": "samplegen-decoder",
+        "format_version": 1,
+        "input": {"name": "z", "shape": ["batch", cfg.model.latent_dim], "dtype": "float32",
+                  "prior": "standard normal: draw z ~ N(0, I) for a new sound"},
+        "output": {"name": "log_mag", "shape": ["batch", cfg.model.n_frames, cfg.model.n_bins], "dtype": "float32",
+                   "layout": "frame-major (time, frequency): transpose to (frequency, time) for an STFT library"},
+        "denormalise": {
+            "formula": "magnitude = exp(log_mag * std[bin] + mean[bin])",
+            "log": "natural", "log_floor": LOG_FLOOR,
+            "mean": [float(v) for v in run.stats.mean], "std": [float(v) for v in run.stats.std],
+        },
+        "stft": {"sample_rate": cfg.data.sample_rate, "n_fft": cfg.stft.n_fft, "hop_length": cfg.stft.hop_length,
+                 "window": "hann (periodic)", "center": True, "length_samples": cfg.data.n_samples},
+        "phase_retrieval": {"method": spectral.DEFAULT_METHOD, "iterations": spectral.DEFAULT_ITERS,
+                            "momentum": spectral.DEFAULT_MOMENTUM,
+                            "steps": [
+                                "S = mag * exp(i * phase0), phase0 from phase-gradient heap integration (PGHI)",
+                                "prev = 0; repeat iterations times: C = stft(istft(S)); A = (1 + momentum) * C "
+                                "- momentum * prev; prev = C; S = mag * A / |A| (0 where A = 0)",
+                                "waveform = istft(S), cut or padded to length_samples"],
+                            "reference": "samplegen.spectral.retrieve_phase; docs/plugin.md"},
+    }
+
+
+def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Path]:
+    """Write ``decoder.onnx``, ``decoder.torchscript.pt`` and ``decoder.json``; returns their paths.
+
+    The ONNX graph has a dynamic batch axis. The exported file is checked against PyTorch with
+    onnxruntime before it is kept.
+    """
+    import onnxruntime as ort
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    module = _Decoder(run).eval()
+    z = torch.randn(2, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    paths: dict[str, Path] = {}
+    tmp_onnx = out / ".decoder.onnx.tmp"
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.onnx.export(module, (z,), None, input_names=["z"], output_names=["log_mag"],
+                                    dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False)
+        if program is None:
+            raise ParameterError("torch.onnx.export returned nothing; update torch and onnxscript")
+        program.save(str(tmp_onnx))
+        check = torch.randn(5, run.config.model.latent_dim, generator=torch.Generator().manual_seed(1))
+        session = ort.InferenceSession(str(tmp_onnx), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"z": check.numpy()})[0]
+        with torch.no_grad():
+            want = module(check).numpy()
+        diff = float(np.max(np.abs(got - want)))
+        if diff > 1e-4:
+            raise ParameterError(f"the ONNX export differs from PyTorch by {diff:.2e}; please report this")
+        paths["onnx"] = atomic_write(out / "decoder.onnx", lambda fh: fh.write(tmp_onnx.read_bytes()))
+    finally:
+        tmp_onnx.unlink(missing_ok=True)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, z)
+    tmp_ts = out / ".decoder.torchscript.tmp"
+    try:
+        traced.save(str(tmp_ts))
+        paths["torchscript"] = atomic_write(out / "decoder.torchscript.pt", lambda fh: fh.write(tmp_ts.read_bytes()))
+    finally:
+        tmp_ts.unlink(missing_ok=True)
+    recipe = decoder_recipe(run)
+    recipe["parity"] = {"onnxruntime_max_abs_diff": diff, "checked_batch": 5}
+    paths["recipe"] = write_json(out / "decoder.json", recipe)
+    return paths
+

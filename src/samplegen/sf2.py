@@ -1,0 +1,116 @@
+"""A small SoundFont 2 writer: one preset per sound, each sound a full-keyboard instrument.
+
+No maintained Python library writes SF2 (the ones on PyPI read it), so this
+writes the RIFF structure of the SoundFont 2.01 specification directly: INFO,
+16-bit sample data, and the nine "hydra" tables of the preset data.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from samplegen.errors import ParameterError
+
+# Generator operators (SoundFont 2.01, section 8.1.2).
+GEN_ATTACK_VOL_ENV = 34
+GEN_RELEASE_VOL_ENV = 38
+GEN_INSTRUMENT = 41
+GEN_KEY_RANGE = 43
+GEN_SAMPLE_ID = 53
+GEN_SAMPLE_MODES = 54
+GEN_OVERRIDING_ROOT_KEY = 58
+#: The specification asks for 46 zero sample points after every sample (interpolators read past the end).
+SAMPLE_PADDING = 46
+
+
+@dataclass(frozen=True)
+class Sf2Sound:
+    """One sound: mono float audio in [-1, 1], its loop (start, end exclusive) or None, its root key."""
+
+    name: str
+    audio: np.ndarray
+    sample_rate: int = 44100
+    loop: tuple[int, int] | None = None
+    root_key: int = 60
+
+
+def _name20(name: str) -> bytes:
+    return name.encode("ascii", "replace")[:19].ljust(20, b"\0")
+
+
+def _chunk(cid: bytes, body: bytes) -> bytes:
+    return cid + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+
+def _list(kind: bytes, *chunks: bytes) -> bytes:
+    return _chunk(b"LIST", kind + b"".join(chunks))
+
+
+def _timecents(seconds: float) -> int:
+    return int(round(1200 * math.log2(max(seconds, 0.001))))
+
+
+def sf2_bytes(sounds: list[Sf2Sound], bank_name: str = "SampleGen", attack_s: float = 0.003,
+              release_s: float = 0.3) -> bytes:
+    """The whole .sf2 file: preset i (bank 0, program i) plays sound i from its root key across the keyboard."""
+    if not sounds:
+        raise ParameterError("an SF2 needs at least one sound")
+    if len(sounds) > 128:
+        raise ParameterError(f"{len(sounds)} sounds do not fit one bank of 128 presets; export fewer")
+    pcm: list[bytes] = []
+    shdr: list[bytes] = []
+    offset = 0
+    for s in sounds:
+        y = np.clip(np.asarray(s.audio, dtype=np.float64), -1.0, 1.0)
+        if y.ndim != 1 or len(y) < 2 or not np.isfinite(y).all():
+            raise ParameterError(f"sound {s.name!r} must be finite mono audio")
+        data = np.round(y * 32767).astype("<i2")
+        start, end = offset, offset + len(data)
+        loop = s.loop or (0, len(data))
+        if not 0 <= loop[0] < loop[1] <= len(data):
+            raise ParameterError(f"sound {s.name!r}: loop {loop} outside its {len(data)} samples")
+        shdr.append(_name20(s.name) + struct.pack("<5IBbHH", start, end, start + loop[0], start + loop[1],
+                                                  s.sample_rate, s.root_key, 0, 0, 1))
+        pcm.append(data.tobytes() + b"\0\0" * SAMPLE_PADDING)
+        offset = end + SAMPLE_PADDING
+    shdr.append(_name20("EOS") + b"\0" * 26)
+
+    phdr: list[bytes] = []
+    pbag: list[bytes] = []
+    pgen: list[bytes] = []
+    inst: list[bytes] = []
+    ibag: list[bytes] = []
+    igen: list[bytes] = []
+    for i, s in enumerate(sounds):
+        phdr.append(_name20(s.name) + struct.pack("<HHHIII", i, 0, len(pbag), 0, 0, 0))
+        pbag.append(struct.pack("<HH", len(pgen), 0))
+        pgen.append(struct.pack("<HH", GEN_INSTRUMENT, i))
+        inst.append(_name20(s.name) + struct.pack("<H", len(ibag)))
+        ibag.append(struct.pack("<HH", len(igen), 0))
+        igen.append(struct.pack("<HBB", GEN_KEY_RANGE, 0, 127))  # keyRange must come first
+        igen.append(struct.pack("<Hh", GEN_ATTACK_VOL_ENV, _timecents(attack_s)))
+        igen.append(struct.pack("<Hh", GEN_RELEASE_VOL_ENV, _timecents(release_s)))
+        igen.append(struct.pack("<HH", GEN_OVERRIDING_ROOT_KEY, s.root_key))
+        igen.append(struct.pack("<HH", GEN_SAMPLE_MODES, 1 if s.loop else 0))
+        igen.append(struct.pack("<HH", GEN_SAMPLE_ID, i))  # sampleID must come last
+    phdr.append(_name20("EOP") + struct.pack("<HHHIII", 0, 0, len(pbag), 0, 0, 0))
+    pbag.append(struct.pack("<HH", len(pgen), 0))
+    pgen.append(b"\0" * 4)
+    inst.append(_name20("EOI") + struct.pack("<H", len(ibag)))
+    ibag.append(struct.pack("<HH", len(igen), 0))
+    igen.append(b"\0" * 4)
+
+    info = _list(b"INFO", _chunk(b"ifil", struct.pack("<HH", 2, 1)), _chunk(b"isng", b"EMU8000\0"),
+                 _chunk(b"INAM", bank_name.encode("ascii", "replace")[:255] + b"\0"),
+                 _chunk(b"ISFT", b"SampleGen\0"))
+    sdta = _list(b"sdta", _chunk(b"smpl", b"".join(pcm)))
+    pdta = _list(b"pdta", _chunk(b"phdr", b"".join(phdr)), _chunk(b"pbag", b"".join(pbag)),
+                 _chunk(b"pmod", b"\0" * 10), _chunk(b"pgen", b"".join(pgen)), _chunk(b"inst", b"".join(inst)),
+                 _chunk(b"ibag", b"".join(ibag)), _chunk(b"imod", b"\0" * 10), _chunk(b"igen", b"".join(igen)),
+                 _chunk(b"shdr", b"".join(shdr)))
+    body = b"sfbk" + info + sdta + pdta
+    return b"RIFF" + struct.pack("<I", len(body)) + body

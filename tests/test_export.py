@@ -1,0 +1,206 @@
+"""Exports checked by their real consumers: FluidSynth (SF2), sfzlint (SFZ), onnxruntime (ONNX)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pretty_midi
+import soundfile as sf
+import torch
+
+from samplegen import api
+from samplegen.audio import estimate_pitch_hz, read_wav_loop, write_wav
+from samplegen.checkpoint import load_run
+from samplegen.cli import main as cli_main
+from samplegen.export import SamplerSound, sfz_text
+from samplegen.loop import find_loop
+from samplegen.sf2 import Sf2Sound, sf2_bytes
+from synth import C4, SR, harmonic_note
+
+FLUIDSYNTH = shutil.which("fluidsynth")
+
+
+def _sustained(seconds: float = 1.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    y = np.minimum(1.0, t / 0.02) * (0.5 * np.sin(2 * np.pi * C4 * t) + 0.2 * np.sin(2 * np.pi * 2 * C4 * t))
+    return (y * np.minimum(1.0, (t[-1] - t) / 0.05)).astype(np.float32)
+
+
+def _cents(f: float, ref: float) -> float:
+    return float(1200 * np.log2(f / ref))
+
+
+def _render(sf2_path, tmp_path, notes, program: int = 0) -> np.ndarray:
+    """FluidSynth renders ``notes`` = [(key, start_s, end_s)] with reverb and chorus off."""
+    assert FLUIDSYNTH, "fluidsynth is missing: `make test` installs it (scripts/system-deps.sh)"
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program)
+    inst.notes += [pretty_midi.Note(velocity=100, pitch=k, start=a, end=b) for k, a, b in notes]
+    pm.instruments.append(inst)
+    midi, wav = tmp_path / "score.mid", tmp_path / "rendered.wav"
+    pm.write(str(midi))
+    subprocess.run([FLUIDSYNTH, "-ni", "-q", "-R", "0", "-C", "0", "-g", "1.0", "-r", str(SR), "-F", str(wav),
+                    str(sf2_path), str(midi)], check=True, capture_output=True)
+    y, sr = sf.read(wav)
+    assert sr == SR
+    return y.mean(axis=1) if y.ndim > 1 else y
+
+
+def _rms_db(y: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(y**2)) + 1e-12))
+
+
+# --- loops ---------------------------------------------------------------------------------------------
+
+
+def test_a_sustained_note_gets_a_seamless_loop_and_a_decaying_one_none():
+    y = _sustained()
+    loop = find_loop(y)
+    assert loop is not None and loop.correlation > 0.99
+    assert loop.end - loop.start >= 0.1 * SR
+    period = SR / C4
+    assert abs((loop.end - loop.start) / period - round((loop.end - loop.start) / period)) < 0.05  # whole periods
+    # Playing through the junction: the sample after the loop end is replaced by the loop start's.
+    assert abs(y[loop.end - 1] - y[loop.start - 1]) < 0.01 and abs(y[loop.end] - y[loop.start]) < 0.01
+    assert find_loop(harmonic_note(1.5, decay=3.0)) is None  # 26 dB/s: a pluck is played one-shot
+    assert find_loop(np.zeros(SR, dtype=np.float32)) is None
+
+
+def test_wav_loop_points_are_written_in_the_smpl_chunk_and_read_back(tmp_path):
+    path = write_wav(tmp_path / "looped.wav", _sustained(), loop=(12345, 23456))
+    assert read_wav_loop(path) == (12345, 23456)
+    y, sr = sf.read(path)  # the extra chunk does not disturb an ordinary reader
+    assert sr == SR and len(y) == len(_sustained())
+    assert read_wav_loop(write_wav(tmp_path / "plain.wav", _sustained())) is None
+
+
+# --- SFZ -----------------------------------------------------------------------------------------------
+
+
+def _sfzlint(path):
+    from sfzlint.parser import SFZValidatorConfig, validate
+
+    problems = []
+    parsed = validate(path, err_cb=lambda sev, msg, token, file_path: problems.append((sev, msg)),
+                      config=SFZValidatorConfig(file_path=path, check_includes=True))
+    return parsed, problems
+
+
+def test_sfz_with_a_loop_parses_and_its_opcodes_match_the_wav(tmp_path):
+    y = _sustained()
+    loop = find_loop(y)
+    assert loop is not None
+    write_wav(tmp_path / "samples" / "pad.wav", y, loop=(loop.start, loop.end))
+    sfz = tmp_path / "pad.sfz"
+    sfz.write_text(sfz_text(SamplerSound("pad", y, loop), "samples/pad.wav"))
+    parsed, problems = _sfzlint(sfz)
+    assert problems == []
+    (region,) = parsed.regions
+    opcodes = {k: v.value if hasattr(v, "value") else v for k, v in region.items()}
+    assert int(opcodes["pitch_keycenter"]) == 60 and int(opcodes["lokey"]) == 0 and int(opcodes["hikey"]) == 127
+    assert opcodes["loop_mode"] == "loop_continuous"
+    assert (int(opcodes["loop_start"]), int(opcodes["loop_end"]) + 1) == read_wav_loop(tmp_path / "samples" / "pad.wav")
+
+
+def test_export_sfz_from_a_run_writes_parseable_instruments(tiny_run, tmp_path, capsys):
+    run = load_run(tiny_run)
+    names = run.corpus.names[:2]
+    assert cli_main(["export", "sfz", str(tiny_run), *names, "--out", str(tmp_path / "sfz")]) == 0
+    assert "wrote 2 SFZ" in capsys.readouterr().out
+    for name in names:
+        parsed, problems = _sfzlint(tmp_path / "sfz" / f"{name}.sfz")
+        assert problems == []
+        wav, sr = sf.read(tmp_path / "sfz" / "samples" / f"{name}.wav")
+        assert sr == SR and len(wav) == run.config.data.n_samples
+        assert -1.2 < 20 * np.log10(np.max(np.abs(wav))) < -0.8  # peak-normalised to -1 dBFS
+
+
+# --- SF2 -----------------------------------------------------------------------------------------------
+
+
+def test_export_sf2_plays_in_fluidsynth_an_octave_apart_within_10_cents(tiny_run, tmp_path):
+    run = load_run(tiny_run)
+    out = api.export_sf2(tiny_run, [run.corpus.names[0]], tmp_path / "inst.sf2")
+    y = _render(out, tmp_path, [(48, 0.0, 0.4), (60, 1.0, 1.4), (72, 2.0, 2.4)])
+    pitches = []
+    for i in range(3):
+        seg = y[int((i + 0.05) * SR) : int((i + 0.35) * SR)].astype(np.float32)
+        assert _rms_db(seg) > -40, f"note {i} is silent"
+        f = estimate_pitch_hz(seg, SR)
+        assert f is not None
+        pitches.append(f)
+    assert abs(_cents(pitches[0], pitches[1] / 2)) < 10, pitches
+    assert abs(_cents(pitches[2], pitches[1] * 2)) < 10, pitches
+    # And C4 plays the exported sample at its own pitch (root key 60).
+    own = estimate_pitch_hz(_decoded_sample(tiny_run, run.corpus.names[0], tmp_path), SR)
+    assert own is not None and abs(_cents(pitches[1], own)) < 10, (pitches[1], own)
+
+
+def _decoded_sample(run_dir, name, tmp_path) -> np.ndarray:
+    api.export_sfz(run_dir, [name], tmp_path / "ref")
+    y, _ = sf.read(tmp_path / "ref" / "samples" / f"{name}.wav")
+    return y[: int(0.4 * SR)].astype(np.float32)
+
+
+def test_sf2_c3_c4_c5_of_a_known_tone_and_its_loop_sustains_a_held_note(tmp_path):
+    y = _sustained(1.5)
+    loop = find_loop(y)
+    assert loop is not None
+    looped = tmp_path / "looped.sf2"
+    looped.write_bytes(sf2_bytes([Sf2Sound("pad", y, SR, (loop.start, loop.end))]))
+    rendered = _render(looped, tmp_path, [(48, 0.0, 0.5), (60, 1.0, 1.5), (72, 2.0, 2.5)])
+    for i, key in enumerate((48, 60, 72)):
+        seg = rendered[int((i + 0.1) * SR) : int((i + 0.45) * SR)].astype(np.float32)
+        f = estimate_pitch_hz(seg, SR)
+        assert f is not None and abs(_cents(f, C4 * 2 ** ((key - 60) / 12))) < 10, (key, f)
+    held = _render(looped, tmp_path, [(60, 0.0, 4.0)])  # held 2.5 s past the sample's end
+    assert _rms_db(held[int(3.0 * SR) : int(3.9 * SR)]) > _rms_db(held[int(0.2 * SR) : int(1.0 * SR)]) - 3
+    assert _rms_db(held[int(4.5 * SR) : int(5.0 * SR)]) < -60  # released: the 0.3 s release ends it
+
+    one_shot = tmp_path / "one_shot.sf2"
+    one_shot.write_bytes(sf2_bytes([Sf2Sound("pad", y, SR, None)]))
+    held = _render(one_shot, tmp_path, [(60, 0.0, 4.0)])
+    assert _rms_db(held[int(3.0 * SR) : int(3.9 * SR)]) < -60  # without the loop it has run out
+
+
+def test_sf2_export_refuses_a_wrong_suffix_in_one_line(tiny_run, tmp_path, capsys):
+    name = load_run(tiny_run).corpus.names[0]
+    assert cli_main(["export", "sf2", str(tiny_run), name, "--out", str(tmp_path / "x.wav")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ".sf2" in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+# --- ONNX ----------------------------------------------------------------------------------------------
+
+
+def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(tiny_run, tmp_path):
+    import onnxruntime as ort
+
+    paths = api.export_onnx(tiny_run, tmp_path / "onnx")
+    run = load_run(tiny_run)
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(paths["torchscript"]))
+    for batch in (1, 7):
+        z = torch.randn(batch, run.config.model.latent_dim, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            want = run.model.decode(z).numpy()
+            ts = scripted(z).numpy()
+        got = session.run(None, {"z": z.numpy()})[0]
+        assert got.shape == want.shape == (batch, run.config.model.n_frames, run.config.model.n_bins)
+        assert np.max(np.abs(got - want)) <= 1e-4
+        assert np.max(np.abs(ts - want)) <= 1e-5
+    recipe = json.loads(paths["recipe"].read_text())
+    assert len(recipe["denormalise"]["mean"]) == len(recipe["denormalise"]["std"]) == run.config.model.n_bins
+    assert recipe["stft"]["n_fft"] == run.config.stft.n_fft and recipe["stft"]["hop_length"] == run.config.stft.hop_length
+    assert recipe["input"]["shape"] == ["batch", run.config.model.latent_dim]
+    # The recipe is enough: de-normalising the ONNX output gives the magnitude the package decodes from.
+    mean, std = np.array(recipe["denormalise"]["mean"]), np.array(recipe["denormalise"]["std"])
+    z = torch.zeros(1, run.config.model.latent_dim)
+    mag = np.exp(session.run(None, {"z": z.numpy()})[0] * std + mean)
+    with torch.no_grad():
+        ref = torch.exp(run.stats.denormalise(run.model.decode(z))).numpy()
+    assert np.allclose(mag, ref, rtol=1e-4, atol=1e-7)
