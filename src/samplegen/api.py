@@ -119,6 +119,17 @@ def perturb(run: str | Path, item: str, out: str | Path, *, amount: float = 0.5,
     return generate.write_sounds(generate.perturb(r, item, amount=amount, n=n, seed=seed), out, r)
 
 
+def tune(data: str | Path, out: str | Path, trials: int, *, storage: str | None = None, study_name: str = "samplegen",
+         epochs: int = 40, config: str | Path | RunConfig | None = None, seed: int = 0, pruner: Any = None,
+         max_unhealthy: float = 0.01, progress: Callable[[str], None] | None = None) -> Any:
+    """Hyper-parameter search; see :func:`samplegen.tune.tune`. Returns its TuneResult."""
+    from samplegen import tune as tuning
+
+    return tuning.tune(data, out, trials, storage=storage, study_name=study_name, epochs=epochs,
+                       base=resolve_config(config), seed=seed, pruner=pruner, max_unhealthy=max_unhealthy,
+                       progress=progress)
+
+
 def export_sfz(run: str | Path, items: Sequence[str], out: str | Path) -> list[Path]:
     """An SFZ instrument per SOUND (see :mod:`samplegen.export`); returns the .sfz files."""
     from samplegen import export

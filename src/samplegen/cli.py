@@ -49,6 +49,18 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
             print(f"warning: {w.message}")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    result = api.tune(args.data, args.out, args.trials, storage=args.storage, study_name=args.study,
+                      epochs=args.epochs, config=args.config, seed=args.seed, max_unhealthy=args.max_unhealthy,
+                      progress=print)
+    if result.best_config is not None:
+        print(f"best held-out LSD {result.best_value:.3f} dB; settings: {result.best_config} "
+              f"(samplegen train --config {result.best_config})")
+    print(f"study '{result.study_name}' holds {result.n_finished} finished trials; summary: {result.summary}")
+
+
 def cmd_export_sfz(args: argparse.Namespace) -> None:
     from samplegen import api
 
@@ -234,6 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show a run's settings and its corpus note names")
     info.add_argument("run")
     info.set_defaults(func=cmd_info)
+
+    tn = sub.add_parser("tune", help="hyper-parameter search (Optuna), resumable and shareable")
+    tn.add_argument("--data", required=True, help="corpus folder")
+    tn.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    tn.add_argument("--out", required=True, help="folder for study.db, best_config.json, plots, summary.html")
+    tn.add_argument("--storage", default=None,
+                    help="SQLAlchemy URL of the study (default sqlite:///OUT/study.db; e.g. "
+                         "postgresql://user:pass@host/db to share one study between machines)")
+    tn.add_argument("--study", default="samplegen", help="study name (default samplegen)")
+    tn.add_argument("--epochs", type=int, default=40, help="epoch budget per trial (default 40)")
+    tn.add_argument("--config", default=None, help="JSON config for what is not searched (duration, split...)")
+    tn.add_argument("--max-unhealthy", type=float, default=0.01,
+                    help="largest fraction of silent + noise-like prior draws a trial may have (default 0.01)")
+    tn.add_argument("--seed", type=int, default=0)
+    tn.set_defaults(func=cmd_tune)
 
     ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2) and the decoder for a plug-in (ONNX)")
     exs = ex.add_subparsers(dest="format", required=True, metavar="FORMAT")

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -102,7 +102,8 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 
 
 def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, *, resume: bool = False,
-          show_progress: bool = True, device: str | torch.device = "cpu") -> TrainResult:
+          show_progress: bool = True, device: str | torch.device = "cpu",
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train a VAE (or the AE baseline) on a corpus and write a self-contained run folder.
 
     Parameters
@@ -113,6 +114,8 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
         saved config is used, except that ``train.epochs`` may be raised
     resume : continue from ``out_dir/train_state.safetensors``
     show_progress : draw a progress bar (epoch, loss terms, ETA) on stderr
+    on_epoch : called with (epoch, history row) after each epoch's checkpoint is written; an exception
+        it raises (a tuner's "prune this trial") stops training and propagates
 
     Returns
     -------
@@ -228,6 +231,8 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
             bad_epochs += 1
         _save_train_state(state_path, model, optimiser, epoch, best_val, best_epoch, bad_epochs, history)
         _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
         bar.set_postfix(recon=f"{row['train_recon']:.3f}", kl=f"{row['train_kl']:.1f}",
                         val=f"{row['val_loss']:.3f}", refresh=False)
         if bad_epochs >= tc.patience:

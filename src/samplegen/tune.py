@@ -1,0 +1,269 @@
+"""Hyper-parameter search (the seed's fourth test area) as a resumable, shareable Optuna study.
+
+Each trial trains a model with sampled settings for a fixed epoch budget, reports its validation loss
+every epoch (so Optuna's median pruner can stop poor trials early), and is scored by the held-out
+log-spectral distance of its reconstructions. Generation health is a constraint: a trial whose prior
+draws come out silent or noise-like (more than ``MAX_UNHEALTHY``) is infeasible, so the search cannot win
+by collapsing the latent space. The study lives in an RDB storage (SQLite in the output folder unless
+another SQLAlchemy URL is given), so a killed study resumes and several workers can share one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from samplegen import checkpoint as ckpt
+from samplegen.config import RunConfig
+from samplegen.corpus import Corpus, load_corpus
+from samplegen.errors import ParameterError
+from samplegen.features import audio_to_log_features
+from samplegen.model import ModelConfig
+from samplegen.spectral import StftConfig
+from samplegen.train import train
+
+#: Largest fraction of silent plus noise-like prior draws a feasible trial may have.
+MAX_UNHEALTHY = 0.01
+BEST_CONFIG = "best_config.json"
+N_HEALTH_DRAWS = 200
+N_HEALTH_PATHS = 20
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Where the study stands after this call."""
+
+    study_name: str
+    storage: str
+    n_finished: int
+    best_value: float | None
+    best_config: Path | None
+    summary: Path
+
+
+def sample_config(trial: Any, base: RunConfig, epochs: int) -> RunConfig:
+    """The search space: dense layers 3-5 and their widths, latent size, β, KL warm-up, learning rate,
+    batch size and the STFT size (hop a quarter of it)."""
+    n_layers = trial.suggest_int("n_layers", 3, 5)
+    first = trial.suggest_categorical("first_width", [128, 256, 384, 512])
+    shrink = trial.suggest_float("width_shrink", 0.4, 0.8)
+    hidden = tuple(max(16, int(round(first * shrink**i))) for i in range(n_layers))
+    n_fft = trial.suggest_categorical("n_fft", [1024, 2048])
+    model = replace(base.model, hidden=hidden, latent_dim=trial.suggest_categorical("latent_dim", [8, 12, 16, 24, 32]),
+                    frame_dim=trial.suggest_categorical("frame_dim", [16, 32, 48]))
+    tc = replace(base.train, epochs=epochs, beta=trial.suggest_float("beta", 1e-5, 1e-2, log=True),
+                 kl_warmup_epochs=trial.suggest_int("kl_warmup_epochs", 0, max(1, epochs // 3)),
+                 learning_rate=trial.suggest_float("learning_rate", 3e-4, 3e-3, log=True),
+                 batch_size=trial.suggest_categorical("batch_size", [16, 32, 64]), patience=max(5, epochs // 3))
+    return replace(base, stft=StftConfig(n_fft=n_fft, hop_length=n_fft // 4), model=model, train=tc).resolved()
+
+
+def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
+    """Mean log-spectral distance (dB) of the validation notes' reconstructions, on magnitudes.
+
+    Measured on the model's own STFT magnitudes (floor 80 dB below each note's peak, as DESIGN.md's LSD)
+    rather than on phase-retrieved waveforms: phase retrieval is the same for every trial and would only
+    add minutes per trial.
+    """
+    run = ckpt.load_run(run_dir)
+    val = np.flatnonzero(np.array(run.corpus.splits) == "val")
+    if len(val) == 0:
+        raise ParameterError("the study needs a validation split; set train.val_fraction above 0")
+    with torch.no_grad():
+        ref = audio_to_log_features(corpus.audio[val], run.config.stft)
+        out = run.stats.denormalise(run.model.decode(run.latent_mu[val]))
+    to_db = 20.0 / math.log(10.0)
+    floor = ref.amax(dim=(1, 2), keepdim=True) - 80.0 / to_db
+    diff = (torch.maximum(ref, floor) - torch.maximum(out, floor)) * to_db
+    return float(diff.pow(2).mean(dim=2).sqrt().mean())
+
+
+def health(run_dir: Path, corpus: Corpus) -> dict[str, float]:
+    """Silent and noise-like fractions of prior draws and dipping paths (fewer draws than `evaluate`)."""
+    from samplegen import metrics
+    from samplegen.evaluate import generation_health
+
+    run = ckpt.load_run(run_dir)
+    thresholds = metrics.health_thresholds(corpus.audio[: min(200, len(corpus.audio))])
+    h = generation_health(run, thresholds, n_draws=N_HEALTH_DRAWS, n_paths=N_HEALTH_PATHS, steps=8)
+    return {k: float(h[k]) for k in ("silent_fraction", "noise_like_fraction", "dipping_path_fraction")}
+
+
+def _storage(url: str | None, out: Path) -> Any:
+    import optuna
+    import sqlalchemy.exc
+
+    url = url or f"sqlite:///{(out / 'study.db').resolve()}"
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.NoSuchModuleError,
+            ImportError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ParameterError(f"cannot open study storage {url!r} ({first}); give a SQLAlchemy URL such as "
+                             "sqlite:///study.db or postgresql://user:password@host/db") from None
+
+
+def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | None = None,
+         study_name: str = "samplegen", epochs: int = 40, base: RunConfig | None = None, seed: int = 0,
+         pruner: Any = None, max_unhealthy: float = MAX_UNHEALTHY,
+         progress: Callable[[str], None] | None = None) -> TuneResult:
+    """Run the study until it holds ``n_trials`` finished trials (complete or pruned), then write the outputs.
+
+    Parameters
+    ----------
+    data : corpus folder (the same as ``samplegen train --data``)
+    out : output folder: study.db (by default), best_config.json, plots and summary.html
+    n_trials : finished trials the study should hold; a resumed study only runs the rest
+    storage : SQLAlchemy URL of the study database (default: SQLite in ``out``)
+    epochs : epoch budget of every trial
+    base : settings not searched (duration, split, seed...); defaults otherwise
+    pruner : an Optuna pruner (default: median of the finished trials' validation losses)
+    max_unhealthy : largest fraction of silent plus noise-like prior draws of a feasible trial
+    """
+    import optuna
+
+    if not isinstance(n_trials, int) or n_trials < 1:
+        raise ParameterError(f"trials={n_trials!r} must be a positive integer")
+    if not (math.isfinite(max_unhealthy) and 0.0 <= max_unhealthy <= 1.0):
+        raise ParameterError(f"max_unhealthy={max_unhealthy} must be a fraction in [0, 1]")
+    if not isinstance(epochs, int) or epochs < 2:
+        raise ParameterError(f"epochs={epochs!r} must be an integer >= 2")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"cannot create {out}: {exc.strerror}; choose a writable --out folder") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = _storage(storage, out)
+    base = (base or RunConfig()).resolved()
+    corpus = load_corpus(data, duration_s=base.data.duration_s)
+    study = optuna.create_study(study_name=study_name, storage=store, load_if_exists=True, direction="minimize",
+                                sampler=optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints),
+                                pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5))
+    say = progress or (lambda _line: None)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    def objective(trial: Any) -> float:
+        cfg = sample_config(trial, base, epochs)
+        run_dir = out / "trials" / f"trial_{trial.number:04d}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+        def report(epoch: int, row: dict[str, float]) -> None:
+            trial.report(row["val_loss"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation loss {row['val_loss']:.4f} at epoch {epoch}")
+
+        try:
+            train(corpus, run_dir, cfg, show_progress=False, on_epoch=report)
+            value = heldout_lsd_db(run_dir, corpus)
+            h = health(run_dir, corpus)
+            for key, v in h.items():
+                trial.set_user_attr(key, v)
+            trial.set_user_attr("unhealthy_excess", h["silent_fraction"] + h["noise_like_fraction"] - max_unhealthy)
+            trial.set_user_attr("config", cfg.to_dict())
+            return value
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    while True:
+        done = len(study.get_trials(deepcopy=False, states=finished))
+        if done >= n_trials:
+            break
+        t0 = time.perf_counter()
+        study.optimize(objective, n_trials=1, catch=())
+        last = study.trials[-1]
+        best = _best_feasible(study)
+        shown = "pruned" if last.state == optuna.trial.TrialState.PRUNED else f"LSD {last.value:.2f} dB"
+        say(f"trial {done + 1}/{n_trials}: {shown}; best {best.value:.2f} dB (trial {best.number}) "
+            f"in {time.perf_counter() - t0:.0f} s" if best else f"trial {done + 1}/{n_trials}: {shown}; no feasible "
+            f"trial yet ({time.perf_counter() - t0:.0f} s)")
+    return _write_outputs(study, out, study_name, store.url if hasattr(store, "url") else str(storage))
+
+
+def _constraints(trial: Any) -> tuple[float]:
+    """Feasible (<= 0) when silent plus noise-like draws stay within the study's allowance."""
+    return (float(trial.user_attrs.get("unhealthy_excess", 1.0)),)
+
+
+def _best_feasible(study: Any) -> Any:
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if _constraints(t)[0] <= 0]
+    return min(done, key=lambda t: t.value) if done else None
+
+
+def _write_outputs(study: Any, out: Path, study_name: str, storage: str) -> TuneResult:
+    import optuna
+
+    best = _best_feasible(study)
+    best_path = None
+    if best is not None:
+        cfg = dict(best.user_attrs["config"])
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "epochs"}  # choose the length when training
+        best_path = ckpt.write_json(out / BEST_CONFIG, cfg)
+    plots = _plots(study, out)
+    states = [t.state for t in study.trials]
+    rows = "".join(
+        f"<tr><td>{t.number}</td><td>{t.state.name.lower()}</td><td>{'' if t.value is None else f'{t.value:.3f}'}"
+        f"</td><td>{t.user_attrs.get('silent_fraction', '')}</td><td>{t.user_attrs.get('noise_like_fraction', '')}"
+        f"</td><td>{t.user_attrs.get('dipping_path_fraction', '')}</td></tr>" for t in study.trials)
+    html = (
+        f"<!doctype html><meta charset='utf-8'><title>SampleGen study {study_name}</title>"
+        "<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto}td,th{padding:.2rem .6rem}</style>"
+        f"<h1>Study {study_name}</h1><p>{states.count(optuna.trial.TrialState.COMPLETE)} complete, "
+        f"{states.count(optuna.trial.TrialState.PRUNED)} pruned, {states.count(optuna.trial.TrialState.FAIL)} failed. "
+        + (f"Best held-out LSD <b>{best.value:.3f} dB</b> (trial {best.number}); its settings: "
+           f"<a href='{BEST_CONFIG}'>{BEST_CONFIG}</a> (<code>samplegen train --config {BEST_CONFIG}</code>).</p>"
+           if best else "No feasible trial yet.</p>")
+        + "".join(f"<h2>{title}</h2><img src='{name}' alt='{title}' style='max-width:100%'>" for title, name in plots)
+        + "<h2>Trials</h2><table><tr><th>#</th><th>state</th><th>LSD (dB)</th><th>silent</th><th>noise-like</th>"
+        f"<th>dipping</th></tr>{rows}</table><p>Storage: <code>{storage}</code></p>"
+    )
+    summary = ckpt.atomic_write(out / "summary.html", lambda fh: fh.write(html), mode="w")
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    return TuneResult(study_name, storage, len(finished), best.value if best else None, best_path, summary)
+
+
+def _plots(study: Any, out: Path) -> list[tuple[str, str]]:
+    """Optuna's own matplotlib plots, saved as PNGs (offline, no plotly)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    import warnings
+
+    made = []
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for title, name, fn, needs in (("Optimisation history", "history.png", ovm.plot_optimization_history, 1),
+                                   ("Parameter importances", "importances.png", ovm.plot_param_importances, 2),
+                                   ("Parallel coordinates", "parallel.png", ovm.plot_parallel_coordinate, 1)):
+        if len(complete) < needs:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+        except (ValueError, RuntimeError):  # e.g. importances of parameters that never varied
+            continue
+        fig: Any = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
+        fig.set_size_inches(9, 5)
+        fig.tight_layout()
+        _save_png(out / name, fig)
+        plt.close(fig)
+        made.append((title, name))
+    return made
+
+
+def _save_png(path: Path, fig: Any) -> None:
+    ckpt.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=90))

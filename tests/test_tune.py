@@ -1,0 +1,79 @@
+"""`samplegen tune`: a tiny study completes, resumes from its SQLite file, records pruning, refuses bad storage."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+
+from samplegen import api
+from samplegen.cli import main as cli_main
+from samplegen.errors import ParameterError
+
+TINY = {"data": {"duration_s": 0.5}, "train": {"val_fraction": 0.25}}
+
+
+@pytest.fixture
+def tiny_base(tmp_path):
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def _states(out):
+    study = optuna.load_study(study_name="samplegen", storage=f"sqlite:///{out / 'study.db'}")
+    return [t.state for t in study.trials]
+
+
+def test_a_three_trial_study_writes_a_config_that_train_accepts(tiny_samples_dir, tiny_base, tmp_path, capsys):
+    out = tmp_path / "study"
+    code = cli_main(["tune", "--data", str(tiny_samples_dir), "--trials", "3", "--out", str(out), "--epochs", "3",
+                     "--config", str(tiny_base), "--max-unhealthy", "1.0"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "trial 1/3" in printed and "trial 3/3" in printed and "best" in printed
+    assert _states(out) == [optuna.trial.TrialState.COMPLETE] * 3
+    best = out / "best_config.json"
+    assert best.is_file() and (out / "summary.html").is_file() and (out / "history.png").is_file()
+    assert not any((out / "trials").iterdir())  # trial runs are not left behind
+    n_layers = len(json.loads(best.read_text())["model"]["hidden"])
+    assert 3 <= n_layers <= 5
+    assert cli_main(["train", "--data", str(tiny_samples_dir), "--out", str(tmp_path / "run"), "--config", str(best),
+                     "--epochs", "2", "--quiet"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(saved["model"]["hidden"]) == n_layers
+
+
+def test_a_stopped_study_resumes_from_its_sqlite_file(tiny_samples_dir, tmp_path):
+    out = tmp_path / "study"
+    kwargs = dict(epochs=3, config=api.resolve_config(None).__class__.from_dict(TINY, require_version=False),
+                  max_unhealthy=1.0)
+    first = api.tune(tiny_samples_dir, out, 1, **kwargs)
+    assert first.n_finished == 1
+    numbers_before = [t.number for t in optuna.load_study(study_name="samplegen",
+                                                          storage=f"sqlite:///{out / 'study.db'}").trials]
+    second = api.tune(tiny_samples_dir, out, 3, **kwargs)
+    assert second.n_finished == 3
+    study = optuna.load_study(study_name="samplegen", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.number for t in study.trials] == [0, 1, 2] and numbers_before == [0]
+    assert api.tune(tiny_samples_dir, out, 3, **kwargs).n_finished == 3  # nothing left to run
+
+
+def test_a_pruned_trial_is_recorded_as_pruned(tiny_samples_dir, tmp_path):
+    out = tmp_path / "study"
+    base = api.resolve_config(None).__class__.from_dict(TINY, require_version=False)
+    always = optuna.pruners.ThresholdPruner(upper=0.0)  # any validation loss is above 0: prune at once
+    result = api.tune(tiny_samples_dir, out, 2, epochs=3, config=base, pruner=always, max_unhealthy=1.0)
+    assert _states(out) == [optuna.trial.TrialState.PRUNED] * 2
+    assert result.best_config is None and result.n_finished == 2
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "nosuchdb://x/y", "sqlite:////no/such/folder/study.db"])
+def test_a_bad_storage_url_is_a_clear_error(tiny_samples_dir, tmp_path, url, capsys):
+    with pytest.raises(ParameterError, match="storage"):
+        api.tune(tiny_samples_dir, tmp_path / "s", 1, storage=url, epochs=3)
+    code = cli_main(["tune", "--data", str(tiny_samples_dir), "--trials", "1", "--out", str(tmp_path / "c"),
+                     "--storage", url])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "SQLAlchemy URL" in err
