@@ -37,9 +37,6 @@ class TrainConfig:
     split : "note" holds out random notes; "instrument" holds out whole presets (every
         velocity layer of a held-out instrument is unseen: the harder test)
     pca_init : start from the PCA baseline (see samplegen.model.init_from_pca)
-    blend_weight : weight of the blend-level term (samplegen.blend): decoded points between two
-        notes must not fall more than blend_margin_db below the quieter one; 0 turns it off
-    blend_margin_db : the dip, in dB, allowed before the blend-level term counts
     """
 
     epochs: int = 150
@@ -52,8 +49,6 @@ class TrainConfig:
     grad_clip: float = 5.0
     split: str = "note"
     pca_init: bool = True
-    blend_weight: float = 0.0
-    blend_margin_db: float = 3.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,9 +66,6 @@ class TrainConfig:
             raise ParameterError(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.split not in SPLITS:
             raise ParameterError(f"split={self.split!r} must be one of {SPLITS}")
-        for name in ("blend_weight", "blend_margin_db"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ParameterError(f"{name}={getattr(self, name)} must be a non-negative number")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
 

@@ -23,14 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from samplegen import checkpoint as ckpt
-from samplegen.blend import blend_level_loss
 from samplegen.config import RunConfig
 from samplegen.corpus import Corpus
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.features import FeatureStats, audio_to_log_features
 from samplegen.model import SampleModel, init_from_pca
 
-HISTORY_FIELDS = ["epoch", "lr", "beta", "train_loss", "train_recon", "train_kl", "train_blend", "val_loss", "val_recon", "val_kl", "seconds"]
+HISTORY_FIELDS = ["epoch", "lr", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
 
 
 class TrainingError(SampleGenError):
@@ -190,19 +189,13 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
         model.train()
         order = torch.randperm(len(train_idx), generator=_epoch_generator(tc.seed, epoch, 0))
         noise = _epoch_generator(tc.seed, epoch, 1)
-        blend_rng = _epoch_generator(tc.seed, epoch, 2)
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "blend": 0.0}
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
         for b in range(steps_per_epoch):
             step = (epoch - 1) * steps_per_epoch + b
             beta = beta_at(step, cfg, steps_per_epoch)
             batch = x_train[order[b * tc.batch_size : (b + 1) * tc.batch_size].to(device)]
             terms = model.losses(batch, generator=noise if device == "cpu" else None)
             loss = terms["recon"] + beta * terms["kl"]
-            if tc.blend_weight > 0:
-                with torch.no_grad():
-                    mu, _ = model.encode(batch)
-                terms["blend"] = blend_level_loss(model.decoder, mu, batch, stats, blend_rng, tc.blend_margin_db)
-                loss = loss + tc.blend_weight * terms["blend"]
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at epoch {epoch}; the last good checkpoint in {run_dir} is kept. "
@@ -216,7 +209,6 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
             sums["loss"] += loss.item() * n
             sums["recon"] += terms["recon"].item() * n
             sums["kl"] += terms["kl"].item() * n
-            sums["blend"] += terms["blend"].item() * n if "blend" in terms else 0.0
         row = {"epoch": epoch, "beta": beta, "lr": learning_rate_at(epoch, cfg)}
         row.update({f"train_{k}": v / len(train_idx) for k, v in sums.items()})
         row.update(_validate(model, x_val, cfg))
