@@ -257,8 +257,8 @@ class NoteFeatures:
 
     @classmethod
     def from_tensor(cls, root: Path, entries: list[CorpusEntry], feats: torch.Tensor) -> "NoteFeatures":
-        """Features already in memory: Tensor[N x T x F]."""
-        return cls(root, entries, (feats.shape[1], feats.shape[2]), tensor=feats)
+        """Features already in memory: Tensor[N x T x F] (kept on the CPU, like the cache's)."""
+        return cls(root, entries, (feats.shape[1], feats.shape[2]), tensor=feats.cpu())
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -104,6 +104,9 @@ def train_folder(data: str | Path, out: str | Path, cfg: RunConfig, *, resume: b
 
     Returns the result as rank 0 saw it (on a machine without rank 0, its own first process's).
     """
+    for name, value in (("devices", devices), ("nodes", nodes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ParameterError(f"{name}={value!r} must be a positive integer")
     options = dict(resume=resume, show_progress=show_progress, cache=None if cache is None else str(cache),
                    workers=workers, dtype=dtype, loader_workers=loader_workers)
     if distributed.launched_by_torchrun():
@@ -122,9 +125,14 @@ def train_folder(data: str | Path, out: str | Path, cfg: RunConfig, *, resume: b
         raise ParameterError(f"device={device!r} must be one of {DEVICES}")
     options["device"] = "cpu" if device == "cpu" else "auto"
     # Processes share the cores: without this each would start one thread per core.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
-    results = distributed.launch(_worker, (str(data), str(out), cfg.to_dict(), options),
-                                 devices=devices, nodes=nodes, rdzv=rdzv)
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = saved or str(max(1, (os.cpu_count() or 1) // devices))
+    try:
+        results = distributed.launch(_worker, (str(data), str(out), cfg.to_dict(), options),
+                                     devices=devices, nodes=nodes, rdzv=rdzv)
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     first = results[min(results)]
     if not first["ok"]:
         raise TrainingError(first["error"])
