@@ -160,3 +160,18 @@ def test_launcher_refuses_bad_requests(tiny_samples_dir, tmp_path):
         api.train_run(tiny_samples_dir, tmp_path / "r", devices=1, nodes=2, device="cpu", show_progress=False)
     with pytest.raises(ParameterError, match="devices"):
         api.train_run(tiny_samples_dir, tmp_path / "r", devices=0, nodes=2, device="cpu", show_progress=False)
+
+
+def test_cli_features_fills_the_cache_that_train_then_reads(tiny_samples_dir, tiny_config_file, tmp_path, capsys):
+    from samplegen import cli
+
+    cache = tmp_path / "cache"
+    assert cli.main(["features", "--data", str(tiny_samples_dir), "--config", str(tiny_config_file),
+                     "--cache", str(cache), "--quiet"]) == 0
+    assert "features of 16 notes cached" in capsys.readouterr().out
+    (folder,) = cache.iterdir()
+    shards = sorted(folder.glob("shard-*.npy"))
+    assert cli.main(["train", "--data", str(tiny_samples_dir), "--out", str(tmp_path / "run"), "--config",
+                     str(tiny_config_file), "--epochs", "1", "--cache", str(cache), "--device", "cpu", "--quiet"]) == 0
+    assert sorted(folder.glob("shard-*.npy")) == shards  # nothing computed twice
+    assert checkpoint.load_run(tmp_path / "run").latent_mu.shape == (16, 3)
