@@ -47,3 +47,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path, t
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never write to the user's ~/.cache: the feature cache lives in the session's tmp folder."""
+    import os
+
+    old = os.environ.get("SAMPLEGEN_CACHE")
+    os.environ["SAMPLEGEN_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAMPLEGEN_CACHE", None)
+    else:
+        os.environ["SAMPLEGEN_CACHE"] = old

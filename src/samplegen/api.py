@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from samplegen import generate
 from samplegen.checkpoint import CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, read_json
@@ -19,6 +19,9 @@ from samplegen.corpus import Corpus, build_folder_corpus, load_corpus, render_so
 from samplegen.errors import ParameterError
 from samplegen.model import MODEL_KINDS
 from samplegen.train import TrainResult, train
+
+if TYPE_CHECKING:
+    from samplegen.feature_cache import NoteFeatures
 
 
 def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source: str | Path | None = None,
@@ -66,19 +69,39 @@ def resolve_config(config: str | Path | RunConfig | None = None, *, model: str |
 
 def train_run(data: str | Path, out: str | Path, *, model: str | None = None, epochs: int | None = None,
               seed: int | None = None, config: str | Path | RunConfig | None = None, resume: bool = False,
-              show_progress: bool = True) -> TrainResult:
+              show_progress: bool = True, devices: int = 1, nodes: int = 1, rdzv: str | None = None,
+              device: str = "auto", precision: str | None = None, cache: str | Path | None = None,
+              workers: int | None = None, cache_dtype: str = "float32", loader_workers: int = 0) -> TrainResult:
     """Train on a corpus folder (built, or any folder of samples) into run folder ``out``.
 
-    With ``resume`` the run's own saved config is used (only ``epochs`` may be raised), so a resumed run
-    needs no flags beyond ``--data``, ``--out`` and ``--resume``.
+    Features come from the on-disk cache (computed once with ``workers`` processes);
+    ``devices`` processes per machine on ``nodes`` machines train data-parallel
+    (docs/scaling.md); under torchrun the launcher's processes are joined instead. With ``resume``
+    the run's own saved config is used (only ``epochs`` may be raised), so a resumed run needs no
+    flags beyond ``--data``, ``--out`` and ``--resume``.
     """
     saved = Path(out) / CONFIG_NAME
     if resume and saved.is_file():
         cfg = resolve_config(RunConfig.from_dict(read_json(saved)), epochs=epochs)
     else:
         cfg = resolve_config(config, model=model, epochs=epochs, seed=seed)
-    corpus = load_corpus(data, duration_s=cfg.data.duration_s)
-    return train(corpus, out, cfg, resume=resume, show_progress=show_progress)
+    if precision is not None:
+        cfg = replace(cfg, train=replace(cfg.train, precision=precision))
+    from samplegen.launch import train_folder
+
+    return train_folder(data, out, cfg, resume=resume, show_progress=show_progress, devices=devices, nodes=nodes,
+                        rdzv=rdzv, device=device, cache=cache, workers=workers, dtype=cache_dtype,
+                        loader_workers=loader_workers)
+
+
+def compute_features(data: str | Path, *, config: str | Path | RunConfig | None = None,
+                     cache: str | Path | None = None, workers: int | None = None, cache_dtype: str = "float32",
+                     show_progress: bool = True) -> "NoteFeatures":
+    """Fill the feature cache for a corpus folder ahead of training (``samplegen features``)."""
+    from samplegen.launch import folder_features
+
+    cfg = resolve_config(config)
+    return folder_features(data, cfg, cache=cache, workers=workers, dtype=cache_dtype, show_progress=show_progress)
 
 
 def run_is_complete(run: str | Path) -> bool:

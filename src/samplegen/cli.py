@@ -85,11 +85,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     from samplegen import api
 
     result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
-                           config=args.config, resume=args.resume, show_progress=not args.quiet)
+                           config=args.config, resume=args.resume, show_progress=not args.quiet,
+                           devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
+                           precision=args.precision, cache=args.cache, workers=args.workers,
+                           cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
     how = "stopped early" if result.stopped_early else "finished"
     print(f"training {how} after {result.epochs_run} epochs in {result.seconds:.0f} s; "
           f"best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}")
     print(f"run folder: {result.run_dir}/ (loss curves in history.png)")
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    feats = api.compute_features(args.data, config=args.config, cache=args.cache, workers=args.workers,
+                                 cache_dtype=args.cache_dtype, show_progress=not args.quiet)
+    print(f"features of {len(feats)} notes cached ({len(feats.skipped)} unreadable files skipped)")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -166,6 +177,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"model and loss curves: {result.run}/  (history.png)")
 
 
+def _add_scale_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, help="feature cache folder (default $SAMPLEGEN_CACHE or ~/.cache/samplegen/features)")
+    p.add_argument("--workers", type=int, default=None, help="processes computing features (default: every core)")
+    p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
+                   help="storage type of cached features (float16 halves the disk; default float32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samplegen", description="Learn a space of C4 instrument notes and make new ones.")
     p.add_argument("--version", action="version", version=f"samplegen {__version__}")
@@ -191,7 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default=None, help="JSON config file (e.g. from `samplegen tune`)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scale_options(tr)
+    tr.add_argument("--devices", type=int, default=1, help="training processes on this machine, one per GPU (default 1)")
+    tr.add_argument("--nodes", type=int, default=1, help="machines taking part, each running this command (default 1)")
+    tr.add_argument("--rdzv", default=None, metavar="HOST:PORT", help="rendezvous address when --nodes > 1")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: a GPU when there is one")
+    tr.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16 autocast on a GPU (default fp32)")
+    tr.add_argument("--loader-workers", type=int, default=0, help="processes reading batches ahead (default 0)")
     tr.set_defaults(func=cmd_train)
+
+    ft = sub.add_parser("features", help="compute a corpus's features into the cache ahead of training")
+    ft.add_argument("--data", required=True, help="corpus folder (built, or any folder of samples)")
+    ft.add_argument("--config", default=None, help="JSON config file (its data and STFT settings)")
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scale_options(ft)
+    ft.set_defaults(func=cmd_features)
 
     rc = sub.add_parser("reconstruct", help="re-create notes through the model")
     rc.add_argument("run", help="run folder")

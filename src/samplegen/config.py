@@ -20,6 +20,7 @@ from samplegen.spectral import StftConfig
 
 RUN_FORMAT_VERSION = 1
 SPLITS = ("note", "instrument")
+PRECISIONS = ("fp32", "bf16")
 SAMPLE_RATE = 44100
 
 
@@ -37,6 +38,8 @@ class TrainConfig:
     split : "note" holds out random notes; "instrument" holds out whole presets (every
         velocity layer of a held-out instrument is unseen: the harder test)
     pca_init : start from the PCA baseline (see samplegen.model.init_from_pca)
+    precision : "fp32", or "bf16" for bfloat16 autocast of the forward and backward passes on a
+        GPU (validation, checkpoints and generation stay float32; ignored with a warning on a CPU)
     """
 
     epochs: int = 150
@@ -50,6 +53,7 @@ class TrainConfig:
     split: str = "note"
     pca_init: bool = True
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -66,6 +70,8 @@ class TrainConfig:
             raise ParameterError(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.split not in SPLITS:
             raise ParameterError(f"split={self.split!r} must be one of {SPLITS}")
+        if self.precision not in PRECISIONS:
+            raise ParameterError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
 

@@ -139,15 +139,27 @@ class SampleModel(nn.Module):
             raise ParameterError(f"z must have shape (B, {self.cfg.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z)
 
-    def losses(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`losses` with given noise; the call DistributedDataParallel wraps."""
+        return self.losses(x, eps=eps)
+
+    def losses(self, x: torch.Tensor, generator: torch.Generator | None = None,
+               eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Named, unweighted losses for one batch (weights come from the training config).
 
         recon : mean squared error per spectrogram element (normalised log magnitude)
         kl    : KL to N(0, I), summed over latent dimensions, mean over the batch (0 for the AE)
+
+        eps : Tensor[B x L] reparameterisation noise; drawn from ``generator`` when None
         """
         mu, logvar = self.encode(x)
+        # Under bf16 autocast the heads come out in bf16; the KL and the sampling want float32.
+        mu = mu.float()
+        logvar = logvar.float() if logvar is not None else None
         if logvar is not None:
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            if eps is None:
+                eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            eps = eps.to(device=mu.device, dtype=mu.dtype)
             z = mu + eps * torch.exp(0.5 * logvar)  # reparameterisation trick
             kl = kl_divergence(mu, logvar).sum(dim=1).mean()
         else:
@@ -173,17 +185,32 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     frame_stride : use every n-th frame for the frame PCA (they are highly redundant)
 
     Deterministic: exact eigendecompositions, no random projections.
+    :func:`samplegen.data_stats.init_model_from_pca` does the same streaming
+    over batches, for corpora that do not fit in memory.
     """
-    from samplegen.baselines import PCABaseline
-
-    cfg = model.cfg
-    enc, dec = model.encoder, model.decoder
-    frames = feats.reshape(-1, cfg.n_bins)[::frame_stride].double()
+    frames = feats.reshape(-1, model.cfg.n_bins)[::frame_stride].double()
     mean = frames.mean(dim=0)
     centred = frames - mean
-    evals, evecs = torch.linalg.eigh(centred.T @ centred / len(frames))
+    init_frame_layers(model, mean, centred.T @ centred / len(frames))
+    init_linear_paths(model, model.encoder.frame(feats).flatten(1))
+
+
+def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Rows flipped so each one's largest entry is positive: eigenvectors' signs are arbitrary, and
+    a sign that flips with the last bit of a sum would make one process and several start apart."""
+    idx = vectors.abs().argmax(dim=1, keepdim=True)
+    sign = torch.sign(torch.gather(vectors, 1, idx))
+    return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+@torch.no_grad()
+def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor) -> None:
+    """Frame layers at the principal axes of the training frames (mean Tensor[F], covariance Tensor[F x F])."""
+    cfg = model.cfg
+    enc, dec = model.encoder, model.decoder
+    evals, evecs = torch.linalg.eigh(cov.double())
     k = min(cfg.frame_dim, cfg.n_bins)
-    axes = evecs[:, torch.argsort(evals, descending=True)[:k]].float()  # F x P
+    axes = _fix_signs(evecs[:, torch.argsort(evals, descending=True)[:k]].T).T.float()  # F x P
     enc.frame.weight.zero_()
     enc.frame.weight[:k].copy_(axes.T)
     enc.frame.bias.zero_()
@@ -191,7 +218,18 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     dec.frame.weight.zero_()
     dec.frame.weight[:, :k].copy_(axes)
     dec.frame.bias.copy_(mean.float())
-    coeffs = enc.frame(feats).flatten(1)
+
+
+@torch.no_grad()
+def init_linear_paths(model: SampleModel, coeffs: torch.Tensor) -> None:
+    """Linear paths at the notes' principal components; stacks' last layers at zero.
+
+    coeffs : Tensor[N x (T·P)], the notes through the (already initialised) encoder frame layer
+    """
+    from samplegen.baselines import PCABaseline
+
+    cfg = model.cfg
+    enc, dec = model.encoder, model.decoder
     n_comp = min(cfg.latent_dim, coeffs.shape[0] - 1) if coeffs.shape[0] > 1 else 0
     enc.linear.weight.zero_()
     enc.linear.bias.zero_()
@@ -199,6 +237,7 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     dec.linear.bias.copy_(coeffs.mean(dim=0))
     if n_comp >= 1:
         pca = PCABaseline.fit(coeffs, n_comp)
+        pca.components = _fix_signs(pca.components)
         scale = pca.encode(coeffs).std(dim=0).clamp_min(1e-6)  # unit-variance latents, like the prior
         enc.linear.weight[:n_comp].copy_(pca.components / scale[:, None])
         enc.linear.bias[:n_comp].copy_(-(pca.components @ pca.mean) / scale)

@@ -14,6 +14,8 @@ import io
 import json
 import math
 import time
+import warnings
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -23,11 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from samplegen import checkpoint as ckpt
+from samplegen import distributed
 from samplegen.config import RunConfig
 from samplegen.corpus import Corpus
 from samplegen.errors import CheckpointError, SampleGenError
+from samplegen.data_stats import fit_stats, init_model_from_pca, pca_rows
+from samplegen.feature_cache import NoteFeatures
 from samplegen.features import FeatureStats, audio_to_log_features
-from samplegen.model import SampleModel, init_from_pca
+from samplegen.model import SampleModel
 
 HISTORY_FIELDS = ["epoch", "lr", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
 
@@ -46,7 +51,7 @@ class TrainResult:
     seconds: float
 
 
-def split_groups(corpus: Corpus, val_fraction: float, seed: int, by: str = "note") -> np.ndarray:
+def split_groups(corpus: Corpus | NoteFeatures, val_fraction: float, seed: int, by: str = "note") -> np.ndarray:
     """Boolean mask of held-out notes.
 
     ``by="note"`` holds out random notes.  ``by="instrument"`` holds out whole
@@ -65,7 +70,7 @@ def split_groups(corpus: Corpus, val_fraction: float, seed: int, by: str = "note
     target = val_fraction * sum(1 for m in is_mix if not m)
     held: set[str] = set()
     count = 0
-    sizes = {g: keys.count(g) for g in groups}
+    sizes = Counter(keys)
     for gi in order:
         if count >= target:
             break
@@ -100,65 +105,112 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch * 17 + stream)
 
 
-def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, *, resume: bool = False,
-          show_progress: bool = True, device: str | torch.device = "cpu",
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train a VAE (or the AE baseline) on a corpus and write a self-contained run folder.
-
-    Parameters
-    ----------
-    corpus : notes to learn (see :func:`samplegen.corpus.load_corpus`)
-    out_dir : run folder; must be new or empty unless ``resume``
-    config : run configuration (defaults if None); ignored when resuming, where the
-        saved config is used, except that ``train.epochs`` may be raised
-    resume : continue from ``out_dir/train_state.safetensors``
-    show_progress : draw a progress bar (epoch, loss terms, ETA) on stderr
-    on_epoch : called with (epoch, history row) after each epoch's checkpoint is written; an exception
-        it raises (a tuner's "prune this trial") stops training and propagates
-
-    Returns
-    -------
-    TrainResult with the run folder and where training stopped.
-    """
-    started = time.perf_counter()
-    run_dir = Path(out_dir)
-    state_path = run_dir / ckpt.STATE_NAME
+def _resolve_config(run_dir: Path, config: RunConfig | None, resume: bool, check_empty: bool) -> RunConfig:
     if resume:
         if not (run_dir / ckpt.CONFIG_NAME).exists():
             raise TrainingError(f"{run_dir} holds no run to resume; drop --resume to start a new run")
         saved = RunConfig.from_dict(ckpt.read_json(run_dir / ckpt.CONFIG_NAME))
         if config is not None and config.train.epochs != saved.train.epochs:
             saved = replace(saved, train=replace(saved.train, epochs=config.train.epochs))
-        config = saved
-        # Killed before the first epoch ended: nothing to continue, so start that same run over.
-        resume = state_path.exists()
-    else:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise TrainingError(f"{run_dir} is not empty; pass --resume to continue that run or choose a new --out folder")
-        config = (config or RunConfig()).resolved()
-    cfg = config.resolved()
-    tc = cfg.train
+        return saved.resolved()
+    if check_empty and run_dir.exists() and any(run_dir.iterdir()):
+        raise TrainingError(f"{run_dir} is not empty; pass --resume to continue that run or choose a new --out folder")
+    return (config or RunConfig()).resolved()
+
+
+def _features_in_memory(corpus: Corpus, cfg: RunConfig) -> NoteFeatures:
     if corpus.audio.shape[1] != cfg.data.n_samples:
         raise TrainingError(
             f"corpus notes are {corpus.audio.shape[1]} samples long, the config needs {cfg.data.n_samples} "
             f"(duration_s={cfg.data.duration_s}); rebuild the corpus with that duration"
         )
+    return NoteFeatures.from_tensor(Path(corpus.root), corpus.entries, audio_to_log_features(corpus.audio, cfg.stft))
 
-    # Data: split by instrument, features once, statistics from the training part only.
-    val_mask = split_groups(corpus, tc.val_fraction, tc.seed, tc.split)
-    feats = audio_to_log_features(corpus.audio, cfg.stft)
+
+def _use_bf16(device: str, precision: str) -> bool:
+    """bf16 autocast on a GPU only: on a CPU it is slower here and not worth its rounding."""
+    use = precision == "bf16" and device.startswith("cuda")
+    if precision == "bf16" and not use:
+        warnings.warn("precision='bf16' applies on a GPU only; training in float32", stacklevel=3)
+    return use
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """One item per optimisation step: the rows this process reads for it (a torch DataLoader prefetches them)."""
+
+    def __init__(self, feats: NoteFeatures, rows: list[np.ndarray]) -> None:
+        self.feats, self.rows = feats, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.feats.read(self.rows[i])
+
+
+def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | None = None, *, resume: bool = False,
+          show_progress: bool = True, device: str | torch.device = "cpu", loader_workers: int = 0,
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train a VAE (or the AE baseline) on a corpus and write a self-contained run folder.
+
+    Parameters
+    ----------
+    data : notes to learn: a corpus in memory (see :func:`samplegen.corpus.load_corpus`) or
+        their features on disk (see :func:`samplegen.feature_cache.build_features`)
+    out_dir : run folder; must be new or empty unless ``resume``
+    config : run configuration (defaults if None); ignored when resuming, where the
+        saved config is used, except that ``train.epochs`` may be raised
+    resume : continue from ``out_dir/train_state.safetensors``
+    show_progress : draw a progress bar (epoch, loss terms, ETA) on stderr
+    device : where to train (in a distributed run, the process group's device)
+    loader_workers : processes reading batches ahead (torch DataLoader); 0 reads in this process
+    on_epoch : called with (epoch, history row) after each epoch's checkpoint is written; an exception
+        it raises (a tuner's "prune this trial") stops training and propagates
+
+    Inside an initialised torch.distributed process group (see
+    :mod:`samplegen.distributed`) every process takes its share of each batch,
+    DDP averages the gradients, and rank 0 alone writes the run folder.
+
+    Returns
+    -------
+    TrainResult with the run folder and where training stopped.
+    """
+    started = time.perf_counter()
+    ctx = distributed.current()
+    if ctx.distributed:
+        device = ctx.device
+    device = str(device)
+    run_dir = Path(out_dir)
+    state_path = run_dir / ckpt.STATE_NAME
+    refused: TrainingError | None = None
+    try:
+        cfg = _resolve_config(run_dir, config, resume, check_empty=ctx.is_main)
+    except TrainingError as exc:
+        refused = exc
+    if not distributed.broadcast_flag(refused is None, ctx) or refused is not None:
+        raise refused or TrainingError("rank 0 refused to start (see its message)")
+    # Killed before the first epoch ended: nothing to continue, so start that same run over.
+    resume = resume and state_path.exists()
+    tc = cfg.train
+    feats = data if isinstance(data, NoteFeatures) else _features_in_memory(data, cfg)
+    if feats.frame_shape != (cfg.model.n_frames, cfg.model.n_bins):
+        raise TrainingError(
+            f"features are {feats.frame_shape} (frames, bins), the config needs "
+            f"{(cfg.model.n_frames, cfg.model.n_bins)}; compute them with the run's data and STFT settings"
+        )
+
+    # Data: split by instrument, statistics from the training part only, streamed in batches.
+    val_mask = split_groups(feats, tc.val_fraction, tc.seed, tc.split)
     train_idx = np.flatnonzero(~val_mask)
     val_idx = np.flatnonzero(val_mask)
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
-    stats = FeatureStats.fit(feats[train_idx])
-    feats = stats.normalise(feats)
-    x_train, x_val = feats[train_idx].to(device), feats[val_idx].to(device)
+    stats = fit_stats(feats, train_idx, ctx)
 
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
     if tc.pca_init and not resume:
-        init_from_pca(model, feats[train_idx])
+        init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     steps_per_epoch = math.ceil(len(train_idx) / tc.batch_size)
@@ -168,61 +220,86 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
     if resume:
         first_epoch, best_val, best_epoch, bad_epochs, history = _load_train_state(state_path, model, optimiser)
         first_epoch += 1
-        # Latents are written last and mark a finished run; a resumed run is unfinished again.
-        (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
-    else:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
-        ckpt.save_run_config(run_dir, cfg)
-    ckpt.write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(corpus, val_mask).to_json())
-    ckpt.save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
+    if ctx.is_main:
+        if resume:
+            # Latents are written last and mark a finished run; a resumed run is unfinished again.
+            (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
+        else:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
+            ckpt.save_run_config(run_dir, cfg)
+        ckpt.write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(feats, val_mask).to_json())
+        ckpt.save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        # DDP starts every process from rank 0's weights and averages gradients in buckets during backward.
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
 
+    bf16 = _use_bf16(device, tc.precision)
     stopped_early = False
     bar = tqdm(range(first_epoch, tc.epochs + 1), initial=first_epoch - 1, total=tc.epochs,
-               desc="train", unit="epoch", disable=not show_progress, dynamic_ncols=True)
+               desc="train", unit="epoch", disable=not (show_progress and ctx.is_main), dynamic_ncols=True)
     for epoch in bar:
         t0 = time.perf_counter()
         for group in optimiser.param_groups:
             group["lr"] = learning_rate_at(epoch, cfg)
         model.train()
-        order = torch.randperm(len(train_idx), generator=_epoch_generator(tc.seed, epoch, 0))
+        order = torch.randperm(len(train_idx), generator=_epoch_generator(tc.seed, epoch, 0)).numpy()
         noise = _epoch_generator(tc.seed, epoch, 1)
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-        for b in range(steps_per_epoch):
+        # Global batch b is order[b·B : (b+1)·B] whatever the number of processes; process r takes
+        # its rows r, r + world, ...  A process left without a row reads one and weighs it 0.
+        globals_ = [order[b * tc.batch_size : (b + 1) * tc.batch_size] for b in range(steps_per_epoch)]
+        mine = [g[ctx.rank :: ctx.world] if len(g) > ctx.rank else g[:1] for g in globals_]
+        loader = torch.utils.data.DataLoader(_StepBatches(feats, [train_idx[m] for m in mine]), batch_size=None,
+                                             num_workers=loader_workers, pin_memory=device.startswith("cuda"))
+        sums = torch.zeros(3, dtype=torch.float64)
+        for b, raw in enumerate(loader):
             step = (epoch - 1) * steps_per_epoch + b
             beta = beta_at(step, cfg, steps_per_epoch)
-            batch = x_train[order[b * tc.batch_size : (b + 1) * tc.batch_size].to(device)]
-            terms = model.losses(batch, generator=noise if device == "cpu" else None)
+            n_global = len(globals_[b])
+            n_local = len(globals_[b][ctx.rank :: ctx.world])
+            eps = None
+            if model.is_variational:
+                eps_global = torch.randn((n_global, cfg.model.latent_dim), generator=noise)
+                eps = (eps_global[ctx.rank :: ctx.world] if n_local else eps_global[:1]).to(device)
+            batch = stats.normalise(raw.to(device, non_blocking=True))
+            with torch.autocast(device_type="cuda" if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16):
+                terms = net(batch, eps)
             loss = terms["recon"] + beta * terms["kl"]
-            if not torch.isfinite(loss):
+            # Sums over the global batch, the same on every process: history, and a NaN stops all together.
+            step_sums = torch.stack([loss, terms["recon"], terms["kl"]]).detach().double().cpu() * n_local
+            distributed.all_reduce_sum(step_sums, ctx)
+            global_loss = float(step_sums[0]) / n_global
+            if not math.isfinite(global_loss):
                 raise TrainingError(
-                    f"loss became {loss.item()} at epoch {epoch}; the last good checkpoint in {run_dir} is kept. "
+                    f"loss became {global_loss} at epoch {epoch}; the last good checkpoint in {run_dir} is kept. "
                     "Lower train.learning_rate or check the corpus for broken files, then --resume"
                 )
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages over processes; weighing by the local share makes that the global batch mean.
+            weight = n_local * ctx.world / n_global
+            (loss if weight == 1.0 else loss * weight).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimiser.step()
-            n = len(batch)
-            sums["loss"] += loss.item() * n
-            sums["recon"] += terms["recon"].item() * n
-            sums["kl"] += terms["kl"].item() * n
+            sums += step_sums
         row = {"epoch": epoch, "beta": beta, "lr": learning_rate_at(epoch, cfg)}
-        row.update({f"train_{k}": v / len(train_idx) for k, v in sums.items()})
-        row.update(_validate(model, x_val, cfg))
+        row.update({f"train_{k}": v / len(train_idx) for k, v in zip(("loss", "recon", "kl"), sums.tolist())})
+        row.update(_validate(model, feats, val_idx, stats, cfg, ctx))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
 
         improved = row["val_loss"] < best_val - 1e-9 or len(val_idx) == 0
         if improved:
             best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-            ckpt.save_model(run_dir, model)
+            if ctx.is_main:
+                ckpt.save_model(run_dir, model)
         elif epoch > tc.kl_warmup_epochs:
             bad_epochs += 1
-        _save_train_state(state_path, model, optimiser, epoch, best_val, best_epoch, bad_epochs, history)
-        _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
+        if ctx.is_main:
+            _save_train_state(state_path, model, optimiser, epoch, best_val, best_epoch, bad_epochs, history)
+            _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
         if on_epoch is not None:
             on_epoch(epoch, row)
         bar.set_postfix(recon=f"{row['train_recon']:.3f}", kl=f"{row['train_kl']:.1f}",
@@ -232,43 +309,58 @@ def train(corpus: Corpus, out_dir: str | Path, config: RunConfig | None = None, 
             break
     bar.close()
 
-    # The best weights encode the whole corpus: these latents feed maps, the instrument and names on the CLI.
+    if ctx.is_main:
+        _write_latents(run_dir, model, feats, stats, device)
+        _plot_history(run_dir / ckpt.HISTORY_PNG, history)
+    distributed.barrier(ctx)
+    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started)
+
+
+def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str) -> None:
+    """The best weights encode the whole corpus: these latents feed maps, the instrument and names on the CLI."""
     best, _ = ckpt.load_tensors(run_dir / ckpt.MODEL_NAME)
     model.load_state_dict(best)
     model.eval()
     with torch.no_grad():
         mus, logvars = [], []
-        for start in range(0, len(feats), 128):
-            mu, logvar = model.encode(feats[start : start + 128].to(device))
+        for batch in feats.batches(np.arange(len(feats)), 128):
+            mu, logvar = model.encode(stats.normalise(batch.to(device)))
             mus.append(mu.cpu())
             logvars.append(logvar.cpu() if logvar is not None else torch.zeros_like(mu.cpu()))
     tensors = {"mu": torch.cat(mus)}
     if model.is_variational:
         tensors["logvar"] = torch.cat(logvars)
     ckpt.save_tensors(run_dir / ckpt.LATENTS_NAME, tensors)
-    _plot_history(run_dir / ckpt.HISTORY_PNG, history)
-    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started)
 
 
-def _validate(model: SampleModel, x_val: torch.Tensor, cfg: RunConfig) -> dict[str, float]:
-    """Validation at the posterior mean with the full β, so the criterion does not move during warm-up."""
-    if len(x_val) == 0:
+def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stats: FeatureStats, cfg: RunConfig,
+              ctx: distributed.Context) -> dict[str, float]:
+    """Validation at the posterior mean with the full β, so the criterion does not move during warm-up.
+
+    Each process measures its share of the held-out notes; the sums are added over processes.
+    """
+    if len(val_idx) == 0:
         return {"val_loss": math.nan, "val_recon": math.nan, "val_kl": math.nan}
     model.eval()
-    recon = kl = 0.0
+    device = next(model.parameters()).device
+    sums = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
-        for start in range(0, len(x_val), 128):
-            x = x_val[start : start + 128]
+        recon = kl = 0.0
+        for raw in feats.batches(val_idx[ctx.rank :: ctx.world], 128):
+            x = stats.normalise(raw.to(device))
             mu, logvar = model.encode(x)
             recon += torch.nn.functional.mse_loss(model.decode(mu), x, reduction="sum").item() / x[0].numel()
             if logvar is not None:
                 kl += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum().item()
-    n = len(x_val)
+        sums[0], sums[1] = recon, kl
+    distributed.all_reduce_sum(sums, ctx)
+    n = len(val_idx)
+    recon, kl = float(sums[0]), float(sums[1])
     beta = cfg.train.beta if cfg.model.kind == "vae" else 0.0
     return {"val_loss": recon / n + beta * kl / n, "val_recon": recon / n, "val_kl": kl / n}
 
 
-def _corpus_index(corpus: Corpus, val_mask: np.ndarray) -> ckpt.CorpusIndex:
+def _corpus_index(corpus: Corpus | NoteFeatures, val_mask: np.ndarray) -> ckpt.CorpusIndex:
     return ckpt.CorpusIndex(
         names=[e.name for e in corpus.entries],
         families=[e.family for e in corpus.entries],

@@ -1,0 +1,156 @@
+"""Data-parallel training on PyTorch's own engine: torch.distributed, DDP, torchrun's launcher.
+
+Three ways in, one training loop:
+
+- ``samplegen train`` alone: one process (world size 1; every helper here is a no-op);
+- ``samplegen train --devices N [--nodes M --rdzv HOST:PORT]``: this module
+  starts N processes per machine with torch's elastic launcher (the engine
+  behind ``torchrun``), which meet at a c10d rendezvous;
+- ``torchrun ... -m samplegen.cli train ...``: the environment (RANK,
+  WORLD_SIZE, MASTER_ADDR, ...) is detected and the process group joined.
+
+Processes use NCCL and one GPU each when CUDA is available, gloo on CPUs
+otherwise.  Rank 0 alone writes files; every rank reads the same data
+order, so results match one process up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from samplegen.errors import ParameterError, SampleGenError
+
+#: Generous: rank 0 may build the feature cache while the others wait at a barrier.
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
+
+
+class DistributedError(SampleGenError):
+    """A distributed run could not start or one of its processes failed."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: its rank among ``world`` processes and its device."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a process started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def current() -> Context:
+    """The context of this process (rank 0 of 1 unless a process group is initialised)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Context()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = f"cuda:{local}" if dist.get_backend() == "nccl" else "cpu"
+    return Context(dist.get_rank(), dist.get_world_size(), local, device)
+
+
+def join_from_env(device: str = "auto") -> Context:
+    """Join the process group described by the environment (torchrun's variables).
+
+    ``device``: "auto" takes GPU ``LOCAL_RANK`` with NCCL when CUDA is available,
+    else the CPU with gloo; "cpu" forces gloo on the CPU.
+    """
+    if not dist.is_available():
+        raise DistributedError("this torch build has no torch.distributed; train with one process")
+    if dist.is_initialized():
+        return current()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if device == "cuda" and not use_cuda:
+        raise ParameterError("device='cuda' but CUDA is not available; use --device cpu")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    return current()
+
+
+def leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (on the process group's device) and return it."""
+    if not ctx.distributed:
+        return tensor
+    moved = tensor.to(ctx.device)
+    dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+    if moved is not tensor:
+        tensor.copy_(moved.to(tensor.device))
+    return tensor
+
+
+def broadcast_flag(ok: bool, ctx: Context) -> bool:
+    """Rank 0's boolean, on every rank (so all ranks stop together when rank 0 refuses)."""
+    if not ctx.distributed:
+        return ok
+    t = torch.tensor([1 if ok else 0], device=ctx.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def launch(entry: Callable[..., Any], args: tuple[Any, ...], *, devices: int, nodes: int = 1,
+           rdzv: str | None = None, run_id: str | None = None) -> dict[int, Any]:
+    """Start ``devices`` processes on this machine running ``entry(*args)`` (torch's elastic launcher).
+
+    Parameters
+    ----------
+    entry : a module-level function (it is started in fresh processes)
+    devices : processes on this machine (one per GPU, or CPU processes)
+    nodes : machines taking part; each runs the same command
+    rdzv : HOST:PORT of the rendezvous (any one of the machines); required when nodes > 1
+    run_id : the job's name at the rendezvous, the same on every machine
+
+    Returns
+    -------
+    {global rank: return value} of the processes started here.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if not isinstance(devices, int) or devices < 1:
+        raise ParameterError(f"devices={devices!r} must be a positive integer")
+    if not isinstance(nodes, int) or nodes < 1:
+        raise ParameterError(f"nodes={nodes!r} must be a positive integer")
+    if nodes > 1 and not rdzv:
+        raise ParameterError("nodes > 1 needs --rdzv HOST:PORT, the address of one machine every node can reach")
+    config = LaunchConfig(
+        min_nodes=nodes, max_nodes=nodes, nproc_per_node=devices,
+        rdzv_backend="c10d", rdzv_endpoint=rdzv or "localhost:0",
+        run_id=run_id or ("samplegen" if nodes > 1 else f"samplegen-{uuid.uuid4().hex[:8]}"),
+        max_restarts=0, monitor_interval=0.1, start_method="spawn",
+    )
+    try:
+        return elastic_launch(config, entry)(*args)
+    except ChildFailedError as exc:
+        first = next(iter(exc.failures.values()), None)
+        why = first.message if first is not None and first.message else str(exc).strip().splitlines()[0]
+        raise DistributedError(f"a training process failed ({why}); see the log above") from None

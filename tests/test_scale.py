@@ -1,0 +1,177 @@
+"""Feature cache, streamed statistics, and data-parallel training with two gloo processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from samplegen import api, checkpoint, distributed
+from samplegen.config import load_config_file
+from samplegen.corpus import load_corpus
+from samplegen.data_stats import fit_stats, init_model_from_pca
+from samplegen.feature_cache import INDEX_NAME, FeatureSettings, NoteFeatures, build_features
+from samplegen.features import FeatureStats, audio_to_log_features
+from samplegen.model import SampleModel, init_from_pca
+from samplegen.spectral import StftConfig
+from samplegen.train import train
+from synth import SR, note_family
+
+
+def _settings(duration_s: float = 0.5, **kw) -> FeatureSettings:
+    return FeatureSettings(duration_s=duration_s, n_fft=2048, hop_length=512, prepare="built", **kw)
+
+
+def test_cached_features_equal_the_in_memory_ones_and_names_match(tiny_samples_dir, tmp_path):
+    feats = build_features(tiny_samples_dir, _settings(), cache_dir=tmp_path)
+    corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
+    assert [e.name for e in feats.entries] == [e.name for e in corpus.entries]
+    expected = audio_to_log_features(corpus.audio, StftConfig())
+    got = feats.read(np.arange(len(feats)))
+    assert got.shape == expected.shape == (16, 44, 1025)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # Rows come back in the order asked for, whatever shard order they sit in.
+    torch.testing.assert_close(feats.read([5, 0, 5]), expected[[5, 0, 5]], atol=1e-4, rtol=0)
+    # The shards are plain .npy files any NumPy opens memory-mapped.
+    shard = next(tmp_path.glob("*/shard-*.npy"))
+    assert np.load(shard, mmap_mode="r").shape == (16, 44, 1025)
+
+
+def test_second_build_reuses_the_cache_and_keys_follow_content_and_settings(tiny_samples_dir, tmp_path):
+    build_features(tiny_samples_dir, _settings(), cache_dir=tmp_path / "c")
+    (folder,) = (tmp_path / "c").iterdir()
+    shards = sorted(folder.glob("shard-*.npy"))
+    # A renamed copy of the corpus (same content) computes nothing new.
+    copy = shutil.copytree(tiny_samples_dir, tmp_path / "renamed")
+    again = build_features(copy, _settings(), cache_dir=tmp_path / "c")
+    assert sorted(folder.glob("shard-*.npy")) == shards and len(again) == 16
+    # Changed content: one new row; changed STFT settings: a separate folder.
+    y, sr = sf.read(copy / "note03.wav")
+    sf.write(copy / "note03.wav", y[::-1].copy(), sr)
+    build_features(copy, _settings(), cache_dir=tmp_path / "c")
+    assert len(sorted(folder.glob("shard-*.npy"))) == len(shards) + 1
+    index = json.loads((folder / INDEX_NAME).read_text())
+    assert len(index["notes"]) == 17
+    other = FeatureSettings(duration_s=0.5, n_fft=1024, hop_length=256, prepare="built")
+    assert build_features(copy, other, cache_dir=tmp_path / "c").frame_shape == (87, 513)
+    assert len(list((tmp_path / "c").iterdir())) == 2
+
+
+def test_process_pool_gives_the_same_features_and_skips_unreadable_files(tiny_samples_dir, tmp_path):
+    src = shutil.copytree(tiny_samples_dir, tmp_path / "src")
+    (src / "broken.wav").write_bytes(b"RIFF not really")
+    serial = build_features(src, _settings(), cache_dir=tmp_path / "a", workers=1)
+    pooled = build_features(src, _settings(), cache_dir=tmp_path / "b", workers=2, pool_min_files=0)
+    assert [f for f, _ in pooled.skipped] == ["broken.wav"]
+    assert len(pooled) == len(serial) == 16
+    assert torch.equal(pooled.read(np.arange(16)), serial.read(np.arange(16)))
+
+
+def test_float16_storage_halves_the_shard_and_stays_close(tiny_samples_dir, tmp_path):
+    f32 = build_features(tiny_samples_dir, _settings(), cache_dir=tmp_path)
+    f16 = build_features(tiny_samples_dir, _settings(dtype="float16"), cache_dir=tmp_path)
+    a, b = f32.read(np.arange(16)), f16.read(np.arange(16))
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() < 0.01  # nats of log magnitude: under 0.1 dB
+    sizes = sorted(p.stat().st_size for p in tmp_path.glob("*/shard-*.npy"))
+    assert sizes[0] * 2 - sizes[1] < 1024
+
+
+def test_streamed_statistics_and_pca_start_match_the_in_memory_ones():
+    torch.manual_seed(0)
+    x = torch.randn(70, 9, 33) * torch.linspace(0.5, 3, 33) + torch.linspace(-4, 2, 33)
+    feats = NoteFeatures.from_tensor(Path("."), [None] * 70, x)  # type: ignore[list-item]
+    rows = np.arange(3, 70)
+    stats = fit_stats(feats, rows, distributed.Context())
+    ref = FeatureStats.fit(x[rows])
+    torch.testing.assert_close(stats.mean, ref.mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(stats.std, ref.std, atol=1e-5, rtol=0)
+    from samplegen.model import ModelConfig
+
+    cfg = ModelConfig(n_bins=33, n_frames=9, frame_dim=4, hidden=(16, 8), latent_dim=3)
+    a, b = SampleModel(cfg), SampleModel(cfg)
+    b.load_state_dict(a.state_dict())  # the same random hidden layers
+    init_model_from_pca(a, feats, rows, stats)  # streamed in batches of 64 notes
+    init_from_pca(b, stats.normalise(x[rows]))
+    assert a.encoder.linear.weight.abs().sum() > 0
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(pa, pb, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_bf16_on_a_cpu_warns_and_trains_in_float32(tiny_samples_dir, tiny_config_file, tmp_path):
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=1))
+    corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
+    train(corpus, tmp_path / "fp32", cfg, show_progress=False)
+    with pytest.warns(UserWarning, match="GPU only"):
+        train(corpus, tmp_path / "bf16", replace(cfg, train=replace(cfg.train, precision="bf16")), show_progress=False)
+    a, _ = checkpoint.load_tensors(tmp_path / "fp32" / "model.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "bf16" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _assert_same_training(run_a: Path, run_b: Path) -> None:
+    a, _ = checkpoint.load_tensors(run_a / "train_state.safetensors")
+    b, _ = checkpoint.load_tensors(run_b / "train_state.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+    ha = (run_a / "history.csv").read_text().splitlines()
+    hb = (run_b / "history.csv").read_text().splitlines()
+    assert len(ha) == len(hb)
+    for ra, rb in zip(ha[1:], hb[1:]):
+        va, vb = [float(v) for v in ra.split(",")[:-1]], [float(v) for v in rb.split(",")[:-1]]
+        np.testing.assert_allclose(vb, va, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_and_resume(tiny_samples_dir, tiny_config_file, tmp_path):
+    """Same global batch: 2 processes × 4 notes per step against 1 × 8, up to float summation order.
+
+    12 training notes in batches of 8, so the second step holds 4.  Rank 0 alone writes the
+    folder; a finished run resumed for one more epoch matches one process doing the same.
+    """
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100))
+    kw = dict(show_progress=False, device="cpu")
+    one = api.train_run(tiny_samples_dir, tmp_path / "one", config=cfg, **kw)
+    two = api.train_run(tiny_samples_dir, tmp_path / "two", config=cfg, devices=2, **kw)
+    assert two.epochs_run == one.epochs_run == 3 and two.run_dir == tmp_path / "two"
+    assert not list((tmp_path / "two").glob(".*.tmp"))
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
+    api.train_run(tiny_samples_dir, tmp_path / "one", epochs=4, resume=True, **kw)
+    two = api.train_run(tiny_samples_dir, tmp_path / "two", epochs=4, resume=True, devices=2, **kw)
+    assert two.epochs_run == 4
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
+    assert checkpoint.load_run(tmp_path / "two").latent_mu.shape == (16, 3)
+
+
+def test_launcher_refuses_bad_requests(tiny_samples_dir, tmp_path):
+    from samplegen.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="rdzv"):
+        api.train_run(tiny_samples_dir, tmp_path / "r", devices=1, nodes=2, device="cpu", show_progress=False)
+    with pytest.raises(ParameterError, match="devices"):
+        api.train_run(tiny_samples_dir, tmp_path / "r", devices=0, nodes=2, device="cpu", show_progress=False)
+
+
+def test_cli_features_fills_the_cache_that_train_then_reads(tiny_samples_dir, tiny_config_file, tmp_path, capsys):
+    from samplegen import cli
+
+    cache = tmp_path / "cache"
+    assert cli.main(["features", "--data", str(tiny_samples_dir), "--config", str(tiny_config_file),
+                     "--cache", str(cache), "--quiet"]) == 0
+    assert "features of 16 notes cached" in capsys.readouterr().out
+    (folder,) = cache.iterdir()
+    shards = sorted(folder.glob("shard-*.npy"))
+    assert cli.main(["train", "--data", str(tiny_samples_dir), "--out", str(tmp_path / "run"), "--config",
+                     str(tiny_config_file), "--epochs", "1", "--cache", str(cache), "--device", "cpu", "--quiet"]) == 0
+    assert sorted(folder.glob("shard-*.npy")) == shards  # nothing computed twice
+    assert checkpoint.load_run(tmp_path / "run").latent_mu.shape == (16, 3)
