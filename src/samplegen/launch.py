@@ -107,7 +107,7 @@ def train_folder(data: str | Path, out: str | Path, cfg: RunConfig, *, resume: b
     for name, value in (("devices", devices), ("nodes", nodes)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ParameterError(f"{name}={value!r} must be a positive integer")
-    options = dict(resume=resume, show_progress=show_progress, cache=None if cache is None else str(cache),
+    options: dict[str, Any] = dict(resume=resume, show_progress=show_progress, cache=None if cache is None else str(cache),
                    workers=workers, dtype=dtype, loader_workers=loader_workers)
     if distributed.launched_by_torchrun():
         distributed.join_from_env(device)
