@@ -129,3 +129,12 @@ def test_the_allocator_setting_takes_effect_on_linux():
     from samplegen import runtime
 
     assert runtime.keep_large_buffers() is sys.platform.startswith("linux")
+
+
+def test_train_with_progress_bars_shown(tiny_samples_dir, tiny_config_file, tmp_path, capsys):
+    from samplegen.cli import main as cli_main
+
+    code = cli_main(["train", "--data", str(tiny_samples_dir), "--out", str(tmp_path / "run"),
+                     "--config", str(tiny_config_file), "--epochs", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert "training finished" in capsys.readouterr().out

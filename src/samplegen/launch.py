@@ -52,7 +52,7 @@ def folder_features(data: str | Path, cfg: RunConfig, *, cache: str | Path | Non
         bar.refresh()
 
     try:
-        return build_features(data, settings, cache_dir=cache, workers=workers, progress=progress if bar else None)
+        return build_features(data, settings, cache_dir=cache, workers=workers, progress=progress if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
