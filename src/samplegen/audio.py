@@ -161,12 +161,7 @@ def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: s
     exclusive, a 'smpl' chunk records the forward sustain loop and the root key, which samplers read.
     """
     path = Path(path)
-    data = np.clip(np.asarray(y, dtype=np.float32), -1.0, 1.0)
-    if loop is not None and not (0 <= loop[0] < loop[1] <= len(data)):
-        raise ParameterError(f"loop={loop} must satisfy 0 <= start < end <= {len(data)}")
-    buf = io.BytesIO()
-    sf.write(buf, data, sr, subtype=subtype, format="WAV")
-    raw = buf.getvalue() if loop is None else _with_smpl_chunk(buf.getvalue(), sr, loop, root_key)
+    raw = wav_bytes(y, sr, subtype=subtype, loop=loop, root_key=root_key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
@@ -187,6 +182,17 @@ def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: s
             raise AudioError(f"cannot write {path}: {_first_line(exc)}; check free space and permissions") from None
         raise
     return path
+
+
+def wav_bytes(y: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_24", loop: tuple[int, int] | None = None,
+              root_key: int = 60) -> bytes:
+    """A mono WAV file in memory (clipped to [-1, 1]), with a 'smpl' loop chunk when ``loop`` is given."""
+    data = np.clip(np.asarray(y, dtype=np.float32), -1.0, 1.0)
+    if loop is not None and not (0 <= loop[0] < loop[1] <= len(data)):
+        raise ParameterError(f"loop={loop} must satisfy 0 <= start < end <= {len(data)}")
+    buf = io.BytesIO()
+    sf.write(buf, data, sr, subtype=subtype, format="WAV")
+    return buf.getvalue() if loop is None else _with_smpl_chunk(buf.getvalue(), sr, loop, root_key)
 
 
 def _with_smpl_chunk(wav: bytes, sr: int, loop: tuple[int, int], root_key: int) -> bytes:

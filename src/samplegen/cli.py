@@ -177,6 +177,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"model and loss curves: {result.run}/  (history.png)")
 
 
+def cmd_play(args: argparse.Namespace) -> None:
+    from samplegen.server import serve
+
+    serve(args.run, host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
 def _add_scale_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="feature cache folder (default $SAMPLEGEN_CACHE or ~/.cache/samplegen/features)")
     p.add_argument("--workers", type=int, default=None, help="processes computing features (default: every core)")
@@ -310,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     onx.add_argument("run")
     onx.add_argument("--out", required=True, help="folder to write")
     onx.set_defaults(func=cmd_export_onnx)
+
+    pl = sub.add_parser("play", help="the instrument: a local web page to explore, blend and play a run's sounds")
+    pl.add_argument("run")
+    pl.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    pl.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    pl.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    pl.set_defaults(func=cmd_play)
 
     dm = sub.add_parser("demo", help="build the default corpus, train the default VAE, write example sounds")
     dm.add_argument("--out", default="demo-out", help="output folder (default demo-out)")

@@ -50,14 +50,8 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     """
     zt = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
     single = zt.ndim == 1
-    if single:
-        zt = zt[None]
-    if not torch.isfinite(zt).all():
-        raise ParameterError("latent points must be finite numbers")
-    device = next(run.model.parameters()).device
+    mag = decode_magnitude(run, zt[None] if single else zt)
     with torch.no_grad():
-        feats = run.model.decode(zt.to(device))
-        mag = magnitude_from_log(run.stats.denormalise(feats)).transpose(1, 2)
         wav = spectral.retrieve_phase(
             mag, run.config.stft, run.config.data.n_samples,
             method=method or spectral.DEFAULT_METHOD,
@@ -66,6 +60,20 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
         )
     out = wav.cpu().numpy().astype(np.float32)
     return out[0] if single else out
+
+
+def decode_magnitude(run: Run, z: torch.Tensor) -> torch.Tensor:
+    """Latent points Tensor[B x L] → linear STFT magnitudes Tensor[B x F x T] (no phase retrieval).
+
+    Cheap (one pass of the decoder), so callers that only need the spectrum — the instrument's
+    spectrogram, its knob labels — skip the costly way back to a waveform.
+    """
+    if not torch.isfinite(z).all():
+        raise ParameterError("latent points must be finite numbers")
+    device = next(run.model.parameters()).device
+    with torch.no_grad():
+        feats = run.model.decode(z.to(device=device, dtype=torch.float32))
+        return magnitude_from_log(run.stats.denormalise(feats)).transpose(1, 2)
 
 
 def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,363 @@
+"""The instrument's local web server (FastAPI): the page, its assets and a small JSON API.
+
+Each gesture is one POST that answers with a rendered note; the note's WAV is fetched (or saved)
+from ``/api/renders/{id}.wav``. Rendering is latest-only per client: a page sends a ``client`` id
+and an increasing ``seq`` with each gesture, and a request that a newer one from the same client
+has overtaken is answered 409 without being rendered, so a fast drag never queues stale work.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from samplegen.errors import ParameterError
+from samplegen.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Z_LIMIT, Instrument, Note
+
+#: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
+MAX_BODY_BYTES = 16_384
+#: Rendered notes kept for playing and saving; older ones are forgotten (memory stays flat).
+RENDER_CACHE = 128
+#: Clients whose latest sequence number is remembered.
+MAX_CLIENTS = 4096
+MAX_LATENT = 1024
+
+Latent = Annotated[float, Field(ge=-Z_LIMIT, le=Z_LIMIT, allow_inf_nan=False)]
+ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Seq = Annotated[int, Field(ge=0, le=2**53)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+RENDER_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Gesture(BaseModel):
+    """Fields every rendering request carries for latest-only scheduling (both optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    client: ClientId | None = None
+    seq: Seq = 0
+
+
+class RenderRequest(Gesture):
+    z: list[Latent] = Field(min_length=1, max_length=MAX_LATENT)
+
+
+class CorpusRequest(Gesture):
+    pass
+
+
+class BlendRequest(Gesture):
+    corners: list[Annotated[int, Field(ge=0)]] = Field(min_length=4, max_length=4)
+    x: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    y: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class SurpriseRequest(Gesture):
+    temperature: Annotated[float, Field(gt=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)] = 1.0
+    seed: Seed | None = None
+
+
+class VaryRequest(Gesture):
+    z: list[Latent] = Field(min_length=1, max_length=MAX_LATENT)
+    amount: Annotated[float, Field(ge=0.0, le=MAX_AMOUNT, allow_inf_nan=False)] = 0.5
+    seed: Seed | None = None
+
+
+class KnobRequest(Gesture):
+    z: list[Latent] = Field(min_length=1, max_length=MAX_LATENT)
+    positions: list[Annotated[float, Field(ge=-KNOB_RANGE, le=KNOB_RANGE, allow_inf_nan=False)]] = Field(
+        min_length=1, max_length=MAX_KNOBS)
+
+
+class Spectrogram(BaseModel):
+    rows: int
+    cols: int
+    data: str  # base64 of rows*cols uint8, row-major, low frequencies first
+
+
+class RenderResponse(BaseModel):
+    id: str
+    z: list[float]
+    map: list[float]
+    knobs: list[float]
+    wav: str
+    loop: list[int] | None
+    peak: float
+    rms_db: float
+    source: str
+    render_ms: float
+    spectrogram: Spectrogram
+
+
+class Superseded(Exception):
+    """A newer request from the same client overtook this one."""
+
+
+class LatestOnly:
+    """Runs at most ``parallel`` renders at once; a client's request overtaken by a newer one is dropped."""
+
+    def __init__(self, parallel: int = 1):
+        self._slots = threading.Semaphore(max(1, parallel))
+        self._lock = threading.Lock()
+        self._latest: OrderedDict[str, int] = OrderedDict()
+
+    def _stale(self, client: str, seq: int) -> bool:
+        with self._lock:
+            return seq < self._latest.get(client, -1)
+
+    def run(self, client: str | None, seq: int, job: Callable[[], Note]) -> Note:
+        if client is not None:
+            with self._lock:
+                if seq < self._latest.get(client, -1):
+                    raise Superseded
+                self._latest[client] = seq
+                self._latest.move_to_end(client)
+                while len(self._latest) > MAX_CLIENTS:
+                    self._latest.popitem(last=False)
+        with self._slots:
+            if client is not None and self._stale(client, seq):
+                raise Superseded
+            return job()
+
+
+class RenderStore:
+    """The last :data:`RENDER_CACHE` rendered notes' WAV bytes, by id."""
+
+    def __init__(self, size: int = RENDER_CACHE):
+        self._size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+
+    def put(self, wav: bytes, filename: str) -> str:
+        rid = secrets.token_hex(16)
+        with self._lock:
+            self._items[rid] = (wav, filename)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return rid
+
+    def get(self, rid: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            return self._items.get(rid)
+
+
+class BodyLimit:
+    """ASGI middleware: bodies over ``limit`` bytes get 413 before any route reads them."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await too_big(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:  # read (at most limit + 1 bytes of) the body, then replay it to the app
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await too_big(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("samplegen") / "static"))
+
+
+def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "SampleGen") -> FastAPI:
+    """The instrument's app for one trained run (uvicorn serves it; tests drive it with TestClient)."""
+    app = FastAPI(title=f"{title} instrument", version="1", docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    scheduler = LatestOnly(parallel)
+    store = RenderStore()
+    run = instrument.run
+    points: list[dict[str, Any]] = [
+        {"id": i, "name": n, "family": f or "unknown", "split": s, "x": round(float(xy[0]), 4), "y": round(float(xy[1]), 4)}
+        for i, (n, f, s, xy) in enumerate(zip(run.corpus.names, run.corpus.families, run.corpus.splits,
+                                                instrument.map_points))
+    ]
+
+    @app.exception_handler(ParameterError)
+    async def bad_parameter(request: Request, exc: ParameterError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where and what: echoing the input back could itself fail (NaN is not JSON) or reflect junk.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Superseded)
+    async def superseded(request: Request, exc: Superseded) -> JSONResponse:
+        return JSONResponse({"detail": "superseded by a newer request from the same client"}, status_code=409)
+
+    def respond(req: Gesture, make_z: Callable[[], np.ndarray], source: str) -> RenderResponse:
+        def job() -> Note:
+            return instrument.render(make_z(), source=source)
+
+        start = time.perf_counter()
+        note = scheduler.run(req.client, req.seq, job)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[:40] or "sound"
+        rid = store.put(note.wav, f"samplegen-{slug}.wav")
+        spec = note.spectrogram
+        return RenderResponse(
+            id=rid, z=[round(float(v), 6) for v in note.z], map=list(note.map_xy), knobs=note.knobs,
+            wav=f"/api/renders/{rid}.wav", loop=list(note.loop) if note.loop else None, peak=note.peak,
+            rms_db=note.rms_db, source=source, render_ms=(time.perf_counter() - start) * 1000,
+            spectrogram=Spectrogram(rows=spec.shape[0], cols=spec.shape[1],
+                                    data=base64.b64encode(spec.tobytes()).decode()),
+        )
+
+    def known_sound(index: int) -> int:
+        if not 0 <= index < len(points):
+            raise HTTPException(404, f"sound {index} does not exist; this run has sounds 0 to {len(points) - 1}")
+        return index
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(static_dir() / "index.html", media_type="text/html")
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        """The run, its corpus map, the knobs and the pad's default corners."""
+        return {
+            "run": run.path.name, "latent_dim": instrument.latent_dim, "sample_rate": run.config.data.sample_rate,
+            "n_samples": instrument.n_samples, "duration_s": run.config.data.duration_s, "model": run.config.model.kind,
+            "points": points, "families": sorted({p["family"] for p in points}),
+            "knobs": [{"index": k.index, "label": k.label, "hint": k.hint, "effect": round(k.effect, 3)}
+                      for k in instrument.knobs],
+            "knob_range": KNOB_RANGE, "corners": instrument.default_corners(),
+            "limits": {"z": Z_LIMIT, "temperature": MAX_TEMPERATURE, "amount": MAX_AMOUNT},
+        }
+
+    @app.post("/api/render", response_model=RenderResponse)
+    def render(req: RenderRequest) -> RenderResponse:
+        """Render a latent point (a favourite recalled, a saved point)."""
+        return respond(req, lambda: instrument.check_z(req.z), "point")
+
+    @app.post("/api/sounds/{index}", response_model=RenderResponse)
+    def corpus_sound(index: int, req: CorpusRequest) -> RenderResponse:
+        """A corpus sound as the model re-creates it (a click on the map)."""
+        i = known_sound(index)
+        return respond(req, lambda: instrument.corpus_point(i), points[i]["name"])
+
+    @app.post("/api/blend", response_model=RenderResponse)
+    def blend(req: BlendRequest) -> RenderResponse:
+        """The XY pad: four corner sounds blended at (x, y)."""
+        for c in req.corners:
+            known_sound(c)
+        return respond(req, lambda: instrument.blend(req.corners, req.x, req.y), f"pad {req.x:.2f},{req.y:.2f}")
+
+    @app.post("/api/surprise", response_model=RenderResponse)
+    def surprise(req: SurpriseRequest) -> RenderResponse:
+        """A random draw from the prior at a temperature."""
+        seed = secrets.randbelow(2**32) if req.seed is None else req.seed
+        return respond(req, lambda: instrument.surprise(req.temperature, seed), f"surprise T{req.temperature:g} s{seed}")
+
+    @app.post("/api/vary", response_model=RenderResponse)
+    def vary(req: VaryRequest) -> RenderResponse:
+        """The current sound nudged by an amount."""
+        seed = secrets.randbelow(2**32) if req.seed is None else req.seed
+        return respond(req, lambda: instrument.vary(req.z, req.amount, seed), f"vary {req.amount:g} s{seed}")
+
+    @app.post("/api/knobs", response_model=RenderResponse)
+    def knobs(req: KnobRequest) -> RenderResponse:
+        """The current sound with its macro knobs set to new positions."""
+        return respond(req, lambda: instrument.turn_knobs(req.z, req.positions), "knobs")
+
+    @app.get("/api/renders/{render_id}.wav", response_class=Response,
+             responses={200: {"content": {"audio/wav": {}}}, 404: {}})
+    def render_wav(render_id: str) -> Response:
+        """A rendered note as a 24-bit WAV (with its sustain loop in a 'smpl' chunk when it has one)."""
+        if not RENDER_ID.match(render_id):
+            raise HTTPException(404, "no such render; render ids are 32 hex digits")
+        item = store.get(render_id)
+        if item is None:
+            raise HTTPException(404, "this render has been forgotten; render the sound again")
+        wav, filename = item
+        return Response(wav, media_type="audio/wav", headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                                              "Cache-Control": "private, max-age=3600"})
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    app.add_middleware(BodyLimit)
+    return app
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True,
+          log: Callable[[str], None] = print) -> None:
+    """Load a run and serve its instrument until interrupted (``samplegen play``)."""
+    import socket
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from samplegen.checkpoint import load_run
+
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ParameterError(f"port={port!r} must be an integer from 0 to 65535 (0 picks a free one)")
+    if host not in LOOPBACK:
+        log(f"warning: serving on {host}: anyone who can reach this machine can use the instrument "
+            f"(use --host 127.0.0.1 to keep it local)")
+    instrument = Instrument(load_run(run_path))
+    app = create_app(instrument)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ParameterError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port, "
+                             f"or --port 0 for any") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}/"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            log(f"instrument for {Path(run_path).name} at {url}  (Ctrl+C stops it)")
+            if open_browser:
+                webbrowser.open(url)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])

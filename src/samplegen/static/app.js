@@ -1,0 +1,425 @@
+// SampleGen instrument page: gestures go to the server as latent-space requests, notes come back as WAVs
+// that the Web Audio API plays pitched from C4 by resampling. No framework, no build step, no CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const FAMILY_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+  "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#aaffc3", "#808000", "#ffd8b1", "#a9a9a9"];
+const KEY_OFFSETS = { a: 0, w: 1, s: 2, e: 3, d: 4, f: 5, t: 6, g: 7, y: 8, h: 9, u: 10, j: 11, k: 12, o: 13, l: 14 };
+const NOTE_NAMES = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B"];
+
+const state = {
+  client: Math.random().toString(36).slice(2, 12) + Date.now().toString(36),
+  seq: 0, info: null, current: null, buffer: null, controller: null, octave: 4,
+  corners: [0, 0, 0, 0], pad: { x: 0.5, y: 0.5 }, padPending: false, favourites: [],
+  voices: new Map(), preview: null, notesStarted: 0, peakSeen: 0, rendered: 0,
+};
+let ctx = null, master = null, analyser = null;
+
+function status(text) { $("status").textContent = text; }
+
+// ---------------------------------------------------------------- audio
+function audio() {
+  if (!ctx) {
+    ctx = new (window.AudioContext || window.webkitAudioContext)();
+    master = ctx.createGain();
+    master.gain.value = 0.8;
+    analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    master.connect(analyser);
+    analyser.connect(ctx.destination);
+    watchLevel();
+  }
+  if (ctx.state === "suspended") ctx.resume();
+  return ctx;
+}
+
+function outputPeak() {
+  if (!analyser) return 0;
+  const data = new Float32Array(analyser.fftSize);
+  analyser.getFloatTimeDomainData(data);
+  let peak = 0;
+  for (const v of data) peak = Math.max(peak, Math.abs(v));
+  return peak;
+}
+
+function watchLevel() {
+  const tick = () => { state.peakSeen = Math.max(state.peakSeen, outputPeak()); };
+  setInterval(tick, 20);
+}
+
+function startVoice(midi, velocity) {
+  if (!state.buffer) return null;
+  const ac = audio();
+  const t = ac.currentTime;
+  const attack = Number($("attack").value) / 1000;
+  const src = ac.createBufferSource();
+  src.buffer = state.buffer;
+  src.playbackRate.value = Math.pow(2, (midi - 60) / 12);
+  const loop = state.current && state.current.loop;
+  if (loop) {
+    src.loop = true;
+    src.loopStart = loop[0] / state.buffer.sampleRate;
+    src.loopEnd = loop[1] / state.buffer.sampleRate;
+  }
+  const env = ac.createGain();
+  env.gain.setValueAtTime(0, t);
+  env.gain.linearRampToValueAtTime(velocity, t + attack);
+  src.connect(env).connect(master);
+  src.start(t);
+  state.notesStarted += 1;
+  return { src, env };
+}
+
+function stopVoice(voice, releaseMs) {
+  if (!voice || !ctx) return;
+  const t = ctx.currentTime;
+  const release = (releaseMs ?? Number($("release").value)) / 1000;
+  voice.env.gain.cancelScheduledValues(t);
+  voice.env.gain.setValueAtTime(voice.env.gain.value, t);
+  voice.env.gain.linearRampToValueAtTime(0, t + release);
+  voice.src.stop(t + release + 0.02);
+}
+
+function noteOn(midi, velocity = 0.9) {
+  if (state.voices.has(midi)) stopVoice(state.voices.get(midi), 15);
+  const voice = startVoice(midi, velocity);
+  if (voice) state.voices.set(midi, voice);
+  const key = document.querySelector(`#keyboard [data-midi="${midi}"]`);
+  if (key) key.classList.add("down");
+}
+
+function noteOff(midi) {
+  stopVoice(state.voices.get(midi));
+  state.voices.delete(midi);
+  const key = document.querySelector(`#keyboard [data-midi="${midi}"]`);
+  if (key) key.classList.remove("down");
+}
+
+function preview() {  // the new sound at C4, cutting the previous preview short
+  if (state.preview) stopVoice(state.preview, 30);
+  state.preview = startVoice(60, 0.8);
+  const voice = state.preview;
+  setTimeout(() => { if (state.preview === voice) { stopVoice(voice); state.preview = null; } }, 1200);
+}
+
+// ---------------------------------------------------------------- server
+async function gesture(url, body, { play = true } = {}) {
+  state.seq += 1;
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  let res;
+  try {
+    res = await fetch(url, {
+      method: "POST", headers: { "Content-Type": "application/json" }, signal: controller.signal,
+      body: JSON.stringify({ ...body, client: state.client, seq: state.seq }),
+    });
+  } catch (err) {
+    if (err.name !== "AbortError") status(`Server unreachable: ${err.message}`);
+    return null;
+  }
+  if (res.status === 409) return null;  // a newer gesture overtook this one
+  if (!res.ok) {
+    const detail = await res.json().catch(() => ({}));
+    status(`Error ${res.status}: ${typeof detail.detail === "string" ? detail.detail : JSON.stringify(detail.detail)}`);
+    return null;
+  }
+  const note = await res.json();
+  const wav = await fetch(note.wav, { signal: controller.signal }).then((r) => r.arrayBuffer()).catch(() => null);
+  if (!wav || controller !== state.controller) return null;
+  const buffer = await audio().decodeAudioData(wav);
+  if (controller !== state.controller) return null;
+  state.current = note;
+  state.buffer = buffer;
+  state.rendered += 1;
+  show(note);
+  if (play) preview();
+  return note;
+}
+
+// ---------------------------------------------------------------- views
+function show(note) {
+  $("current-name").textContent = `${note.source}  ·  peak ${(20 * Math.log10(Math.max(note.peak, 1e-9))).toFixed(1)} dBFS raw` +
+    (note.loop ? "  ·  sustain loop" : "");
+  status(`rendered in ${note.render_ms.toFixed(0)} ms`);
+  const save = $("save");
+  save.href = note.wav;
+  save.setAttribute("aria-disabled", "false");
+  save.setAttribute("download", `samplegen-${note.source.replace(/[^A-Za-z0-9]+/g, "-").slice(0, 40)}.wav`);
+  drawSpectrogram(note.spectrogram);
+  drawWaveform(state.buffer);
+  moveMarker(note.map);
+  note.knobs.forEach((v, i) => {
+    const input = $(`knob-${i}`);
+    if (input && document.activeElement !== input && !input.dataset.dragging) input.value = v.toFixed(2);
+  });
+}
+
+function colourMap(v) {  // dark blue → purple → orange → pale yellow
+  const stops = [[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]];
+  const x = (v / 255) * (stops.length - 1), i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
+  return stops[i].map((c, k) => c + (stops[i + 1][k] - c) * f);
+}
+
+function drawSpectrogram(spec) {
+  const canvas = $("spectrogram"), g = canvas.getContext("2d");
+  const bytes = Uint8Array.from(atob(spec.data), (c) => c.charCodeAt(0));
+  const img = g.createImageData(spec.cols, spec.rows);
+  for (let r = 0; r < spec.rows; r++) {
+    for (let c = 0; c < spec.cols; c++) {
+      const [R, G, B] = colourMap(bytes[r * spec.cols + c]);
+      const o = ((spec.rows - 1 - r) * spec.cols + c) * 4;
+      img.data[o] = R; img.data[o + 1] = G; img.data[o + 2] = B; img.data[o + 3] = 255;
+    }
+  }
+  const tmp = document.createElement("canvas");
+  tmp.width = spec.cols; tmp.height = spec.rows;
+  tmp.getContext("2d").putImageData(img, 0, 0);
+  g.imageSmoothingEnabled = false;
+  g.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+function drawWaveform(buffer) {
+  const canvas = $("waveform"), g = canvas.getContext("2d");
+  const data = buffer.getChannelData(0), w = canvas.width, h = canvas.height, step = Math.ceil(data.length / w);
+  g.clearRect(0, 0, w, h);
+  g.fillStyle = "#7fd1ff";
+  for (let x = 0; x < w; x++) {
+    let lo = 1, hi = -1;
+    for (let i = x * step; i < Math.min((x + 1) * step, data.length); i++) { lo = Math.min(lo, data[i]); hi = Math.max(hi, data[i]); }
+    g.fillRect(x, (1 - hi) * h / 2, 1, Math.max(1, (hi - lo) * h / 2));
+  }
+}
+
+// ---------------------------------------------------------------- map
+const SVG = "http://www.w3.org/2000/svg";
+let marker = null;
+
+function buildMap(info) {
+  const svg = $("map");
+  const xs = info.points.map((p) => p.x), ys = info.points.map((p) => p.y);
+  const pad = 0.5, minX = Math.min(...xs) - pad, maxX = Math.max(...xs) + pad, minY = Math.min(...ys) - pad, maxY = Math.max(...ys) + pad;
+  const size = Math.max(maxX - minX, maxY - minY);
+  svg.setAttribute("viewBox", `${minX} ${-maxY} ${size} ${size}`);
+  const colour = (family) => FAMILY_COLOURS[info.families.indexOf(family) % FAMILY_COLOURS.length];
+  const radius = size / 90;
+  for (const p of info.points) {
+    const c = document.createElementNS(SVG, "circle");
+    c.setAttribute("cx", p.x); c.setAttribute("cy", -p.y); c.setAttribute("r", radius);
+    c.setAttribute("fill", colour(p.family)); c.setAttribute("class", "point"); c.dataset.id = p.id;
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = `${p.name} (${p.family})`;
+    c.appendChild(title);
+    c.addEventListener("mouseenter", () => { $("hover").textContent = `${p.name} · ${p.family}`; });
+    c.addEventListener("click", () => chooseSound(p.id));
+    svg.appendChild(c);
+  }
+  marker = document.createElementNS(SVG, "circle");
+  marker.setAttribute("r", radius * 2.2); marker.setAttribute("class", "current"); marker.setAttribute("cx", 1e6);
+  svg.appendChild(marker);
+  const legend = $("legend");
+  for (const f of info.families) {
+    const s = document.createElement("span");
+    s.textContent = f; s.style.setProperty("--c", colour(f));
+    legend.appendChild(s);
+  }
+}
+
+function moveMarker(xy) {
+  if (!marker) return;
+  marker.setAttribute("cx", xy[0]); marker.setAttribute("cy", -xy[1]);
+}
+
+function chooseSound(id) {
+  $("sound-select").value = String(id);
+  gesture(`/api/sounds/${id}`, {});
+}
+
+// ---------------------------------------------------------------- pad
+function setPad(x, y) {
+  state.pad = { x: Math.min(1, Math.max(0, x)), y: Math.min(1, Math.max(0, y)) };
+  const h = $("pad-handle");
+  h.style.left = `${state.pad.x * 100}%`; h.style.top = `${state.pad.y * 100}%`;
+  $("pad").setAttribute("aria-valuetext", `x ${state.pad.x.toFixed(2)}, y ${state.pad.y.toFixed(2)}`);
+  if (!state.padPending) {  // at most one request per animation frame; the server drops overtaken ones
+    state.padPending = true;
+    requestAnimationFrame(() => {
+      state.padPending = false;
+      gesture("/api/blend", { corners: state.corners, x: state.pad.x, y: state.pad.y });
+    });
+  }
+}
+
+function bindPad() {
+  const pad = $("pad");
+  const at = (e) => { const r = pad.getBoundingClientRect(); setPad((e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height); };
+  pad.addEventListener("pointerdown", (e) => { audio(); pad.setPointerCapture(e.pointerId); at(e); });
+  pad.addEventListener("pointermove", (e) => { if (pad.hasPointerCapture(e.pointerId)) at(e); });
+  pad.addEventListener("keydown", (e) => {
+    const step = e.shiftKey ? 0.2 : 0.05;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (moves[e.key]) { e.preventDefault(); audio(); setPad(state.pad.x + moves[e.key][0], state.pad.y + moves[e.key][1]); }
+    if (e.key === "Home") { e.preventDefault(); setPad(0.5, 0.5); }
+  });
+}
+
+// ---------------------------------------------------------------- knobs, explore, favourites
+function buildKnobs(info) {
+  const box = $("knobs");
+  for (const k of info.knobs) {
+    const wrap = document.createElement("div");
+    wrap.className = "knob";
+    const label = document.createElement("label");
+    label.htmlFor = `knob-${k.index}`;
+    label.textContent = k.label;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", id: `knob-${k.index}`, min: -info.knob_range, max: info.knob_range, step: 0.05, value: 0 });
+    input.setAttribute("aria-describedby", `knob-hint-${k.index}`);
+    const hint = document.createElement("small");
+    hint.id = `knob-hint-${k.index}`;
+    hint.textContent = k.hint;
+    input.addEventListener("pointerdown", () => { input.dataset.dragging = "1"; });
+    input.addEventListener("pointerup", () => { delete input.dataset.dragging; });
+    input.addEventListener("input", () => {
+      if (!state.current) return;
+      const positions = info.knobs.map((kn) => Number($(`knob-${kn.index}`).value));
+      gesture("/api/knobs", { z: state.current.z, positions });
+    });
+    wrap.append(label, input, hint);
+    box.appendChild(wrap);
+  }
+}
+
+function addFavourite() {
+  if (!state.current) return;
+  const fav = { z: state.current.z, name: `${state.favourites.length + 1}. ${state.current.source}` };
+  state.favourites.push(fav);
+  const li = document.createElement("li");
+  const recall = document.createElement("button");
+  recall.type = "button"; recall.textContent = fav.name;
+  recall.addEventListener("click", () => gesture("/api/render", { z: fav.z }));
+  const save = document.createElement("button");
+  save.type = "button"; save.textContent = "Save WAV";
+  save.setAttribute("aria-label", `Save favourite ${fav.name} as WAV`);
+  save.addEventListener("click", async () => {
+    const note = await gesture("/api/render", { z: fav.z }, { play: false });
+    if (note) { const a = document.createElement("a"); a.href = note.wav; a.download = `samplegen-favourite-${state.favourites.indexOf(fav) + 1}.wav`; a.click(); }
+  });
+  li.append(recall, save);
+  $("favourites").appendChild(li);
+  status(`kept as favourite ${fav.name}`);
+}
+
+// ---------------------------------------------------------------- keyboard, computer keys, MIDI
+function buildKeyboard() {
+  const kb = $("keyboard");
+  kb.innerHTML = "";
+  const base = 12 * (state.octave + 1);  // MIDI number of C in the chosen octave (C4 = 60)
+  const whites = [];
+  for (let m = base; m <= base + 24; m++) {
+    const name = NOTE_NAMES[m % 12] + (Math.floor(m / 12) - 1);
+    const black = name.includes("♯");
+    const b = document.createElement("button");
+    b.type = "button"; b.className = black ? "black" : "white"; b.dataset.midi = m;
+    b.textContent = black ? "" : name; b.setAttribute("aria-label", `Play ${name}`);
+    if (black) b.tabIndex = -1;
+    b.addEventListener("pointerdown", (e) => { e.preventDefault(); audio(); b.setPointerCapture(e.pointerId); noteOn(m); });
+    b.addEventListener("pointerup", () => noteOff(m));
+    b.addEventListener("pointercancel", () => noteOff(m));
+    b.addEventListener("keydown", (e) => { if ((e.key === " " || e.key === "Enter") && !e.repeat) { e.preventDefault(); audio(); noteOn(m); } });
+    b.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") noteOff(m); });
+    kb.appendChild(b);
+    if (!black) whites.push(b);
+    else b.style.left = `calc(${(whites.length / 15) * 100}% - 2%)`;
+  }
+  $("octave").textContent = state.octave;
+}
+
+function typing(target) { return target && ["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName) && target.type !== "range"; }
+
+function bindComputerKeys() {
+  window.addEventListener("keydown", (e) => {
+    if (e.repeat || e.ctrlKey || e.metaKey || e.altKey || typing(e.target)) return;
+    const key = e.key.toLowerCase();
+    if (key === "z" || key === "x") { shiftOctave(key === "z" ? -1 : 1); return; }
+    if (key in KEY_OFFSETS) { audio(); noteOn(12 * (state.octave + 1) + KEY_OFFSETS[key]); }
+  });
+  window.addEventListener("keyup", (e) => {
+    const key = e.key.toLowerCase();
+    if (key in KEY_OFFSETS) noteOff(12 * (state.octave + 1) + KEY_OFFSETS[key]);
+  });
+}
+
+function shiftOctave(delta) {
+  for (const m of [...state.voices.keys()]) noteOff(m);
+  state.octave = Math.min(7, Math.max(1, state.octave + delta));
+  buildKeyboard();
+}
+
+async function bindMidi() {
+  if (!navigator.requestMIDIAccess) { $("midi-status").textContent = "Web MIDI is not available in this browser."; return; }
+  try {
+    const access = await navigator.requestMIDIAccess();
+    const attach = () => {
+      const names = [];
+      for (const input of access.inputs.values()) {
+        names.push(input.name);
+        input.onmidimessage = (msg) => {
+          const [cmd, note, vel] = msg.data, type = cmd & 0xf0;
+          if (type === 0x90 && vel > 0) { audio(); noteOn(note, vel / 127); }
+          else if (type === 0x80 || (type === 0x90 && vel === 0)) noteOff(note);
+        };
+      }
+      $("midi-status").textContent = names.length ? `MIDI: ${names.join(", ")}` : "MIDI: no keyboard connected.";
+    };
+    access.onstatechange = attach;
+    attach();
+  } catch (err) {
+    $("midi-status").textContent = `MIDI not allowed: ${err.message}`;
+  }
+}
+
+// ---------------------------------------------------------------- start
+function fillSelect(select, info, value) {
+  for (const p of info.points) {
+    const o = document.createElement("option");
+    o.value = p.id; o.textContent = `${p.name} (${p.family})`;
+    select.appendChild(o);
+  }
+  select.value = String(value);
+}
+
+async function start() {
+  const res = await fetch("/api/info");
+  const info = await res.json();
+  state.info = info;
+  $("run-name").textContent = `run ${info.run} · ${info.points.length} sounds · ${info.model.toUpperCase()} latent ${info.latent_dim}`;
+  buildMap(info);
+  state.corners = info.corners.slice();
+  fillSelect($("sound-select"), info, info.corners[0]);
+  $("sound-select").addEventListener("change", (e) => { audio(); gesture(`/api/sounds/${e.target.value}`, {}); });
+  document.querySelectorAll("select.corner").forEach((sel) => {
+    const i = Number(sel.dataset.corner);
+    fillSelect(sel, info, state.corners[i]);
+    sel.addEventListener("change", () => { state.corners[i] = Number(sel.value); setPad(state.pad.x, state.pad.y); });
+  });
+  buildKnobs(info);
+  bindPad();
+  buildKeyboard();
+  bindComputerKeys();
+  for (const [id, fmt] of [["temperature", (v) => v.toFixed(2)], ["amount", (v) => v.toFixed(2)], ["attack", (v) => `${v} ms`], ["release", (v) => `${v} ms`]]) {
+    $(id).addEventListener("input", () => { $(`${id}-out`).textContent = fmt(Number($(id).value)); });
+  }
+  $("surprise").addEventListener("click", () => { audio(); gesture("/api/surprise", { temperature: Number($("temperature").value) }); });
+  $("vary").addEventListener("click", () => { audio(); if (state.current) gesture("/api/vary", { z: state.current.z, amount: Number($("amount").value) }); });
+  $("favourite").addEventListener("click", addFavourite);
+  $("octave-down").addEventListener("click", () => shiftOctave(-1));
+  $("octave-up").addEventListener("click", () => shiftOctave(1));
+  bindMidi();
+  await gesture(`/api/sounds/${info.corners[0]}`, {}, { play: false });
+}
+
+// What the end-to-end test reads; harmless for players.
+window.samplegen = { state, outputPeak, peakSeen: () => state.peakSeen };
+start().catch((err) => status(`Could not start: ${err.message}`));
