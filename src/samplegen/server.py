@@ -14,9 +14,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Iterator
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -319,11 +320,35 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+@contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` from a background thread for the ``with`` block; yields its base URL (tests, benchmarks)."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the instrument's server did not start")
+            time.sleep(0.02)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True,
           log: Callable[[str], None] = print) -> None:
     """Load a run and serve its instrument until interrupted (``samplegen play``)."""
     import socket
-    import threading
     import webbrowser
 
     import uvicorn

@@ -109,33 +109,31 @@ async function gesture(url, body, { play = true } = {}) {
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
-  let res;
   try {
-    res = await fetch(url, {
+    const res = await fetch(url, {
       method: "POST", headers: { "Content-Type": "application/json" }, signal: controller.signal,
       body: JSON.stringify({ ...body, client: state.client, seq: state.seq }),
     });
+    if (res.status === 409) return null;  // a newer gesture overtook this one
+    if (!res.ok) {
+      const detail = await res.json().catch(() => ({}));
+      status(`Error ${res.status}: ${typeof detail.detail === "string" ? detail.detail : JSON.stringify(detail.detail)}`);
+      return null;
+    }
+    const note = await res.json();
+    const wav = await fetch(note.wav, { signal: controller.signal }).then((r) => r.arrayBuffer());
+    const buffer = await audio().decodeAudioData(wav);
+    if (controller !== state.controller) return null;
+    state.current = note;
+    state.buffer = buffer;
+    state.rendered += 1;
+    show(note);
+    if (play) preview();
+    return note;
   } catch (err) {
     if (err.name !== "AbortError") status(`Server unreachable: ${err.message}`);
     return null;
   }
-  if (res.status === 409) return null;  // a newer gesture overtook this one
-  if (!res.ok) {
-    const detail = await res.json().catch(() => ({}));
-    status(`Error ${res.status}: ${typeof detail.detail === "string" ? detail.detail : JSON.stringify(detail.detail)}`);
-    return null;
-  }
-  const note = await res.json();
-  const wav = await fetch(note.wav, { signal: controller.signal }).then((r) => r.arrayBuffer()).catch(() => null);
-  if (!wav || controller !== state.controller) return null;
-  const buffer = await audio().decodeAudioData(wav);
-  if (controller !== state.controller) return null;
-  state.current = note;
-  state.buffer = buffer;
-  state.rendered += 1;
-  show(note);
-  if (play) preview();
-  return note;
 }
 
 // ---------------------------------------------------------------- views

@@ -1,0 +1,157 @@
+"""The instrument's page, end to end, in a real headless Chromium (Debian's, driven by Playwright).
+
+The page plays through an AnalyserNode the test reads, so "non-silent audio was produced" means
+samples really went through the Web Audio graph, not that a function was called.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from samplegen.checkpoint import load_run
+from samplegen.instrument import Instrument
+from samplegen.server import create_app, running
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chromium_path() -> str:
+    """Debian's chromium; the project's system-deps script installs it when it is missing."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh")], check=True)
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "chromium is not installed and scripts/system-deps.sh could not install it"
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_run):
+    with running(create_app(Instrument(load_run(tiny_run)))) as url:
+        yield url
+
+
+def open_page(browser, base_url: str, width: int = 1366, height: int = 900):
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(base_url + "/")
+    page.wait_for_function("window.samplegen && window.samplegen.state.rendered >= 1", timeout=30_000)
+    return page, errors
+
+
+def rendered(page) -> int:
+    return page.evaluate("window.samplegen.state.rendered")
+
+
+def wait_for_render(page, after: int) -> dict:
+    page.wait_for_function(f"window.samplegen.state.rendered > {after}", timeout=15_000)
+    return page.evaluate("window.samplegen.state.current")
+
+
+def test_map_pad_knob_keys_and_download(browser, base_url: str, tmp_path: Path) -> None:
+    page, errors = open_page(browser, base_url)
+    info = page.evaluate("window.samplegen.state.info")
+
+    n = rendered(page)
+    page.locator("#map circle.point").nth(5).click()
+    assert wait_for_render(page, n)["source"] == info["points"][5]["name"]
+
+    n = rendered(page)
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(box["x"] + box["width"] * (0.5 + 0.04 * i), box["y"] + box["height"] * (0.5 - 0.04 * i))
+        page.wait_for_timeout(20)
+    page.mouse.up()
+    page.wait_for_function("window.samplegen.state.current.source.startsWith('pad 0.90,0.10')", timeout=15_000)
+    assert rendered(page) > n
+
+    n = rendered(page)
+    before = page.evaluate("window.samplegen.state.current.knobs[0]")
+    page.locator("#knob-0").focus()
+    for _ in range(10):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("window.samplegen.state.current.source === 'knobs'", timeout=15_000)
+    after = page.evaluate("window.samplegen.state.current.knobs[0]")
+    assert after == pytest.approx(min(before + 0.5, 3.0), abs=0.06)
+
+    page.wait_for_timeout(1600)  # let the last preview ring out, then listen to a key alone
+    page.evaluate("window.samplegen.state.peakSeen = 0")
+    assert page.evaluate("window.samplegen.outputPeak()") < 1e-3
+    started = page.evaluate("window.samplegen.state.notesStarted")
+    page.locator("body").focus()
+    page.keyboard.down("a")
+    page.wait_for_timeout(400)
+    page.keyboard.up("a")
+    assert page.evaluate("window.samplegen.state.notesStarted") == started + 1
+    assert page.evaluate("window.samplegen.peakSeen()") > 0.05
+
+    with page.expect_download() as download:
+        page.locator("#save").click()
+    path = tmp_path / "saved.wav"
+    download.value.save_as(path)
+    audio, sr = sf.read(path)
+    assert sr == 44100 and len(audio) == info["n_samples"] and np.max(np.abs(audio)) > 0.1
+    assert not errors, errors
+
+
+def test_surprise_vary_favourites_and_keyboard_only_use(browser, base_url: str) -> None:
+    page, errors = open_page(browser, base_url)
+    n = rendered(page)
+    page.locator("#surprise").click()
+    assert wait_for_render(page, n)["source"].startswith("surprise T1 ")
+    z_before = page.evaluate("window.samplegen.state.current.z")
+    n = rendered(page)
+    page.locator("#vary").click()
+    assert wait_for_render(page, n)["source"].startswith("vary 0.5 ")
+    assert page.evaluate("window.samplegen.state.current.z") != z_before
+
+    page.locator("#favourite").click()
+    assert page.locator("#favourites li").count() == 1
+
+    # The pad and the on-screen keys work from the keyboard alone, with a visible focus ring.
+    page.locator("#pad").focus()
+    n = rendered(page)
+    page.keyboard.press("ArrowLeft")
+    assert wait_for_render(page, n)["source"].startswith("pad 0.45,0.50")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")
+    started = page.evaluate("window.samplegen.state.notesStarted")
+    page.locator("#keyboard .white").first.focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("window.samplegen.state.notesStarted") == started + 1
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input, select, button')]
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim()).length""")
+    assert unlabelled == 0
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (768, 1024)])
+def test_fits_a_laptop_and_a_tablet(browser, base_url: str, width: int, height: int) -> None:
+    page, errors = open_page(browser, base_url, width, height)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    for panel in ("#map-panel", "#pad-panel", "#explore-panel", "#sound-panel", "#keys-panel"):
+        box = page.locator(panel).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, panel
+    assert not errors, errors
