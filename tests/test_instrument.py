@@ -49,6 +49,9 @@ def test_describe_ranks_known_spectra() -> None:
     swelling = torch.ones(1, 33, 20) * torch.linspace(0.01, 1, 20)
     assert describe(fading, cfg)["decay"][0] < -5 < 5 < describe(swelling, cfg)["decay"][0]
     assert describe(fading, cfg)["attack"][0] == 0 and describe(swelling, cfg)["attack"][0] > 0
+    noise = torch.ones(1, 33, 20)  # flat spectrum: flatness 0 dB; one harmonic: far below
+    assert describe(noise, cfg)["noisiness"][0] == pytest.approx(0.0, abs=1e-6)
+    assert describe(bright, cfg)["noisiness"][0] < -50
 
 
 def test_knobs_set_the_projection_they_show(instrument: Instrument) -> None:
@@ -57,6 +60,8 @@ def test_knobs_set_the_projection_they_show(instrument: Instrument) -> None:
     moved = instrument.turn_knobs(z, wanted)
     assert np.allclose(instrument.knob_positions(moved), wanted, atol=1e-6)
     assert 1 <= len(instrument.knobs) <= 8 and all(k.label for k in instrument.knobs)
+    labels = [k.label for k in instrument.knobs]
+    assert len(set(labels)) == len(labels), labels
 
 
 def test_pad_corners_are_the_corner_sounds(instrument: Instrument) -> None:

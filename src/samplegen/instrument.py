@@ -46,7 +46,7 @@ DESCRIPTORS = {
     "brightness": ("Brightness", "brighter", "darker"),
     "attack": ("Attack", "slower attack", "faster attack"),
     "decay": ("Sustain", "longer sustain", "shorter decay"),
-    "loudness": ("Level", "louder", "quieter"),
+    "noisiness": ("Noise", "noisier", "purer"),
 }
 
 
@@ -81,21 +81,24 @@ def describe(mag: torch.Tensor, cfg: spectral.StftConfig, sr: int = SAMPLE_RATE)
 
     brightness: energy-weighted spectral centroid (log2 Hz); attack: seconds to the first frame
     within 3 dB of the loudest; decay: level of the second half relative to the first (dB);
-    loudness: mean frame energy (dB).
+    noisiness: mean spectral flatness (dB) of the frames within 40 dB of the loudest. Level is left
+    out on purpose: the instrument normalises every note's peak, so a level knob would do nothing.
     """
-    power = mag.double().pow(2).cpu().numpy()  # B x F x T
+    power = mag.double().pow(2).cpu().numpy() + 1e-20  # B x F x T
     freqs = np.arange(power.shape[1]) * sr / cfg.n_fft
-    frame_energy = power.sum(axis=1) + 1e-12  # B x T
+    frame_energy = power.sum(axis=1)  # B x T
     centroid = (power * freqs[None, :, None]).sum(axis=(1, 2)) / frame_energy.sum(axis=1)
     frame_db = 10 * np.log10(frame_energy)
     first_loud = np.argmax(frame_db >= frame_db.max(axis=1, keepdims=True) - 3.0, axis=1)
     half = frame_energy.shape[1] // 2
     decay = 10 * np.log10(frame_energy[:, half:].mean(axis=1) / frame_energy[:, :half].mean(axis=1))
+    flatness_db = 10 * np.log10(np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1))  # B x T
+    loud = frame_db >= frame_db.max(axis=1, keepdims=True) - 40.0
     return {
         "brightness": np.log2(np.maximum(centroid, 1.0)),
         "attack": first_loud * cfg.hop_length / sr,
         "decay": decay,
-        "loudness": 10 * np.log10(frame_energy.mean(axis=1)),
+        "noisiness": (flatness_db * loud).sum(axis=1) / loud.sum(axis=1),
     }
 
 
@@ -225,29 +228,38 @@ class Instrument:
         return np.round(scaled * 255).astype(np.uint8)
 
     def _label_knobs(self, seed: int, n_bases: int = 32) -> list[Knob]:
-        """Name each knob by the descriptor it moves most, measured on decoded magnitudes.
+        """Name each knob by what it measurably changes, each name given once, to the knob that changes it most.
 
         Each axis is nudged by ±1 corpus SD around ``n_bases`` corpus points; the mean change of each
-        descriptor, divided by that descriptor's spread over the corpus, is the knob's effect.
+        descriptor, divided by that descriptor's spread over the corpus, is the knob's effect on it.
+        Knobs left without a name are "Timbre N", their hint listing their two largest effects.
         """
         rng = np.random.default_rng(seed)
         bases = self.mu[rng.choice(len(self.mu), size=min(n_bases, len(self.mu)), replace=False)]
         cfg = self.run.config.stft
         spread = describe(decode_magnitude(self.run, torch.from_numpy(self.mu).float()), cfg)
-        knobs = []
-        for k, (axis, sd) in enumerate(zip(self.knob_axes, self.knob_sd)):
+        effects = []
+        for axis, sd in zip(self.knob_axes, self.knob_sd):
             up = describe(decode_magnitude(self.run, torch.from_numpy(bases + sd * axis).float()), cfg)
             down = describe(decode_magnitude(self.run, torch.from_numpy(bases - sd * axis).float()), cfg)
-            effects = {name: float(np.mean(up[name] - down[name]) / 2 / max(float(np.std(spread[name])), 1e-9))
-                       for name in DESCRIPTORS}
-            best = max(effects, key=lambda name: abs(effects[name]))
-            if abs(effects[best]) < MIN_LABEL_EFFECT:
-                knobs.append(Knob(k, f"Timbre {k + 1}", "no single measured quality dominates", effects[best]))
+            effects.append({name: float(np.mean(up[name] - down[name]) / 2 / max(float(np.std(spread[name])), 1e-9))
+                            for name in DESCRIPTORS})
+        named: dict[int, str] = {}
+        pairs = sorted(((abs(e[d]), k, d) for k, e in enumerate(effects) for d in DESCRIPTORS), reverse=True)
+        for size, k, d in pairs:
+            if size >= MIN_LABEL_EFFECT and k not in named and d not in named.values():
+                named[k] = d
+        knobs = []
+        for k, e in enumerate(effects):
+            if k in named:
+                d = named[k]
+                title, more, less = DESCRIPTORS[d]
+                knobs.append(Knob(k, title, f"turn up: {more if e[d] > 0 else less}", e[d]))
                 continue
-            title, more, less = DESCRIPTORS[best]
-            hint = f"turn up: {more}" if effects[best] > 0 else f"turn up: {less}"
-            knobs.append(Knob(k, title if title not in [kn.label for kn in knobs] else f"{title} {k + 1}", hint,
-                              effects[best]))
+            top = sorted(DESCRIPTORS, key=lambda name: -abs(e[name]))[:2]
+            words = [DESCRIPTORS[d][1] if e[d] > 0 else DESCRIPTORS[d][2] for d in top if abs(e[d]) >= MIN_LABEL_EFFECT]
+            hint = f"turn up: {', '.join(words)}" if words else "no single measured quality dominates"
+            knobs.append(Knob(k, f"Timbre {k + 1}", hint, e[top[0]]))
         return knobs
 
     def default_corners(self) -> list[int]:
