@@ -147,6 +147,16 @@ def test_surprise_vary_favourites_and_keyboard_only_use(browser, base_url: str) 
     assert not errors, errors
 
 
+def test_two_tabs_play_side_by_side(browser, base_url: str) -> None:
+    (one, errors_one), (two, errors_two) = open_page(browser, base_url), open_page(browser, base_url)
+    n1, n2 = rendered(one), rendered(two)
+    one.locator("#surprise").click()
+    two.locator("#map circle.point").nth(2).dispatch_event("click")
+    assert wait_for_render(one, n1)["source"].startswith("surprise")
+    assert wait_for_render(two, n2)["source"] == two.evaluate("window.samplegen.state.info.points[2].name")
+    assert not errors_one and not errors_two
+
+
 @pytest.mark.parametrize("width, height", [(1366, 768), (768, 1024)])
 def test_fits_a_laptop_and_a_tablet(browser, base_url: str, width: int, height: int) -> None:
     page, errors = open_page(browser, base_url, width, height)

@@ -360,6 +360,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
     if host not in LOOPBACK:
         log(f"warning: serving on {host}: anyone who can reach this machine can use the instrument "
             f"(use --host 127.0.0.1 to keep it local)")
+    log(f"loading {run_path} and measuring what its knobs do ...")
     instrument = Instrument(load_run(run_path))
     app = create_app(instrument)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
