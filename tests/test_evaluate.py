@@ -14,7 +14,7 @@ def _referenced_files(report):
     return re.findall(r"(?:src)='([^']+)'", report.read_text())
 
 
-def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tmp_path, capsys):
+def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_dir, tmp_path, capsys):
     extra = tmp_path / "extra"
     extra.mkdir()
     for i, tilt in enumerate((0.9, 1.9)):
@@ -34,6 +34,13 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tmp_path, cap
     # the oracle keeps the true magnitude: it must be closer than the tiny model
     q = metrics["quality"]["train"]
     assert q["oracle"]["lsd_db"]["mean"] < q["model"]["lsd_db"]["mean"]
+    # `samplegen tune` scores trials with the very figure the report shows (fixed analysis STFT)
+    from samplegen.corpus import load_corpus
+    from samplegen.tune import heldout_lsd_db
+
+    corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
+    assert heldout_lsd_db(tiny_run, corpus) == pytest.approx(metrics["quality"]["heldout"]["model"]["lsd_db"]["mean"],
+                                                             abs=0.01)
     files = _referenced_files(out / "report.html")
     assert any(f.endswith(".png") for f in files) and any(f.endswith(".wav") for f in files)
     for f in files:
