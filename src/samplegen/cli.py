@@ -175,6 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for what, paths in result.outputs.items():
         print(f"  {what:16s} {Path(paths[0]).parent}/  ({len(paths)} WAVs)")
     print(f"model and loss curves: {result.run}/  (history.png)")
+    print(f"play the instrument:   samplegen play {result.run}   (.venv/bin/samplegen from the repository)")
 
 
 def cmd_play(args: argparse.Namespace) -> None:
