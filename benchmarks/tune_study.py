@@ -54,7 +54,10 @@ def main() -> None:
     corpus = load_corpus(args.data)
     base = RunConfig()
     short_default = out / "default-run"
-    _train(args.data, short_default, replace(base, train=replace(base.train, epochs=args.epochs)))
+    # the default at the study's budget, its KL warm-up scaled as the study scales every trial's
+    warmup = int(round(base.train.kl_warmup_epochs * args.epochs / base.train.epochs))
+    _train(args.data, short_default, replace(base, train=replace(base.train, epochs=args.epochs,
+                                                                 kl_warmup_epochs=warmup)))
     figures: dict = {"trials": result.n_finished, "epochs_per_trial": args.epochs, "study_wall_s": study_s,
                      "best_lsd_db": result.best_value, "default_lsd_db": heldout_lsd_db(short_default, corpus),
                      "default_health": health(short_default, corpus), "best_config": str(result.best_config)}

@@ -77,3 +77,25 @@ def test_a_bad_storage_url_is_a_clear_error(tiny_samples_dir, tmp_path, url, cap
                      "--storage", url])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "SQLAlchemy URL" in err
+
+
+def test_a_new_study_starts_from_the_default_configuration():
+    from samplegen.config import RunConfig
+    from samplegen.tune import base_params, sample_config
+
+    base = RunConfig().resolved()
+    params = base_params(base)
+    assert params is not None and params["n_layers"] == len(base.model.hidden)
+
+    class Replay:  # a trial that answers with the enqueued values, as Optuna does
+        def suggest_int(self, name, *_a, **_k):
+            return params[name]
+
+        suggest_float = suggest_categorical = suggest_int
+
+    cfg = sample_config(Replay(), base, epochs=base.train.epochs)
+    assert cfg.model.hidden[0] == base.model.hidden[0] and cfg.model.hidden[-1] == base.model.hidden[-1]
+    assert (cfg.model.latent_dim, cfg.stft, cfg.train.beta, cfg.train.kl_warmup_epochs) == (
+        base.model.latent_dim, base.stft, base.train.beta, base.train.kl_warmup_epochs)
+    outside = RunConfig(model=RunConfig().model.__class__(hidden=(100, 50, 25, 12)))
+    assert base_params(outside) is None

@@ -46,21 +46,54 @@ class TuneResult:
     summary: Path
 
 
+FIRST_WIDTHS = (128, 256, 384, 512)
+N_FFTS = (1024, 2048)
+LATENT_DIMS = (8, 12, 16, 24, 32)
+FRAME_DIMS = (16, 32, 48)
+BATCH_SIZES = (16, 32, 64)
+SHRINK = (0.4, 0.8)
+BETA = (1e-5, 1e-2)
+LEARNING_RATE = (3e-4, 3e-3)
+#: KL warm-up as a fraction of the epoch budget, so a short trial warms up as a full run would.
+WARMUP_FRACTION = (0.0, 0.3)
+
+
 def sample_config(trial: Any, base: RunConfig, epochs: int) -> RunConfig:
-    """The search space: dense layers 3-5 and their widths, latent size, β, KL warm-up, learning rate,
-    batch size and the STFT size (hop a quarter of it)."""
+    """The search space: dense layers 3-5 and their widths (geometric from the first), latent size, β, KL
+    warm-up (as a fraction of the epochs), learning rate, batch size and the STFT size (hop a quarter of it)."""
     n_layers = trial.suggest_int("n_layers", 3, 5)
-    first = trial.suggest_categorical("first_width", [128, 256, 384, 512])
-    shrink = trial.suggest_float("width_shrink", 0.4, 0.8)
+    first = trial.suggest_categorical("first_width", FIRST_WIDTHS)
+    shrink = trial.suggest_float("width_shrink", *SHRINK)
     hidden = tuple(max(16, int(round(first * shrink**i))) for i in range(n_layers))
-    n_fft = trial.suggest_categorical("n_fft", [1024, 2048])
-    model = replace(base.model, hidden=hidden, latent_dim=trial.suggest_categorical("latent_dim", [8, 12, 16, 24, 32]),
-                    frame_dim=trial.suggest_categorical("frame_dim", [16, 32, 48]))
-    tc = replace(base.train, epochs=epochs, beta=trial.suggest_float("beta", 1e-5, 1e-2, log=True),
-                 kl_warmup_epochs=trial.suggest_int("kl_warmup_epochs", 0, max(1, epochs // 3)),
-                 learning_rate=trial.suggest_float("learning_rate", 3e-4, 3e-3, log=True),
-                 batch_size=trial.suggest_categorical("batch_size", [16, 32, 64]), patience=max(5, epochs // 3))
+    n_fft = trial.suggest_categorical("n_fft", N_FFTS)
+    model = replace(base.model, hidden=hidden, latent_dim=trial.suggest_categorical("latent_dim", LATENT_DIMS),
+                    frame_dim=trial.suggest_categorical("frame_dim", FRAME_DIMS))
+    warmup = trial.suggest_float("kl_warmup_fraction", *WARMUP_FRACTION)
+    tc = replace(base.train, epochs=epochs, beta=trial.suggest_float("beta", *BETA, log=True),
+                 kl_warmup_epochs=int(round(warmup * epochs)),
+                 learning_rate=trial.suggest_float("learning_rate", *LEARNING_RATE, log=True),
+                 batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES), patience=max(5, epochs // 3))
     return replace(base, stft=StftConfig(n_fft=n_fft, hop_length=n_fft // 4), model=model, train=tc).resolved()
+
+
+def base_params(base: RunConfig) -> dict[str, Any] | None:
+    """The base configuration as a point of the search space (its layer widths made geometric), or None
+    where it lies outside it. A new study tries it first, so the search starts from the known-good settings
+    and the study itself measures them at its epoch budget."""
+    m, t = base.model, base.train
+    n = len(m.hidden)
+    shrink = (m.hidden[-1] / m.hidden[0]) ** (1.0 / (n - 1)) if n > 1 else 1.0
+    warmup = t.kl_warmup_epochs / max(t.epochs, 1)
+    inside = (3 <= n <= 5 and m.hidden[0] in FIRST_WIDTHS and SHRINK[0] <= shrink <= SHRINK[1]
+              and base.stft.n_fft in N_FFTS and base.stft.hop_length == base.stft.n_fft // 4
+              and m.latent_dim in LATENT_DIMS and m.frame_dim in FRAME_DIMS and t.batch_size in BATCH_SIZES
+              and BETA[0] <= t.beta <= BETA[1] and LEARNING_RATE[0] <= t.learning_rate <= LEARNING_RATE[1]
+              and WARMUP_FRACTION[0] <= warmup <= WARMUP_FRACTION[1])
+    if not inside:
+        return None
+    return {"n_layers": n, "first_width": m.hidden[0], "width_shrink": shrink, "n_fft": base.stft.n_fft,
+            "latent_dim": m.latent_dim, "frame_dim": m.frame_dim, "kl_warmup_fraction": warmup, "beta": t.beta,
+            "learning_rate": t.learning_rate, "batch_size": t.batch_size}
 
 
 def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
@@ -145,6 +178,9 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
                                 pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5))
     say = progress or (lambda _line: None)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    start = base_params(base)
+    if start is not None and not study.trials:
+        study.enqueue_trial(start)
 
     def objective(trial: Any) -> float:
         cfg = sample_config(trial, base, epochs)
