@@ -157,6 +157,10 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     """
     import onnxruntime as ort
 
+    if run.config.phase.mode != "none":
+        # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
+        raise ParameterError(f"export onnx supports magnitude-only runs; {run.path} also learned phase "
+                             f"(phase.mode={run.config.phase.mode!r}): export SFZ or SF2 instead")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     module = _Decoder(run).eval()

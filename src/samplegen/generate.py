@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from samplegen import audio as audio_io
-from samplegen import spectral
 from samplegen.checkpoint import Run, write_json
 from samplegen.errors import AudioError, ParameterError
-from samplegen.features import audio_to_log_features, magnitude_from_log
+from samplegen.phase_features import audio_to_features, features_to_waveform
 
 INTERPOLATION_MODES = ("linear", "slerp")
 
@@ -42,7 +41,9 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     Parameters
     ----------
     z : (B, L) or (L,) latent points
-    method, n_iter : phase retrieval (defaults: :data:`samplegen.spectral.DEFAULT_METHOD` and ``DEFAULT_ITERS``)
+    method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.DEFAULT_METHOD`
+        and ``DEFAULT_ITERS`` for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
+        run that learned instantaneous frequency; see :func:`samplegen.phase_features.features_to_waveform`)
 
     Returns
     -------
@@ -56,21 +57,16 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
         raise ParameterError("latent points must be finite numbers")
     device = next(run.model.parameters()).device
     with torch.no_grad():
-        feats = run.model.decode(zt.to(device))
-        mag = magnitude_from_log(run.stats.denormalise(feats)).transpose(1, 2)
-        wav = spectral.retrieve_phase(
-            mag, run.config.stft, run.config.data.n_samples,
-            method=method or spectral.DEFAULT_METHOD,
-            n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter,
-            seed=seed,
-        )
+        feats = run.stats.denormalise(run.model.decode(zt.to(device)))
+        wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
+                                   method=method, n_iter=n_iter, seed=seed)
     out = wav.cpu().numpy().astype(np.float32)
     return out[0] if single else out
 
 
 def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:
     """Prepared notes (B, n_samples) → posterior means (B, L)."""
-    feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
+    feats = run.stats.normalise(audio_to_features(audio, run.config.stft, run.config.phase))
     device = next(run.model.parameters()).device
     with torch.no_grad():
         mu, _ = run.model.encode(feats.to(device))

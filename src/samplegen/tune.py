@@ -26,6 +26,7 @@ from samplegen.corpus import Corpus, load_corpus
 from samplegen.errors import ParameterError
 from samplegen.features import audio_to_log_features
 from samplegen.model import ModelConfig
+from samplegen.phase_features import split_features
 from samplegen.spectral import StftConfig
 from samplegen.train import train
 
@@ -78,7 +79,8 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
         raise ParameterError("the study needs a validation split; set train.val_fraction above 0")
     with torch.no_grad():
         ref = audio_to_log_features(corpus.audio[val], run.config.stft)
-        out = run.stats.denormalise(run.model.decode(run.latent_mu[val]))
+        # A run that also learned IF is scored on its log magnitudes, like every other trial.
+        out = split_features(run.stats.denormalise(run.model.decode(run.latent_mu[val])), run.config.stft.n_bins)[0]
     to_db = 20.0 / math.log(10.0)
     floor = ref.amax(dim=(1, 2), keepdim=True) - 80.0 / to_db
     diff = (torch.maximum(ref, floor) - torch.maximum(out, floor)) * to_db
