@@ -143,27 +143,36 @@ def test_cache_keeps_magnitude_and_if_features_apart():
     assert with_if.frame_shape == (plain.frame_shape[0], 2 * plain.frame_shape[1])
 
 
-def test_tiny_phase_aware_run_trains_generates_and_evaluates(tmp_path: Path, tiny_samples_dir: Path):
+@pytest.fixture(scope="module")
+def if_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
+    """A tiny run trained with the phase-aware option, from a config file as `samplegen train --config` reads it."""
     from samplegen import api
-    from samplegen.checkpoint import load_run
-    from samplegen.evaluate import sound_quality
+
+    folder = tmp_path_factory.mktemp("if-run")
+    cfg_file = folder / "if.json"
+    cfg_file.write_text(json.dumps({**TINY_CONFIG, "phase": {"mode": "if", "n_iter": 2}}))
+    api.train_run(tiny_samples_dir, folder / "run", config=cfg_file, show_progress=False)
+    return folder / "run"
+
+
+def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_path: Path, tiny_samples_dir: Path):
+    from samplegen import api
     from samplegen.baselines import PCABaseline
+    from samplegen.checkpoint import load_run
     from samplegen.corpus import load_corpus
+    from samplegen.evaluate import sound_quality
     from samplegen.generate import decode
 
-    cfg_file = tmp_path / "if.json"
-    cfg_file.write_text(json.dumps({**TINY_CONFIG, "phase": {"mode": "if", "n_iter": 2}}))
-    api.train_run(tiny_samples_dir, tmp_path / "run", config=cfg_file, show_progress=False)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    saved = json.loads((if_run / "config.json").read_text())
     assert saved["phase"] == {"mode": "if", "if_floor_db": -60.0, "if_weight": 1.0, "n_iter": 2}
-    run = load_run(tmp_path / "run")
+    run = load_run(if_run)
     n = run.config.data.n_samples
     assert run.model.cfg.n_bins == 2 * run.config.stft.n_bins
     wav = decode(run, torch.zeros(2, run.config.model.latent_dim))
     assert wav.shape == (2, n) and np.isfinite(wav).all() and np.abs(wav).max() > 1e-4
     # The magnitude-only way back still works on the same run, by name.
     assert decode(run, torch.zeros(run.config.model.latent_dim), method="pghi", n_iter=1).shape == (n,)
-    paths = api.sample(tmp_path / "run", tmp_path / "new", n=2)
+    paths = api.sample(if_run, tmp_path / "new", n=2)
     assert len([p for p in paths if p.suffix == ".wav"]) == 2
     corpus = load_corpus(tiny_samples_dir, duration_s=run.config.data.duration_s)
     feats = P.audio_to_features(corpus.audio[:4], run.config.stft, run.config.phase)
@@ -174,15 +183,11 @@ def test_tiny_phase_aware_run_trains_generates_and_evaluates(tmp_path: Path, tin
     assert np.isfinite(q.values["model"]["lsd_db"]).all()
 
 
-def test_onnx_export_refuses_a_phase_aware_run(tmp_path: Path, tiny_samples_dir: Path):
+def test_onnx_export_refuses_a_phase_aware_run(if_run: Path, tmp_path: Path):
     from samplegen import api
 
-    cfg_file = tmp_path / "if.json"
-    cfg_file.write_text(json.dumps({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 1},
-                                    "phase": {"mode": "if"}}))
-    api.train_run(tiny_samples_dir, tmp_path / "run", config=cfg_file, show_progress=False)
     with pytest.raises(ParameterError, match="magnitude-only"):
-        api.export_onnx(tmp_path / "run", tmp_path / "onnx")
+        api.export_onnx(if_run, tmp_path / "onnx")
 
 
 def test_decode_method_if_needs_an_if_run(tiny_run: Path):

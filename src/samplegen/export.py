@@ -155,12 +155,12 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     The ONNX graph has a dynamic batch axis. The exported file is checked against PyTorch with
     onnxruntime before it is kept.
     """
-    import onnxruntime as ort
-
     if run.config.phase.mode != "none":
         # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
         raise ParameterError(f"export onnx supports magnitude-only runs; {run.path} also learned phase "
                              f"(phase.mode={run.config.phase.mode!r}): export SFZ or SF2 instead")
+    import onnxruntime as ort
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     module = _Decoder(run).eval()
