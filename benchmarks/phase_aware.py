@@ -70,10 +70,51 @@ def _median_ms(fn, zs: torch.Tensor) -> float:
     return 1000 * statistics.median(times)
 
 
+def oracle_study(corpus_dir: Path, n_notes: int, floors: list[float], iters: list[int]) -> str:
+    """True magnitude + true IF (masked at each floor) → waveform, against PGHI on the true magnitude.
+
+    No model: what the IF representation and its integration can reach at best, and how fast.
+    """
+    from samplegen.spectral import StftConfig
+
+    corpus = load_corpus(corpus_dir, duration_s=RunConfig().data.duration_s)
+    idx = np.linspace(0, len(corpus.entries) - 1, n_notes).round().astype(int)
+    ref = corpus.audio[idx]
+    stft, n = StftConfig(), ref.shape[1]
+    torch.set_num_threads(1)
+    lines = ["| way back | IF floor (dB) | SC mean (dB) | SC median (dB) | SC worst (dB) | LSD mean (dB) | "
+             "ms/note, batch 1 (phase only) |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def add(label: str, floor: str, feats: torch.Tensor, way) -> None:
+        way(feats[:1])  # warm up
+        wavs, times = [], []
+        for i in range(len(feats)):
+            t0 = time.perf_counter()
+            wavs.append(way(feats[i : i + 1])[0].numpy())
+            times.append(1000 * (time.perf_counter() - t0))
+        v = _measure(ref, np.stack(wavs))
+        lines.append(f"| {label} | {floor} | {v['sc_db'].mean():.2f} | {np.median(v['sc_db']):.2f} | "
+                     f"{v['sc_db'].max():.2f} | {v['lsd_db'].mean():.2f} | {statistics.median(times):.1f} |")
+
+    mag_only = audio_to_features(ref, stft, PhaseConfig())
+    for method, it in (("pghi", 0), (spectral.DEFAULT_METHOD, spectral.DEFAULT_ITERS)):
+        add(f"{method} + {it} (magnitude only)", "", mag_only,
+            lambda f, m=method, i=it: features_to_waveform(f, stft, PhaseConfig(), n, method=m, n_iter=i))
+    for floor in floors:
+        ph = PhaseConfig(mode="if", if_floor_db=floor)
+        feats = audio_to_features(ref, stft, ph)
+        for it in iters:
+            add(f"if + {it}", f"{floor:g}", feats,
+                lambda f, i=it, p=ph: features_to_waveform(f, stft, p, n, method="if", n_iter=i))
+    masked = audio_to_features(ref, stft, PhaseConfig(mode="if", if_floor_db=floors[0]))[..., stft.n_bins :]
+    rms = float(masked.pow(2).mean().sqrt())
+    return "\n".join(lines) + f"\n\nRMS of the IF features (floor {floors[0]:g} dB) over these notes: {rms:.3f}."
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", required=True, type=Path)
-    ap.add_argument("--workdir", required=True, type=Path)
+    ap.add_argument("--workdir", type=Path, default=Path("bench-out/phase"))
     ap.add_argument("--baseline-run", type=Path, default=None, help="an existing default (magnitude-only) run")
     ap.add_argument("--config", default=None, help="base config file for both runs (default: the defaults)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs for both runs (default: the config's, 150)")
@@ -81,7 +122,18 @@ def main() -> None:
     ap.add_argument("--if-iters", default="0,2,4,10", help="fast Griffin-Lim iterations after IF integration")
     ap.add_argument("--timing-notes", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--oracle-only", action="store_true", help="no model: true magnitude + true IF only")
+    ap.add_argument("--n-notes", type=int, default=24, help="notes of the oracle study (evenly spaced)")
+    ap.add_argument("--floors", default="-60,-40,-80", help="IF floors (dB) of the oracle study")
     args = ap.parse_args()
+    if args.oracle_only:
+        text = oracle_study(args.corpus, args.n_notes, [float(v) for v in args.floors.split(",")],
+                            [int(v) for v in args.if_iters.split(",")])
+        print(text)
+        if args.out is not None:
+            cmd = " ".join([Path(sys.executable).name, *sys.argv])
+            args.out.write_text(f"Command: `{cmd}`\n\n{text}\n")
+        return
 
     base = api.resolve_config(args.config, epochs=args.epochs)
     phase = PhaseConfig(**json.loads(args.if_config))

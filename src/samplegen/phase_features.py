@@ -262,9 +262,10 @@ def audio_to_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftConfig"
     return torch.cat(chunks)
 
 
-#: IF features are divided by this before the weight: the RMS of masked IF on the default
-#: corpus is about 0.2, so magnitude and IF planes start with comparable spread.
-IF_SCALE = 0.2
+#: IF features are divided by this before the weight: the RMS of IF masked at −60 dB over 24
+#: notes of the default corpus is 0.144 (benchmarks/phase_aware.py --oracle-only), so magnitude
+#: and IF planes start with comparable spread.
+IF_SCALE = 0.15
 
 
 def adjust_stats(stats: "FeatureStats", phase: PhaseConfig) -> "FeatureStats":
