@@ -9,14 +9,17 @@ in the bins of its main lobe, the same for every note at the same pitch, so
 it is cheap to learn.
 
 Back to sound, the phase is the IF integrated over frames (a cumulative sum
-of phase advances) — no iteration needed; a few fast Griffin–Lim iterations
-from that start are optional (``phase.n_iter``).  Frame 0 has no advance:
-it starts at π·k, the phase a centred, reflect-padded first frame has up to
-a sign (see :func:`samplegen.spectral.pghi_phase`), so the bins of one
-partial start coherent.
+of phase advances), peak-locked so the bins of one partial stay coherent
+(:func:`phase_from_if`) — no iteration needed; a few fast Griffin–Lim
+iterations from that start are optional (``phase.n_iter``).
 
-Details chosen by measurement (``benchmarks/phase_aware.py``,
-``benchmarks/results/phase_aware.md``):
+Measured (``benchmarks/phase_aware.py``, ``benchmarks/results/phase_aware.md``):
+from the true magnitude and IF, 4 iterations reach −31.3 dB mean spectral
+convergence, better than PGHI + 10 (−30.3 dB) in about 60 % of its time;
+but a model that learns IF beside the magnitude, trained the same way, is
+3× faster from latent to waveform and worse on held-out notes (LSD 4.90
+against 3.84 dB), so magnitude only stays the default.  Details chosen by
+measurement:
 
 - IF only where there is energy: bins more than ``if_floor_db`` below the
   note's loudest coefficient get IF 0 (their phase is noise the model cannot
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
