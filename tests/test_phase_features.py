@@ -199,3 +199,20 @@ def test_decode_method_if_needs_an_if_run(tiny_run: Path):
     with pytest.raises(ParameterError, match="phase.mode='if'"):
         decode(run, torch.zeros(run.config.model.latent_dim), method="if")
 
+
+
+def test_a_run_folder_written_before_the_option_loads_and_decodes_the_same(tiny_run: Path, tmp_path: Path):
+    import shutil
+
+    from samplegen.checkpoint import load_run
+    from samplegen.generate import decode
+
+    old = tmp_path / "old-run"
+    shutil.copytree(tiny_run, old)
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["phase"]  # config.json as runs wrote it before the phase section existed
+    (old / "config.json").write_text(json.dumps(cfg))
+    a, b = load_run(tiny_run), load_run(old)
+    assert b.config.phase.mode == "none" and b.config == a.config
+    z = torch.zeros(2, a.config.model.latent_dim)
+    assert np.array_equal(decode(a, z), decode(b, z))
