@@ -133,7 +133,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     run = load_run(args.run)
     cfg = run.config
     print(f"run {run.path}: {cfg.model.kind}, latent {cfg.model.latent_dim}, hidden {list(cfg.model.hidden)}, "
-          f"STFT {cfg.stft.n_fft}/{cfg.stft.hop_length}, {cfg.data.duration_s} s notes")
+          f"STFT {cfg.stft.n_fft}/{cfg.stft.hop_length}, {cfg.data.duration_s} s notes"
+          + (f", learns instantaneous frequency ({cfg.phase.n_iter} Griffin-Lim iterations after it)"
+             if cfg.phase.mode == "if" else ""))
     print(f"{len(run.corpus.names)} corpus notes (name, family, split):")
     for name, fam, split in zip(run.corpus.names, run.corpus.families, run.corpus.splits):
         print(f"  {name}\t{fam}\t{split}")

@@ -16,6 +16,7 @@ from typing import Any
 from samplegen import dataclass_io
 from samplegen.errors import ParameterError
 from samplegen.model import ModelConfig
+from samplegen.phase_features import PhaseConfig
 from samplegen.spectral import StftConfig
 
 RUN_FORMAT_VERSION = 1
@@ -102,10 +103,16 @@ class RunConfig:
     stft: StftConfig = field(default_factory=StftConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    phase: PhaseConfig = field(default_factory=PhaseConfig)
 
     def resolved(self) -> "RunConfig":
-        """The same config with the model's spectrogram size derived from data and STFT."""
-        model = replace(self.model, n_bins=self.stft.n_bins, n_frames=self.stft.n_frames(self.data.n_samples))
+        """The same config with the model's frame size derived from data, STFT and phase settings.
+
+        ``model.n_bins`` is the number of values per frame the model reads: the STFT's bins, twice
+        that when the model also learns instantaneous frequency (``phase.mode = "if"``).
+        """
+        model = replace(self.model, n_bins=self.stft.n_bins * self.phase.channels,
+                        n_frames=self.stft.n_frames(self.data.n_samples))
         return replace(self, model=model)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +122,7 @@ class RunConfig:
             "stft": self.stft.to_dict(),
             "model": dataclass_io.to_dict(self.model),
             "train": dataclass_io.to_dict(self.train),
+            "phase": dataclass_io.to_dict(self.phase),
         }
 
     @classmethod
@@ -122,7 +130,7 @@ class RunConfig:
         """Validate and build; unknown sections or keys and wrong types are errors."""
         if not isinstance(data, dict):
             raise ParameterError("config must be a JSON object")
-        allowed = {"format_version", "data", "stft", "model", "train"}
+        allowed = {"format_version", "data", "stft", "model", "train", "phase"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ParameterError(f"config has unknown section(s) {unknown}; allowed: {sorted(allowed)}")
@@ -137,6 +145,8 @@ class RunConfig:
             stft=StftConfig.from_dict(data.get("stft", {})),
             model=dataclass_io.from_dict(ModelConfig, data.get("model", {}), "model"),
             train=dataclass_io.from_dict(TrainConfig, data.get("train", {}), "train"),
+            # Runs written before the option existed have no "phase" section: magnitude only.
+            phase=dataclass_io.from_dict(PhaseConfig, data.get("phase", {}), "phase"),
         )
 
 

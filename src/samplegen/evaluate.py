@@ -23,22 +23,24 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from samplegen import __version__, spectral
+from samplegen import __version__
 from samplegen import audio as audio_io
 from samplegen import metrics as M
 from samplegen.baselines import PCABaseline
 from samplegen.checkpoint import Run, load_run
 from samplegen.corpus import load_corpus
 from samplegen.errors import CorpusError, ParameterError
-from samplegen.features import audio_to_log_features, magnitude_from_log
 from samplegen.generate import decode, interpolation_path
+from samplegen.phase_features import audio_to_features, features_to_waveform
 
 METRICS_KEYS = ("run", "version", "headline", "quality", "artefacts", "latent", "health", "seconds")
 MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distance_db,
             "mrstft": M.multi_resolution_stft_distance}
 #: Health is judged on level and flatness, which the magnitude sets: decoded with SPSI
-#: alone (no iterations) to keep 1,000 draws within the evaluation's time budget.
+#: alone (no iterations) to keep 1,000 draws within the evaluation's time budget
+#: (with the integrated IF alone, no iterations, for a run that learned IF).
 HEALTH_PHASE = ("spsi", 0)
+HEALTH_PHASE_IF = ("if", 0)
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -49,10 +51,9 @@ def _waves(run: Run, feats_norm: torch.Tensor, method: str | None = None, n_iter
     """Normalised features → waveforms through the run's phase retrieval, in batches."""
     out = []
     for s in range(0, len(feats_norm), 32):
-        mag = magnitude_from_log(run.stats.denormalise(feats_norm[s : s + 32])).transpose(1, 2)
-        out.append(spectral.retrieve_phase(mag, run.config.stft, run.config.data.n_samples,
-                                           method=method or spectral.DEFAULT_METHOD,
-                                           n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter).numpy())
+        out.append(features_to_waveform(run.stats.denormalise(feats_norm[s : s + 32]), run.config.stft,
+                                        run.config.phase, run.config.data.n_samples, method=method,
+                                        n_iter=n_iter).numpy())
     return np.concatenate(out) if out else np.zeros((0, run.config.data.n_samples), np.float32)
 
 
@@ -81,7 +82,7 @@ class QualitySet:
 
 def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline) -> QualitySet:
     """Model (posterior mean), PCA and oracle against the original notes."""
-    feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
+    feats = run.stats.normalise(audio_to_features(audio, run.config.stft, run.config.phase))
     with torch.no_grad():
         mu = torch.cat([run.model.encode(feats[s : s + 64])[0] for s in range(0, len(feats), 64)])
     outputs = {
@@ -126,7 +127,8 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
     """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_draws, run.config.model.latent_dim, generator=g)
-    draws = _decode_batched(run, z, *HEALTH_PHASE)
+    phase = HEALTH_PHASE_IF if run.config.phase.mode == "if" else HEALTH_PHASE
+    draws = _decode_batched(run, z, *phase)
     n_notes = len(run.corpus.names)
     pairs: list[tuple[int, int]] = []
     while len(pairs) < n_paths:
@@ -134,7 +136,7 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    paths = _decode_batched(run, path_z, *HEALTH_PHASE).reshape(n_paths, steps, -1)
+    paths = _decode_batched(run, path_z, *phase).reshape(n_paths, steps, -1)
     silent = np.atleast_1d(M.is_silent(draws, thresholds))
     noisy = np.atleast_1d(M.is_noise_like(draws, thresholds))
     dips = np.array([M.path_dips(p) for p in paths])
@@ -174,7 +176,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     rng = np.random.default_rng(seed)
     train_meas = np.sort(rng.choice(train_idx, size=min(train_sample, len(train_idx)), replace=False))
-    feats_train = run.stats.normalise(audio_to_log_features(corpus.audio[train_idx], run.config.stft))
+    feats_train = run.stats.normalise(audio_to_features(corpus.audio[train_idx], run.config.stft, run.config.phase))
     pca = PCABaseline.fit(feats_train, min(run.config.model.latent_dim, len(train_idx) - 1 if len(train_idx) > 1 else 1))
     names = run.corpus.names
     sets: dict[str, QualitySet] = {}

@@ -155,6 +155,10 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     The ONNX graph has a dynamic batch axis. The exported file is checked against PyTorch with
     onnxruntime before it is kept.
     """
+    if run.config.phase.mode != "none":
+        # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
+        raise ParameterError(f"export onnx supports magnitude-only runs; {run.path} also learned phase "
+                             f"(phase.mode={run.config.phase.mode!r}): export SFZ or SF2 instead")
     import onnxruntime as ort
 
     out = Path(out_dir)

@@ -76,12 +76,17 @@ class FeatureSettings:
     prepare: str  # "built": a corpus folder's prepared WAVs; "raw": any samples, prepared on reading
     dtype: str = "float32"
     sample_rate: int = 44100
+    #: :meth:`samplegen.phase_features.PhaseConfig.cache_key`: "" for log magnitudes alone
+    phase: str = ""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ParameterError(f"cache dtype={self.dtype!r} must be one of {DTYPES}")
         if self.prepare not in ("built", "raw"):
             raise ParameterError(f"prepare={self.prepare!r} must be 'built' or 'raw'")
+        from samplegen.phase_features import PhaseConfig
+
+        PhaseConfig.from_cache_key(self.phase)  # refuses a key it cannot compute
 
     @property
     def n_samples(self) -> int:
@@ -89,11 +94,18 @@ class FeatureSettings:
 
     @property
     def frame_shape(self) -> tuple[int, int]:
-        """(T, F) of one note's frame-major features."""
-        return 1 + self.n_samples // self.hop_length, self.n_fft // 2 + 1
+        """(T, C·F) of one note's frame-major features (C = 2 with instantaneous frequency)."""
+        return 1 + self.n_samples // self.hop_length, (self.n_fft // 2 + 1) * (2 if self.phase else 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as stored in the index; magnitude-only settings read exactly as before the phase option."""
+        data = dict(self.__dict__)
+        if not data["phase"]:
+            del data["phase"]
+        return data
 
     def digest(self) -> str:
-        data = {"format": FORMAT_VERSION, **self.__dict__}
+        data = {"format": FORMAT_VERSION, **self.as_dict()}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -153,20 +165,20 @@ def _sha256(path: Path) -> str:
 
 
 def note_features(path: str | Path, settings: FeatureSettings) -> np.ndarray:
-    """Decode, resample, prepare and transform one file: float32 (T, F) log magnitudes.
+    """Decode, resample, prepare and transform one file: float32 (T, F) log magnitudes ((T, 2F) with IF).
 
     The same computation as the in-memory path (``load_corpus`` then
-    :func:`samplegen.features.audio_to_log_features`), one note at a time.
+    :func:`samplegen.phase_features.audio_to_features`), one note at a time.
     """
     from samplegen import audio as audio_io
-    from samplegen.features import audio_to_log_features
+    from samplegen.phase_features import PhaseConfig, audio_to_features
     from samplegen.spectral import StftConfig
 
     y = audio_io.read_audio(path)
     if settings.prepare == "raw" or len(y) != settings.n_samples:
         y = audio_io.prepare_note(y, duration_s=settings.duration_s)
     stft = StftConfig(n_fft=settings.n_fft, hop_length=settings.hop_length)
-    return audio_to_log_features(y[None], stft)[0].numpy()
+    return audio_to_features(y[None], stft, PhaseConfig.from_cache_key(settings.phase))[0].numpy()
 
 
 def _worker_init() -> None:
@@ -299,12 +311,12 @@ def _load_index(folder: Path, settings: FeatureSettings) -> dict[str, Any]:
     if path.is_file():
         try:
             index = json.loads(path.read_text())
-            if index.get("format") == FORMAT_VERSION and index.get("settings") == settings.__dict__:
+            if index.get("format") == FORMAT_VERSION and index.get("settings") == settings.as_dict():
                 index.setdefault("failed", {})
                 return index
         except (OSError, json.JSONDecodeError):
             pass
-    return {"format": FORMAT_VERSION, "settings": dict(settings.__dict__), "notes": {}, "files": {}, "failed": {}}
+    return {"format": FORMAT_VERSION, "settings": settings.as_dict(), "notes": {}, "files": {}, "failed": {}}
 
 
 def build_features(root: str | Path, settings: FeatureSettings, *, cache_dir: str | Path | None = None,

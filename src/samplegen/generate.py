@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from samplegen import audio as audio_io
-from samplegen import spectral
 from samplegen.checkpoint import Run, write_json
 from samplegen.errors import AudioError, ParameterError
-from samplegen.features import audio_to_log_features, magnitude_from_log
+from samplegen.features import magnitude_from_log
+from samplegen.phase_features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
 
@@ -42,7 +42,9 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     Parameters
     ----------
     z : (B, L) or (L,) latent points
-    method, n_iter : phase retrieval (defaults: :data:`samplegen.spectral.DEFAULT_METHOD` and ``DEFAULT_ITERS``)
+    method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.DEFAULT_METHOD`
+        and ``DEFAULT_ITERS`` for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
+        run that learned instantaneous frequency; see :func:`samplegen.phase_features.features_to_waveform`)
 
     Returns
     -------
@@ -50,16 +52,22 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     """
     zt = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
     single = zt.ndim == 1
-    mag = decode_magnitude(run, zt[None] if single else zt)
+    feats = decode_features(run, zt[None] if single else zt)
     with torch.no_grad():
-        wav = spectral.retrieve_phase(
-            mag, run.config.stft, run.config.data.n_samples,
-            method=method or spectral.DEFAULT_METHOD,
-            n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter,
-            seed=seed,
-        )
+        wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
+                                   method=method, n_iter=n_iter, seed=seed)
     out = wav.cpu().numpy().astype(np.float32)
     return out[0] if single else out
+
+
+def decode_features(run: Run, z: torch.Tensor) -> torch.Tensor:
+    """Latent points Tensor[B x L] → the run's un-normalised features Tensor[B x T x C·F] (log magnitude, and
+    instantaneous frequency for a phase-aware run), on the CPU."""
+    if not torch.isfinite(z).all():
+        raise ParameterError("latent points must be finite numbers")
+    device = next(run.model.parameters()).device
+    with torch.no_grad():
+        return run.stats.denormalise(run.model.decode(z.to(device=device, dtype=torch.float32))).cpu()
 
 
 def decode_magnitude(run: Run, z: torch.Tensor) -> torch.Tensor:
@@ -68,17 +76,17 @@ def decode_magnitude(run: Run, z: torch.Tensor) -> torch.Tensor:
     Cheap (one pass of the decoder), so callers that only need the spectrum — the instrument's
     spectrogram, its knob labels — skip the costly way back to a waveform.
     """
-    if not torch.isfinite(z).all():
-        raise ParameterError("latent points must be finite numbers")
-    device = next(run.model.parameters()).device
-    with torch.no_grad():
-        feats = run.model.decode(z.to(device=device, dtype=torch.float32))
-        return magnitude_from_log(run.stats.denormalise(feats)).transpose(1, 2)
+    return magnitude_from_features(run, decode_features(run, z))
+
+
+def magnitude_from_features(run: Run, feats: torch.Tensor) -> torch.Tensor:
+    """Un-normalised features Tensor[B x T x C·F] → linear magnitudes Tensor[B x F x T]."""
+    return magnitude_from_log(split_features(feats, run.config.stft.n_bins)[0]).transpose(1, 2)
 
 
 def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:
     """Prepared notes (B, n_samples) → posterior means (B, L)."""
-    feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
+    feats = run.stats.normalise(audio_to_features(audio, run.config.stft, run.config.phase))
     device = next(run.model.parameters()).device
     with torch.no_grad():
         mu, _ = run.model.encode(feats.to(device))

@@ -23,7 +23,8 @@ from samplegen import spectral
 from samplegen.audio import SAMPLE_RATE, wav_bytes
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
-from samplegen.generate import decode_magnitude
+from samplegen.generate import decode_features, decode_magnitude, magnitude_from_features
+from samplegen.phase_features import features_to_waveform
 from samplegen.loop import find_loop
 
 MAX_KNOBS = 8
@@ -197,10 +198,11 @@ class Instrument:
     def render(self, z: Sequence[float] | np.ndarray, source: str = "") -> Note:
         """Decode a point into a playable note (normalised, looped where it sustains) and its pictures."""
         point = self.check_z(z)
-        cfg = self.run.config.stft
-        mag = decode_magnitude(self.run, torch.from_numpy(point[None]).float())
-        with torch.no_grad():
-            wave = spectral.retrieve_phase(mag, cfg, self.n_samples).cpu().numpy()[0].astype(np.float64)
+        feats = decode_features(self.run, torch.from_numpy(point[None]).float())
+        mag = magnitude_from_features(self.run, feats)
+        with torch.no_grad():  # the run's own way back (phase retrieval, or IF integration for a phase-aware run)
+            wave = features_to_waveform(feats, self.run.config.stft, self.run.config.phase,
+                                        self.n_samples).cpu().numpy()[0].astype(np.float64)
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         gain = min(PEAK / peak, 10 ** (MAX_GAIN_DB / 20)) if peak > 0 else 1.0
         audio = np.clip(wave * gain, -1.0, 1.0).astype(np.float32)

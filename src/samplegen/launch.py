@@ -38,7 +38,8 @@ def folder_features(data: str | Path, cfg: RunConfig, *, cache: str | Path | Non
                     dtype: str = "float32", show_progress: bool = False) -> NoteFeatures:
     """The features of a corpus folder for a run's settings, from the cache (computed there when missing)."""
     settings = FeatureSettings(duration_s=cfg.data.duration_s, n_fft=cfg.stft.n_fft, hop_length=cfg.stft.hop_length,
-                               prepare="built", dtype=dtype, sample_rate=cfg.data.sample_rate)
+                               prepare="built", dtype=dtype, sample_rate=cfg.data.sample_rate,
+                               phase=cfg.phase.cache_key())
     bar = None
     if show_progress:
         from tqdm.auto import tqdm

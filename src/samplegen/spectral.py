@@ -255,6 +255,28 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
     return wav[0] if single else wav
 
 
+def fast_griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, length: int, n_iter: int,
+                     momentum: float = DEFAULT_MOMENTUM) -> torch.Tensor:
+    """Fast Griffin–Lim from a given complex start (e.g. phase integrated from a model's IF).
+
+    Parameters
+    ----------
+    spec : Tensor[B x F x T], complex start
+    mag : Tensor[B x F x T], the linear magnitude to keep
+    n_iter : iterations, >= 0 (0: the inverse STFT of ``spec``)
+
+    Returns
+    -------
+    Tensor[B x length], float32.
+    """
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0:
+        raise ParameterError(f"n_iter={n_iter!r} must be a non-negative integer")
+    _check_length(length)
+    if not spec.is_complex() or spec.shape != mag.shape:
+        raise ParameterError("spec must be complex and of the same shape as mag")
+    return _griffin_lim(spec, mag.float(), cfg, length, n_iter, float(momentum))
+
+
 def _griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, length: int, n_iter: int,
                  alpha: float) -> torch.Tensor:
     """(Fast) Griffin–Lim from the complex start ``spec``; returns the final waveform."""

@@ -31,8 +31,9 @@ from samplegen.corpus import Corpus
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.data_stats import fit_stats, init_model_from_pca, pca_rows
 from samplegen.feature_cache import NoteFeatures
-from samplegen.features import FeatureStats, audio_to_log_features
+from samplegen.features import FeatureStats
 from samplegen.model import SampleModel
+from samplegen.phase_features import adjust_stats, audio_to_features
 
 HISTORY_FIELDS = ["epoch", "lr", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
 
@@ -124,7 +125,7 @@ def _features_in_memory(corpus: Corpus, cfg: RunConfig) -> NoteFeatures:
             f"corpus notes are {corpus.audio.shape[1]} samples long, the config needs {cfg.data.n_samples} "
             f"(duration_s={cfg.data.duration_s}); rebuild the corpus with that duration"
         )
-    return NoteFeatures.from_tensor(Path(corpus.root), corpus.entries, audio_to_log_features(corpus.audio, cfg.stft))
+    return NoteFeatures.from_tensor(Path(corpus.root), corpus.entries, audio_to_features(corpus.audio, cfg.stft, cfg.phase))
 
 
 def _use_bf16(device: str, precision: str) -> bool:
@@ -205,7 +206,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     val_idx = np.flatnonzero(val_mask)
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
-    stats = fit_stats(feats, train_idx, ctx)
+    stats = adjust_stats(fit_stats(feats, train_idx, ctx), cfg.phase)
 
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
