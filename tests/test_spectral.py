@@ -113,6 +113,18 @@ def test_batched_equals_one_by_one():
         assert torch.equal(batched, retrieve_phase(mags, CFG, notes.shape[1], method, n_iter=4, seed=1))
 
 
+def test_pghi_on_several_threads_equals_one_thread(monkeypatch):
+    import samplegen.spectral as spectral
+
+    notes = torch.from_numpy(np.stack([harmonic_note(0.5, tilt=t, onset_s=0.01 * t) for t in (0.7, 1.5, 2.5, 1.1)]))
+    mags = magnitude(notes, CFG)
+    fill = torch.rand(mags.shape[1:], generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(spectral, "_pghi_workers", lambda n: 1)
+    one = pghi_phase(mags, CFG, fill=fill)
+    monkeypatch.setattr(spectral, "_pghi_workers", lambda n: min(n, 3))
+    assert torch.equal(pghi_phase(mags, CFG, fill=fill), one)
+
+
 def test_seed_changes_random_start():
     x = torch.from_numpy(harmonic_note(0.5))
     mag = magnitude(x, CFG)

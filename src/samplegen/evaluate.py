@@ -39,6 +39,8 @@ MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distanc
 #: Health is judged on level and flatness, which the magnitude sets: decoded with SPSI
 #: alone (no iterations) to keep 1,000 draws within the evaluation's time budget.
 HEALTH_PHASE = ("spsi", 0)
+#: Latent points decoded and measured at a time by the health checks.
+HEALTH_BATCH = 64
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -89,13 +91,17 @@ def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaselin
         "pca": _waves(run, pca.reconstruct(feats)),
         "oracle": _waves(run, feats),
     }
-    values = {system: {m: np.atleast_1d(fn(audio, wav)) for m, fn in MEASURES.items()} for system, wav in outputs.items()}
-    return QualitySet(names, audio, outputs, values)
+    return QualitySet(names, audio, outputs, M.quality_measures(audio, outputs))
 
 
-def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_worst: int = 5) -> dict:
-    """What discarding phase costs: the original against its own magnitude through phase retrieval."""
-    vals = {m: np.atleast_1d(fn(reference, oracle)) for m, fn in MEASURES.items()}
+def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_worst: int = 5,
+              oracle_values: dict[str, np.ndarray] | None = None) -> dict:
+    """What discarding phase costs: the original against its own magnitude through phase retrieval.
+
+    ``oracle_values`` : the quality measures of ``oracle`` against ``reference`` when already taken
+    (:func:`sound_quality` has them), so they are not computed twice.
+    """
+    vals = dict(oracle_values) if oracle_values is not None else M.quality_measures(reference, {"oracle": oracle})["oracle"]
     vals["attack_smearing_db"] = np.atleast_1d(M.onset_envelope_error_db(reference, oracle))
     vals["pre_echo_db"] = np.atleast_1d(M.pre_echo_db(reference, oracle))
     worst = np.argsort(vals["sc_db"])[::-1][:n_worst]
@@ -123,10 +129,12 @@ def latent_distribution(run: Run) -> dict:
 
 def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1000, n_paths: int = 100,
                       steps: int = 8, seed: int = 0) -> dict:
-    """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs."""
+    """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs.
+
+    Outputs are measured batch by batch as they are decoded, so only levels and flatness stay in memory.
+    """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_draws, run.config.model.latent_dim, generator=g)
-    draws = _decode_batched(run, z, *HEALTH_PHASE)
     n_notes = len(run.corpus.names)
     pairs: list[tuple[int, int]] = []
     while len(pairs) < n_paths:
@@ -134,16 +142,23 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    paths = _decode_batched(run, path_z, *HEALTH_PHASE).reshape(n_paths, steps, -1)
-    silent = np.atleast_1d(M.is_silent(draws, thresholds))
-    noisy = np.atleast_1d(M.is_noise_like(draws, thresholds))
-    dips = np.array([M.path_dips(p) for p in paths])
+    silent, noisy, first_draws = [], [], []
+    for s in range(0, n_draws, HEALTH_BATCH):
+        wav = _decode_batched(run, z[s : s + HEALTH_BATCH], *HEALTH_PHASE)
+        silent.append(np.atleast_1d(M.is_silent(wav, thresholds)))
+        noisy.append(np.atleast_1d(M.is_noise_like(wav, thresholds)))
+        if s == 0:
+            first_draws = wav[:4]
+    levels = np.concatenate([np.atleast_1d(M.rms_db(_decode_batched(run, path_z[s : s + HEALTH_BATCH], *HEALTH_PHASE)))
+                             for s in range(0, len(path_z), HEALTH_BATCH)]).reshape(n_paths, steps)
+    dips = np.array([M.path_dips_from_levels(lv) for lv in levels])
+    shown = int(np.argmax(dips)) if dips.any() else 0
     return {
         "n_draws": n_draws, "n_paths": n_paths, "steps": steps,
-        "silent_fraction": float(silent.mean()), "noise_like_fraction": float(noisy.mean()),
+        "silent_fraction": float(np.concatenate(silent).mean()), "noise_like_fraction": float(np.concatenate(noisy).mean()),
         "dipping_path_fraction": float(dips.mean()),
         "thresholds": {"silent_rms_db": thresholds.silent_rms_db, "noise_flatness": thresholds.noise_flatness},
-        "_draws": draws[:4], "_path": paths[int(np.argmax(dips)) if dips.any() else 0],
+        "_draws": first_draws, "_path_levels": levels[shown],
     }
 
 
@@ -188,7 +203,8 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
         sets["data"] = sound_quality(run, extra.audio, [e.name for e in extra.entries], pca)
     everything = np.concatenate([s.reference for s in sets.values()])
     art = artefacts(everything, np.concatenate([s.outputs["oracle"] for s in sets.values()]),
-                    [n for s in sets.values() for n in s.names])
+                    [n for s in sets.values() for n in s.names],
+                    oracle_values={m: np.concatenate([s.values["oracle"][m] for s in sets.values()]) for m in MEASURES})
     log(f"generation health: {n_draws} prior draws, {n_paths} interpolation paths ...")
     health = generation_health(run, M.health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed)
     latent = latent_distribution(run)
@@ -290,7 +306,7 @@ def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
     figs.append(("Latent map coloured by family", "latent_map.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    levels = np.atleast_1d(M.rms_db(health["_path"]))
+    levels = health["_path_levels"]
     ax.plot(range(len(levels)), levels, "o-")
     ax.set_xlabel("interpolation step")
     ax.set_ylabel("RMS (dBFS)")

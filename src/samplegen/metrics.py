@@ -9,6 +9,7 @@ gives one value per note.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ LSD_FLOOR = 1e-4
 #: auraloss' epsilon inside the log of the multi-resolution distance.
 MR_EPS = 1e-7
 MR_FFT_SIZES = (512, 1024, 2048)
+#: Notes per float64 STFT inside the batched measures: keeps each spectrogram batch near 50 MB.
+MEASURE_BATCH = 16
 
 
 def _pair(reference: np.ndarray | torch.Tensor, candidate: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -47,23 +50,35 @@ def _out(values: torch.Tensor, single: bool) -> float | np.ndarray:
     return float(arr[0]) if single else arr
 
 
-def spectral_convergence_db(reference, candidate) -> float | np.ndarray:
-    """20·log10(‖|Y| − |X|‖_F / ‖|X|‖_F) in dB; lower is better (−inf for identical signals)."""
-    x, y, single = _pair(reference, candidate)
-    X, Y = _mag(x), _mag(y)
+def _sc_db(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     num = (Y - X).flatten(1).norm(dim=1)
     den = X.flatten(1).norm(dim=1).clamp_min(1e-20)
     with np.errstate(divide="ignore"):
-        return _out(20 * torch.log10(num / den), single)
+        return 20 * torch.log10(num / den)
+
+
+def _lsd_db(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    floor = (LSD_FLOOR * X.flatten(1).amax(dim=1)).clamp_min(1e-20)[:, None, None]
+    diff = 20 * torch.log10(torch.maximum(X, floor)) - 20 * torch.log10(torch.maximum(Y, floor))
+    return diff.pow(2).mean(dim=1).sqrt().mean(dim=1)
+
+
+def _mr_term(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    sc = (Y - X).flatten(1).norm(dim=1) / X.flatten(1).norm(dim=1).clamp_min(1e-20)
+    log_mag = (torch.log(Y + MR_EPS) - torch.log(X + MR_EPS)).abs().flatten(1).mean(dim=1)
+    return sc + log_mag
+
+
+def spectral_convergence_db(reference, candidate) -> float | np.ndarray:
+    """20·log10(‖|Y| − |X|‖_F / ‖|X|‖_F) in dB; lower is better (−inf for identical signals)."""
+    x, y, single = _pair(reference, candidate)
+    return _out(_sc_db(_mag(x), _mag(y)), single)
 
 
 def log_spectral_distance_db(reference, candidate) -> float | np.ndarray:
     """Per frame, RMS over bins of the dB difference (both floored 80 dB below the reference peak); mean over frames."""
     x, y, single = _pair(reference, candidate)
-    X, Y = _mag(x), _mag(y)
-    floor = (LSD_FLOOR * X.flatten(1).amax(dim=1)).clamp_min(1e-20)[:, None, None]
-    diff = 20 * torch.log10(torch.maximum(X, floor)) - 20 * torch.log10(torch.maximum(Y, floor))
-    return _out(diff.pow(2).mean(dim=1).sqrt().mean(dim=1), single)
+    return _out(_lsd_db(_mag(x), _mag(y)), single)
 
 
 def multi_resolution_stft_distance(reference, candidate) -> float | np.ndarray:
@@ -71,11 +86,52 @@ def multi_resolution_stft_distance(reference, candidate) -> float | np.ndarray:
     x, y, single = _pair(reference, candidate)
     total = torch.zeros(x.shape[0], dtype=torch.float64)
     for n_fft in MR_FFT_SIZES:
-        X, Y = _mag(x, n_fft, n_fft // 4), _mag(y, n_fft, n_fft // 4)
-        sc = (Y - X).flatten(1).norm(dim=1) / X.flatten(1).norm(dim=1).clamp_min(1e-20)
-        log_mag = (torch.log(Y + MR_EPS) - torch.log(X + MR_EPS)).abs().flatten(1).mean(dim=1)
-        total += sc + log_mag
+        total += _mr_term(_mag(x, n_fft, n_fft // 4), _mag(y, n_fft, n_fft // 4))
     return _out(total / len(MR_FFT_SIZES), single)
+
+
+#: Names of the quality measures in :func:`quality_measures`' results, in report order.
+QUALITY_MEASURES = ("sc_db", "lsd_db", "mrstft")
+
+
+def quality_measures(reference: np.ndarray, candidates: Mapping[str, np.ndarray],
+                     batch_size: int = MEASURE_BATCH) -> dict[str, dict[str, np.ndarray]]:
+    """SC, LSD and MR-STFT distance of several candidates against one set of references, per note.
+
+    The same values as :func:`spectral_convergence_db`, :func:`log_spectral_distance_db` and
+    :func:`multi_resolution_stft_distance`, for less work: each signal's STFT at each resolution is taken
+    once (the reference's serves every candidate and measure; the 2048/512 one serves all three
+    measures), in batches of ``batch_size`` notes so the float64 spectrograms stay small.
+
+    Parameters
+    ----------
+    reference : (B, n) float array
+    candidates : name → (B, n) float array, each the same shape as ``reference``
+
+    Returns
+    -------
+    ``{name: {"sc_db": (B,), "lsd_db": (B,), "mrstft": (B,)}}`` float64 arrays.
+    """
+    ref = np.atleast_2d(np.asarray(reference))
+    out: dict[str, dict[str, list[np.ndarray]]] = {k: {m: [] for m in QUALITY_MEASURES} for k in candidates}
+    # The analysis STFT (2048/512) is also the MR distance's largest resolution: take it once.
+    shared = ANALYSIS_N_FFT in MR_FFT_SIZES and ANALYSIS_N_FFT // 4 == ANALYSIS_HOP
+    for start in range(0, ref.shape[0], batch_size):
+        stop = start + batch_size
+        x, _, _ = _pair(ref[start:stop], ref[start:stop])
+        X = {n: _mag(x, n, n // 4) for n in MR_FFT_SIZES}
+        Xa = X[ANALYSIS_N_FFT] if shared else _mag(x)
+        for name, cand in candidates.items():
+            _, y, _ = _pair(ref[start:stop], np.atleast_2d(np.asarray(cand))[start:stop])
+            Y = {n: _mag(y, n, n // 4) for n in MR_FFT_SIZES}
+            Ya = Y[ANALYSIS_N_FFT] if shared else _mag(y)
+            out[name]["sc_db"].append(_sc_db(Xa, Ya).numpy())
+            out[name]["lsd_db"].append(_lsd_db(Xa, Ya).numpy())
+            total = torch.zeros(x.shape[0], dtype=torch.float64)
+            for n in MR_FFT_SIZES:
+                total += _mr_term(X[n], Y[n])
+            out[name]["mrstft"].append((total / len(MR_FFT_SIZES)).numpy())
+    return {k: {m: np.concatenate(v) if v else np.zeros(0) for m, v in d.items()} for k, d in out.items()}
 
 
 # --- Generation health: the seed's "silence (!!)" and "horrible noise" -------------------------------
@@ -105,11 +161,14 @@ def spectral_flatness(audio) -> float | np.ndarray:
     Near 0 for a tone, about 0.56 (e^−γ) for white Gaussian noise.
     """
     x, single = _batch(audio)
-    power = _mag(x).pow(2) + 1e-20  # B x F x T
-    frame_energy = power.sum(dim=1)
-    keep = frame_energy >= frame_energy.amax(dim=1, keepdim=True) * 10 ** (-FLATNESS_RANGE_DB / 10)
-    flat = torch.exp(torch.log(power).mean(dim=1)) / power.mean(dim=1)
-    return _out((flat * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1), single)
+    values = []
+    for start in range(0, x.shape[0], MEASURE_BATCH):
+        power = _mag(x[start : start + MEASURE_BATCH]).pow(2) + 1e-20  # B x F x T
+        frame_energy = power.sum(dim=1)
+        keep = frame_energy >= frame_energy.amax(dim=1, keepdim=True) * 10 ** (-FLATNESS_RANGE_DB / 10)
+        flat = torch.exp(torch.log(power).mean(dim=1)) / power.mean(dim=1)
+        values.append((flat * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1))
+    return _out(torch.cat(values), single)
 
 
 @dataclass(frozen=True)
@@ -141,7 +200,12 @@ def is_noise_like(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
 
 def path_dips(path_audio) -> bool:
     """An interpolation path (steps, n) whose quietest interior step is > 6 dB below the quieter end."""
-    levels = np.atleast_1d(rms_db(path_audio))
+    return path_dips_from_levels(np.atleast_1d(rms_db(path_audio)))
+
+
+def path_dips_from_levels(levels: np.ndarray) -> bool:
+    """:func:`path_dips` from the steps' RMS levels in dB (``rms_db`` of each step), shape (steps,)."""
+    levels = np.atleast_1d(np.asarray(levels, dtype=np.float64))
     if len(levels) < 3:
         raise ParameterError(f"a path needs at least 3 steps, got {len(levels)}")
     return bool(levels[1:-1].min() < min(levels[0], levels[-1]) - 6.0)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -389,6 +390,17 @@ except ImportError:  # pragma: no cover - slow but correct without numba
     _heap_integrate = _heap_integrate_py
 
 
+def _pghi_workers(n_notes: int) -> int:
+    """Threads for PGHI's note-by-note heap walks: torch's intra-op thread count, at most one per note.
+
+    Only worth it where the walk is compiled (numba releases the GIL); the pure-Python
+    fallback holds the GIL, so it stays on one thread.
+    """
+    if _heap_integrate is _heap_integrate_py:
+        return 1
+    return max(1, min(n_notes, torch.get_num_threads()))
+
+
 def pghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None = None,
                tol: float | None = None) -> torch.Tensor:
     """Phase Gradient Heap Integration estimate for a Tensor[B x F x T] magnitude.
@@ -416,9 +428,20 @@ def pghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None = N
     mags = mag.detach().to("cpu", torch.float64).numpy()
     fill_np = np.zeros(mags.shape[1:]) if fill is None else fill.detach().to("cpu", torch.float64).numpy()
     out = np.empty_like(mags)
-    for i, m in enumerate(mags):
-        per_frame, per_bin = pghi_gradients(m, cfg)
-        out[i] = _heap_integrate(np.ascontiguousarray(m), per_frame, per_bin, fill_np, float(tol))
+
+    def one(i: int) -> None:
+        per_frame, per_bin = pghi_gradients(mags[i], cfg)
+        out[i] = _heap_integrate(np.ascontiguousarray(mags[i]), per_frame, per_bin, fill_np, float(tol))
+
+    workers = _pghi_workers(len(mags))
+    if workers > 1:
+        # The compiled heap walk releases the GIL (nogil), so threads walk several notes at once;
+        # each note's result does not depend on which thread computed it.
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(len(mags))))
+    else:
+        for i in range(len(mags)):
+            one(i)
     # Frame 0 is centred on sample 0 of a reflect-padded signal, so its windowed
     # samples are even about the window centre and its spectrum is real times
     # (−1)^k: snap the estimate to the nearer of the two allowed phases.
