@@ -142,7 +142,9 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    silent, noisy, first_draws = [], [], []
+    silent: list[np.ndarray] = []
+    noisy: list[np.ndarray] = []
+    first_draws = np.zeros((0, run.config.data.n_samples), np.float32)
     for s in range(0, n_draws, HEALTH_BATCH):
         wav = _decode_batched(run, z[s : s + HEALTH_BATCH], *HEALTH_PHASE)
         silent.append(np.atleast_1d(M.is_silent(wav, thresholds)))
