@@ -81,9 +81,14 @@ class QualitySet:
         }
 
 
-def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline) -> QualitySet:
-    """Model (posterior mean), PCA and oracle against the original notes."""
-    feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
+def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline,
+                  feats: torch.Tensor | None = None) -> QualitySet:
+    """Model (posterior mean), PCA and oracle against the original notes.
+
+    ``feats`` : the notes' normalised features when already computed (they are for the training notes).
+    """
+    if feats is None:
+        feats = run.stats.normalise(audio_to_log_features(audio, run.config.stft))
     with torch.no_grad():
         mu = torch.cat([run.model.encode(feats[s : s + 64])[0] for s in range(0, len(feats), 64)])
     outputs = {
@@ -196,7 +201,8 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     names = run.corpus.names
     sets: dict[str, QualitySet] = {}
     log(f"sound quality: {len(train_meas)} training and {len(val_idx)} held-out notes ...")
-    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca)
+    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca,
+                                  feats=feats_train[np.searchsorted(train_idx, train_meas)])
     if len(val_idx):
         sets["heldout"] = sound_quality(run, corpus.audio[val_idx], [names[i] for i in val_idx], pca)
     if data is not None:
