@@ -201,9 +201,12 @@ class HealthThresholds:
 
 def health_thresholds(training_audio) -> HealthThresholds:
     """From the training notes: median RMS − 40 dB, and the 99th percentile of their flatness."""
-    levels = np.atleast_1d(rms_db(training_audio))
-    flatness = np.atleast_1d(spectral_flatness(training_audio))
-    return HealthThresholds(float(np.median(levels) - 40.0), float(np.percentile(flatness, 99)))
+    return thresholds_from(np.atleast_1d(rms_db(training_audio)), np.atleast_1d(spectral_flatness(training_audio)))
+
+
+def thresholds_from(levels_db: np.ndarray, flatness: np.ndarray) -> HealthThresholds:
+    """:func:`health_thresholds` from the training notes' ``rms_db`` and ``spectral_flatness`` values."""
+    return HealthThresholds(float(np.median(levels_db) - 40.0), float(np.percentile(flatness, 99)))
 
 
 def is_silent(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
