@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--run", required=True)
     ap.add_argument("--pairs", type=int, default=100)
+    ap.add_argument("--powers", default="0.3,0.5", help="comma-separated c of the magnitude^c rows")
     args = ap.parse_args()
     run = load_run(args.run)
     corpus = load_corpus(args.corpus, duration_s=run.config.data.duration_s)
@@ -48,14 +49,15 @@ def main() -> None:
         return (10 * torch.log10((m**2).sum(dim=(-1, -2)))).numpy()
 
     rows = [("log magnitude", _dips([level(torch.exp((1 - t) * mags[a].log() + t * mags[b].log())) for a, b in pairs]))]
-    for c in (0.3, 0.5):
+    for c in [float(v) for v in args.powers.split(",") if v]:
         rows.append((f"magnitude^{c}", _dips([level(((1 - t) * mags[a] ** c + t * mags[b] ** c) ** (1 / c))
                                               for a, b in pairs])))
     rows.append(("linear magnitude", _dips([level((1 - t) * mags[a] + t * mags[b]) for a, b in pairs])))
     with torch.no_grad():
         model = [level(torch.exp(run.stats.denormalise(run.model.decode(
             interpolation_path(run.latent_mu[a], run.latent_mu[b], 8)))).double()) for a, b in pairs]
-    rows.append((f"the run's latent paths ({args.run})", _dips(model)))
+    power = run.config.features.magnitude_power
+    rows.append((f"the run's latent paths ({args.run}, magnitude^{power})", _dips(model)))
     print(f"| interpolated in | dipping paths ({args.pairs} random pairs) |\n|---|---:|")
     for name, frac in rows:
         print(f"| {name} | {100 * frac:.0f} % |")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from samplegen.errors import ParameterError
-from samplegen.metrics import log_spectral_distance_db, multi_resolution_stft_distance, spectral_convergence_db
+from samplegen.metrics import (log_spectral_distance_db, multi_resolution_stft_distance, quality_measures,
+                               spectral_convergence_db, spectral_flatness)
 from synth import harmonic_note
 
 
@@ -99,3 +100,23 @@ def test_onset_measures():
     echo[: 22050] += 0.01 * np.random.default_rng(0).standard_normal(22050)
     assert pre_echo_db(x, echo) > pre_echo_db(x, x) + 20
     assert pre_echo_db(x, x) < -60
+
+
+def test_quality_measures_equal_the_measures_one_by_one():
+    rng = np.random.default_rng(3)
+    ref = np.stack([harmonic_note(0.3, tilt=t) for t in (0.8, 1.3, 1.9, 2.4, 3.0)])
+    cands = {"scaled": 0.7 * ref, "noisy": ref + 0.01 * rng.standard_normal(ref.shape)}
+    got = quality_measures(ref, cands, batch_size=2)  # batches that do not divide the notes
+    for name, y in cands.items():
+        np.testing.assert_allclose(got[name]["sc_db"], spectral_convergence_db(ref, y), rtol=1e-12)
+        np.testing.assert_allclose(got[name]["lsd_db"], log_spectral_distance_db(ref, y), rtol=1e-12)
+        np.testing.assert_allclose(got[name]["mrstft"], multi_resolution_stft_distance(ref, y), rtol=1e-12)
+
+
+def test_flatness_in_batches_equals_note_by_note():
+    rng = np.random.default_rng(4)
+    notes = np.concatenate([np.stack([harmonic_note(0.3, tilt=t) for t in np.linspace(0.5, 3, 20)]),
+                            rng.standard_normal((3, 13230))])
+    batched = spectral_flatness(notes)
+    assert batched.shape == (23,)
+    np.testing.assert_allclose(batched, [spectral_flatness(n) for n in notes], rtol=1e-12)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG
+from samplegen.features import FeatureConfig
 from synth import SR, harmonic_note
 from samplegen import phase_features as P
 from samplegen.config import RunConfig
@@ -110,7 +111,8 @@ def test_features_are_log_magnitude_then_if():
 
 
 def test_phase_config_round_trip_and_old_configs_load():
-    cfg = RunConfig(phase=P.PhaseConfig(mode="if", if_floor_db=-50.0, if_weight=0.5, n_iter=4)).resolved()
+    cfg = RunConfig(features=FeatureConfig(magnitude_power=0.0),
+                    phase=P.PhaseConfig(mode="if", if_floor_db=-50.0, if_weight=0.5, n_iter=4)).resolved()
     assert cfg.model.n_bins == 2 * cfg.stft.n_bins
     back = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg
@@ -150,7 +152,8 @@ def if_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> 
 
     folder = tmp_path_factory.mktemp("if-run")
     cfg_file = folder / "if.json"
-    cfg_file.write_text(json.dumps({**TINY_CONFIG, "phase": {"mode": "if", "n_iter": 2}}))
+    cfg_file.write_text(json.dumps({**TINY_CONFIG, "features": {"magnitude_power": 0.0},
+                                      "phase": {"mode": "if", "n_iter": 2}}))
     api.train_run(tiny_samples_dir, folder / "run", config=cfg_file, show_progress=False)
     return folder / "run"
 
@@ -216,3 +219,8 @@ def test_a_run_folder_written_before_the_option_loads_and_decodes_the_same(tiny_
     assert b.config.phase.mode == "none" and b.config == a.config
     z = torch.zeros(2, a.config.model.latent_dim)
     assert np.array_equal(decode(a, z), decode(b, z))
+
+
+def test_if_needs_the_log_magnitude() -> None:
+    with pytest.raises(ParameterError, match="magnitude_power"):
+        RunConfig(features=FeatureConfig(magnitude_power=0.7), phase=P.PhaseConfig(mode="if"))

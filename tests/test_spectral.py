@@ -113,6 +113,18 @@ def test_batched_equals_one_by_one():
         assert torch.equal(batched, retrieve_phase(mags, CFG, notes.shape[1], method, n_iter=4, seed=1))
 
 
+def test_pghi_on_several_threads_equals_one_thread(monkeypatch):
+    import samplegen.spectral as spectral
+
+    notes = torch.from_numpy(np.stack([harmonic_note(0.5, tilt=t, onset_s=0.01 * t) for t in (0.7, 1.5, 2.5, 1.1)]))
+    mags = magnitude(notes, CFG)
+    fill = torch.rand(mags.shape[1:], generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(spectral, "_pghi_workers", lambda n: 1)
+    one = pghi_phase(mags, CFG, fill=fill)
+    monkeypatch.setattr(spectral, "_pghi_workers", lambda n: min(n, 3))
+    assert torch.equal(pghi_phase(mags, CFG, fill=fill), one)
+
+
 def test_seed_changes_random_start():
     x = torch.from_numpy(harmonic_note(0.5))
     mag = magnitude(x, CFG)
@@ -193,3 +205,19 @@ def test_bad_arguments_are_refused():
         retrieve_phase(-mag, CFG, 4096)
     with pytest.raises(ParameterError, match="audio"):
         stft(torch.ones(2, 3, 5000), CFG)
+
+
+@pytest.mark.parametrize("n_fft, hop, length", [(2048, 512, 22050), (1024, 256, 9000), (512, 128, 4411),
+                                                (2048, 1024, 8192), (1000, 300, 7000)])
+def test_istft_equals_torch_istft(n_fft, hop, length):
+    """The reshape overlap-add (hop dividing n_fft) and the fallback both give torch.istft's output."""
+    cfg = StftConfig(n_fft=n_fft, hop_length=hop)
+    g = torch.Generator().manual_seed(n_fft + hop)
+    x = torch.randn(3, length, generator=g, dtype=torch.float64)
+    spec = stft(x, cfg) * torch.exp(1j * torch.rand(cfg.n_bins, cfg.n_frames(length), generator=g, dtype=torch.float64))
+    want = torch.istft(spec, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), center=True,
+                       length=length)
+    torch.testing.assert_close(istft(spec, cfg, length), want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(istft(spec[1], cfg, length), want[1], rtol=1e-10, atol=1e-12)
+    # a shorter output is the same signal cut
+    torch.testing.assert_close(istft(spec, cfg, length - 7), want[:, : length - 7], rtol=1e-10, atol=1e-12)

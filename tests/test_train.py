@@ -24,7 +24,9 @@ def test_run_folder_is_self_contained(tiny_run):
     assert set(run.corpus.splits) == {"train", "val"}
     rows = list(csv.DictReader(open(tiny_run / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
-    assert float(rows[-1]["train_recon"]) < float(rows[0]["train_recon"])
+    # Training starts at the PCA baseline, the best linear fit of the training notes, so in four epochs of KL
+    # warm-up its training error moves little either way; what it learns shows on the held-out notes.
+    assert float(rows[-1]["val_recon"]) < float(rows[0]["val_recon"])
     assert not list(tiny_run.glob("*.tmp")) and not list(tiny_run.glob(".*.tmp"))
 
 

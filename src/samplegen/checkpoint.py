@@ -4,7 +4,7 @@ Layout of a run folder::
 
     config.json            resolved RunConfig (format_version checked on load)
     model.safetensors      best weights (by validation loss)
-    stats.safetensors      per-bin mean/std of the log magnitude
+    stats.safetensors      per-bin mean/std of the compressed magnitude (config.features)
     latents.safetensors    posterior means (and log-variances) of every corpus note
     corpus.json            names, families, presets and split of those notes
     history.csv / .png     loss terms per epoch
@@ -199,7 +199,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     model.to(device).eval()
     stats_t, _ = load_tensors(run_dir / STATS_NAME)
     try:
-        stats = FeatureStats.from_tensors(stats_t, config.model.n_bins)
+        stats = FeatureStats.from_tensors(stats_t, config.model.n_bins, config.features.magnitude_power)
     except ParameterError as exc:
         raise CheckpointError(f"{run_dir / STATS_NAME}: {exc}") from None
     latents, _ = load_tensors(run_dir / LATENTS_NAME)

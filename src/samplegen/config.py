@@ -15,11 +15,14 @@ from typing import Any
 
 from samplegen import dataclass_io
 from samplegen.errors import ParameterError
+from samplegen.features import LEGACY_MAGNITUDE_POWER, FeatureConfig
 from samplegen.model import ModelConfig
 from samplegen.phase_features import PhaseConfig
 from samplegen.spectral import StftConfig
 
-RUN_FORMAT_VERSION = 1
+#: 2 added the "features" section (magnitude compression); format 1 runs were trained on the log.
+RUN_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 SPLITS = ("note", "instrument")
 PRECISIONS = ("fp32", "bf16")
 SAMPLE_RATE = 44100
@@ -101,9 +104,15 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     stft: StftConfig = field(default_factory=StftConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     phase: PhaseConfig = field(default_factory=PhaseConfig)
+
+    def __post_init__(self) -> None:
+        if self.phase.mode == "if" and self.features.magnitude_power != LEGACY_MAGNITUDE_POWER:
+            raise ParameterError(f'phase.mode="if" learns IF beside the log magnitude; set features.magnitude_power '
+                                 f'to {LEGACY_MAGNITUDE_POWER:g} (it is {self.features.magnitude_power:g})')
 
     def resolved(self) -> "RunConfig":
         """The same config with the model's frame size derived from data, STFT and phase settings.
@@ -120,6 +129,7 @@ class RunConfig:
             "format_version": RUN_FORMAT_VERSION,
             "data": dataclass_io.to_dict(self.data),
             "stft": self.stft.to_dict(),
+            "features": dataclass_io.to_dict(self.features),
             "model": dataclass_io.to_dict(self.model),
             "train": dataclass_io.to_dict(self.train),
             "phase": dataclass_io.to_dict(self.phase),
@@ -127,22 +137,28 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Any, require_version: bool = True) -> "RunConfig":
-        """Validate and build; unknown sections or keys and wrong types are errors."""
+        """Validate and build; unknown sections or keys and wrong types are errors.
+
+        A run saved in format 1 has no "features" section: it was trained on the log magnitude.
+        """
         if not isinstance(data, dict):
             raise ParameterError("config must be a JSON object")
-        allowed = {"format_version", "data", "stft", "model", "train", "phase"}
+        allowed = {"format_version", "data", "stft", "features", "model", "train", "phase"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ParameterError(f"config has unknown section(s) {unknown}; allowed: {sorted(allowed)}")
         version = data.get("format_version")
         if require_version or version is not None:
-            if version != RUN_FORMAT_VERSION:
+            if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
                 raise ParameterError(
-                    f"config format_version={version!r} is not supported (this SampleGen reads {RUN_FORMAT_VERSION})"
+                    f"config format_version={version!r} is not supported (this SampleGen reads "
+                    f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
                 )
+        features = data.get("features", {"magnitude_power": LEGACY_MAGNITUDE_POWER} if version == 1 else {})
         return cls(
             data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
             stft=StftConfig.from_dict(data.get("stft", {})),
+            features=dataclass_io.from_dict(FeatureConfig, features, "features"),
             model=dataclass_io.from_dict(ModelConfig, data.get("model", {}), "model"),
             train=dataclass_io.from_dict(TrainConfig, data.get("train", {}), "train"),
             # Runs written before the option existed have no "phase" section: magnitude only.
@@ -155,7 +171,8 @@ def load_config_file(path: str | Path) -> RunConfig:
 
     Example file::
 
-        {"model": {"latent_dim": 16, "hidden": [512, 256, 128, 64]}, "train": {"beta": 0.0001}}
+        {"model": {"latent_dim": 16, "hidden": [512, 256, 128, 64]}, "train": {"beta": 0.0001},
+         "features": {"magnitude_power": 0.5}}
     """
     path = Path(path)
     try:

@@ -15,7 +15,7 @@ import torch
 
 from samplegen import distributed
 from samplegen.feature_cache import NoteFeatures
-from samplegen.features import FeatureStats
+from samplegen.features import FeatureStats, compress_log
 from samplegen.model import SampleModel, init_frame_layers, init_linear_paths
 
 #: Notes the PCA start is fitted on, at most: its Gram matrix is PCA_NOTES² doubles (134 MB).
@@ -24,8 +24,9 @@ PCA_NOTES = 4096
 STREAM_BATCH = 64
 
 
-def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, min_std: float = 1e-2) -> FeatureStats:
-    """Per-bin mean and standard deviation over notes ``rows`` and all their frames.
+def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, min_std: float = 1e-2,
+              magnitude_power: float = 0.0) -> FeatureStats:
+    """Per-bin mean and standard deviation of the compressed magnitude over notes ``rows`` and all their frames.
 
     Each process sums its share (rows[rank::world]); the sums are added over
     processes, so every process gets the same statistics.
@@ -33,7 +34,7 @@ def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, m
     n_bins = feats.frame_shape[1]
     acc = torch.zeros(2 * n_bins + 1, dtype=torch.float64)
     for batch in feats.batches(rows[ctx.rank :: ctx.world], STREAM_BATCH):
-        x = batch.reshape(-1, n_bins).double()
+        x = compress_log(batch.reshape(-1, n_bins).double(), magnitude_power)
         acc[:n_bins] += x.sum(dim=0)
         acc[n_bins : 2 * n_bins] += x.pow(2).sum(dim=0)
         acc[-1] += x.shape[0]
@@ -41,7 +42,8 @@ def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, m
     count = acc[-1]
     mean = acc[:n_bins] / count
     var = (acc[n_bins : 2 * n_bins] / count - mean.pow(2)).clamp_min(0.0)
-    return FeatureStats(mean=mean.float().contiguous(), std=var.sqrt().float().clamp(min=min_std).contiguous())
+    return FeatureStats(mean=mean.float().contiguous(), std=var.sqrt().float().clamp(min=min_std).contiguous(),
+                        magnitude_power=float(magnitude_power))
 
 
 def pca_rows(rows: np.ndarray, seed: int, limit: int = PCA_NOTES) -> np.ndarray:

@@ -18,7 +18,8 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from samplegen.errors import CorpusError, ParameterError
 from samplegen.generate import decode, interpolation_path
 from samplegen.phase_features import audio_to_features, features_to_waveform
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 METRICS_KEYS = ("run", "version", "headline", "quality", "artefacts", "latent", "health", "seconds")
 MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distance_db,
             "mrstft": M.multi_resolution_stft_distance}
@@ -41,25 +45,74 @@ MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distanc
 #: (with the integrated IF alone, no iterations, for a run that learned IF).
 HEALTH_PHASE = ("spsi", 0)
 HEALTH_PHASE_IF = ("if", 0)
+#: Notes (or latent points) decoded at a time; batches run side by side (see :func:`parallel_map`).
+DECODE_BATCH = 32
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
     return {"mean": float(np.mean(values)), "median": float(np.median(values)), "max": float(np.max(values))}
 
 
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[fn(i) for i in items]`` on one thread per core, with torch itself on one thread meanwhile.
+
+    Whole batches run side by side instead of each torch operation being split
+    across the cores: FFTs and PGHI's heap walks do not split well, and torch's
+    own threads collapse when another process shares the machine (a training
+    measured 15 times slower with two torch threads beside another job, not
+    slower with one).  ``fn`` must not depend on which thread runs it; results
+    keep the order of ``items``.
+    """
+    workers = min(len(items), torch.get_num_threads())
+    if workers <= 1:
+        return [fn(i) for i in items]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _waves(run: Run, feats_norm: torch.Tensor, method: str | None = None, n_iter: int | None = None) -> np.ndarray:
     """Normalised features → waveforms through the run's phase retrieval, in batches."""
-    out = []
-    for s in range(0, len(feats_norm), 32):
-        out.append(features_to_waveform(run.stats.denormalise(feats_norm[s : s + 32]), run.config.stft,
-                                        run.config.phase, run.config.data.n_samples, method=method,
-                                        n_iter=n_iter).numpy())
+    def batch(s: int) -> np.ndarray:
+        return features_to_waveform(run.stats.denormalise(feats_norm[s : s + DECODE_BATCH]), run.config.stft,
+                                    run.config.phase, run.config.data.n_samples, method=method,
+                                    n_iter=n_iter).numpy()
+
+    out = parallel_map(batch, range(0, len(feats_norm), DECODE_BATCH))
     return np.concatenate(out) if out else np.zeros((0, run.config.data.n_samples), np.float32)
 
 
 def _decode_batched(run: Run, z: torch.Tensor, method: str | None = None, n_iter: int | None = None) -> np.ndarray:
-    return np.concatenate([np.atleast_2d(decode(run, z[s : s + 32], method=method, n_iter=n_iter))
-                           for s in range(0, len(z), 32)])
+    return np.concatenate(parallel_map(lambda s: np.atleast_2d(decode(run, z[s : s + DECODE_BATCH], method=method,
+                                                                      n_iter=n_iter)),
+                                       range(0, len(z), DECODE_BATCH)))
+
+
+def _features(run: Run, audio: np.ndarray) -> torch.Tensor:
+    """Normalised model features of prepared notes, computed in parallel batches."""
+    return run.stats.normalise(torch.cat(parallel_map(
+        lambda s: audio_to_features(audio[s : s + DECODE_BATCH], run.config.stft, run.config.phase),
+        range(0, len(audio), DECODE_BATCH))))
+
+
+def _quality_measures(reference: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`samplegen.metrics.quality_measures` over parallel batches of notes."""
+    parts = parallel_map(lambda s: M.quality_measures(reference[s : s + M.MEASURE_BATCH],
+                                                      {k: v[s : s + M.MEASURE_BATCH] for k, v in outputs.items()}),
+                         range(0, len(reference), M.MEASURE_BATCH))
+    return {k: {m: np.concatenate([p[k][m] for p in parts]) for m in M.QUALITY_MEASURES} for k in outputs}
+
+
+def _health_thresholds(training_audio: np.ndarray) -> M.HealthThresholds:
+    """:func:`samplegen.metrics.health_thresholds` over parallel batches of notes."""
+    parts = parallel_map(lambda s: (np.atleast_1d(M.rms_db(training_audio[s : s + M.MEASURE_BATCH])),
+                                    np.atleast_1d(M.spectral_flatness(training_audio[s : s + M.MEASURE_BATCH]))),
+                         range(0, len(training_audio), M.MEASURE_BATCH))
+    return M.thresholds_from(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 @dataclass
@@ -80,9 +133,14 @@ class QualitySet:
         }
 
 
-def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline) -> QualitySet:
-    """Model (posterior mean), PCA and oracle against the original notes."""
-    feats = run.stats.normalise(audio_to_features(audio, run.config.stft, run.config.phase))
+def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline,
+                  feats: torch.Tensor | None = None) -> QualitySet:
+    """Model (posterior mean), PCA and oracle against the original notes.
+
+    ``feats`` : the notes' normalised features when already computed (they are for the training notes).
+    """
+    if feats is None:
+        feats = _features(run, audio)
     with torch.no_grad():
         mu = torch.cat([run.model.encode(feats[s : s + 64])[0] for s in range(0, len(feats), 64)])
     outputs = {
@@ -90,13 +148,17 @@ def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaselin
         "pca": _waves(run, pca.reconstruct(feats)),
         "oracle": _waves(run, feats),
     }
-    values = {system: {m: np.atleast_1d(fn(audio, wav)) for m, fn in MEASURES.items()} for system, wav in outputs.items()}
-    return QualitySet(names, audio, outputs, values)
+    return QualitySet(names, audio, outputs, _quality_measures(audio, outputs))
 
 
-def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_worst: int = 5) -> dict:
-    """What discarding phase costs: the original against its own magnitude through phase retrieval."""
-    vals = {m: np.atleast_1d(fn(reference, oracle)) for m, fn in MEASURES.items()}
+def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_worst: int = 5,
+              oracle_values: dict[str, np.ndarray] | None = None) -> dict:
+    """What discarding phase costs: the original against its own magnitude through phase retrieval.
+
+    ``oracle_values`` : the quality measures of ``oracle`` against ``reference`` when already taken
+    (:func:`sound_quality` has them), so they are not computed twice.
+    """
+    vals = dict(oracle_values) if oracle_values is not None else _quality_measures(reference, {"oracle": oracle})["oracle"]
     vals["attack_smearing_db"] = np.atleast_1d(M.onset_envelope_error_db(reference, oracle))
     vals["pre_echo_db"] = np.atleast_1d(M.pre_echo_db(reference, oracle))
     worst = np.argsort(vals["sc_db"])[::-1][:n_worst]
@@ -124,11 +186,13 @@ def latent_distribution(run: Run) -> dict:
 
 def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1000, n_paths: int = 100,
                       steps: int = 8, seed: int = 0) -> dict:
-    """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs."""
+    """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs.
+
+    Outputs are measured batch by batch as they are decoded, so only levels and flatness stay in memory.
+    """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_draws, run.config.model.latent_dim, generator=g)
     phase = HEALTH_PHASE_IF if run.config.phase.mode == "if" else HEALTH_PHASE
-    draws = _decode_batched(run, z, *phase)
     n_notes = len(run.corpus.names)
     pairs: list[tuple[int, int]] = []
     while len(pairs) < n_paths:
@@ -136,16 +200,26 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    paths = _decode_batched(run, path_z, *phase).reshape(n_paths, steps, -1)
-    silent = np.atleast_1d(M.is_silent(draws, thresholds))
-    noisy = np.atleast_1d(M.is_noise_like(draws, thresholds))
-    dips = np.array([M.path_dips(p) for p in paths])
+    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        wav = np.atleast_2d(decode(run, z[s : s + DECODE_BATCH], *phase))
+        return np.atleast_1d(M.is_silent(wav, thresholds)), np.atleast_1d(M.is_noise_like(wav, thresholds)), wav[:4]
+
+    def path_levels(s: int) -> np.ndarray:
+        return np.atleast_1d(M.rms_db(np.atleast_2d(decode(run, path_z[s : s + DECODE_BATCH], *phase))))
+
+    measured = parallel_map(draws, range(0, n_draws, DECODE_BATCH))
+    silent = np.concatenate([m[0] for m in measured])
+    noisy = np.concatenate([m[1] for m in measured])
+    first_draws = measured[0][2]
+    levels = np.concatenate(parallel_map(path_levels, range(0, len(path_z), DECODE_BATCH))).reshape(n_paths, steps)
+    dips = np.array([M.path_dips_from_levels(lv) for lv in levels])
+    shown = int(np.argmax(dips)) if dips.any() else 0
     return {
         "n_draws": n_draws, "n_paths": n_paths, "steps": steps,
         "silent_fraction": float(silent.mean()), "noise_like_fraction": float(noisy.mean()),
         "dipping_path_fraction": float(dips.mean()),
         "thresholds": {"silent_rms_db": thresholds.silent_rms_db, "noise_flatness": thresholds.noise_flatness},
-        "_draws": draws[:4], "_path": paths[int(np.argmax(dips)) if dips.any() else 0],
+        "_draws": first_draws, "_path_levels": levels[shown],
     }
 
 
@@ -176,12 +250,13 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     rng = np.random.default_rng(seed)
     train_meas = np.sort(rng.choice(train_idx, size=min(train_sample, len(train_idx)), replace=False))
-    feats_train = run.stats.normalise(audio_to_features(corpus.audio[train_idx], run.config.stft, run.config.phase))
+    feats_train = _features(run, corpus.audio[train_idx])
     pca = PCABaseline.fit(feats_train, min(run.config.model.latent_dim, len(train_idx) - 1 if len(train_idx) > 1 else 1))
     names = run.corpus.names
     sets: dict[str, QualitySet] = {}
     log(f"sound quality: {len(train_meas)} training and {len(val_idx)} held-out notes ...")
-    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca)
+    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca,
+                                  feats=feats_train[np.searchsorted(train_idx, train_meas)])
     if len(val_idx):
         sets["heldout"] = sound_quality(run, corpus.audio[val_idx], [names[i] for i in val_idx], pca)
     if data is not None:
@@ -190,9 +265,10 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
         sets["data"] = sound_quality(run, extra.audio, [e.name for e in extra.entries], pca)
     everything = np.concatenate([s.reference for s in sets.values()])
     art = artefacts(everything, np.concatenate([s.outputs["oracle"] for s in sets.values()]),
-                    [n for s in sets.values() for n in s.names])
+                    [n for s in sets.values() for n in s.names],
+                    oracle_values={m: np.concatenate([s.values["oracle"][m] for s in sets.values()]) for m in MEASURES})
     log(f"generation health: {n_draws} prior draws, {n_paths} interpolation paths ...")
-    health = generation_health(run, M.health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed)
+    health = generation_health(run, _health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed)
     latent = latent_distribution(run)
     main = sets.get("heldout", sets["train"])
     result: dict[str, Any] = {
@@ -292,7 +368,7 @@ def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
     figs.append(("Latent map coloured by family", "latent_map.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3))
-    levels = np.atleast_1d(M.rms_db(health["_path"]))
+    levels = health["_path_levels"]
     ax.plot(range(len(levels)), levels, "o-")
     ax.set_xlabel("interpolation step")
     ax.set_ylabel("RMS (dBFS)")

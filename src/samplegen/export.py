@@ -111,7 +111,7 @@ def export_sf2(run: Run, items: Sequence[str], out_file: str | Path) -> Path:
 
 
 class _Decoder(torch.nn.Module):
-    """The decoder alone, latent → normalised log magnitude, as a host runs it."""
+    """The decoder alone, latent → the run's normalised features (compressed magnitude), as a host runs it."""
 
     def __init__(self, run: Run) -> None:
         super().__init__()
@@ -126,16 +126,12 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
     cfg = run.config
     return {
         "format": "samplegen-decoder",
-        "format_version": 1,
+        "format_version": 2,
         "input": {"name": "z", "shape": ["batch", cfg.model.latent_dim], "dtype": "float32",
                   "prior": "standard normal: draw z ~ N(0, I) for a new sound"},
-        "output": {"name": "log_mag", "shape": ["batch", cfg.model.n_frames, cfg.model.n_bins], "dtype": "float32",
+        "output": {"name": "features", "shape": ["batch", cfg.model.n_frames, cfg.model.n_bins], "dtype": "float32",
                    "layout": "frame-major (time, frequency): transpose to (frequency, time) for an STFT library"},
-        "denormalise": {
-            "formula": "magnitude = exp(log_mag * std[bin] + mean[bin])",
-            "log": "natural", "log_floor": LOG_FLOOR,
-            "mean": [float(v) for v in run.stats.mean], "std": [float(v) for v in run.stats.std],
-        },
+        "denormalise": _denormalise_recipe(run),
         "stft": {"sample_rate": cfg.data.sample_rate, "n_fft": cfg.stft.n_fft, "hop_length": cfg.stft.hop_length,
                  "window": "hann (periodic)", "center": True, "length_samples": cfg.data.n_samples},
         "phase_retrieval": {"method": spectral.DEFAULT_METHOD, "iterations": spectral.DEFAULT_ITERS,
@@ -147,6 +143,17 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
                                 "waveform = istft(S), cut or padded to length_samples"],
                             "reference": "samplegen.spectral.retrieve_phase; docs/plugin.md"},
     }
+
+
+def _denormalise_recipe(run: Run) -> dict[str, Any]:
+    """Decoder output → linear magnitude, for the run's compression (``config.features.magnitude_power``)."""
+    p = run.config.features.magnitude_power
+    stats = {"mean": [float(v) for v in run.stats.mean], "std": [float(v) for v in run.stats.std]}
+    if p == 0.0:
+        return {"formula": "magnitude = exp(features * std[bin] + mean[bin])", "magnitude_power": 0.0,
+                "log": "natural", "log_floor": LOG_FLOOR, **stats}
+    return {"formula": "magnitude = max(features * std[bin] + mean[bin], floor) ** (1 / magnitude_power)",
+            "magnitude_power": p, "floor": LOG_FLOOR**p, **stats}
 
 
 def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Path]:
@@ -169,7 +176,7 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     tmp_onnx = out / ".decoder.onnx.tmp"
     try:
         batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.onnx.export(module, (z,), None, input_names=["z"], output_names=["log_mag"],
+        program = torch.onnx.export(module, (z,), None, input_names=["z"], output_names=["features"],
                                     dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False)
         if program is None:
             raise ParameterError("torch.onnx.export returned nothing; update torch and onnxscript")

@@ -8,7 +8,9 @@ gives one value per note.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -22,6 +24,8 @@ LSD_FLOOR = 1e-4
 #: auraloss' epsilon inside the log of the multi-resolution distance.
 MR_EPS = 1e-7
 MR_FFT_SIZES = (512, 1024, 2048)
+#: Notes per float64 STFT inside the batched measures: keeps each spectrogram batch near 50 MB.
+MEASURE_BATCH = 16
 
 
 def _pair(reference: np.ndarray | torch.Tensor, candidate: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -37,9 +41,15 @@ def _pair(reference: np.ndarray | torch.Tensor, candidate: np.ndarray | torch.Te
     return (x[None], y[None], True) if single else (x, y, False)
 
 
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.hann_window(n_fft, dtype=dtype)
+
+
 def _mag(x: torch.Tensor, n_fft: int = ANALYSIS_N_FFT, hop: int = ANALYSIS_HOP) -> torch.Tensor:
-    window = torch.hann_window(n_fft, dtype=x.dtype)
-    return torch.stft(x, n_fft, hop, window=window, center=True, return_complex=True).abs()
+    """|STFT| as a contiguous Tensor[B x F x T] (the norm of (re, im): 4× faster than complex abs, to 1 ulp)."""
+    spec = torch.stft(x, n_fft, hop, window=_window(n_fft, x.dtype), center=True, return_complex=True)
+    return torch.linalg.vector_norm(torch.view_as_real(spec), dim=-1).contiguous()
 
 
 def _out(values: torch.Tensor, single: bool) -> float | np.ndarray:
@@ -47,23 +57,46 @@ def _out(values: torch.Tensor, single: bool) -> float | np.ndarray:
     return float(arr[0]) if single else arr
 
 
+# Each measure is split into what depends on the reference alone (computed once per reference,
+# whatever the number of candidates) and the comparison.
+
+def _analysis_ref(X: torch.Tensor) -> dict[str, torch.Tensor]:
+    floor = (LSD_FLOOR * X.flatten(1).amax(dim=1)).clamp_min(1e-20)[:, None, None]
+    return {"X": X, "norm": X.flatten(1).norm(dim=1).clamp_min(1e-20), "floor": floor,
+            "db": 20 * torch.log10(torch.maximum(X, floor))}
+
+
+def _sc_db(ref: dict[str, torch.Tensor], Y: torch.Tensor) -> torch.Tensor:
+    num = (Y - ref["X"]).flatten(1).norm(dim=1)
+    with np.errstate(divide="ignore"):
+        return 20 * torch.log10(num / ref["norm"])
+
+
+def _lsd_db(ref: dict[str, torch.Tensor], Y: torch.Tensor) -> torch.Tensor:
+    diff = ref["db"] - 20 * torch.log10(torch.maximum(Y, ref["floor"]))
+    return diff.pow(2).mean(dim=1).sqrt().mean(dim=1)
+
+
+def _mr_ref(X: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"X": X, "norm": X.flatten(1).norm(dim=1).clamp_min(1e-20), "log": torch.log(X + MR_EPS)}
+
+
+def _mr_term(ref: dict[str, torch.Tensor], Y: torch.Tensor) -> torch.Tensor:
+    sc = (Y - ref["X"]).flatten(1).norm(dim=1) / ref["norm"]
+    log_mag = (torch.log(Y + MR_EPS) - ref["log"]).abs().flatten(1).mean(dim=1)
+    return sc + log_mag
+
+
 def spectral_convergence_db(reference, candidate) -> float | np.ndarray:
     """20·log10(‖|Y| − |X|‖_F / ‖|X|‖_F) in dB; lower is better (−inf for identical signals)."""
     x, y, single = _pair(reference, candidate)
-    X, Y = _mag(x), _mag(y)
-    num = (Y - X).flatten(1).norm(dim=1)
-    den = X.flatten(1).norm(dim=1).clamp_min(1e-20)
-    with np.errstate(divide="ignore"):
-        return _out(20 * torch.log10(num / den), single)
+    return _out(_sc_db(_analysis_ref(_mag(x)), _mag(y)), single)
 
 
 def log_spectral_distance_db(reference, candidate) -> float | np.ndarray:
     """Per frame, RMS over bins of the dB difference (both floored 80 dB below the reference peak); mean over frames."""
     x, y, single = _pair(reference, candidate)
-    X, Y = _mag(x), _mag(y)
-    floor = (LSD_FLOOR * X.flatten(1).amax(dim=1)).clamp_min(1e-20)[:, None, None]
-    diff = 20 * torch.log10(torch.maximum(X, floor)) - 20 * torch.log10(torch.maximum(Y, floor))
-    return _out(diff.pow(2).mean(dim=1).sqrt().mean(dim=1), single)
+    return _out(_lsd_db(_analysis_ref(_mag(x)), _mag(y)), single)
 
 
 def multi_resolution_stft_distance(reference, candidate) -> float | np.ndarray:
@@ -71,11 +104,54 @@ def multi_resolution_stft_distance(reference, candidate) -> float | np.ndarray:
     x, y, single = _pair(reference, candidate)
     total = torch.zeros(x.shape[0], dtype=torch.float64)
     for n_fft in MR_FFT_SIZES:
-        X, Y = _mag(x, n_fft, n_fft // 4), _mag(y, n_fft, n_fft // 4)
-        sc = (Y - X).flatten(1).norm(dim=1) / X.flatten(1).norm(dim=1).clamp_min(1e-20)
-        log_mag = (torch.log(Y + MR_EPS) - torch.log(X + MR_EPS)).abs().flatten(1).mean(dim=1)
-        total += sc + log_mag
+        total += _mr_term(_mr_ref(_mag(x, n_fft, n_fft // 4)), _mag(y, n_fft, n_fft // 4))
     return _out(total / len(MR_FFT_SIZES), single)
+
+
+#: Names of the quality measures in :func:`quality_measures`' results, in report order.
+QUALITY_MEASURES = ("sc_db", "lsd_db", "mrstft")
+
+
+def quality_measures(reference: np.ndarray, candidates: Mapping[str, np.ndarray],
+                     batch_size: int = MEASURE_BATCH) -> dict[str, dict[str, np.ndarray]]:
+    """SC, LSD and MR-STFT distance of several candidates against one set of references, per note.
+
+    The same values as :func:`spectral_convergence_db`, :func:`log_spectral_distance_db` and
+    :func:`multi_resolution_stft_distance`, for less work: each signal's STFT at each resolution is taken
+    once (the reference's, and what follows from it alone, serves every candidate and measure; the
+    2048/512 one serves all three measures), in batches of ``batch_size`` notes so the float64
+    spectrograms stay small.
+
+    Parameters
+    ----------
+    reference : (B, n) float array
+    candidates : name → (B, n) float array, each the same shape as ``reference``
+
+    Returns
+    -------
+    ``{name: {"sc_db": (B,), "lsd_db": (B,), "mrstft": (B,)}}`` float64 arrays.
+    """
+    ref = np.atleast_2d(np.asarray(reference))
+    out: dict[str, dict[str, list[np.ndarray]]] = {k: {m: [] for m in QUALITY_MEASURES} for k in candidates}
+    # The analysis STFT (2048/512) is also the MR distance's largest resolution: take it once.
+    shared = ANALYSIS_N_FFT in MR_FFT_SIZES and ANALYSIS_N_FFT // 4 == ANALYSIS_HOP
+    for start in range(0, ref.shape[0], batch_size):
+        stop = start + batch_size
+        x, _, _ = _pair(ref[start:stop], ref[start:stop])
+        X = {n: _mag(x, n, n // 4) for n in MR_FFT_SIZES}
+        mr_refs = {n: _mr_ref(X[n]) for n in MR_FFT_SIZES}
+        a_ref = _analysis_ref(X[ANALYSIS_N_FFT] if shared else _mag(x))
+        for name, cand in candidates.items():
+            _, y, _ = _pair(ref[start:stop], np.atleast_2d(np.asarray(cand))[start:stop])
+            Y = {n: _mag(y, n, n // 4) for n in MR_FFT_SIZES}
+            Ya = Y[ANALYSIS_N_FFT] if shared else _mag(y)
+            out[name]["sc_db"].append(_sc_db(a_ref, Ya).numpy())
+            out[name]["lsd_db"].append(_lsd_db(a_ref, Ya).numpy())
+            total = torch.zeros(x.shape[0], dtype=torch.float64)
+            for n in MR_FFT_SIZES:
+                total += _mr_term(mr_refs[n], Y[n])
+            out[name]["mrstft"].append((total / len(MR_FFT_SIZES)).numpy())
+    return {k: {m: np.concatenate(v) if v else np.zeros(0) for m, v in d.items()} for k, d in out.items()}
 
 
 # --- Generation health: the seed's "silence (!!)" and "horrible noise" -------------------------------
@@ -105,11 +181,14 @@ def spectral_flatness(audio) -> float | np.ndarray:
     Near 0 for a tone, about 0.56 (e^−γ) for white Gaussian noise.
     """
     x, single = _batch(audio)
-    power = _mag(x).pow(2) + 1e-20  # B x F x T
-    frame_energy = power.sum(dim=1)
-    keep = frame_energy >= frame_energy.amax(dim=1, keepdim=True) * 10 ** (-FLATNESS_RANGE_DB / 10)
-    flat = torch.exp(torch.log(power).mean(dim=1)) / power.mean(dim=1)
-    return _out((flat * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1), single)
+    values = []
+    for start in range(0, x.shape[0], MEASURE_BATCH):
+        power = _mag(x[start : start + MEASURE_BATCH]).pow(2) + 1e-20  # B x F x T
+        frame_energy = power.sum(dim=1)
+        keep = frame_energy >= frame_energy.amax(dim=1, keepdim=True) * 10 ** (-FLATNESS_RANGE_DB / 10)
+        flat = torch.exp(torch.log(power).mean(dim=1)) / power.mean(dim=1)
+        values.append((flat * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1))
+    return _out(torch.cat(values), single)
 
 
 @dataclass(frozen=True)
@@ -122,9 +201,12 @@ class HealthThresholds:
 
 def health_thresholds(training_audio) -> HealthThresholds:
     """From the training notes: median RMS − 40 dB, and the 99th percentile of their flatness."""
-    levels = np.atleast_1d(rms_db(training_audio))
-    flatness = np.atleast_1d(spectral_flatness(training_audio))
-    return HealthThresholds(float(np.median(levels) - 40.0), float(np.percentile(flatness, 99)))
+    return thresholds_from(np.atleast_1d(rms_db(training_audio)), np.atleast_1d(spectral_flatness(training_audio)))
+
+
+def thresholds_from(levels_db: np.ndarray, flatness: np.ndarray) -> HealthThresholds:
+    """:func:`health_thresholds` from the training notes' ``rms_db`` and ``spectral_flatness`` values."""
+    return HealthThresholds(float(np.median(levels_db) - 40.0), float(np.percentile(flatness, 99)))
 
 
 def is_silent(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
@@ -141,7 +223,12 @@ def is_noise_like(audio, thresholds: HealthThresholds) -> bool | np.ndarray:
 
 def path_dips(path_audio) -> bool:
     """An interpolation path (steps, n) whose quietest interior step is > 6 dB below the quieter end."""
-    levels = np.atleast_1d(rms_db(path_audio))
+    return path_dips_from_levels(np.atleast_1d(rms_db(path_audio)))
+
+
+def path_dips_from_levels(levels: np.ndarray) -> bool:
+    """:func:`path_dips` from the steps' RMS levels in dB (``rms_db`` of each step), shape (steps,)."""
+    levels = np.atleast_1d(np.asarray(levels, dtype=np.float64))
     if len(levels) < 3:
         raise ParameterError(f"a path needs at least 3 steps, got {len(levels)}")
     return bool(levels[1:-1].min() < min(levels[0], levels[-1]) - 6.0)

@@ -206,7 +206,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     val_idx = np.flatnonzero(val_mask)
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
-    stats = adjust_stats(fit_stats(feats, train_idx, ctx), cfg.phase)
+    stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
 
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
@@ -433,7 +433,7 @@ def _plot_history(path: Path, history: list[dict[str, float]]) -> None:
     axes[0].plot(epochs, [r["val_recon"] for r in history], label="val recon")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("epoch")
-    axes[0].set_title("reconstruction (MSE, normalised log magnitude)")
+    axes[0].set_title("reconstruction (MSE, normalised features)")
     axes[0].legend()
     axes[1].plot(epochs, [r["train_kl"] for r in history], label="train KL")
     axes[1].plot(epochs, [r["val_kl"] for r in history], label="val KL")
