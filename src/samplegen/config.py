@@ -50,7 +50,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
-    kl_warmup_epochs: int = 20
+    kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     patience: int = 40
     val_fraction: float = 0.2
     grad_clip: float = 5.0

@@ -51,7 +51,7 @@ class ModelConfig:
     n_bins: int = 1025
     n_frames: int = 173
     frame_dim: int = 32
-    hidden: tuple[int, ...] = (384, 256, 128, 64)
+    hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
 
     def __post_init__(self) -> None:
