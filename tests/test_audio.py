@@ -142,3 +142,20 @@ def test_write_wav_is_atomic_and_leaves_nothing_on_failure(tmp_path, monkeypatch
     with pytest.raises(AudioError, match="cannot write.*free space"):
         write_wav(tmp_path / "b.wav", harmonic_note(0.2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_atomically_written_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    from samplegen.audio import write_wav
+    from samplegen.checkpoint import write_json
+
+    old = os.umask(0o022)
+    try:
+        wav = write_wav(tmp_path / "a.wav", np.zeros(100, np.float32))
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    for p in (wav, tmp_path / "a.json"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p

@@ -64,6 +64,14 @@ def test_knobs_set_the_projection_they_show(instrument: Instrument) -> None:
     assert len(set(labels)) == len(labels), labels
 
 
+def test_every_corpus_point_is_playable_even_far_from_the_prior(instrument: Instrument) -> None:
+    assert instrument.z_limit >= 2 * np.abs(instrument.mu).max()
+    for i in range(len(instrument.mu)):
+        instrument.check_z(instrument.corpus_point(i))
+    far = instrument.corpus_point(0) * 0 + instrument.z_limit * 0.99
+    assert np.allclose(instrument.check_z(far), far)
+
+
 def test_pad_corners_are_the_corner_sounds(instrument: Instrument) -> None:
     corners = [0, 1, 2, 3]
     assert np.allclose(instrument.blend(corners, 0, 0), instrument.corpus_point(0))
@@ -124,6 +132,7 @@ def test_surprise_with_a_seed_repeats(client: TestClient) -> None:
 @pytest.mark.parametrize("url, body, code, words", [
     ("/api/render", {"z": [0.0]}, 422, "latent size"),
     ("/api/render", {"z": [1e9, 0, 0]}, 422, "less than or equal"),
+    ("/api/render", {"z": [500, 0, 0]}, 422, "for this run"),
     ("/api/render", {"z": []}, 422, "at least 1"),
     ("/api/render", {"z": [0, 0, 0], "colour": "red"}, 422, "extra"),
     ("/api/sounds/999999", {}, 404, "does not exist"),

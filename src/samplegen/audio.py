@@ -17,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from samplegen.errors import AudioError, ParameterError
+from samplegen.files import regular_file_mode
 
 SAMPLE_RATE = 44100
 DEFAULT_DURATION_S = 2.0
@@ -168,6 +169,7 @@ def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: s
     except OSError as exc:
         raise AudioError(f"cannot write to {path.parent}: {exc.strerror}") from None
     try:
+        os.fchmod(fd, regular_file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()

@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save_bytes
 
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, ParameterError
+from samplegen.files import regular_file_mode
 from samplegen.features import FeatureStats
 from samplegen.model import SampleModel
 
@@ -52,6 +53,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     except OSError as exc:
         raise CheckpointError(f"cannot write to {path.parent}: {exc.strerror}; choose a writable output folder") from None
     try:
+        os.fchmod(fd, regular_file_mode())
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()

@@ -30,7 +30,8 @@ from samplegen.loop import find_loop
 MAX_KNOBS = 8
 #: Knob positions are in standard deviations of the corpus along the knob's axis.
 KNOB_RANGE = 3.0
-#: Largest |z_i| accepted from a client: the prior puts 1 in 10^15 draws beyond 8.
+#: Largest |z_i| accepted from a client, unless the run's own corpus points reach further (a weak KL
+#: term lets a few posterior means stray far): the prior puts 1 in 10^15 draws beyond 8.
 Z_LIMIT = 8.0
 MAX_TEMPERATURE = 3.0
 MAX_AMOUNT = 3.0
@@ -126,6 +127,7 @@ class Instrument:
         self.latent_dim = int(run.latent_mu.shape[1])
         self.n_samples = run.config.data.n_samples
         self.mu = run.latent_mu.double().numpy()
+        self.z_limit = float(max(Z_LIMIT, 2.0 * np.abs(self.mu).max()))
         self.mean, axes, sd = principal_axes(run.latent_mu, max(2, min(n_knobs, MAX_KNOBS)))
         self.map_axes, self.map_sd = axes[:2], sd[:2]
         n = max(1, min(n_knobs, MAX_KNOBS, self.latent_dim))
@@ -146,8 +148,8 @@ class Instrument:
         arr = np.asarray(z, dtype=np.float64)
         if arr.shape != (self.latent_dim,):
             raise ParameterError(f"z must hold {self.latent_dim} numbers (this run's latent size), got {arr.size}")
-        if not np.isfinite(arr).all() or np.abs(arr).max(initial=0.0) > Z_LIMIT:
-            raise ParameterError(f"z must be finite numbers within ±{Z_LIMIT}")
+        if not np.isfinite(arr).all() or np.abs(arr).max(initial=0.0) > self.z_limit:
+            raise ParameterError(f"z must be finite numbers within ±{self.z_limit:.3g} for this run")
         return arr
 
     def check_sound(self, index: int) -> int:
@@ -173,7 +175,7 @@ class Instrument:
         if not (0.0 < temperature <= MAX_TEMPERATURE):
             raise ParameterError(f"temperature={temperature} must be in (0, {MAX_TEMPERATURE}]")
         rng = np.random.default_rng(seed)
-        return np.clip(rng.standard_normal(self.latent_dim) * temperature, -Z_LIMIT, Z_LIMIT)
+        return np.clip(rng.standard_normal(self.latent_dim) * temperature, -self.z_limit, self.z_limit)
 
     def vary(self, z: Sequence[float] | np.ndarray, amount: float, seed: int) -> np.ndarray:
         """Nudge a point by Gaussian noise of standard deviation ``amount`` (in prior units)."""
@@ -181,7 +183,7 @@ class Instrument:
         if not (0.0 <= amount <= MAX_AMOUNT):
             raise ParameterError(f"amount={amount} must be in [0, {MAX_AMOUNT}]")
         rng = np.random.default_rng(seed)
-        return np.clip(base + amount * rng.standard_normal(self.latent_dim), -Z_LIMIT, Z_LIMIT)
+        return np.clip(base + amount * rng.standard_normal(self.latent_dim), -self.z_limit, self.z_limit)
 
     def turn_knobs(self, z: Sequence[float] | np.ndarray, positions: Sequence[float] | np.ndarray) -> np.ndarray:
         """Move ``z`` so that each knob stands at the given position (corpus SDs along its axis)."""
@@ -192,7 +194,7 @@ class Instrument:
         if not np.isfinite(pos).all() or np.abs(pos).max(initial=0.0) > KNOB_RANGE:
             raise ParameterError(f"knob positions must be finite and within ±{KNOB_RANGE}")
         delta = (pos - self.knob_positions(base)) * self.knob_sd
-        return np.clip(base + delta @ self.knob_axes, -Z_LIMIT, Z_LIMIT)
+        return np.clip(base + delta @ self.knob_axes, -self.z_limit, self.z_limit)
 
     # --- sound ----------------------------------------------------------------------------
     def render(self, z: Sequence[float] | np.ndarray, source: str = "") -> Note:

@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from samplegen.errors import ParameterError
-from samplegen.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Z_LIMIT, Instrument, Note
+from samplegen.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Instrument, Note
 
 #: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
 MAX_BODY_BYTES = 16_384
@@ -37,7 +37,9 @@ RENDER_CACHE = 128
 MAX_CLIENTS = 4096
 MAX_LATENT = 1024
 
-Latent = Annotated[float, Field(ge=-Z_LIMIT, le=Z_LIMIT, allow_inf_nan=False)]
+#: Bound checked while parsing; each run's own (tighter) bound is checked by the instrument.
+API_Z_LIMIT = 1000.0
+Latent = Annotated[float, Field(ge=-API_Z_LIMIT, le=API_Z_LIMIT, allow_inf_nan=False)]
 ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Seq = Annotated[int, Field(ge=0, le=2**53)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -261,7 +263,7 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
             "knobs": [{"index": k.index, "label": k.label, "hint": k.hint, "effect": round(k.effect, 3)}
                       for k in instrument.knobs],
             "knob_range": KNOB_RANGE, "corners": instrument.default_corners(),
-            "limits": {"z": Z_LIMIT, "temperature": MAX_TEMPERATURE, "amount": MAX_AMOUNT},
+            "limits": {"z": instrument.z_limit, "temperature": MAX_TEMPERATURE, "amount": MAX_AMOUNT},
         }
 
     @app.post("/api/render", response_model=RenderResponse)
