@@ -243,3 +243,15 @@ def test_play_warns_when_reachable_from_other_machines(tiny_run, capsys) -> None
         busy.listen()
         cli.main(["play", str(tiny_run), "--host", "0.0.0.0", "--port", str(busy.getsockname()[1]), "--no-browser"])
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().out
+
+
+def test_far_flung_notes_neither_shrink_the_map_nor_take_the_pad(instrument: Instrument) -> None:
+    import copy
+
+    inst = copy.copy(instrument)
+    rng = np.random.default_rng(0)
+    inst.map_points = np.vstack([rng.standard_normal((200, 2)), [[40.0, 40.0]]])
+    x0, y0, x1, y1 = inst.map_view()
+    assert -3.5 < x0 < -1.5 and 1.5 < x1 < 3.5 and -3.5 < y0 < -1.5 and 1.5 < y1 < 3.5
+    corners = inst.default_corners()
+    assert 200 not in corners and len(set(corners)) == 4

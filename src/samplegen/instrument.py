@@ -266,10 +266,19 @@ class Instrument:
             knobs.append(Knob(k, f"Timbre {k + 1}", hint, e[top[0]]))
         return knobs
 
+    def map_view(self, percent: float = 2.0) -> tuple[float, float, float, float]:
+        """The part of the map the page shows: (x0, y0, x1, y1) spanning the ``percent``-th to the
+        ``100 - percent``-th percentile on each axis, so a few far-flung notes (a weak KL term lets some
+        posterior means stray far) do not squeeze the rest of the corpus into a corner."""
+        lo = np.percentile(self.map_points, percent, axis=0)
+        hi = np.percentile(self.map_points, 100 - percent, axis=0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
     def default_corners(self) -> list[int]:
-        """Four sounds far apart on the map for the pad's corners: the ones nearest its bounding box corners."""
+        """Four sounds far apart on the map for the pad's corners: the ones nearest the corners of the
+        5th-95th percentile box (the bounding box's corners would pick outliers)."""
         p = self.map_points
-        lo, hi = p.min(axis=0), p.max(axis=0)
+        lo, hi = np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)
         targets = [(lo[0], hi[1]), (hi[0], hi[1]), (lo[0], lo[1]), (hi[0], lo[1])]
         chosen: list[int] = []
         for t in targets:

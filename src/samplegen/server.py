@@ -262,7 +262,7 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
             "points": points, "families": sorted({p["family"] for p in points}),
             "knobs": [{"index": k.index, "label": k.label, "hint": k.hint, "effect": round(k.effect, 3)}
                       for k in instrument.knobs],
-            "knob_range": KNOB_RANGE, "corners": instrument.default_corners(),
+            "knob_range": KNOB_RANGE, "corners": instrument.default_corners(), "view": list(instrument.map_view()),
             "limits": {"z": instrument.z_limit, "temperature": MAX_TEMPERATURE, "amount": MAX_AMOUNT},
         }
 

@@ -195,16 +195,20 @@ const SVG = "http://www.w3.org/2000/svg";
 let marker = null;
 
 function buildMap(info) {
+  // The view spans the 2nd-98th percentiles; notes beyond it sit on its edge (their names still show).
   const svg = $("map");
-  const xs = info.points.map((p) => p.x), ys = info.points.map((p) => p.y);
-  const pad = 0.5, minX = Math.min(...xs) - pad, maxX = Math.max(...xs) + pad, minY = Math.min(...ys) - pad, maxY = Math.max(...ys) + pad;
-  const size = Math.max(maxX - minX, maxY - minY);
-  svg.setAttribute("viewBox", `${minX} ${-maxY} ${size} ${size}`);
+  const [vx0, vy0, vx1, vy1] = info.view;
+  const size = Math.max(vx1 - vx0, vy1 - vy0, 1e-6) * 1.1;
+  const cx = (vx0 + vx1) / 2, cy = (vy0 + vy1) / 2;
+  state.view = { minX: cx - size / 2, maxX: cx + size / 2, minY: cy - size / 2, maxY: cy + size / 2 };
+  svg.setAttribute("viewBox", `${state.view.minX} ${-state.view.maxY} ${size} ${size}`);
   const colour = (family) => FAMILY_COLOURS[info.families.indexOf(family) % FAMILY_COLOURS.length];
   const radius = size / 90;
+  state.radius = radius;
   for (const p of info.points) {
+    const [x, y] = onMap([p.x, p.y]);
     const c = document.createElementNS(SVG, "circle");
-    c.setAttribute("cx", p.x); c.setAttribute("cy", -p.y); c.setAttribute("r", radius);
+    c.setAttribute("cx", x); c.setAttribute("cy", -y); c.setAttribute("r", radius);
     c.setAttribute("fill", colour(p.family)); c.setAttribute("class", "point"); c.dataset.id = p.id;
     const title = document.createElementNS(SVG, "title");
     title.textContent = `${p.name} (${p.family})`;
@@ -224,9 +228,15 @@ function buildMap(info) {
   }
 }
 
+function onMap([x, y]) {  // clamp into the shown view, a radius inside its edge
+  const v = state.view, r = state.radius || 0;
+  return [Math.min(v.maxX - r, Math.max(v.minX + r, x)), Math.min(v.maxY - r, Math.max(v.minY + r, y))];
+}
+
 function moveMarker(xy) {
   if (!marker) return;
-  marker.setAttribute("cx", xy[0]); marker.setAttribute("cy", -xy[1]);
+  const [x, y] = onMap(xy);
+  marker.setAttribute("cx", x); marker.setAttribute("cy", -y);
 }
 
 function chooseSound(id) {
