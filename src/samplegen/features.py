@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -238,13 +238,18 @@ def audio_to_log_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftCon
     """
     from samplegen.spectral import magnitude
 
+    return map_note_batches(audio, lambda wav: log_magnitude(magnitude(wav, stft_cfg)), batch_size, device)
+
+
+def map_note_batches(audio: "np.ndarray | torch.Tensor", per_batch: Callable[[torch.Tensor], torch.Tensor],
+                     batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Notes (N, n_samples) or one note (n_samples,) → ``per_batch`` of each batch of notes on ``device``,
+    its (B, F, T) output made frame-major (B, T, F) and concatenated: Tensor[N x T x F]."""
     wav = torch.as_tensor(audio, dtype=torch.float32)
     if wav.ndim == 1:
         wav = wav[None]
     if wav.ndim != 2:
         raise ParameterError(f"audio must have shape (N, n_samples), got {tuple(wav.shape)}")
-    chunks = []
-    for start in range(0, wav.shape[0], batch_size):
-        mag = magnitude(wav[start : start + batch_size].to(device), stft_cfg)
-        chunks.append(log_magnitude(mag).transpose(1, 2).contiguous())
+    chunks = [per_batch(wav[start : start + batch_size].to(device)).transpose(1, 2).contiguous()
+              for start in range(0, wav.shape[0], batch_size)]
     return torch.cat(chunks)

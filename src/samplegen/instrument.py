@@ -67,7 +67,6 @@ class Note:
     """One playable note and what the page shows of it."""
 
     z: np.ndarray  # (L,)
-    audio: np.ndarray  # float32 (n,), normalised for playing
     wav: bytes  # 24-bit WAV with a 'smpl' loop chunk when the note has a sustain loop
     map_xy: tuple[float, float]
     knobs: list[float]
@@ -213,7 +212,7 @@ class Instrument:
         wav = wav_bytes(audio, SAMPLE_RATE, loop=loop)
         rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
         xy = self.project_map(point)
-        return Note(z=point, audio=audio, wav=wav, map_xy=(float(xy[0]), float(xy[1])),
+        return Note(z=point, wav=wav, map_xy=(float(xy[0]), float(xy[1])),
                     knobs=[float(v) for v in self.knob_positions(point)], spectrogram=self._spectrogram(mag[0]),
                     loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source)
 

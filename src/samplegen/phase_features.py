@@ -248,23 +248,17 @@ def audio_to_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftConfig"
     :func:`samplegen.features.audio_to_log_features`), Tensor[N x T x 2F]
     (log magnitude, then IF) for ``mode="if"``.
     """
-    from samplegen.features import audio_to_log_features, log_magnitude
+    from samplegen.features import audio_to_log_features, log_magnitude, map_note_batches
     from samplegen.spectral import stft
 
     if phase.mode == "none":
         return audio_to_log_features(audio, stft_cfg, batch_size=batch_size, device=device)
-    wav = torch.as_tensor(audio, dtype=torch.float32)
-    if wav.ndim == 1:
-        wav = wav[None]
-    if wav.ndim != 2:
-        raise ParameterError(f"audio must have shape (N, n_samples), got {tuple(wav.shape)}")
-    chunks = []
-    for start in range(0, wav.shape[0], batch_size):
-        spec = stft(wav[start : start + batch_size].to(device), stft_cfg)
-        logm = log_magnitude(spec.abs())
-        ifd = instantaneous_frequency(spec, stft_cfg, phase.if_floor_db)
-        chunks.append(torch.cat([logm, ifd], dim=1).transpose(1, 2).contiguous())
-    return torch.cat(chunks)
+
+    def log_magnitude_and_if(wav: torch.Tensor) -> torch.Tensor:
+        spec = stft(wav, stft_cfg)
+        return torch.cat([log_magnitude(spec.abs()), instantaneous_frequency(spec, stft_cfg, phase.if_floor_db)], dim=1)
+
+    return map_note_batches(audio, log_magnitude_and_if, batch_size, device)
 
 
 #: IF features are divided by this before the weight: the RMS of IF masked at −60 dB over 24
