@@ -7,7 +7,7 @@ Usage (repository root, after `make install`):
 For 100 random pairs of corpus notes, 8 steps from one to the other, interpolated in log magnitude (what
 a model trained on log magnitudes averages in), in magnitude^c for a few c, and in linear magnitude; and
 along the run's latent paths. A path dips when its quietest interior step is more than 6 dB below the
-quieter end (DESIGN.md), level = energy of the magnitude spectrogram.
+quieter end (docs/design.md), level = energy of the magnitude spectrogram.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Oracle magnitudes of real notes (the true STFT magnitude of each note) go
 through every method of :mod:`samplegen.spectral` at several iteration
 counts; the waveform is compared with the note through the fixed analysis
-STFT of DESIGN.md (Hann, 2048/512, 44.1 kHz).  Times are per note, on one
+STFT of docs/design.md (Hann, 2048/512, 44.1 kHz).  Times are per note, on one
 CPU thread (torch.set_num_threads(1), numba and BLAS single-threaded), at
 batch 1 and at batch 64.
 

@@ -1,4 +1,4 @@
-"""The quality measures of DESIGN.md, on waveforms, through one fixed analysis STFT.
+"""The quality measures of docs/design.md, on waveforms, through one fixed analysis STFT.
 
 Every measure compares a reference and a candidate of equal length at
 44.1 kHz through a Hann STFT with n_fft 2048 and hop 512, independent of any

@@ -30,7 +30,7 @@ librosa takes for 32 iterations (≈ 220 ms) and well inside the ≈ 80 ms left
 of the 100 ms latent-to-waveform budget.  More iterations keep helping
 slowly (16: −31.0 dB, ≈ 60 ms; 100: −34.4 dB) — pass ``n_iter`` for
 offline rendering.  Transient notes (orchestra hit, plucked and slapped
-basses, guitars) stay the worst, near −20 dB, as DESIGN.md warns.
+basses, guitars) stay the worst, near −20 dB (docs/design.md).
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def base_params(base: RunConfig) -> dict[str, Any] | None:
 def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
     """Mean log-spectral distance (dB) of the validation notes' reconstructions, as `samplegen evaluate` measures it.
 
-    Waveform against waveform through the one fixed analysis STFT of DESIGN.md (2048/512 Hann), after the
+    Waveform against waveform through the one fixed analysis STFT of docs/design.md (2048/512 Hann), after the
     project's phase retrieval: trials that model different STFT sizes are scored on the same scale, and the
     study's figure is the one a user reads in the evaluation report (a few seconds per trial).
     """
