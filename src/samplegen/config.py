@@ -21,8 +21,11 @@ from samplegen.phase_features import PhaseConfig
 from samplegen.spectral import StftConfig
 
 #: 2 added the "features" section (magnitude compression); format 1 runs were trained on the log.
-RUN_FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
+#: 3 added model.frame_hidden and train.log_weight; runs before it had neither (both 0).
+RUN_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
+#: Keys a run saved before format 3 lacks, with the values it was trained with (not today's defaults).
+BEFORE_FORMAT_3 = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0}}
 SPLITS = ("note", "instrument")
 PRECISIONS = ("fp32", "bf16")
 SAMPLE_RATE = 44100
@@ -33,6 +36,8 @@ class TrainConfig:
     """Optimisation settings.
 
     beta : weight of the KL term (per-element MSE + beta · KL summed over latent dims)
+    log_weight : weight of the log-magnitude L1 term beside the feature MSE (0: none, as in runs
+        before format 3); it weighs quiet bins as the log-spectral distance does
     learning_rate : Adam's step size at the start; it follows a cosine down to a tenth of
         that by the last epoch (a pure function of the epoch, like everything else)
     kl_warmup_epochs : beta ramps linearly from 0 over this many epochs (a pure function
@@ -50,6 +55,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
+    log_weight: float = 0.0
     kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     patience: int = 40
     val_fraction: float = 0.2
@@ -70,6 +76,8 @@ class TrainConfig:
             raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ParameterError(f"beta={self.beta} must be a non-negative number")
+        if not (math.isfinite(self.log_weight) and self.log_weight >= 0):
+            raise ParameterError(f"log_weight={self.log_weight} must be a non-negative number")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ParameterError(f"val_fraction={self.val_fraction} must be in [0, 1)")
         if self.split not in SPLITS:
@@ -110,6 +118,8 @@ class RunConfig:
     phase: PhaseConfig = field(default_factory=PhaseConfig)
 
     def __post_init__(self) -> None:
+        if self.phase.mode == "if" and self.train.log_weight > 0:
+            raise ParameterError('train.log_weight applies to magnitude-only runs; set it to 0 with phase.mode="if"')
         if self.phase.mode == "if" and self.features.magnitude_power != LEGACY_MAGNITUDE_POWER:
             raise ParameterError(f'phase.mode="if" learns IF beside the log magnitude; set features.magnitude_power '
                                  f'to {LEGACY_MAGNITUDE_POWER:g} (it is {self.features.magnitude_power:g})')
@@ -155,12 +165,16 @@ class RunConfig:
                     f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
                 )
         features = data.get("features", {"magnitude_power": LEGACY_MAGNITUDE_POWER} if version == 1 else {})
+        model, train = data.get("model", {}), data.get("train", {})
+        if version in (1, 2) and isinstance(model, dict) and isinstance(train, dict):
+            model = {**BEFORE_FORMAT_3["model"], **model}
+            train = {**BEFORE_FORMAT_3["train"], **train}
         return cls(
             data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
             stft=StftConfig.from_dict(data.get("stft", {})),
             features=dataclass_io.from_dict(FeatureConfig, features, "features"),
-            model=dataclass_io.from_dict(ModelConfig, data.get("model", {}), "model"),
-            train=dataclass_io.from_dict(TrainConfig, data.get("train", {}), "train"),
+            model=dataclass_io.from_dict(ModelConfig, model, "model"),
+            train=dataclass_io.from_dict(TrainConfig, train, "train"),
             # Runs written before the option existed have no "phase" section: magnitude only.
             phase=dataclass_io.from_dict(PhaseConfig, data.get("phase", {}), "phase"),
         )

@@ -30,6 +30,11 @@ import torch
 from torch import nn
 
 from samplegen.errors import ParameterError
+from samplegen.features import LOG_FLOOR
+
+Tensor = torch.Tensor
+#: The log_l1 loss's floor below each note's peak: LSD's 80 dB (samplegen.metrics.LSD_FLOOR), in nepers.
+LSD_FLOOR_NEPERS = 80.0 / 20.0 * math.log(10.0)
 
 MODEL_KINDS = ("vae", "ae")
 
@@ -45,6 +50,8 @@ class ModelConfig:
     frame_dim : features per frame after the shared frame layer
     hidden : widths of the dense stack, input side first (the decoder mirrors them)
     latent_dim : size of the latent vector, one per note
+    frame_hidden : width of the nonlinear frame decoder beside the linear frame layer (0: none, as in
+        runs before format 3); lifts the output above the rank of ``frame_dim`` basis spectra
     """
 
     kind: str = "vae"
@@ -53,6 +60,7 @@ class ModelConfig:
     frame_dim: int = 32
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
+    frame_hidden: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -61,6 +69,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ParameterError(f"{name}={value!r} must be a positive integer")
+        if not isinstance(self.frame_hidden, int) or isinstance(self.frame_hidden, bool) or self.frame_hidden < 0:
+            raise ParameterError(f"frame_hidden={self.frame_hidden!r} must be a non-negative integer (0: linear frames)")
         if len(self.hidden) < 1 or any((not isinstance(h, int)) or h < 1 for h in self.hidden):
             raise ParameterError(f"hidden={self.hidden!r} must be a non-empty list of positive integers")
 
@@ -101,10 +111,14 @@ class Decoder(nn.Module):
         self.stack = nn.Sequential(*list(_dense_stack(widths))[:-1])
         self.linear = nn.Linear(cfg.latent_dim, cfg.n_frames * cfg.frame_dim)
         self.frame = nn.Linear(cfg.frame_dim, cfg.n_bins)
+        # Beside the linear frame layer: a per-frame MLP, so each frame is no longer a mix of frame_dim spectra.
+        self.frame_mlp = (nn.Sequential(nn.Linear(cfg.frame_dim, cfg.frame_hidden), nn.GELU(),
+                                        nn.Linear(cfg.frame_hidden, cfg.n_bins)) if cfg.frame_hidden else None)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
-        return self.frame(h)
+        out = self.frame(h)
+        return out if self.frame_mlp is None else out + self.frame_mlp(h)
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -123,6 +137,7 @@ class SampleModel(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        self.feature_stats: tuple[Tensor, Tensor, float] | None = None
 
     @property
     def is_variational(self) -> bool:
@@ -147,8 +162,9 @@ class SampleModel(nn.Module):
                eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Named, unweighted losses for one batch (weights come from the training config).
 
-        recon : mean squared error per spectrogram element (normalised log magnitude)
-        kl    : KL to N(0, I), summed over latent dimensions, mean over the batch (0 for the AE)
+        recon  : mean squared error per spectrogram element (normalised features)
+        kl     : KL to N(0, I), summed over latent dimensions, mean over the batch (0 for the AE)
+        log_l1 : mean |log-magnitude error| (see :meth:`log_magnitude_l1`; 0 unless feature stats are attached)
 
         eps : Tensor[B x L] reparameterisation noise; drawn from ``generator`` when None
         """
@@ -165,8 +181,31 @@ class SampleModel(nn.Module):
         else:
             z = mu
             kl = torch.zeros((), device=x.device)
-        recon = nn.functional.mse_loss(self.decoder(z), x)
-        return {"recon": recon, "kl": kl}
+        out = self.decoder(z)
+        recon = nn.functional.mse_loss(out, x)
+        log_l1 = self.log_magnitude_l1(out, x) if self.feature_stats is not None else torch.zeros((), device=x.device)
+        return {"recon": recon, "kl": kl, "log_l1": log_l1}
+
+    def attach_feature_stats(self, mean: torch.Tensor, std: torch.Tensor, magnitude_power: float) -> None:
+        """Let :meth:`losses` measure the ``log_l1`` term, which needs the features' de-normalisation
+        (kept beside the model, not in its weights)."""
+        self.feature_stats = (mean, std, float(magnitude_power))
+
+    def log_magnitude_l1(self, out: Tensor, x: Tensor) -> Tensor:
+        """Mean |log magnitude error| (nepers) of normalised outputs against their targets, both floored
+        80 dB below the target note's peak: the measure LSD judges, which the feature MSE barely weighs
+        in quiet bins."""
+        assert self.feature_stats is not None
+        mean, std, p = self.feature_stats
+        mean, std = mean.to(out), std.to(out)
+
+        def log_mag(feats: Tensor) -> Tensor:
+            values = feats * std + mean
+            return values if p == 0.0 else torch.log(values.clamp_min(LOG_FLOOR**p)) / p
+
+        target = log_mag(x.float())
+        floor = target.amax(dim=(1, 2), keepdim=True) - LSD_FLOOR_NEPERS
+        return (torch.maximum(log_mag(out.float()), floor) - torch.maximum(target, floor)).abs().mean()
 
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.cfg.n_frames, self.cfg.n_bins)
@@ -218,6 +257,10 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
     dec.frame.weight.zero_()
     dec.frame.weight[:, :k].copy_(axes)
     dec.frame.bias.copy_(mean.float())
+    if dec.frame_mlp is not None:  # adds nothing at the start: the model starts at PCA
+        last = cast(nn.Linear, dec.frame_mlp[-1])
+        last.weight.zero_()
+        last.bias.zero_()
 
 
 @torch.no_grad()

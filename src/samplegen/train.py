@@ -210,6 +210,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
 
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
+    if tc.log_weight > 0:
+        model.attach_feature_stats(stats.mean.to(device), stats.std.to(device), stats.magnitude_power)
     if tc.pca_init and not resume:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
@@ -268,9 +270,10 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
             batch = stats.normalise(raw.to(device, non_blocking=True))
             with torch.autocast(device_type="cuda" if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16):
                 terms = net(batch, eps)
-            loss = terms["recon"] + beta * terms["kl"]
+            recon = terms["recon"] + tc.log_weight * terms["log_l1"]
+            loss = recon + beta * terms["kl"]
             # Sums over the global batch, the same on every process: history, and a NaN stops all together.
-            step_sums = torch.stack([loss, terms["recon"], terms["kl"]]).detach().double().cpu() * n_local
+            step_sums = torch.stack([loss, recon, terms["kl"]]).detach().double().cpu() * n_local
             distributed.all_reduce_sum(step_sums, ctx)
             global_loss = float(step_sums[0]) / n_global
             if not math.isfinite(global_loss):
@@ -350,7 +353,10 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
         for raw in feats.batches(val_idx[ctx.rank :: ctx.world], 128):
             x = stats.normalise(raw.to(device))
             mu, logvar = model.encode(x)
-            recon += torch.nn.functional.mse_loss(model.decode(mu), x, reduction="sum").item() / x[0].numel()
+            out = model.decode(mu)
+            recon += torch.nn.functional.mse_loss(out, x, reduction="sum").item() / x[0].numel()
+            if model.feature_stats is not None:
+                recon += cfg.train.log_weight * model.log_magnitude_l1(out, x).item() * len(x)
             if logvar is not None:
                 kl += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum().item()
         sums[0], sums[1] = recon, kl
