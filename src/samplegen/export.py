@@ -9,7 +9,6 @@ notes stop without a click.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +21,7 @@ from samplegen import spectral
 from samplegen.checkpoint import Run, atomic_write, write_json
 from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
+from samplegen.files import unique_stems
 from samplegen.generate import decode, resolve
 from samplegen.loop import Loop, find_loop
 from samplegen.sf2 import Sf2Sound, sf2_bytes
@@ -34,15 +34,11 @@ PEAK_DBFS = -1.0
 
 @dataclass(frozen=True)
 class SamplerSound:
-    """A sound ready for a sampler: ``audio`` float32 (n,) at 44.1 kHz, its loop or None."""
+    """A sound ready for a sampler: ``name`` a safe, unique file stem; ``audio`` float32 (n,) at 44.1 kHz; its loop or None."""
 
     name: str
     audio: np.ndarray
     loop: Loop | None
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sound"
 
 
 def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
@@ -51,17 +47,13 @@ def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
         raise ParameterError("name at least one SOUND (a corpus note, an audio file or a .latent.json)")
     resolved = [resolve(run, item) for item in items]
     wavs = decode(run, torch.stack([z for _, z, _ in resolved]))
-    out, used = [], set()
-    for (name, _, _), y in zip(resolved, wavs):
+    out = []
+    for (name, _, _), stem, y in zip(resolved, unique_stems(name for name, _, _ in resolved), wavs):
         peak = float(np.max(np.abs(y)))
         if peak <= 0:
             raise ParameterError(f"{name} decodes to silence; choose another sound")
         y = (y * (10 ** (PEAK_DBFS / 20) / peak)).astype(np.float32)
-        safe = _safe_name(name)
-        while safe in used:
-            safe += "_"
-        used.add(safe)
-        out.append(SamplerSound(safe, y, find_loop(y)))
+        out.append(SamplerSound(stem, y, find_loop(y)))
     return out
 
 
