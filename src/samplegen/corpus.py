@@ -22,6 +22,7 @@ import soxr
 from samplegen import audio as audio_io
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
+from samplegen.files import safe_file_stem
 from samplegen.soundfont import DRUM_BANK, GM_FAMILIES, Preset, default_soundfont, read_presets, render_note
 
 MANIFEST_NAME = "manifest.csv"
@@ -138,7 +139,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
             hz, warn = _check_pitch(name, y)
             if warn:
                 off.append(warn)
-            file = f"{name}.wav"
+            file = f"{safe_file_stem(name)}.wav"
             audio_io.write_wav(out / file, y)
             entries.append(CorpusEntry(name, file, preset.program, preset.name, family, int(vel), None, hz))
             notes.append(y)
@@ -204,7 +205,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress)
     written = []
     for e, y in zip(entries, notes):
-        file = f"{e.name}.wav"
+        file = f"{safe_file_stem(e.name)}.wav"
         audio_io.write_wav(out / file, y)
         written.append(CorpusEntry(e.name, file, e.program, e.preset, e.family, e.velocity, None, e.pitch_hz))
     corpus = Corpus(out, written, np.stack(notes), skipped, off)
@@ -275,7 +276,7 @@ def mix_entries(corpus: Corpus, n: int, seed: int, out_dir: str | Path | None = 
         ea, eb = corpus.entries[a], corpus.entries[b]
         y = audio_io.prepare_note(corpus.audio[a] + corpus.audio[b], duration_s=corpus.audio.shape[1] / audio_io.SAMPLE_RATE)
         name = f"mix{k:04d}_{ea.name[:24]}__{eb.name[:24]}"
-        file = f"{name}.wav"
+        file = f"{safe_file_stem(name)}.wav"
         if out_dir is not None:
             audio_io.write_wav(Path(out_dir) / file, y)
         family = ea.family if ea.family == eb.family else "mixture"
