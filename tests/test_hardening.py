@@ -175,3 +175,43 @@ def test_evaluate_data_with_a_crafted_manifest_writes_only_inside_out(tiny_run, 
     data_wavs = {p.name for p in written if p.name.startswith("data_")}
     assert len(data_wavs) == 3 * len(names)  # the four notes' original, oracle and model, none overwriting another
     assert "data_escaped_evil_model.wav" in data_wavs
+
+
+# --- corpus build never touches its source ------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """TMP/lib/samples: three of the user's own notes, with a sub-folder."""
+    src = tmp_path / "lib" / "samples"
+    (src / "sub").mkdir(parents=True)
+    for i, where in enumerate(("a.wav", "b.wav", "sub/c.wav")):
+        sf.write(src / where, harmonic_note(0.6, tilt=1 + i / 3), SR, subtype="PCM_16")
+    return src
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "deeper", "parent", "symlink"])
+def test_corpus_build_refuses_an_out_that_overlaps_the_source(samples, where, capsys):
+    lib = samples.parent
+    out = {"same": samples, "inside": samples / "corpus", "deeper": samples / "sub" / "x", "parent": lib,
+           "symlink": lib / "link"}[where]
+    if where == "symlink":
+        out.symlink_to(samples, target_is_directory=True)
+    before = _tree(lib)
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplegen: error: --out") and "\n" not in err and "outside" in err
+    assert _tree(lib) == before
+
+
+def test_corpus_build_into_a_sibling_folder_works_and_keeps_the_source(samples, capsys):
+    before = _tree(samples)
+    out = samples.parent / "corpus"
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 0
+    assert _tree(samples) == before
+    assert (out / "manifest.csv").is_file() and len(list(out.glob("*.wav"))) == 3

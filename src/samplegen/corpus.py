@@ -199,9 +199,11 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
 
     Unreadable files are skipped and listed with their reason in
     ``corpus.skipped`` and ``corpus_report.txt``; an empty or all-bad folder is a
-    CorpusError.
+    CorpusError. ``out_dir`` must lie apart from ``src_dir`` (ParameterError otherwise): the
+    prepared copies would replace the user's originals or be taken for new samples next time.
     """
     src, out = Path(src_dir), Path(out_dir)
+    _check_apart(src, out)
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress)
     written = []
     for e, y in zip(entries, notes):
@@ -213,6 +215,21 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
     _write_manifest(corpus)
     return corpus
+
+
+def _check_apart(src: Path, out: Path) -> None:
+    """Refuse an ``out`` that is, holds or lies inside ``src`` (symlinks resolved)."""
+    s, o = src.resolve(), out.resolve()
+    if s == o:
+        where = "is the source folder"
+    elif s in o.parents:
+        where = "lies inside the source folder"
+    elif o in s.parents:
+        where = "contains the source folder"
+    else:
+        return
+    raise ParameterError(f"--out {out} {where} {src}; choose an output folder outside it "
+                         "(the originals are never modified)")
 
 
 def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S) -> Corpus:
