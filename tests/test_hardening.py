@@ -215,3 +215,68 @@ def test_corpus_build_into_a_sibling_folder_works_and_keeps_the_source(samples, 
     assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 0
     assert _tree(samples) == before
     assert (out / "manifest.csv").is_file() and len(list(out.glob("*.wav"))) == 3
+
+
+# --- interrupted writes -------------------------------------------------------------------------------
+
+
+def test_an_export_killed_between_its_files_leaves_no_recipe_and_the_next_one_is_whole(tiny_run, tmp_path,
+                                                                                        monkeypatch):
+    import torch
+
+    from samplegen import api
+    from samplegen.errors import ParameterError
+    from samplegen.export import check_decoder_bundle
+
+    out = tmp_path / "decoder"
+    paths = api.export_onnx(tiny_run, out)
+    assert check_decoder_bundle(out)["files"]["onnx"]["name"] == "decoder.onnx"
+    old_onnx = paths["onnx"].read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the moment after decoder.onnx is replaced, before the rest
+
+    monkeypatch.setattr(torch.jit, "trace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        api.export_onnx(tiny_run, out)
+    monkeypatch.undo()
+    assert not (out / "decoder.json").exists()  # no recipe beside a graph it was not written for
+    with pytest.raises(ParameterError, match="no complete decoder export"):
+        check_decoder_bundle(out)
+    stale = [out / ".decoder.onnx.tmp", out / ".decoder.json.k1ll3d.tmp", out / ".decoder.torchscript.pt.x.tmp"]
+    for p in stale:
+        p.write_bytes(b"left by a kill")
+    (out / "keep.txt").write_text("the user's")
+    api.export_onnx(tiny_run, out)
+    assert check_decoder_bundle(out)
+    assert sorted(p.name for p in out.iterdir()) == ["decoder.json", "decoder.onnx", "decoder.torchscript.pt",
+                                                     "keep.txt"]
+    (out / "decoder.onnx").write_bytes(old_onnx[:-1] + bytes([old_onnx[-1] ^ 1]))  # another export's graph
+    with pytest.raises(ParameterError, match="not the ones"):
+        check_decoder_bundle(out)
+
+
+def test_a_killed_corpus_build_is_not_taken_for_a_smaller_corpus(samples, tmp_path, monkeypatch, capsys):
+    from samplegen import corpus as corpus_mod
+
+    out = tmp_path / "corpus"
+
+    def killed(corpus):
+        raise KeyboardInterrupt  # notes written, manifest not yet
+
+    monkeypatch.setattr(corpus_mod, "_write_manifest", killed)
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 130
+    monkeypatch.undo()
+    assert list(out.glob("*.wav")) and not (out / "manifest.csv").exists()
+    capsys.readouterr()
+    for argv in (["features", "--data", str(out), "--quiet"], ["corpus", "build", "--from", str(out), "--out",
+                                                                 str(tmp_path / "again")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "interrupted corpus build" in err and "\n" not in err
+    with pytest.raises(corpus_mod.CorpusError, match="interrupted"):
+        corpus_mod.load_corpus(out, duration_s=0.5)
+    (out / ".a.1234.wav.tmp").write_bytes(b"half a note")
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert len(corpus_mod.load_corpus(out, duration_s=0.5).entries) == 3

@@ -22,11 +22,14 @@ import soxr
 from samplegen import audio as audio_io
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import safe_file_stem
+from samplegen.files import remove_temp_files, safe_file_stem
 from samplegen.soundfont import DRUM_BANK, GM_FAMILIES, Preset, default_soundfont, read_presets, render_note
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "corpus_report.txt"
+#: Present while a build is writing a corpus folder (removed once the manifest is written): a build
+#: killed half-way must not pass for a smaller corpus of raw samples.
+BUILDING_NAME = ".samplegen-building"
 #: 128 GM programs x 8 velocities = 1,024 notes, about the seed's 980.
 DEFAULT_VELOCITIES: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 112, 127)
 MANIFEST_FIELDS = ["name", "file", "program", "preset", "family", "velocity", "parent_a", "parent_b", "pitch_hz"]
@@ -121,6 +124,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if not presets:
         raise CorpusError(f"{path} has no melodic presets to render")
     out = Path(out_dir)
+    _start_build(out)
     entries, notes, skipped, off = [], [], [], []
     total = len(presets) * len(velocities)
     for i, preset in enumerate(presets):
@@ -204,7 +208,9 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     """
     src, out = Path(src_dir), Path(out_dir)
     _check_apart(src, out)
+    check_finished(src)
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress)
+    _start_build(out)
     written = []
     for e, y in zip(entries, notes):
         file = f"{safe_file_stem(e.name)}.wav"
@@ -232,6 +238,22 @@ def _check_apart(src: Path, out: Path) -> None:
                          "(the originals are never modified)")
 
 
+def _start_build(out: Path) -> None:
+    """Mark ``out`` as being built and remove the temporary files a killed build left in it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(out, (".*.wav.tmp", f".{MANIFEST_NAME}.*.tmp", f".{REPORT_NAME}.*.tmp"))
+        (out / BUILDING_NAME).write_text("a corpus build is writing this folder, or was interrupted: build it again\n")
+    except OSError as exc:
+        raise CorpusError(f"cannot write to {out}: {exc.strerror}; choose a writable output folder") from None
+
+
+def check_finished(root: Path) -> None:
+    """Refuse a corpus folder whose build was interrupted (its notes are only part of the corpus)."""
+    if (root / BUILDING_NAME).exists():
+        raise CorpusError(f"{root} holds an interrupted corpus build; run `samplegen corpus build` into it again")
+
+
 def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S) -> Corpus:
     """A built corpus (with manifest.csv) or any folder of samples, prepared in memory.
 
@@ -239,6 +261,7 @@ def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_
     prepared again to that length.
     """
     root = Path(path)
+    check_finished(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
         entries, notes, skipped, off = _prepare_folder(root, duration_s, None)
@@ -321,3 +344,4 @@ def _write_manifest(corpus: Corpus) -> None:
     lines += [f"off-pitch\t{f}\t{c:+.0f} cents from C4" for f, c in corpus.off_pitch]
     report = "\n".join(lines) + "\n"
     atomic_write(Path(corpus.root) / REPORT_NAME, lambda fh: fh.write(report), mode="w")
+    (Path(corpus.root) / BUILDING_NAME).unlink(missing_ok=True)

@@ -9,6 +9,8 @@ notes stop without a click.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +23,7 @@ from samplegen import spectral
 from samplegen.checkpoint import Run, atomic_write, write_json
 from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
-from samplegen.files import unique_stems
+from samplegen.files import remove_temp_files, unique_stems
 from samplegen.generate import decode, resolve
 from samplegen.loop import Loop, find_loop
 from samplegen.sf2 import Sf2Sound, sf2_bytes
@@ -30,6 +32,7 @@ ROOT_KEY = 60
 ATTACK_S = 0.003
 RELEASE_S = 0.3
 PEAK_DBFS = -1.0
+RECIPE_NAME = "decoder.json"
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,9 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     """Write ``decoder.onnx``, ``decoder.torchscript.pt`` and ``decoder.json``; returns their paths.
 
     The ONNX graph has a dynamic batch axis. The exported file is checked against PyTorch with
-    onnxruntime before it is kept.
+    onnxruntime before it is kept. The three files are one unit: ``decoder.json`` is removed first and
+    written last, with the size and SHA-256 of the other two, so an export killed half-way leaves no
+    recipe rather than one run's graph beside another's recipe (:func:`check_decoder_bundle`).
     """
     if run.config.phase.mode != "none":
         # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
@@ -162,6 +167,8 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out, [".decoder.*.tmp"])  # left by an export that was killed
+    (out / RECIPE_NAME).unlink(missing_ok=True)
     module = _Decoder(run).eval()
     z = torch.randn(2, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
     paths: dict[str, Path] = {}
@@ -194,6 +201,35 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
         tmp_ts.unlink(missing_ok=True)
     recipe = decoder_recipe(run)
     recipe["parity"] = {"onnxruntime_max_abs_diff": diff, "checked_batch": 5}
-    paths["recipe"] = write_json(out / "decoder.json", recipe)
+    recipe["files"] = {key: {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for key, p in paths.items()}
+    paths["recipe"] = write_json(out / RECIPE_NAME, recipe)
     return paths
+
+
+def check_decoder_bundle(folder: str | Path) -> dict[str, Any]:
+    """The recipe of an exported decoder folder, once its files are checked to be the ones it lists.
+
+    A folder without ``decoder.json``, or whose graph files differ from what it records (an export
+    killed half-way, files copied from two exports), is a ParameterError.
+    """
+    folder = Path(folder)
+    redo = f"export it again with `samplegen export onnx RUN --out {folder}`"
+    try:
+        recipe = json.loads((folder / RECIPE_NAME).read_text())
+        listed = [recipe["files"][key] for key in ("onnx", "torchscript")]
+        same = all(Path(f["name"]).name == f["name"] and (folder / f["name"]).stat().st_size == f["bytes"]
+                   and _sha256(folder / f["name"]) == f["sha256"] for f in listed)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParameterError(f"{folder} holds no complete decoder export ({type(exc).__name__}: {exc}); {redo}") from None
+    if not same:
+        raise ParameterError(f"the graph files in {folder} are not the ones its {RECIPE_NAME} was written for; {redo}")
+    return recipe
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 

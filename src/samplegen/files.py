@@ -1,4 +1,4 @@
-"""File-system details shared by every writer: file modes, and names from data made safe as file names."""
+"""File-system details shared by every writer: file modes, names from data made safe, leftovers of killed writes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import unicodedata
+from pathlib import Path
 from typing import Iterable
 
 #: Longest stem :func:`safe_file_stem` returns (bytes), leaving room for suffixes such as
@@ -67,3 +68,15 @@ def unique_stems(names: Iterable[str]) -> list[str]:
         used.add(stem.casefold())
         out.append(stem)
     return out
+
+
+def remove_temp_files(folder: Path, patterns: Iterable[str]) -> None:
+    """Delete the temporary files (glob ``patterns``) a killed writer left in ``folder``.
+
+    Every writer here writes to a dot-file ending ``.tmp`` and renames it into place; a kill between
+    the two leaves the temporary file behind, so the next run into the same folder removes it.
+    """
+    for pattern in patterns:
+        for p in folder.glob(pattern):
+            if p.is_file() or p.is_symlink():
+                p.unlink(missing_ok=True)
