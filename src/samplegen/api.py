@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from samplegen import generate
 from samplegen.checkpoint import CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, read_json
 from samplegen.config import RunConfig, load_config_file
-from samplegen.corpus import Corpus, build_folder_corpus, load_corpus, render_soundfont_corpus
+from samplegen.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, load_corpus,
+                              render_soundfont_corpus)
 from samplegen.errors import ParameterError
 from samplegen.model import MODEL_KINDS
 from samplegen.train import TrainResult, train
@@ -193,7 +194,7 @@ def demo(out: str | Path, *, epochs: int | None = None, config: str | Path | Run
     cfg = resolve_config(config, epochs=epochs)
     out = Path(out)
     corpus_dir, run_dir, sounds_dir = out / "corpus", out / "run", out / "sounds"
-    if (corpus_dir / "manifest.csv").is_file():
+    if (corpus_dir / MANIFEST_NAME).is_file() and not (corpus_dir / BUILDING_NAME).exists():
         log(f"reusing corpus in {corpus_dir}")
     else:
         log(f"rendering the default corpus into {corpus_dir} ...")

@@ -25,18 +25,21 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
     from samplegen import api
     from tqdm.auto import tqdm
 
-    bar = tqdm(desc="corpus", unit="note", dynamic_ncols=True)
+    bars: list[tqdm] = []  # opened at the first note, so a refused build prints its error alone
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(desc="corpus", unit="note", dynamic_ncols=True))
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         corpus = api.build_corpus(args.out, soundfont=args.soundfont, source=args.source, mix=args.mix,
                                   seed=args.seed, duration_s=args.duration, progress=progress)
-    bar.close()
+    for bar in bars:
+        bar.close()
     print(f"corpus: {len(corpus.entries)} notes in {args.out}/ (manifest.csv)")
     if corpus.skipped:
         print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")

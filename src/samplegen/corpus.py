@@ -22,10 +22,14 @@ import soxr
 from samplegen import audio as audio_io
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
+from samplegen.files import remove_temp_files, safe_file_stem
 from samplegen.soundfont import DRUM_BANK, GM_FAMILIES, Preset, default_soundfont, read_presets, render_note
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "corpus_report.txt"
+#: Present while a build is writing a corpus folder (removed once the manifest is written): a build
+#: killed half-way must not pass for a smaller corpus of raw samples.
+BUILDING_NAME = ".samplegen-building"
 #: 128 GM programs x 8 velocities = 1,024 notes, about the seed's 980.
 DEFAULT_VELOCITIES: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 112, 127)
 MANIFEST_FIELDS = ["name", "file", "program", "preset", "family", "velocity", "parent_a", "parent_b", "pitch_hz"]
@@ -120,6 +124,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if not presets:
         raise CorpusError(f"{path} has no melodic presets to render")
     out = Path(out_dir)
+    _start_build(out)
     entries, notes, skipped, off = [], [], [], []
     total = len(presets) * len(velocities)
     for i, preset in enumerate(presets):
@@ -138,7 +143,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
             hz, warn = _check_pitch(name, y)
             if warn:
                 off.append(warn)
-            file = f"{name}.wav"
+            file = f"{safe_file_stem(name)}.wav"
             audio_io.write_wav(out / file, y)
             entries.append(CorpusEntry(name, file, preset.program, preset.name, family, int(vel), None, hz))
             notes.append(y)
@@ -198,13 +203,17 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
 
     Unreadable files are skipped and listed with their reason in
     ``corpus.skipped`` and ``corpus_report.txt``; an empty or all-bad folder is a
-    CorpusError.
+    CorpusError. ``out_dir`` must lie apart from ``src_dir`` (ParameterError otherwise): the
+    prepared copies would replace the user's originals or be taken for new samples next time.
     """
     src, out = Path(src_dir), Path(out_dir)
+    _check_apart(src, out)
+    check_finished(src)
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress)
+    _start_build(out)
     written = []
     for e, y in zip(entries, notes):
-        file = f"{e.name}.wav"
+        file = f"{safe_file_stem(e.name)}.wav"
         audio_io.write_wav(out / file, y)
         written.append(CorpusEntry(e.name, file, e.program, e.preset, e.family, e.velocity, None, e.pitch_hz))
     corpus = Corpus(out, written, np.stack(notes), skipped, off)
@@ -214,6 +223,37 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     return corpus
 
 
+def _check_apart(src: Path, out: Path) -> None:
+    """Refuse an ``out`` that is, holds or lies inside ``src`` (symlinks resolved)."""
+    s, o = src.resolve(), out.resolve()
+    if s == o:
+        where = "is the source folder"
+    elif s in o.parents:
+        where = "lies inside the source folder"
+    elif o in s.parents:
+        where = "contains the source folder"
+    else:
+        return
+    raise ParameterError(f"--out {out} {where} {src}; choose an output folder outside it "
+                         "(the originals are never modified)")
+
+
+def _start_build(out: Path) -> None:
+    """Mark ``out`` as being built and remove the temporary files a killed build left in it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(out, (".*.wav.tmp", f".{MANIFEST_NAME}.*.tmp", f".{REPORT_NAME}.*.tmp"))
+        (out / BUILDING_NAME).write_text("a corpus build is writing this folder, or was interrupted: build it again\n")
+    except OSError as exc:
+        raise CorpusError(f"cannot write to {out}: {exc.strerror}; choose a writable output folder") from None
+
+
+def check_finished(root: Path) -> None:
+    """Refuse a corpus folder whose build was interrupted (its notes are only part of the corpus)."""
+    if (root / BUILDING_NAME).exists():
+        raise CorpusError(f"{root} holds an interrupted corpus build; run `samplegen corpus build` into it again")
+
+
 def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S) -> Corpus:
     """A built corpus (with manifest.csv) or any folder of samples, prepared in memory.
 
@@ -221,6 +261,7 @@ def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_
     prepared again to that length.
     """
     root = Path(path)
+    check_finished(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
         entries, notes, skipped, off = _prepare_folder(root, duration_s, None)
@@ -275,7 +316,7 @@ def mix_entries(corpus: Corpus, n: int, seed: int, out_dir: str | Path | None = 
         ea, eb = corpus.entries[a], corpus.entries[b]
         y = audio_io.prepare_note(corpus.audio[a] + corpus.audio[b], duration_s=corpus.audio.shape[1] / audio_io.SAMPLE_RATE)
         name = f"mix{k:04d}_{ea.name[:24]}__{eb.name[:24]}"
-        file = f"{name}.wav"
+        file = f"{safe_file_stem(name)}.wav"
         if out_dir is not None:
             audio_io.write_wav(Path(out_dir) / file, y)
         family = ea.family if ea.family == eb.family else "mixture"
@@ -303,3 +344,4 @@ def _write_manifest(corpus: Corpus) -> None:
     lines += [f"off-pitch\t{f}\t{c:+.0f} cents from C4" for f, c in corpus.off_pitch]
     report = "\n".join(lines) + "\n"
     atomic_write(Path(corpus.root) / REPORT_NAME, lambda fh: fh.write(report), mode="w")
+    (Path(corpus.root) / BUILDING_NAME).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from samplegen.baselines import PCABaseline
 from samplegen.checkpoint import Run, load_run
 from samplegen.corpus import load_corpus
 from samplegen.errors import CorpusError, ParameterError
+from samplegen.files import unique_stems
 from samplegen.generate import decode, interpolation_path
 from samplegen.phase_features import audio_to_features, features_to_waveform
 
@@ -384,10 +385,11 @@ def _write_worst_audio(out: Path, sets: dict[str, QualitySet], art: dict) -> lis
     rows = []
     for split, s in sets.items():
         worst = np.argsort(-s.values["model"]["lsd_db"])[:5]
-        for i in worst:
+        stems = unique_stems(s.names[i] for i in worst)  # names come from manifests: never path parts
+        for i, stem in zip(worst, stems):
             files = []
             for label, wav in (("original", s.reference[i]), ("oracle", s.outputs["oracle"][i]), ("model", s.outputs["model"][i])):
-                name = f"audio/{split}_{s.names[i]}_{label}.wav"
+                name = f"audio/{split}_{stem}_{label}.wav"
                 audio_io.write_wav(out / name, _safe(wav))
                 files.append((label, name))
             rows.append((f"{split}: {s.names[i]} (model LSD {s.values['model']['lsd_db'][i]:.2f} dB)", files))

@@ -9,7 +9,8 @@ notes stop without a click.
 
 from __future__ import annotations
 
-import re
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +23,7 @@ from samplegen import spectral
 from samplegen.checkpoint import Run, atomic_write, write_json
 from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
+from samplegen.files import remove_temp_files, unique_stems
 from samplegen.generate import decode, resolve
 from samplegen.loop import Loop, find_loop
 from samplegen.sf2 import Sf2Sound, sf2_bytes
@@ -30,19 +32,16 @@ ROOT_KEY = 60
 ATTACK_S = 0.003
 RELEASE_S = 0.3
 PEAK_DBFS = -1.0
+RECIPE_NAME = "decoder.json"
 
 
 @dataclass(frozen=True)
 class SamplerSound:
-    """A sound ready for a sampler: ``audio`` float32 (n,) at 44.1 kHz, its loop or None."""
+    """A sound ready for a sampler: ``name`` a safe, unique file stem; ``audio`` float32 (n,) at 44.1 kHz; its loop or None."""
 
     name: str
     audio: np.ndarray
     loop: Loop | None
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sound"
 
 
 def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
@@ -51,17 +50,13 @@ def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
         raise ParameterError("name at least one SOUND (a corpus note, an audio file or a .latent.json)")
     resolved = [resolve(run, item) for item in items]
     wavs = decode(run, torch.stack([z for _, z, _ in resolved]))
-    out, used = [], set()
-    for (name, _, _), y in zip(resolved, wavs):
+    out = []
+    for (name, _, _), stem, y in zip(resolved, unique_stems(name for name, _, _ in resolved), wavs):
         peak = float(np.max(np.abs(y)))
         if peak <= 0:
             raise ParameterError(f"{name} decodes to silence; choose another sound")
         y = (y * (10 ** (PEAK_DBFS / 20) / peak)).astype(np.float32)
-        safe = _safe_name(name)
-        while safe in used:
-            safe += "_"
-        used.add(safe)
-        out.append(SamplerSound(safe, y, find_loop(y)))
+        out.append(SamplerSound(stem, y, find_loop(y)))
     return out
 
 
@@ -160,7 +155,9 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     """Write ``decoder.onnx``, ``decoder.torchscript.pt`` and ``decoder.json``; returns their paths.
 
     The ONNX graph has a dynamic batch axis. The exported file is checked against PyTorch with
-    onnxruntime before it is kept.
+    onnxruntime before it is kept. The three files are one unit: ``decoder.json`` is removed first and
+    written last, with the size and SHA-256 of the other two, so an export killed half-way leaves no
+    recipe rather than one run's graph beside another's recipe (:func:`check_decoder_bundle`).
     """
     if run.config.phase.mode != "none":
         # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
@@ -170,6 +167,8 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out, [".decoder.*.tmp"])  # left by an export that was killed
+    (out / RECIPE_NAME).unlink(missing_ok=True)
     module = _Decoder(run).eval()
     z = torch.randn(2, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
     paths: dict[str, Path] = {}
@@ -202,6 +201,35 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
         tmp_ts.unlink(missing_ok=True)
     recipe = decoder_recipe(run)
     recipe["parity"] = {"onnxruntime_max_abs_diff": diff, "checked_batch": 5}
-    paths["recipe"] = write_json(out / "decoder.json", recipe)
+    recipe["files"] = {key: {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for key, p in paths.items()}
+    paths["recipe"] = write_json(out / RECIPE_NAME, recipe)
     return paths
+
+
+def check_decoder_bundle(folder: str | Path) -> dict[str, Any]:
+    """The recipe of an exported decoder folder, once its files are checked to be the ones it lists.
+
+    A folder without ``decoder.json``, or whose graph files differ from what it records (an export
+    killed half-way, files copied from two exports), is a ParameterError.
+    """
+    folder = Path(folder)
+    redo = f"export it again with `samplegen export onnx RUN --out {folder}`"
+    try:
+        recipe = json.loads((folder / RECIPE_NAME).read_text())
+        listed = [recipe["files"][key] for key in ("onnx", "torchscript")]
+        same = all(Path(f["name"]).name == f["name"] and (folder / f["name"]).stat().st_size == f["bytes"]
+                   and _sha256(folder / f["name"]) == f["sha256"] for f in listed)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParameterError(f"{folder} holds no complete decoder export ({type(exc).__name__}: {exc}); {redo}") from None
+    if not same:
+        raise ParameterError(f"the graph files in {folder} are not the ones its {RECIPE_NAME} was written for; {redo}")
+    return recipe
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 

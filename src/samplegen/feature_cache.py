@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from samplegen.checkpoint import write_json
-from samplegen.corpus import MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row, _slug
+from samplegen.corpus import (MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row, _slug,
+                              check_finished)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 
 #: Bump when the feature computation changes: old caches are then ignored, not misread.
@@ -121,6 +122,7 @@ def scan_notes(root: str | Path) -> tuple[list[CorpusEntry], str]:
     names them (unreadable files do not take a name).
     """
     root = Path(root)
+    check_finished(root)
     manifest = root / MANIFEST_NAME
     if manifest.is_file():
         try:

@@ -1,8 +1,18 @@
-"""File-system details shared by every atomic writer (checkpoints, JSON, WAVs)."""
+"""File-system details shared by every writer: file modes, names from data made safe, leftovers of killed writes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+
+#: Longest stem :func:`safe_file_stem` returns (bytes), leaving room for suffixes such as
+#: ``_original.wav`` or ``.latent.json`` under the 255-byte limit of common file systems.
+MAX_STEM_BYTES = 96
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 
 
 def regular_file_mode() -> int:
@@ -15,3 +25,58 @@ def regular_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def safe_file_stem(name: str) -> str:
+    """``name`` (from a manifest, a run's corpus.json, a file's stem…) as one file name, without extension.
+
+    Names from data are untrusted: ``../../x`` must not leave the output folder. The result holds only
+    ASCII letters, digits, ``_``, ``-`` and single inner dots (accents are dropped, anything else becomes
+    ``_``), never starts with a dot or dash, is not a reserved Windows device name, is at most
+    :data:`MAX_STEM_BYTES` long and never empty. Safe names come back unchanged; a name cut short or
+    left with nothing gets a short hash of the original, so distinct names stay distinct.
+    """
+    ascii_text = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_text)
+    stem = re.sub(r"\.{2,}", "_", stem).strip("._-")
+    if not stem:
+        return f"sound-{_digest(str(name))}" if name else "sound"
+    if len(stem) > MAX_STEM_BYTES:
+        stem = f"{stem[: MAX_STEM_BYTES - 9].rstrip('._-')}-{_digest(str(name))}"
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem = f"_{stem}"
+    return stem
+
+
+def unique_stems(names: Iterable[str]) -> list[str]:
+    """:func:`safe_file_stem` of each name, with ``_2``, ``_3``… added where two would share a file.
+
+    Compared case-insensitively, since macOS and Windows folders are.
+    """
+    used: set[str] = set()
+    out = []
+    for name in names:
+        base = stem = safe_file_stem(name)
+        k = 1
+        while stem.casefold() in used:
+            k += 1
+            stem = f"{base}_{k}"
+        used.add(stem.casefold())
+        out.append(stem)
+    return out
+
+
+def remove_temp_files(folder: Path, patterns: Iterable[str]) -> None:
+    """Delete the temporary files (glob ``patterns``) a killed writer left in ``folder``.
+
+    Every writer here writes to a dot-file ending ``.tmp`` and renames it into place; a kill between
+    the two leaves the temporary file behind, so the next run into the same folder removes it.
+    """
+    for pattern in patterns:
+        for p in folder.glob(pattern):
+            if p.is_file() or p.is_symlink():
+                p.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from samplegen import audio as audio_io
 from samplegen.checkpoint import Run, write_json
 from samplegen.errors import AudioError, ParameterError
 from samplegen.features import magnitude_from_log
+from samplegen.files import unique_stems
 from samplegen.phase_features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -218,8 +219,10 @@ def perturb(run: Run, item: str, amount: float = 0.5, n: int = 4, seed: int = 0)
 def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None = None) -> list[Path]:
     """Write each sound as ``NAME.wav`` (24-bit, 44.1 kHz) and ``NAME.latent.json``.
 
-    The waveform is scaled down only if it would clip, so a quiet output stays
-    quiet (the health measures rely on the raw level).
+    NAME is the sound's name made safe (:func:`samplegen.files.unique_stems`): names come from
+    corpus.json, file stems and the command line, and must not leave ``out_dir``. The waveform is
+    scaled down only if it would clip, so a quiet output stays quiet (the health measures rely on
+    the raw level).
     """
     out = Path(out_dir)
     try:
@@ -227,11 +230,11 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None =
     except OSError as exc:
         raise ParameterError(f"cannot create output folder {out}: {exc.strerror}") from None
     paths = []
-    for s in sounds:
+    for s, stem in zip(sounds, unique_stems(s.name for s in sounds)):
         peak = float(np.max(np.abs(s.audio))) if s.audio.size else 0.0
         wav = s.audio / peak * 0.99 if peak > 0.99 else s.audio
-        paths.append(audio_io.write_wav(out / f"{s.name}.wav", wav))
-        write_json(out / f"{s.name}.latent.json", {
+        paths.append(audio_io.write_wav(out / f"{stem}.wav", wav))
+        write_json(out / f"{stem}.latent.json", {
             "z": [round(float(v), 6) for v in s.z],
             "source": s.source,
             "run": str(run.path.resolve()) if run is not None else "",

@@ -16,6 +16,7 @@ import torch
 from samplegen import audio as audio_io
 from samplegen import metrics, spectral
 from samplegen.errors import ParameterError
+from samplegen.files import unique_stems
 
 
 @dataclass
@@ -38,7 +39,7 @@ def roundtrip(files: Sequence[str | Path], out_dir: str | Path, method: str | No
     cfg = stft or spectral.StftConfig()
     out = Path(out_dir)
     results = []
-    for f in files:
+    for f, stem in zip(files, unique_stems(Path(f).stem for f in files)):
         y = audio_io.read_audio(f)
         if len(y) < cfg.n_fft:
             raise ParameterError(f"{f} is shorter than one STFT frame ({cfg.n_fft} samples)")
@@ -46,7 +47,6 @@ def roundtrip(files: Sequence[str | Path], out_dir: str | Path, method: str | No
         rebuilt = spectral.retrieve_phase(spectral.magnitude(x, cfg), cfg, len(y),
                                           method=method or spectral.DEFAULT_METHOD,
                                           n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter).numpy()
-        stem = Path(f).stem
         results.append(RoundTrip(
             str(f),
             audio_io.write_wav(out / f"{stem}_original.wav", y),

@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from samplegen.errors import ParameterError
+from samplegen.files import safe_file_stem
 from samplegen.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Instrument, Note
 
 #: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
@@ -233,8 +234,7 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
         start = time.perf_counter()
         note = scheduler.run(req.client, req.seq, job)
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[:40] or "sound"
-        rid = store.put(note.wav, f"samplegen-{slug}.wav")
+        rid = store.put(note.wav, f"samplegen-{safe_file_stem(source)}.wav")
         spec = note.spectrogram
         return RenderResponse(
             id=rid, z=[round(float(v), 6) for v in note.z], map=list(note.map_xy), knobs=note.knobs,
