@@ -25,7 +25,7 @@ from samplegen.spectral import StftConfig
 RUN_FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 #: Keys a run saved before format 3 lacks, with the values it was trained with (not today's defaults).
-BEFORE_FORMAT_3 = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0}}
+BEFORE_FORMAT_3 = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0, "adam_beta2": 0.999, "lr_warmup_epochs": 0}}
 SPLITS = ("note", "instrument")
 PRECISIONS = ("fp32", "bf16")
 SAMPLE_RATE = 44100
@@ -36,6 +36,10 @@ class TrainConfig:
     """Optimisation settings.
 
     beta : weight of the KL term (per-element MSE + beta · KL summed over latent dims)
+    adam_beta2 : Adam's second-moment decay (runs before format 3: 0.999)
+    lr_warmup_epochs : the learning rate ramps linearly from 0 over this many epochs, step by step
+        (runs before format 3: 0); keeps Adam's first, largest steps from throwing the model off its
+        PCA start, which showed as loss spikes of 100-1000x in the first epochs of wider models
     log_weight : weight of the log-magnitude L1 term beside the feature MSE (0: none, as in runs
         before format 3); it weighs quiet bins as the log-spectral distance does
     learning_rate : Adam's step size at the start; it follows a cosine down to a tenth of
@@ -51,11 +55,13 @@ class TrainConfig:
         GPU (validation, checkpoints and generation stay float32; ignored with a warning on a CPU)
     """
 
-    epochs: int = 150
+    epochs: int = 120  # with the frame decoder, 150 would pass the 10-minute CPU budget (BENCHMARKS.md, Fidelity)
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
-    log_weight: float = 0.0
+    log_weight: float = 0.3  # BENCHMARKS.md, Fidelity
+    adam_beta2: float = 0.99
+    lr_warmup_epochs: int = 5
     kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     patience: int = 40
     val_fraction: float = 0.2
@@ -70,12 +76,16 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ParameterError(f"{name}={value!r} must be a positive integer")
+        if not isinstance(self.lr_warmup_epochs, int) or self.lr_warmup_epochs < 0:
+            raise ParameterError(f"lr_warmup_epochs={self.lr_warmup_epochs!r} must be an integer >= 0")
         if self.kl_warmup_epochs < 0:
             raise ParameterError(f"kl_warmup_epochs={self.kl_warmup_epochs} must be >= 0")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ParameterError(f"learning_rate={self.learning_rate} must be a positive number")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ParameterError(f"beta={self.beta} must be a non-negative number")
+        if not (isinstance(self.adam_beta2, (int, float)) and 0.0 < self.adam_beta2 < 1.0):
+            raise ParameterError(f"adam_beta2={self.adam_beta2} must be in (0, 1)")
         if not (math.isfinite(self.log_weight) and self.log_weight >= 0):
             raise ParameterError(f"log_weight={self.log_weight} must be a non-negative number")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -60,7 +60,7 @@ class ModelConfig:
     frame_dim: int = 32
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
-    frame_hidden: int = 0
+    frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -129,6 +129,44 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)
 
 
+class _LogMagnitudeL1(torch.autograd.Function):
+    """mean |max(log m̂, f) − max(log m, f)| with m̂ from normalised features, f = the note's peak − 80 dB.
+
+    Written by hand because it runs on every training batch: autograd's version makes ~25 passes over
+    the batch and cost as much as the model's own step on this CPU; this one makes about ten.
+    Gradients are zero where the output is at or below the floor (as for ``torch.maximum``).
+    """
+
+    @staticmethod
+    def forward(ctx, out: Tensor, log_target: Tensor, mean: Tensor, std: Tensor, p: float) -> Tensor:  # type: ignore[override]
+        with torch.no_grad():
+            values = torch.addcmul(mean, out.float(), std)  # compressed magnitude m^p, or the log itself for p = 0
+            scale = p if p > 0 else 1.0
+            target = log_target.float()
+            floor = (target.amax(dim=(1, 2), keepdim=True) - LSD_FLOOR_NEPERS) * scale
+            if p > 0:  # compare p·log m = log(m^p); the feature floor LOG_FLOOR^p is a floor too
+                floor = floor.clamp_min(p * math.log(LOG_FLOOR))
+                pred = values.clamp_min(LOG_FLOOR**p).log_()
+                active = values > floor.exp()
+            else:
+                pred = values.clone()
+                active = values > floor
+            torch.maximum(pred, floor, out=pred)
+            diff = pred.sub_(torch.maximum(target * scale, floor))
+            loss = diff.abs().sum() / (diff.numel() * scale)
+            grad = diff.sign_()
+            if p > 0:
+                grad.div_(values)  # d log(values) / d values
+            grad.masked_fill_(~active, 0.0).mul_(std / (diff.numel() * scale))
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss, None, None, None, None
+
+
 class SampleModel(nn.Module):
     """A VAE (``kind="vae"``) or a plain auto-encoder (``kind="ae"``) of the same shape."""
 
@@ -154,19 +192,22 @@ class SampleModel(nn.Module):
             raise ParameterError(f"z must have shape (B, {self.cfg.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None,
+                log_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """:meth:`losses` with given noise; the call DistributedDataParallel wraps."""
-        return self.losses(x, eps=eps)
+        return self.losses(x, eps=eps, log_target=log_target)
 
     def losses(self, x: torch.Tensor, generator: torch.Generator | None = None,
-               eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               eps: torch.Tensor | None = None, log_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Named, unweighted losses for one batch (weights come from the training config).
 
         recon  : mean squared error per spectrogram element (normalised features)
         kl     : KL to N(0, I), summed over latent dimensions, mean over the batch (0 for the AE)
-        log_l1 : mean |log-magnitude error| (see :meth:`log_magnitude_l1`; 0 unless feature stats are attached)
+        log_l1 : mean |log-magnitude error| against ``log_target`` (see :meth:`log_magnitude_l1`;
+                 0 unless feature stats are attached and ``log_target`` is given)
 
         eps : Tensor[B x L] reparameterisation noise; drawn from ``generator`` when None
+        log_target : Tensor[B x T x F], the notes' floored natural log magnitude (what ``x`` was made from)
         """
         mu, logvar = self.encode(x)
         # Under bf16 autocast the heads come out in bf16; the KL and the sampling want float32.
@@ -183,7 +224,10 @@ class SampleModel(nn.Module):
             kl = torch.zeros((), device=x.device)
         out = self.decoder(z)
         recon = nn.functional.mse_loss(out, x)
-        log_l1 = self.log_magnitude_l1(out, x) if self.feature_stats is not None else torch.zeros((), device=x.device)
+        if self.feature_stats is not None and log_target is not None:
+            log_l1 = self.log_magnitude_l1(out, log_target)
+        else:
+            log_l1 = torch.zeros((), device=x.device)
         return {"recon": recon, "kl": kl, "log_l1": log_l1}
 
     def attach_feature_stats(self, mean: torch.Tensor, std: torch.Tensor, magnitude_power: float) -> None:
@@ -191,21 +235,13 @@ class SampleModel(nn.Module):
         (kept beside the model, not in its weights)."""
         self.feature_stats = (mean, std, float(magnitude_power))
 
-    def log_magnitude_l1(self, out: Tensor, x: Tensor) -> Tensor:
-        """Mean |log magnitude error| (nepers) of normalised outputs against their targets, both floored
-        80 dB below the target note's peak: the measure LSD judges, which the feature MSE barely weighs
-        in quiet bins."""
+    def log_magnitude_l1(self, out: Tensor, log_target: Tensor) -> Tensor:
+        """Mean |log magnitude error| (nepers) of normalised outputs against the notes' log magnitudes, both
+        floored 80 dB below the note's peak: the measure LSD judges, which the feature MSE barely weighs in
+        quiet bins (see :class:`_LogMagnitudeL1`)."""
         assert self.feature_stats is not None
         mean, std, p = self.feature_stats
-        mean, std = mean.to(out), std.to(out)
-
-        def log_mag(feats: Tensor) -> Tensor:
-            values = feats * std + mean
-            return values if p == 0.0 else torch.log(values.clamp_min(LOG_FLOOR**p)) / p
-
-        target = log_mag(x.float())
-        floor = target.amax(dim=(1, 2), keepdim=True) - LSD_FLOOR_NEPERS
-        return (torch.maximum(log_mag(out.float()), floor) - torch.maximum(target, floor)).abs().mean()
+        return _LogMagnitudeL1.apply(out, log_target, mean.to(out.device), std.to(out.device), p)
 
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.cfg.n_frames, self.cfg.n_bins)

@@ -96,10 +96,15 @@ def beta_at(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
     return cfg.train.beta if warm == 0 else cfg.train.beta * min(1.0, step / warm)
 
 
-def learning_rate_at(epoch: int, cfg: RunConfig) -> float:
-    """Cosine decay from ``train.learning_rate`` to a tenth of it at the last epoch."""
+def learning_rate_at(epoch: int, cfg: RunConfig, step_in_epoch: int | None = None, steps_per_epoch: int = 1) -> float:
+    """Cosine decay from ``train.learning_rate`` to a tenth of it at the last epoch; during the first
+    ``train.lr_warmup_epochs`` it is scaled by a linear ramp over the steps (given ``step_in_epoch``)."""
     progress = (epoch - 1) / max(1, cfg.train.epochs - 1)
-    return cfg.train.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    lr = cfg.train.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    warm = cfg.train.lr_warmup_epochs * steps_per_epoch
+    if step_in_epoch is not None and warm > 0:
+        lr *= min(1.0, ((epoch - 1) * steps_per_epoch + step_in_epoch + 1) / warm)
+    return lr
 
 
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -215,7 +220,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     if tc.pca_init and not resume:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    optimiser = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, betas=(0.9, tc.adam_beta2))
     steps_per_epoch = math.ceil(len(train_idx) / tc.batch_size)
 
     history: list[dict[str, float]] = []
@@ -246,8 +251,6 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
                desc="train", unit="epoch", disable=not (show_progress and ctx.is_main), dynamic_ncols=True)
     for epoch in bar:
         t0 = time.perf_counter()
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate_at(epoch, cfg)
         model.train()
         order = torch.randperm(len(train_idx), generator=_epoch_generator(tc.seed, epoch, 0)).numpy()
         noise = _epoch_generator(tc.seed, epoch, 1)
@@ -260,6 +263,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         sums = torch.zeros(3, dtype=torch.float64)
         for b, raw in enumerate(loader):
             step = (epoch - 1) * steps_per_epoch + b
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate_at(epoch, cfg, b, steps_per_epoch)
             beta = beta_at(step, cfg, steps_per_epoch)
             n_global = len(globals_[b])
             n_local = len(globals_[b][ctx.rank :: ctx.world])
@@ -269,7 +274,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
                 eps = (eps_global[ctx.rank :: ctx.world] if n_local else eps_global[:1]).to(device)
             batch = stats.normalise(raw.to(device, non_blocking=True))
             with torch.autocast(device_type="cuda" if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16):
-                terms = net(batch, eps)
+                terms = net(batch, eps, raw.to(device) if tc.log_weight > 0 else None)
             recon = terms["recon"] + tc.log_weight * terms["log_l1"]
             loss = recon + beta * terms["kl"]
             # Sums over the global batch, the same on every process: history, and a NaN stops all together.
@@ -356,7 +361,7 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
             out = model.decode(mu)
             recon += torch.nn.functional.mse_loss(out, x, reduction="sum").item() / x[0].numel()
             if model.feature_stats is not None:
-                recon += cfg.train.log_weight * model.log_magnitude_l1(out, x).item() * len(x)
+                recon += cfg.train.log_weight * model.log_magnitude_l1(out, raw.to(device)).item() * len(x)
             if logvar is not None:
                 kl += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum().item()
         sums[0], sums[1] = recon, kl
