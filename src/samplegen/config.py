@@ -25,7 +25,7 @@ from samplegen.spectral import StftConfig
 RUN_FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 #: Keys a run saved before format 3 lacks, with the values it was trained with (not today's defaults).
-BEFORE_FORMAT_3 = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0, "adam_beta2": 0.999, "lr_warmup_epochs": 0}}
+BEFORE_FORMAT_3: dict[str, dict[str, Any]] = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0, "adam_beta2": 0.999, "lr_warmup_epochs": 0}}
 SPLITS = ("note", "instrument")
 PRECISIONS = ("fp32", "bf16")
 SAMPLE_RATE = 44100
