@@ -136,6 +136,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     run = load_run(args.run)
     cfg = run.config
     print(f"run {run.path}: {cfg.model.kind}, latent {cfg.model.latent_dim}, hidden {list(cfg.model.hidden)}, "
+          f"frame network {cfg.model.frame_hidden or 'none'}, "
           f"STFT {cfg.stft.n_fft}/{cfg.stft.hop_length}, {cfg.data.duration_s} s notes"
           + (f", learns instantaneous frequency ({cfg.phase.n_iter} Griffin-Lim iterations after it)"
              if cfg.phase.mode == "if" else ""))
