@@ -128,8 +128,6 @@ class RunConfig:
     phase: PhaseConfig = field(default_factory=PhaseConfig)
 
     def __post_init__(self) -> None:
-        if self.phase.mode == "if" and self.train.log_weight > 0:
-            raise ParameterError('train.log_weight applies to magnitude-only runs; set it to 0 with phase.mode="if"')
         if self.phase.mode == "if" and self.features.magnitude_power != LEGACY_MAGNITUDE_POWER:
             raise ParameterError(f'phase.mode="if" learns IF beside the log magnitude; set features.magnitude_power '
                                  f'to {LEGACY_MAGNITUDE_POWER:g} (it is {self.features.magnitude_power:g})')

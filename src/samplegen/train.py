@@ -216,7 +216,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
     if tc.log_weight > 0:
-        model.attach_feature_stats(stats.mean.to(device), stats.std.to(device), stats.magnitude_power)
+        n_bins = cfg.stft.n_bins  # the magnitude's statistics; an IF run's follow them
+        model.attach_feature_stats(stats.mean[:n_bins].to(device), stats.std[:n_bins].to(device), stats.magnitude_power)
     if tc.pca_init and not resume:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
