@@ -159,7 +159,8 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Every non-hidden entry that is not a folder: special files too, so the report lists them as skipped."""
+    return sorted(p for p in folder.rglob("*") if not p.is_dir() and not p.name.startswith("."))
 
 
 def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
@@ -177,6 +178,9 @@ def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
             y = audio_io.prepare_note(audio_io.read_audio(p), duration_s=duration_s)
         except AudioError as exc:
             skipped.append((rel, str(exc)))
+            continue
+        except MemoryError:  # one file must not abort the build
+            skipped.append((rel, "needs more memory than is available"))
             continue
         name = _slug(p.stem)
         while name in used:
@@ -275,6 +279,9 @@ def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_
                 y = audio_io.read_audio(root / entry.file)
             except AudioError as exc:
                 skipped.append((row.get("file", "?"), str(exc)))
+                continue
+            except MemoryError:
+                skipped.append((row.get("file", "?"), "needs more memory than is available"))
                 continue
             except (KeyError, ValueError, TypeError) as exc:
                 raise CorpusError(f"{manifest} is malformed ({exc}); rebuild the corpus") from None
