@@ -33,6 +33,9 @@ PEAK_CEILING_DBFS = -1.0
 PRE_ONSET_S = 0.005
 #: Fade-out applied when a longer note is cut to length.
 FADE_OUT_S = 0.05
+#: Shortest and longest prepared note (seconds), as a run's ``data.duration_s`` allows: a note of 10^6 s would
+#: ask for 176 GB, one of 10^-5 s for less than one STFT frame.
+MIN_NOTE_S, MAX_NOTE_S = 0.1, 30.0
 #: Only this much of a file is read: a note is a few seconds, an hour-long take would only cost memory.
 MAX_READ_S = 60.0
 #: Most values (frames x channels) decoded from one file: a minute of 8 channels at 192 kHz is 92 M. Seconds
@@ -136,6 +139,13 @@ def onset_sample(y: np.ndarray, sr: int = SAMPLE_RATE, threshold_db: float = -40
     return int(np.argmax(env >= env.max() + threshold_db)) * frame
 
 
+def check_note_duration(duration_s: float) -> None:
+    """ParameterError unless ``duration_s`` lies in [MIN_NOTE_S, MAX_NOTE_S]."""
+    if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s)
+            and MIN_NOTE_S <= duration_s <= MAX_NOTE_S):
+        raise ParameterError(f"duration_s={duration_s} (the note length) must be between {MIN_NOTE_S:g} and {MAX_NOTE_S:g} seconds")
+
+
 def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAULT_DURATION_S) -> np.ndarray:
     """Make a note comparable to every other: onset-aligned, fixed length, loudness-normalised.
 
@@ -150,10 +160,10 @@ def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAU
 
     Raises
     ------
-    AudioError("silent") for a note with no sound; ParameterError for a bad duration.
+    AudioError("silent") for a note with no sound; ParameterError for a duration outside
+    [MIN_NOTE_S, MAX_NOTE_S] (0.1 to 30 s).
     """
-    if not (math.isfinite(duration_s) and duration_s > 0):
-        raise ParameterError(f"duration_s={duration_s} must be a positive number of seconds")
+    check_note_duration(duration_s)
     n = int(round(duration_s * sr))
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 1:
