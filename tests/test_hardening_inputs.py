@@ -163,3 +163,227 @@ def test_a_safetensors_header_that_lies_about_its_length_is_a_one_line_error(run
     (run_copy / "model.safetensors").write_bytes(struct.pack("<Q", 2**62) + raw[8:])
     assert main(["info", str(run_copy)]) == 2
     one_line_error(capsys.readouterr().err, "model.safetensors", "not a valid safetensors file")
+
+
+def _tamper_state(run: Path, how: str) -> None:
+    from safetensors import safe_open
+
+    with safe_open(run / "train_state.safetensors", "pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if how == "deep_history":
+        meta["history"] = "[" * 100_000 + "]" * 100_000
+    elif how == "history_not_a_list":
+        meta["history"] = '"x"'
+    elif how == "moment_shape":
+        key = next(k for k in tensors if k.startswith("opt.") and k.endswith("exp_avg"))
+        tensors[key] = tensors[key].flatten()[:1].clone()
+    else:
+        key = next(k for k in tensors if k.startswith("opt.") and k.endswith("exp_avg_sq"))
+        tensors[key].view(-1)[0] = float("inf")
+    save_file(tensors, run / "train_state.safetensors", metadata=meta)
+
+
+@pytest.mark.parametrize("how", ["deep_history", "history_not_a_list", "moment_shape", "inf_moment"])
+def test_a_tampered_train_state_is_a_one_line_error_on_resume(run_copy, tiny_samples_dir, how, capsys):
+    _tamper_state(run_copy, how)
+    (run_copy / "latents.safetensors").unlink()  # an unfinished run, as --resume expects
+    assert main(["train", "--data", str(tiny_samples_dir), "--out", str(run_copy), "--resume", "--quiet",
+                 "--epochs", "6", "--device", "cpu"]) == 2
+    one_line_error(capsys.readouterr().err, "train_state.safetensors")
+
+
+# --- item 4: audio that decompresses into gigabytes ----------------------------------------------------
+
+
+def _lying_wav(path: Path, channels: int, sparse_bytes: int) -> None:
+    """A 16-bit WAV header claiming ``channels`` channels, followed by a sparse hole (nothing on disk)."""
+    block = 2 * channels
+    fmt = struct.pack("<HHIIHH", 1, channels, SR, SR * block, block, 16)
+    header = b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    header += b"data" + struct.pack("<I", 0xFFFFFFF0 - len(header))
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.truncate(sparse_bytes)
+
+
+@pytest.fixture
+def messy_folder(tmp_path: Path) -> Path:
+    """Two good notes beside a sparse WAV claiming 1,024 channels, an all-zero note, a DC-only note and a FIFO."""
+    src = tmp_path / "samples"
+    src.mkdir()
+    sf.write(src / "good1.wav", harmonic_note(0.6), SR, subtype="PCM_16")
+    sf.write(src / "good2.wav", harmonic_note(0.6, tilt=2.0), SR, subtype="PCM_16")
+    _lying_wav(src / "lying.wav", 1024, 2 * 10**9)
+    sf.write(src / "zeros.wav", np.zeros(SR // 2), SR, subtype="PCM_16")
+    sf.write(src / "dc.wav", np.full(SR // 2, 0.4), SR, subtype="PCM_16")
+    os.mkfifo(src / "fifo.wav")
+    return src
+
+
+def _report(out: Path) -> dict[str, str]:
+    rows = [line.split("\t") for line in (out / "corpus_report.txt").read_text().splitlines()[1:]]
+    return {r[1]: r[2] for r in rows if r[0] == "skipped"}
+
+
+def test_a_folder_of_crafted_audio_builds_under_an_address_space_limit(messy_folder, tmp_path):
+    out = tmp_path / "corpus"
+    proc = run_limited(["corpus", "build", "--from", str(messy_folder), "--out", str(out), "--duration", "0.5"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    skipped = _report(out)
+    assert "over the bound" in skipped["lying.wav"] and "1024 channels" in skipped["lying.wav"]
+    assert skipped["zeros.wav"] == "silent"
+    assert "constant (DC)" in skipped["dc.wav"]
+    assert "not a regular file" in skipped["fifo.wav"]
+    assert sorted(p.name for p in out.glob("*.wav")) == ["good1.wav", "good2.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "samples"]  # nothing written elsewhere
+
+
+def test_a_file_that_runs_out_of_memory_is_skipped_and_the_build_goes_on(messy_folder, tmp_path, monkeypatch):
+    from samplegen import audio, corpus
+
+    real = audio.read_audio
+
+    def greedy(path, *args, **kwargs):
+        if Path(path).name == "good2.wav":
+            raise MemoryError  # what a file too large for this machine raises half-way through its decoding
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(audio, "read_audio", greedy)
+    built = corpus.build_folder_corpus(messy_folder, tmp_path / "corpus", duration_s=0.5)
+    assert [e.name for e in built.entries] == ["good1"]
+    assert _report(tmp_path / "corpus")["good2.wav"] == "needs more memory than is available"
+
+
+def test_the_decoded_size_is_bounded_by_channels_times_frames_not_seconds(tmp_path):
+    from samplegen import audio
+    from samplegen.errors import AudioError
+
+    path = tmp_path / "wide.wav"
+    _lying_wav(path, 64, 40 * 1024**2)  # 20 s of 64 channels: 21 M values, under the bound, read in blocks
+    y = audio.read_audio(path)
+    assert y.shape == (sf.info(path).frames,) and not y.any()
+    _lying_wav(path, 512, 320 * 1024**2)  # the same 20 s of 512 channels: 168 M values
+    with pytest.raises(AudioError, match=r"512 channels .* over the bound"):
+        audio.read_audio(path)
+
+
+# --- item 5: numbers, points, SoundFonts and caches -----------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sample", "{run}", "-n", "20000"], "n=20000 must be an integer from 1 to 256"),
+    (["perturb", "{run}", "{note}", "-n", "0"], "n=0 must be an integer from 1 to 256"),
+    (["interpolate", "{run}", "{note}", "{note}", "--steps", "1000000"], "steps=1000000 must be an integer from 2"),
+    (["corpus", "build", "--from", "{samples}", "--duration", "1e6"], "between 0.1 and 30 seconds"),
+    (["corpus", "build", "--from", "{samples}", "--duration", "1e-5"], "between 0.1 and 30 seconds"),
+    (["corpus", "build", "--duration", "1e6"], "between 0.1 and 30 seconds"),  # the SoundFont: before rendering
+    (["train", "--data", "{samples}", "--loader-workers", "-1"], "loader_workers=-1 must be an integer from 0 to 64"),
+])
+def test_out_of_range_numbers_are_one_line_errors_and_write_nothing(argv, needle, tiny_run, tiny_samples_dir,
+                                                                    tmp_path, capsys):
+    note = json.loads((tiny_run / "corpus.json").read_text())["notes"][0]["name"]
+    out = tmp_path / "out"
+    argv = [a.format(run=tiny_run, note=note, samples=tiny_samples_dir) for a in argv] + ["--out", str(out)]
+    assert main(argv) == 2
+    one_line_error(capsys.readouterr().err, needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"z": [1' + "0" * 400 + ', 0, 0]}', "not a latent point file"),  # 10^400 as an integer: float() overflows
+    ('{"z": [1e400, 0, 0]}', "finite numbers"),  # 10^400 as a float: inf
+    ('{"z": ' + "[" * 100_000 + "]" * 100_000 + "}", "too deeply"),
+    ('{"z": [1, 2]}', "needs 3 finite numbers"),
+])
+def test_a_crafted_latent_file_is_a_one_line_error(text, needle, tiny_run, tmp_path, capsys):
+    point = tmp_path / "crafted.latent.json"
+    point.write_text(text)
+    assert main(["perturb", str(tiny_run), str(point), "-n", "1", "--out", str(tmp_path / "out")]) == 2
+    one_line_error(capsys.readouterr().err, needle)
+
+
+def _soundfont(path: Path, tamper: str) -> Path:
+    from samplegen.sf2 import Sf2Sound, sf2_bytes
+
+    raw = bytearray(sf2_bytes([Sf2Sound("a", harmonic_note(0.5)), Sf2Sound("b", harmonic_note(0.5, tilt=2.0))]))
+    where = raw.index(b"phdr" if tamper == "programs" else b"shdr") + 8
+    if tamper == "programs":  # preset a: program 300; preset b: bank 40000
+        raw[where + 20 : where + 22] = struct.pack("<H", 300)
+        raw[where + 38 + 22 : where + 38 + 24] = struct.pack("<H", 40000)
+    elif tamper == "one_program":
+        where = raw.index(b"phdr") + 8
+        raw[where + 20 : where + 22] = struct.pack("<H", 300)
+    else:  # sample 'a' ends far past the data: the renderer panics (a Rust index error)
+        raw[where + 20 : where + 28] = struct.pack("<II", 0xFFFFFF00, 0xFFFFFFF0)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("tamper, needle", [("programs", "outside MIDI's range (program 0-127, bank 0-16383)"),
+                                            ("sample_header", "sample header 'a' is damaged")])
+def test_a_crafted_soundfont_is_a_one_line_error(tamper, needle, tmp_path, capsys):
+    sf2 = _soundfont(tmp_path / "x.sf2", tamper)
+    assert main(["corpus", "build", "--soundfont", str(sf2), "--out", str(tmp_path / "out"), "--duration", "0.5"]) == 2
+    one_line_error(capsys.readouterr().err, needle)
+
+
+def test_a_preset_outside_midi_is_skipped_with_its_reason_and_the_rest_rendered(tmp_path, capsys):
+    sf2 = _soundfont(tmp_path / "x.sf2", "one_program")
+    out = tmp_path / "out"
+    assert main(["corpus", "build", "--soundfont", str(sf2), "--out", str(out), "--duration", "0.5"]) == 0
+    assert "program 300, bank 0 is outside MIDI's range" in _report(out)["a"]
+    assert len(list(out.glob("*.wav"))) == 8  # preset b at the eight velocities
+
+
+def test_the_renderer_panicking_is_a_one_line_error(tmp_path, monkeypatch):
+    import midirenderer
+
+    from samplegen.errors import CorpusError
+    from samplegen.soundfont import Preset, render_note
+
+    panic = type("PanicException", (BaseException,), {})  # what pyo3 raises; not importable by name
+
+    def boom(*args):
+        raise panic("index out of bounds")
+
+    monkeypatch.setattr(midirenderer, "render_wave_from", boom)
+    with pytest.raises(CorpusError, match="cannot render preset 'a': the renderer failed"):
+        render_note(b"", Preset("a", 0, 0), 100)
+
+
+@pytest.mark.parametrize("tamper", ["deep_index", "shard_outside", "row_past_the_end", "truncated_shard",
+                                    "shard_is_a_fifo"])
+def test_a_tampered_feature_cache_is_recomputed(tamper, tiny_samples_dir, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    argv = ["features", "--data", str(tiny_samples_dir), "--cache", str(cache), "--workers", "1", "--quiet"]
+    assert main(argv) == 0
+    (folder,) = cache.iterdir()
+    index = json.loads((folder / "index.json").read_text())
+    (shard,) = {loc[0] for loc in index["notes"].values()}
+    if tamper == "deep_index":
+        (folder / "index.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif tamper == "shard_outside":
+        for loc in index["notes"].values():
+            loc[0] = "../../../../etc/passwd"
+        (folder / "index.json").write_text(json.dumps(index))
+    elif tamper == "row_past_the_end":
+        for loc in index["notes"].values():
+            loc[1] += 10**6
+        (folder / "index.json").write_text(json.dumps(index))
+    elif tamper == "truncated_shard":
+        os.truncate(folder / shard, 200)
+    else:
+        (folder / shard).unlink()
+        os.mkfifo(folder / shard)
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "features of 16 notes cached" in capsys.readouterr().out
+    from samplegen.feature_cache import FeatureSettings, build_features
+
+    index = json.loads((folder / "index.json").read_text())
+    shards = {loc[0] for loc in index["notes"].values()}
+    assert len(index["notes"]) == 16 and all((folder / s).is_file() for s in shards)
+    feats = build_features(tiny_samples_dir, FeatureSettings(**index["settings"]), cache_dir=cache, workers=1)
+    assert len(feats) == 16 and np.isfinite(feats.read(range(16)).numpy()).all()
