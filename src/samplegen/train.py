@@ -416,10 +416,10 @@ def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Opt
                 _, idx, slot = key.split(".", 2)
                 state.setdefault(int(idx), {})[slot] = value
         params = [p for group in optimiser.param_groups for p in group["params"]]
-        for idx, slots in state.items():  # Adam takes moments of another shape without complaint, then fails
-            for slot, value in slots.items():
-                if slot != "step" and value.shape != params[idx].shape:
-                    raise ValueError(f"optimiser state {idx}.{slot} has shape {tuple(value.shape)}")
+        for number, slots in state.items():  # Adam takes moments of another shape without complaint, then fails
+            for name, value in slots.items():
+                if name != "step" and value.shape != params[number].shape:
+                    raise ValueError(f"optimiser state {number}.{name} has shape {tuple(value.shape)}")
         optimiser.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
         history = json.loads(meta["history"])
         if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
