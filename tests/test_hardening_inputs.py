@@ -387,3 +387,61 @@ def test_a_tampered_feature_cache_is_recomputed(tamper, tiny_samples_dir, tmp_pa
     assert len(index["notes"]) == 16 and all((folder / s).is_file() for s in shards)
     feats = build_features(tiny_samples_dir, FeatureSettings(**index["settings"]), cache_dir=cache, workers=1)
     assert len(feats) == 16 and np.isfinite(feats.read(range(16)).numpy()).all()
+
+
+# --- item 6: the instrument server ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served_app(tiny_run):
+    from samplegen.checkpoint import load_run
+    from samplegen.instrument import Instrument
+    from samplegen.server import create_app
+
+    return create_app(Instrument(load_run(tiny_run)), hosts=["studio.local"])
+
+
+@pytest.mark.parametrize("host, ok", [("127.0.0.1:8765", True), ("localhost:8765", True), ("[::1]:8765", True),
+                                      ("LOCALHOST", True), ("studio.local:8765", True), ("evil.example:8765", False),
+                                      ("evil.example", False), ("127.0.0.1.evil.example", False),
+                                      ("192.168.1.9:8765", False), ("", False)])
+def test_only_the_hosts_it_was_started_for_are_answered(served_app, host, ok):
+    from fastapi.testclient import TestClient
+
+    with TestClient(served_app) as client:
+        for path in ("/api/info", "/"):
+            r = client.get(path, headers={"Host": host})
+            assert (r.status_code == 200) == ok, (path, r.status_code)
+            if not ok:
+                assert r.status_code == 400 and "started for" in r.json()["detail"]
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["content-security-policy"] == "frame-ancestors 'none'"
+
+
+def test_listening_everywhere_accepts_addresses_but_not_names():
+    from samplegen.server import LocalOrigin
+
+    guard = LocalOrigin(None, hosts=["0.0.0.0"])
+    assert guard.allowed("192.168.1.9") and guard.allowed("127.0.0.1") and guard.allowed("localhost")
+    assert not guard.allowed("evil.example") and not LocalOrigin(None).allowed("192.168.1.9")
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(served_app, monkeypatch):
+    import http.client
+    import socket
+    import time
+
+    from samplegen import server
+
+    monkeypatch.setattr(server, "HEADER_TIMEOUT_S", 0.5)
+    with server.running(served_app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and nothing more
+            fine = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            fine.request("GET", "/api/info")
+            assert fine.getresponse().status == 200  # a whole request is answered meanwhile
+            fine.close()
+            start = time.monotonic()
+            assert slow.recv(64) == b""  # closed by the server, not by the 5-second client timeout
+            assert time.monotonic() - start < 3
