@@ -445,3 +445,29 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(served_app, monk
             start = time.monotonic()
             assert slow.recv(64) == b""  # closed by the server, not by the 5-second client timeout
             assert time.monotonic() - start < 3
+
+
+# --- item 8 ---------------------------------------------------------------------------------------------
+
+
+def test_info_piped_into_head_ends_quietly(run_copy):
+    data = json.loads((run_copy / "corpus.json").read_text())
+    for i, note in enumerate(data["notes"]):
+        note["name"] = f"note{i:02d}_" + "x" * 8000  # 16 notes x 8 KB: more than a pipe holds
+    (run_copy / "corpus.json").write_text(json.dumps(data))
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(f"'{sys.executable}' -m samplegen.cli info '{run_copy}' | head -c 100", shell=True,
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.startswith("run ") and len(proc.stdout) == 100
+    assert proc.stderr == ""  # before: "samplegen: error: Broken pipe; check the path, free space and permissions"
+
+
+def test_control_characters_in_names_do_not_reach_the_terminal(run_copy, capsys):
+    data = json.loads((run_copy / "corpus.json").read_text())
+    data["notes"][0]["name"] = "evil\x1b]0;owned\x07\x1b[2J\nsecond line"
+    (run_copy / "corpus.json").write_text(json.dumps(data))
+    assert main(["info", str(run_copy)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "evil\\x1b]0;owned\\x07\\x1b[2J\\nsecond line" in out
+    assert main(["perturb", str(run_copy), "nope\x1b[2J", "--out", str(run_copy.parent / "o")]) == 2
+    one_line_error(capsys.readouterr().err, "nope\\x1b[2J")

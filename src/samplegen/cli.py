@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Sequence
 
 from samplegen import __version__, runtime
 from samplegen.errors import SampleGenError
+from samplegen.files import terminal_safe
 
 
 def _print_paths(paths: Sequence[Path], what: str) -> None:
@@ -44,7 +46,7 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
     if corpus.skipped:
         print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")
         for file, reason in corpus.skipped[:10]:
-            print(f"  {file}: {reason}")
+            print(f"  {terminal_safe(file)}: {terminal_safe(reason)}")
     if corpus.off_pitch:
         print(f"warning: {len(corpus.off_pitch)} note(s) are not C4 within ±50 cents (listed in corpus_report.txt)")
     for w in caught:
@@ -141,7 +143,7 @@ def cmd_info(args: argparse.Namespace) -> None:
              if cfg.phase.mode == "if" else ""))
     print(f"{len(run.corpus.names)} corpus notes (name, family, split):")
     for name, fam, split in zip(run.corpus.names, run.corpus.families, run.corpus.splits):
-        print(f"  {name}\t{fam}\t{split}")
+        print(f"  {terminal_safe(name)}\t{terminal_safe(fam)}\t{split}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -344,8 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.keep_large_buffers()
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a message at exit
+    except BrokenPipeError:  # `samplegen info RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except SampleGenError as exc:
-        print(f"samplegen: error: {exc}", file=sys.stderr)
+        print(f"samplegen: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file-system problem the library did not anticipate: still one line, no traceback
         where = f" ({exc.filename})" if exc.filename else ""

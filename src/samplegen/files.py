@@ -134,3 +134,8 @@ def parse_json(data: bytes | str, where: str | Path, error: type[SampleGenError]
         raise error(f"{where} nests its JSON too deeply to be a file SampleGen wrote") from None
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of more than 4,300 digits
         raise error(f"{where} is not readable JSON ({exc})") from None
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with control characters escaped (``\\x1b``), so a crafted file or note name cannot drive the terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
