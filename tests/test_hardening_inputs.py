@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -52,10 +53,12 @@ def one_line_error(err: str, *needles: str) -> str:
 
 
 @pytest.fixture
-def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+def run_copy(tiny_run: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the tiny run to tamper with; removed afterwards (it may hold FIFOs and sparse giants)."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    return run
+    yield run
+    shutil.rmtree(run)
 
 
 def _edit_config(run: Path, section: str, **values) -> None:
@@ -208,7 +211,7 @@ def _lying_wav(path: Path, channels: int, sparse_bytes: int) -> None:
 
 
 @pytest.fixture
-def messy_folder(tmp_path: Path) -> Path:
+def messy_folder(tmp_path: Path) -> Iterator[Path]:
     """Two good notes beside a sparse WAV claiming 1,024 channels, an all-zero note, a DC-only note and a FIFO."""
     src = tmp_path / "samples"
     src.mkdir()
@@ -218,7 +221,8 @@ def messy_folder(tmp_path: Path) -> Path:
     sf.write(src / "zeros.wav", np.zeros(SR // 2), SR, subtype="PCM_16")
     sf.write(src / "dc.wav", np.full(SR // 2, 0.4), SR, subtype="PCM_16")
     os.mkfifo(src / "fifo.wav")
-    return src
+    yield src
+    shutil.rmtree(src)
 
 
 def _report(out: Path) -> dict[str, str]:
@@ -267,6 +271,7 @@ def test_the_decoded_size_is_bounded_by_channels_times_frames_not_seconds(tmp_pa
     _lying_wav(path, 512, 320 * 1024**2)  # the same 20 s of 512 channels: 168 M values
     with pytest.raises(AudioError, match=r"512 channels .* over the bound"):
         audio.read_audio(path)
+    path.unlink()
 
 
 # --- item 5: numbers, points, SoundFonts and caches -----------------------------------------------------
@@ -387,6 +392,7 @@ def test_a_tampered_feature_cache_is_recomputed(tamper, tiny_samples_dir, tmp_pa
     assert len(index["notes"]) == 16 and all((folder / s).is_file() for s in shards)
     feats = build_features(tiny_samples_dir, FeatureSettings(**index["settings"]), cache_dir=cache, workers=1)
     assert len(feats) == 16 and np.isfinite(feats.read(range(16)).numpy()).all()
+    shutil.rmtree(cache)
 
 
 # --- item 6: the instrument server ---------------------------------------------------------------------
