@@ -27,7 +27,7 @@ def instrument(tiny_run) -> Instrument:
 
 @pytest.fixture(scope="module")
 def client(instrument) -> TestClient:
-    with TestClient(create_app(instrument)) as c:
+    with TestClient(create_app(instrument), base_url="http://127.0.0.1:8765") as c:
         yield c
 
 

@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from samplegen import generate
-from samplegen.checkpoint import CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, read_json
+from samplegen.checkpoint import (CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, check_model_size, load_run,
+                                  read_json)
 from samplegen.config import RunConfig, load_config_file
 from samplegen.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, load_corpus,
                               render_soundfont_corpus)
 from samplegen.errors import ParameterError
 from samplegen.model import MODEL_KINDS
 from samplegen.train import TrainResult, train
+
+#: Most processes reading batches ahead (torch's DataLoader refuses a negative number with a traceback).
+MAX_LOADER_WORKERS = 64
 
 if TYPE_CHECKING:
     from samplegen.feature_cache import NoteFeatures
@@ -81,9 +85,12 @@ def train_run(data: str | Path, out: str | Path, *, model: str | None = None, ep
     the run's own saved config is used (only ``epochs`` may be raised), so a resumed run needs no
     flags beyond ``--data``, ``--out`` and ``--resume``.
     """
+    if not isinstance(loader_workers, int) or not 0 <= loader_workers <= MAX_LOADER_WORKERS:
+        raise ParameterError(f"loader_workers={loader_workers!r} must be an integer from 0 to {MAX_LOADER_WORKERS}")
     saved = Path(out) / CONFIG_NAME
     if resume and saved.is_file():
         cfg = resolve_config(RunConfig.from_dict(read_json(saved)), epochs=epochs)
+        check_model_size(cfg)  # the run folder may not be the user's own
     else:
         cfg = resolve_config(config, model=model, epochs=epochs, seed=seed)
     if precision is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -32,8 +33,17 @@ PEAK_CEILING_DBFS = -1.0
 PRE_ONSET_S = 0.005
 #: Fade-out applied when a longer note is cut to length.
 FADE_OUT_S = 0.05
+#: Shortest and longest prepared note (seconds), as a run's ``data.duration_s`` allows: a note of 10^6 s would
+#: ask for 176 GB, one of 10^-5 s for less than one STFT frame.
+MIN_NOTE_S, MAX_NOTE_S = 0.1, 30.0
 #: Only this much of a file is read: a note is a few seconds, an hour-long take would only cost memory.
 MAX_READ_S = 60.0
+#: Most values (frames x channels) decoded from one file: a minute of 8 channels at 192 kHz is 92 M. Seconds
+#: alone bound nothing: a 400 KB FLAC of 8 channels at 655 kHz, or a sparse WAV whose header claims
+#: 1,024 channels, would decode to gigabytes.
+MAX_DECODED_VALUES = 2**27
+#: Values decoded at a time; channels are averaged block by block, so memory is the mono result plus one block.
+BLOCK_VALUES = 2**20
 
 
 def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -41,7 +51,9 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
 
     Any bit depth (8/16/24/32-bit integer, 32/64-bit float) and channel
     count; channels are averaged and the rate converted with soxr (HQ).
-    Only the first ``MAX_READ_S`` (60) seconds are read.
+    Only the first ``MAX_READ_S`` (60) seconds are read, in blocks, and a file
+    whose header promises more than ``MAX_DECODED_VALUES`` (frames x channels)
+    in them is refused before decoding.
 
     Parameters
     ----------
@@ -55,7 +67,7 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     Raises
     ------
     AudioError with a one-line reason when the file is missing, not audio,
-    truncated, empty or holds NaN/Inf samples.
+    truncated, empty, too large to decode or holds NaN/Inf samples.
 
     Example
     -------
@@ -64,25 +76,47 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         raise AudioError(f"unsupported extension '{path.suffix}' (use {', '.join(SUPPORTED_EXTENSIONS)})")
-    if not path.is_file():
-        raise AudioError("no such file")
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise AudioError("no such file") from None
+    if not stat.S_ISREG(mode):  # a FIFO would block the build, a link to /dev/zero would never end
+        raise AudioError("not a regular file (a folder, FIFO, device or socket)")
     try:
         with sf.SoundFile(str(path)) as fh:
-            file_sr = fh.samplerate
-            data = fh.read(frames=min(fh.frames, int(MAX_READ_S * file_sr)) if fh.frames > 0 else -1,
-                           dtype="float64", always_2d=True)
+            file_sr, channels = fh.samplerate, fh.channels
+            frames = min(fh.frames, int(MAX_READ_S * file_sr)) if fh.frames > 0 else int(MAX_READ_S * file_sr)
+            if frames * channels > MAX_DECODED_VALUES:
+                raise AudioError(f"would decode to {frames * channels:,} values ({channels} channels x {frames:,} "
+                                 f"frames at {file_sr} Hz), over the bound of {MAX_DECODED_VALUES:,}")
+            y = _read_mono(fh, frames)
     except FileNotFoundError:
         raise AudioError("no such file") from None
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         raise AudioError(f"not a readable audio file ({_first_line(exc)})") from None
-    if data.shape[0] == 0:
+    except MemoryError:
+        raise AudioError("needs more memory to decode than is available") from None
+    if len(y) == 0:
         raise AudioError("holds no samples")
-    if not np.isfinite(data).all():
+    if not np.isfinite(y).all():
         raise AudioError("contains NaN or Inf samples")
-    y = data.mean(axis=1)
     if file_sr != sr:
         y = soxr.resample(y, file_sr, sr, quality="HQ")
     return y.astype(np.float32)
+
+
+def _read_mono(fh: sf.SoundFile, frames: int) -> np.ndarray:
+    """Up to ``frames`` frames of an open file, channels averaged one block at a time (float64)."""
+    block = max(1, BLOCK_VALUES // fh.channels)
+    parts = []
+    left = frames
+    while left > 0:
+        data = fh.read(frames=min(block, left), dtype="float64", always_2d=True)
+        if data.shape[0] == 0:
+            break
+        parts.append(data.mean(axis=1))
+        left -= data.shape[0]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -105,6 +139,13 @@ def onset_sample(y: np.ndarray, sr: int = SAMPLE_RATE, threshold_db: float = -40
     return int(np.argmax(env >= env.max() + threshold_db)) * frame
 
 
+def check_note_duration(duration_s: float) -> None:
+    """ParameterError unless ``duration_s`` lies in [MIN_NOTE_S, MAX_NOTE_S]."""
+    if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s)
+            and MIN_NOTE_S <= duration_s <= MAX_NOTE_S):
+        raise ParameterError(f"duration_s={duration_s} (the note length) must be between {MIN_NOTE_S:g} and {MAX_NOTE_S:g} seconds")
+
+
 def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAULT_DURATION_S) -> np.ndarray:
     """Make a note comparable to every other: onset-aligned, fixed length, loudness-normalised.
 
@@ -119,17 +160,19 @@ def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAU
 
     Raises
     ------
-    AudioError("silent") for a note with no sound; ParameterError for a bad duration.
+    AudioError("silent") for a note with no sound; ParameterError for a duration outside
+    [MIN_NOTE_S, MAX_NOTE_S] (0.1 to 30 s).
     """
-    if not (math.isfinite(duration_s) and duration_s > 0):
-        raise ParameterError(f"duration_s={duration_s} must be a positive number of seconds")
+    check_note_duration(duration_s)
     n = int(round(duration_s * sr))
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 1:
         raise ParameterError(f"y must be mono (n,), got shape {y.shape}")
-    y = y - y.mean() if len(y) else y
     if len(y) == 0 or np.max(np.abs(y)) < 1e-6:
         raise AudioError("silent")
+    y = y - y.mean()
+    if np.max(np.abs(y)) < 1e-6:
+        raise AudioError("silent: a constant (DC) offset, no sound")
     start = max(0, onset_sample(y, sr) - int(PRE_ONSET_S * sr))
     y = y[start : start + n]
     if len(y) == n:

@@ -12,11 +12,16 @@ Layout of a run folder::
 
 Every file is written to a temporary name in the same folder and renamed into
 place, so a crash leaves either the old file or the new one, never half of one.
+
+A run folder may come from someone else, so nothing in it is trusted: only regular files of bounded
+size are read, the model's sizes are bounded and checked against the weights' own header before
+anything is allocated, and every stored tensor must hold finite numbers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -30,9 +35,9 @@ from safetensors.torch import save as st_save_bytes
 
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, ParameterError
-from samplegen.files import regular_file_mode
+from samplegen.files import open_regular, parse_json, read_regular_file, regular_file_mode
 from samplegen.features import FeatureStats
-from samplegen.model import SampleModel
+from samplegen.model import ModelConfig, SampleModel
 
 CONFIG_NAME = "config.json"
 MODEL_NAME = "model.safetensors"
@@ -42,6 +47,19 @@ CORPUS_NAME = "corpus.json"
 HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 STATE_NAME = "train_state.safetensors"
+
+#: Largest model a run folder may ask for (float32 weights); the defaults need about 60 MB.
+MAX_MODEL_BYTES = 2 * 1024**3
+#: Upper bounds of each size in a run's config, checked before the model is built (so that building it
+#: on the meta device to learn its shapes is itself quick). Far above any model trained here.
+MODEL_SIZE_BOUNDS = {"n_bins": 16385, "n_frames": 16384, "frame_dim": 4096, "latent_dim": 1024,
+                     "frame_hidden": 65536, "hidden width": 65536, "hidden layers": 32}
+#: Largest JSON file read from a run folder (corpus.json of about 400,000 notes).
+MAX_JSON_BYTES = 64 * 1024**2
+#: Largest safetensors file read without a tighter bound: train_state holds the weights and Adam's two moments.
+MAX_TENSOR_FILE_BYTES = 3 * MAX_MODEL_BYTES + 64 * 1024**2
+#: Room for a safetensors header (names, shapes, metadata such as train_state's history) beyond the data.
+HEADER_ROOM = 64 * 1024**2
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -80,14 +98,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file of a run folder: a regular file of at most ``max_bytes``; anything else is a CheckpointError."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        raw = read_regular_file(path, max_bytes, CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; is this a SampleGen run folder?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not readable JSON ({exc}); the run folder is damaged") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_json(raw, path, CheckpointError)
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -96,11 +116,41 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     return atomic_write(path, lambda fh: fh.write(data))
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file; anything else (a pickle, a truncated file) is a CheckpointError."""
+def _damaged(path: Path, why: object) -> CheckpointError:
+    return CheckpointError(f"{path} is not a valid safetensors file ({why}); it may be truncated or tampered with")
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name → shape of each tensor in a safetensors file, from its header alone (the data is not read).
+
+    Lets a loader compare a file with what the config asks for before allocating anything.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        fd, size = open_regular(path, MAX_TENSOR_FILE_BYTES, CheckpointError)
+        with os.fdopen(fd, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if not 2 <= header_len <= min(HEADER_ROOM, size - 8):
+                raise _damaged(path, f"header of {header_len} bytes in a file of {size}")
+            header = parse_json(fh.read(header_len), path, CheckpointError)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; is this a SampleGen run folder?") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return {name: tuple(int(n) for n in info["shape"]) for name, info in header.items() if name != "__metadata__"}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise _damaged(path, f"header entry {exc}") from None
+
+
+def load_tensors(path: str | Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file: a regular file of at most ``max_bytes`` whose tensors all hold finite numbers.
+
+    Anything else (a pickle, a truncated file, a special file, NaN weights) is a CheckpointError.
+    """
+    path = Path(path)
+    try:
+        raw = read_regular_file(path, max_bytes, CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; is this a SampleGen run folder?") from None
     except OSError as exc:
@@ -109,10 +159,13 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         tensors = st_load_bytes(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
-    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); it may be truncated or tampered with") from None
-    metadata = header.get("__metadata__") or {}
-    return tensors, dict(metadata)
+        metadata = dict(header.get("__metadata__") or {})
+    except (SafetensorError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise _damaged(path, exc) from None
+    for name, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: '{name}' holds NaN or Inf; the file is damaged or was tampered with")
+    return tensors, metadata
 
 
 @dataclass
@@ -186,44 +239,79 @@ def save_model(run_dir: Path, model: SampleModel) -> None:
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run folder for generation: config, weights, statistics, corpus latents.
 
-    Only JSON and safetensors are read; shapes are checked against the config.
+    Only JSON and safetensors are read. The config's sizes are bounded and checked against the STFT
+    and against the weights' header before the model is built; each file is then read within a bound
+    that follows from those sizes, and every tensor must match its shape and hold finite numbers.
     """
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; pass the --out folder of `samplegen train`")
     try:
-        config = RunConfig.from_dict(read_json(run_dir / CONFIG_NAME))
+        config = RunConfig.from_dict(read_json(run_dir / CONFIG_NAME, max_bytes=1024**2))
+        check_model_size(config)
     except ParameterError as exc:
         raise CheckpointError(f"{run_dir / CONFIG_NAME}: {exc}") from None
+    expected = expected_shapes(config.model)
+    _check_shapes(run_dir / MODEL_NAME, tensor_shapes(run_dir / MODEL_NAME), expected)
+    n_bytes = 4 * sum(math.prod(shape) for shape in expected.values())
+    weights, _ = load_tensors(run_dir / MODEL_NAME, max_bytes=n_bytes + HEADER_ROOM)
     model = SampleModel(config.model)
-    weights, _ = load_tensors(run_dir / MODEL_NAME)
     _load_state(model, weights, run_dir / MODEL_NAME)
     model.to(device).eval()
-    stats_t, _ = load_tensors(run_dir / STATS_NAME)
+    stats_t, _ = load_tensors(run_dir / STATS_NAME, max_bytes=16 * config.model.n_bins + HEADER_ROOM)
     try:
         stats = FeatureStats.from_tensors(stats_t, config.model.n_bins, config.features.magnitude_power)
     except ParameterError as exc:
         raise CheckpointError(f"{run_dir / STATS_NAME}: {exc}") from None
-    latents, _ = load_tensors(run_dir / LATENTS_NAME)
     corpus = CorpusIndex.from_json(read_json(run_dir / CORPUS_NAME))
+    latent_shape = (len(corpus.names), config.model.latent_dim)
+    latents, _ = load_tensors(run_dir / LATENTS_NAME, max_bytes=16 * math.prod(latent_shape) + HEADER_ROOM)
     mu = latents.get("mu")
-    if mu is None or mu.ndim != 2 or mu.shape != (len(corpus.names), config.model.latent_dim):
-        raise CheckpointError(f"{run_dir / LATENTS_NAME} does not match {CORPUS_NAME} and the config")
     logvar = latents.get("logvar")
-    return Run(run_dir, config, model, stats, mu, logvar, corpus)
+    if mu is None or mu.shape != latent_shape or (logvar is not None and logvar.shape != latent_shape):
+        raise CheckpointError(f"{run_dir / LATENTS_NAME} does not match {CORPUS_NAME} and the config")
+    return Run(run_dir, config, model, stats, mu.float(), None if logvar is None else logvar.float(), corpus)
+
+
+def check_model_size(config: RunConfig) -> None:
+    """Refuse a config whose model would be absurdly large or contradicts its own STFT and note length.
+
+    A run's config.json is untrusted: ``n_bins`` of 10^9 or 200,000 hidden layers would allocate gigabytes
+    (or hang) before any other check. ParameterError names the size and its bound.
+    """
+    m = config.model
+    sizes = {"n_bins": m.n_bins, "n_frames": m.n_frames, "frame_dim": m.frame_dim, "latent_dim": m.latent_dim,
+             "frame_hidden": m.frame_hidden, "hidden width": max(m.hidden), "hidden layers": len(m.hidden)}
+    for name, value in sizes.items():
+        if value > MODEL_SIZE_BOUNDS[name]:
+            raise ParameterError(f"model {name} {value} is over the bound of {MODEL_SIZE_BOUNDS[name]}")
+    derived = config.resolved().model
+    if (m.n_bins, m.n_frames) != (derived.n_bins, derived.n_frames):
+        raise ParameterError(f"model n_bins x n_frames = {m.n_bins} x {m.n_frames}, but the STFT and note length "
+                             f"give {derived.n_bins} x {derived.n_frames}; the config contradicts itself")
+    n_bytes = 4 * sum(math.prod(shape) for shape in expected_shapes(m).values())
+    if n_bytes > MAX_MODEL_BYTES:
+        raise ParameterError(f"the model would need {n_bytes / 1e9:.1f} GB of weights, over the bound of "
+                             f"{MAX_MODEL_BYTES / 1e9:.1f} GB")
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name → shape of every weight of a model of ``cfg``, learnt without allocating (the meta device)."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in SampleModel(cfg).state_dict().items()}
+
+
+def _check_shapes(where: Path, found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{where} does not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, shape in found.items():
+        if shape != expected[key]:
+            raise CheckpointError(f"{where}: '{key}' has shape {shape}, the config needs {expected[key]}")
 
 
 def _load_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{where} does not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for key, tensor in weights.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{where}: '{key}' has shape {tuple(tensor.shape)}, the config needs {tuple(expected[key].shape)}"
-            )
-        if not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{where}: '{key}' holds NaN or Inf")
+    _check_shapes(where, {k: tuple(v.shape) for k, v in weights.items()},
+                  {k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(weights)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Sequence
 
 from samplegen import __version__, runtime
 from samplegen.errors import SampleGenError
+from samplegen.files import terminal_safe
 
 
 def _print_paths(paths: Sequence[Path], what: str) -> None:
@@ -44,7 +46,7 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
     if corpus.skipped:
         print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")
         for file, reason in corpus.skipped[:10]:
-            print(f"  {file}: {reason}")
+            print(f"  {terminal_safe(file)}: {terminal_safe(reason)}")
     if corpus.off_pitch:
         print(f"warning: {len(corpus.off_pitch)} note(s) are not C4 within ±50 cents (listed in corpus_report.txt)")
     for w in caught:
@@ -142,7 +144,7 @@ def cmd_info(args: argparse.Namespace) -> None:
              if cfg.phase.mode == "if" else ""))
     print(f"{len(run.corpus.names)} corpus notes (name, family, split):")
     for name, fam, split in zip(run.corpus.names, run.corpus.families, run.corpus.splits):
-        print(f"  {name}\t{fam}\t{split}")
+        print(f"  {terminal_safe(name)}\t{terminal_safe(fam)}\t{split}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG)")
     build.add_argument("--mix", type=int, default=0, help="add N mixtures of two notes (augmentation; default 0)")
     build.add_argument("--seed", type=int, default=0, help="seed for choosing mixture pairs")
-    build.add_argument("--duration", type=float, default=None, help="note length in seconds (default 2.0)")
+    build.add_argument("--duration", type=float, default=None, help="note length in seconds, 0.1 to 30 (default 2.0)")
     build.set_defaults(func=cmd_corpus_build)
 
     tr = sub.add_parser("train", help="train a VAE (or the plain auto-encoder) on a corpus")
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--rdzv", default=None, metavar="HOST:PORT", help="rendezvous address when --nodes > 1")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: a GPU when there is one")
     tr.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16 autocast on a GPU (default fp32)")
-    tr.add_argument("--loader-workers", type=int, default=0, help="processes reading batches ahead (default 0)")
+    tr.add_argument("--loader-workers", type=int, default=0, help="processes reading batches ahead, 0 to 64 (default 0)")
     tr.set_defaults(func=cmd_train)
 
     ft = sub.add_parser("features", help="compute a corpus's features into the cache ahead of training")
@@ -248,14 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("run")
     it.add_argument("a", metavar="A", help="audio file or corpus note name")
     it.add_argument("b", metavar="B", help="audio file or corpus note name")
-    it.add_argument("--steps", type=int, default=8, help="number of sounds, ends included (default 8)")
+    it.add_argument("--steps", type=int, default=8, help="number of sounds, ends included, 2 to 256 (default 8)")
     it.add_argument("--mode", choices=["linear", "slerp"], default="linear")
     it.add_argument("--out", required=True)
     it.set_defaults(func=cmd_interpolate)
 
     sm = sub.add_parser("sample", help="new sounds from random points of the latent space")
     sm.add_argument("run")
-    sm.add_argument("-n", type=int, default=8, help="how many (default 8)")
+    sm.add_argument("-n", type=int, default=8, help="how many, 1 to 256 (default 8)")
     sm.add_argument("--temperature", type=float, default=1.0, help="spread of the draws (default 1.0)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", required=True)
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("run")
     pt.add_argument("input", metavar="FILE_OR_NAME")
     pt.add_argument("--amount", type=float, default=0.5, help="size of the nudge in prior standard deviations (default 0.5)")
-    pt.add_argument("-n", type=int, default=4, help="how many (default 4)")
+    pt.add_argument("-n", type=int, default=4, help="how many, 1 to 256 (default 4)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--out", required=True)
     pt.set_defaults(func=cmd_perturb)
@@ -345,8 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.keep_large_buffers()
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a message at exit
+    except BrokenPipeError:  # `samplegen info RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except SampleGenError as exc:
-        print(f"samplegen: error: {exc}", file=sys.stderr)
+        print(f"samplegen: error: {terminal_safe(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file-system problem the library did not anticipate: still one line, no traceback
         where = f" ({exc.filename})" if exc.filename else ""

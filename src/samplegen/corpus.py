@@ -23,7 +23,8 @@ from samplegen import audio as audio_io
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import remove_temp_files, safe_file_stem
-from samplegen.soundfont import DRUM_BANK, GM_FAMILIES, Preset, default_soundfont, read_presets, render_note
+from samplegen.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
+                                 default_soundfont, read_presets, render_note)
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "corpus_report.txt"
@@ -111,6 +112,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     -------
     >>> corpus = render_soundfont_corpus("corpus")        # doctest: +SKIP
     """
+    audio_io.check_note_duration(duration_s)
     path = Path(soundfont) if soundfont is not None else default_soundfont()
     try:
         sf2 = path.read_bytes()
@@ -118,14 +120,20 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
         raise CorpusError(f"cannot read SoundFont {path}: {exc.strerror}") from None
     if not velocities or any(not 1 <= int(v) <= 127 for v in velocities):
         raise ParameterError(f"velocities={list(velocities)} must be MIDI velocities 1..127")
+    check_samples(sf2)
     presets = sorted((p for p in read_presets(sf2) if p.bank != DRUM_BANK), key=lambda p: (p.bank, p.program))
     if programs is not None:
         presets = [p for p in presets if p.program in set(programs)]
+    skipped: list[tuple[str, str]] = [
+        (p.name, f"program {p.program}, bank {p.bank} is outside MIDI's range (program 0-{MAX_PROGRAM}, "
+                 f"bank 0-{MAX_BANK})") for p in presets if p.program > MAX_PROGRAM or p.bank > MAX_BANK]
+    presets = [p for p in presets if p.program <= MAX_PROGRAM and p.bank <= MAX_BANK]
     if not presets:
-        raise CorpusError(f"{path} has no melodic presets to render")
+        reason = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise CorpusError(f"{path} has no melodic presets to render{reason}")
     out = Path(out_dir)
     _start_build(out)
-    entries, notes, skipped, off = [], [], [], []
+    entries, notes, off = [], [], []
     total = len(presets) * len(velocities)
     for i, preset in enumerate(presets):
         family = GM_FAMILIES[preset.program // 8] if preset.bank == 0 and preset.program < 128 else "unknown"
@@ -159,7 +167,8 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Every non-hidden entry that is not a folder: special files too, so the report lists them as skipped."""
+    return sorted(p for p in folder.rglob("*") if not p.is_dir() and not p.name.startswith("."))
 
 
 def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
@@ -177,6 +186,9 @@ def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
             y = audio_io.prepare_note(audio_io.read_audio(p), duration_s=duration_s)
         except AudioError as exc:
             skipped.append((rel, str(exc)))
+            continue
+        except MemoryError:  # one file must not abort the build
+            skipped.append((rel, "needs more memory than is available"))
             continue
         name = _slug(p.stem)
         while name in used:
@@ -206,6 +218,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     CorpusError. ``out_dir`` must lie apart from ``src_dir`` (ParameterError otherwise): the
     prepared copies would replace the user's originals or be taken for new samples next time.
     """
+    audio_io.check_note_duration(duration_s)
     src, out = Path(src_dir), Path(out_dir)
     _check_apart(src, out)
     check_finished(src)
@@ -275,6 +288,9 @@ def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_
                 y = audio_io.read_audio(root / entry.file)
             except AudioError as exc:
                 skipped.append((row.get("file", "?"), str(exc)))
+                continue
+            except MemoryError:
+                skipped.append((row.get("file", "?"), "needs more memory than is available"))
                 continue
             except (KeyError, ValueError, TypeError) as exc:
                 raise CorpusError(f"{manifest} is malformed ({exc}); rebuild the corpus") from None

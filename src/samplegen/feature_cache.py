@@ -32,6 +32,8 @@ import hashlib
 import json
 import mmap
 import os
+import re
+import stat
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from samplegen.checkpoint import write_json
 from samplegen.corpus import (MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row, _slug,
                               check_finished)
 from samplegen.errors import AudioError, CorpusError, ParameterError
+from samplegen.files import open_regular, parse_json, read_regular_file
 
 #: Bump when the feature computation changes: old caches are then ignored, not misread.
 FORMAT_VERSION = 1
@@ -54,6 +57,10 @@ SHARD_BYTES = 1 << 30
 DTYPES = ("float32", "float16")
 #: Fewer files than this are computed in-process: starting a pool costs seconds.
 POOL_MIN_FILES = 64
+#: The only shard names an index may list (anything else, such as ``../x``, marks a tampered index).
+SHARD_NAME = re.compile(r"shard-[0-9a-f]{12}\.npy")
+#: Largest index.json read (about a million notes).
+MAX_INDEX_BYTES = 512 * 1024**2
 
 Progress = Callable[[int, int], None]
 
@@ -309,16 +316,52 @@ class NoteFeatures:
 
 
 def _load_index(folder: Path, settings: FeatureSettings) -> dict[str, Any]:
+    """The cache's index, or a fresh one when it is missing, of other settings, damaged or tampered with.
+
+    A fresh index only costs recomputation, so nothing in a bad one is an error.
+    """
     path = folder / INDEX_NAME
-    if path.is_file():
-        try:
-            index = json.loads(path.read_text())
-            if index.get("format") == FORMAT_VERSION and index.get("settings") == settings.as_dict():
-                index.setdefault("failed", {})
-                return index
-        except (OSError, json.JSONDecodeError):
-            pass
+    try:
+        index = parse_json(read_regular_file(path, MAX_INDEX_BYTES, CorpusError), path, CorpusError)
+        if (index.get("format") == FORMAT_VERSION and index.get("settings") == settings.as_dict()
+                and _well_formed(index)):
+            index.setdefault("failed", {})
+            return index
+    except (OSError, CorpusError, AttributeError):
+        pass
     return {"format": FORMAT_VERSION, "settings": settings.as_dict(), "notes": {}, "files": {}, "failed": {}}
+
+
+def _well_formed(index: dict[str, Any]) -> bool:
+    notes, files, failed = index.get("notes"), index.get("files"), index.get("failed", {})
+    if not (isinstance(notes, dict) and isinstance(files, dict) and isinstance(failed, dict)):
+        return False
+    return (all(isinstance(loc, list) and len(loc) == 2 and isinstance(loc[0], str) and SHARD_NAME.fullmatch(loc[0])
+                and type(loc[1]) is int and loc[1] >= 0 for loc in notes.values())
+            and all(isinstance(f, list) and len(f) == 3 and type(f[0]) is int and type(f[1]) is int
+                    and isinstance(f[2], str) for f in files.values())
+            and all(isinstance(r, str) for r in failed.values()))
+
+
+def _shard_rows(path: Path, settings: FeatureSettings) -> int:
+    """Rows of a shard that holds whole notes of ``settings``; -1 for a missing, damaged or foreign one."""
+    try:
+        fd, size = open_regular(path, 1 << 46, CorpusError)
+        with os.fdopen(fd, "rb") as fh:
+            shape, dtype, offset = _read_npy_header(fh)
+    except (OSError, ValueError, CorpusError):
+        return -1
+    if len(shape) != 3 or tuple(shape[1:]) != settings.frame_shape or dtype != np.dtype(settings.dtype):
+        return -1
+    if size < offset + int(np.prod(shape)) * dtype.itemsize:
+        return -1
+    return int(shape[0])
+
+
+def _drop_damaged(folder: Path, index: dict[str, Any], settings: FeatureSettings) -> None:
+    """Forget cached notes whose shard is missing, truncated or of another shape: they are computed again."""
+    rows = {name: _shard_rows(folder / name, settings) for name in {loc[0] for loc in index["notes"].values()}}
+    index["notes"] = {k: loc for k, loc in index["notes"].items() if loc[1] < rows[loc[0]]}
 
 
 def build_features(root: str | Path, settings: FeatureSettings, *, cache_dir: str | Path | None = None,
@@ -358,6 +401,7 @@ def build_features(root: str | Path, settings: FeatureSettings, *, cache_dir: st
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two builds into one cache wait for each other
         index = _load_index(folder, settings)
+        _drop_damaged(folder, index, settings)
         keys, rehashed = _hash_files(root, entries, index)
         missing = sorted({k for k in keys if k not in index["notes"] and k not in index["failed"]})
         paths = {k: str(root / e.file) for k, e in zip(keys, entries)}
@@ -391,6 +435,11 @@ def _hash_files(root: Path, entries: Sequence[CorpusEntry], index: dict[str, Any
         except OSError:
             keys.append(f"missing:{path}")
             index["failed"][keys[-1]] = "missing file"
+            rehashed = True
+            continue
+        if not stat.S_ISREG(st.st_mode):  # hashing a FIFO would block forever
+            keys.append(f"special:{path}")
+            index["failed"][keys[-1]] = "not a regular file (a FIFO, device or socket)"
             rehashed = True
             continue
         absolute = str(path.resolve())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
+
+from samplegen.errors import SampleGenError
 
 #: Longest stem :func:`safe_file_stem` returns (bytes), leaving room for suffixes such as
 #: ``_original.wav`` or ``.latent.json`` under the 255-byte limit of common file systems.
@@ -80,3 +84,58 @@ def remove_temp_files(folder: Path, patterns: Iterable[str]) -> None:
         for p in folder.glob(pattern):
             if p.is_file() or p.is_symlink():
                 p.unlink(missing_ok=True)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | Path, max_bytes: int, error: type[SampleGenError]) -> tuple[int, int]:
+    """Open ``path`` for reading if it is a regular file of at most ``max_bytes``: (descriptor, size).
+
+    Files that arrive from others are untrusted: a symlink to ``/dev/zero`` would be read until memory
+    runs out and a FIFO would block forever. The file is opened without blocking and checked with
+    ``fstat`` on the open descriptor (no window between check and read); anything else raises ``error``
+    with one line. FileNotFoundError and other OSErrors reach the caller unchanged.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path} is {_kind(st.st_mode)}, not a regular file; refusing to read it")
+        if st.st_size > max_bytes:
+            raise error(f"{path} is {st.st_size:,} bytes, over the limit of {max_bytes:,} for this file; "
+                        "it is not one SampleGen wrote")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def read_regular_file(path: str | Path, max_bytes: int, error: type[SampleGenError]) -> bytes:
+    """The bytes of ``path``, checked as in :func:`open_regular` (a file that grows past the limit too)."""
+    fd, _ = open_regular(path, max_bytes, error)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"{path} grew past the limit of {max_bytes:,} bytes while being read")
+    return data
+
+
+def parse_json(data: bytes | str, where: str | Path, error: type[SampleGenError]) -> Any:
+    """JSON from an untrusted file; malformed or absurdly nested text (a RecursionError) is one line of ``error``."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise error(f"{where} nests its JSON too deeply to be a file SampleGen wrote") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer of more than 4,300 digits
+        raise error(f"{where} is not readable JSON ({exc})") from None
+
+
+def terminal_safe(text: object) -> str:
+    """``text`` with control characters escaped (``\\x1b``), so a crafted file or note name cannot drive the terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))

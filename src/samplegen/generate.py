@@ -20,10 +20,15 @@ from samplegen import audio as audio_io
 from samplegen.checkpoint import Run, write_json
 from samplegen.errors import AudioError, ParameterError
 from samplegen.features import magnitude_from_log
-from samplegen.files import unique_stems
+from samplegen.files import parse_json, read_regular_file, unique_stems
 from samplegen.phase_features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
+#: Most sounds one call makes: they are decoded as one batch (a 2-second note's spectrogram is 0.7 MB, its
+#: phase retrieval several times that), so 20,000 would need tens of GB. Run again with another seed for more.
+MAX_SOUNDS = 256
+#: Largest ``.latent.json`` read (a point of 1,024 numbers is about 25 KB).
+MAX_LATENT_FILE_BYTES = 1024**2
 
 
 @dataclass
@@ -120,12 +125,10 @@ def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
 
 def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
     """Read a ``.latent.json`` point; its size must match the run's latent size."""
-    import json
-
     try:
-        data = json.loads(Path(path).read_text())
+        data = parse_json(read_regular_file(path, MAX_LATENT_FILE_BYTES, ParameterError), path, ParameterError)
         z = torch.tensor([float(v) for v in data["z"]], dtype=torch.float32)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:  # 10^400 written as an integer overflows
         raise ParameterError(f"{path} is not a latent point file ({exc})") from None
     if z.shape != (latent_dim,) or not torch.isfinite(z).all():
         raise ParameterError(f"{path} holds a point of size {tuple(z.shape)}; this run needs {latent_dim} finite numbers")
@@ -177,6 +180,7 @@ def interpolation_path(za: torch.Tensor, zb: torch.Tensor, steps: int, mode: str
 
 def interpolate(run: Run, a: str, b: str, steps: int = 8, mode: str = "linear") -> list[Sound]:
     """A series of ``steps`` sounds from A to B (both ends included)."""
+    _check_count("steps", steps, minimum=2)
     name_a, za, _ = resolve(run, a)
     name_b, zb, _ = resolve(run, b)
     path = interpolation_path(za, zb, steps, mode)
@@ -187,10 +191,15 @@ def interpolate(run: Run, a: str, b: str, steps: int = 8, mode: str = "linear") 
     ]
 
 
+def _check_count(name: str, value: object, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_SOUNDS:
+        raise ParameterError(f"{name}={value!r} must be an integer from {minimum} to {MAX_SOUNDS} (sounds per call; "
+                             "run again with another --seed for more)")
+
+
 def sample(run: Run, n: int = 8, temperature: float = 1.0, seed: int = 0) -> list[Sound]:
     """``n`` random draws from the prior N(0, T²·I)."""
-    if not isinstance(n, int) or n < 1:
-        raise ParameterError(f"n={n!r} must be a positive integer")
+    _check_count("n", n)
     if not (math.isfinite(temperature) and 0 < temperature <= 10):
         raise ParameterError(f"temperature={temperature} must be in (0, 10]")
     g = torch.Generator().manual_seed(seed)
@@ -207,8 +216,7 @@ def perturb(run: Run, item: str, amount: float = 0.5, n: int = 4, seed: int = 0)
     """
     if not (math.isfinite(amount) and 0 <= amount <= 10):
         raise ParameterError(f"amount={amount} must be in [0, 10]")
-    if not isinstance(n, int) or n < 1:
-        raise ParameterError(f"n={n!r} must be a positive integer")
+    _check_count("n", n)
     name, z0, _ = resolve(run, item)
     g = torch.Generator().manual_seed(seed)
     z = z0[None] + amount * torch.randn(n, z0.shape[0], generator=g)

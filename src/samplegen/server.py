@@ -4,11 +4,17 @@ Each gesture is one POST that answers with a rendered note; the note's WAV is fe
 from ``/api/renders/{id}.wav``. Rendering is latest-only per client: a page sends a ``client`` id
 and an increasing ``seq`` with each gesture, and a request that a newer one from the same client
 has overtaken is answered 409 without being rendered, so a fast drag never queues stale work.
+
+A web page on another site must not reach the instrument through the user's browser: requests whose
+``Host`` is not a name the server was started for are refused (DNS rebinding), no response may be
+framed by another page (clickjacking), and a connection that never finishes its headers is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ipaddress
 import re
 import secrets
 import threading
@@ -17,7 +23,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterable, Iterator, MutableMapping
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -25,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from samplegen.errors import ParameterError
 from samplegen.files import safe_file_stem
@@ -37,6 +44,12 @@ RENDER_CACHE = 128
 #: Clients whose latest sequence number is remembered.
 MAX_CLIENTS = 4096
 MAX_LATENT = 1024
+#: Names that always reach this machine alone; a request for any other host needs the server's --host.
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: A connection must finish each request's headers within this many seconds (slow-header clients).
+HEADER_TIMEOUT_S = 10.0
+#: Sent with every response: no other page may frame the instrument.
+FRAME_HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
 #: Bound checked while parsing; each run's own (tighter) bound is checked by the instrument.
 API_Z_LIMIT = 1000.0
@@ -196,12 +209,97 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def host_name(header: str) -> str:
+    """The name in a ``Host`` header, without its port and IPv6 brackets, lower-cased."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class LocalOrigin:
+    """ASGI middleware: 400 for a ``Host`` the server was not started for; frame-blocking headers on the rest.
+
+    A page on another site can rebind its own DNS name to 127.0.0.1, but its requests still carry that
+    name in ``Host``. Accepted: the loopback names, the ``--host`` given, and, when listening on every
+    interface, any IP address (an address is never rebound; a name is).
+    """
+
+    def __init__(self, app: Any, hosts: Iterable[str] = ()) -> None:
+        self.app = app
+        self.hosts = LOOPBACK | {host_name(h) for h in hosts}
+        self.any_address = bool(self.hosts & {"0.0.0.0", "::"})
+
+    def allowed(self, name: str) -> bool:
+        if name in self.hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return self.any_address
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        async def framed(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *FRAME_HEADERS]}
+            await send(message)
+
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if not self.allowed(host_name(host)):
+            refused = JSONResponse({"detail": "this server answers only requests for the host it was started "
+                                              "for (127.0.0.1, localhost, ::1 or its --host)"}, status_code=400)
+            await refused(scope, receive, framed)
+            return
+        await self.app(scope, receive, framed)
+
+
+class HeaderTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol that closes a connection whose request headers take over HEADER_TIMEOUT_S.
+
+    uvicorn has no such option: its keep-alive timer stops at a request's first byte, so a client that
+    sends its headers a byte a minute would hold a connection (and a file descriptor) for ever.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timeout()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_timeout()
+
+    def _arm_header_timeout(self) -> None:
+        waiting_for = self.cycle  # a new request replaces it as soon as its headers are complete
+
+        def expire() -> None:
+            if self.cycle is waiting_for and not self.transport.is_closing():
+                self.transport.close()
+
+        self.loop.call_later(HEADER_TIMEOUT_S, expire)
+
+
+def uvicorn_config(app: FastAPI, **options: Any) -> Any:
+    """uvicorn's config with the header timeout (tests and ``samplegen play`` serve alike)."""
+    import uvicorn
+
+    return uvicorn.Config(app, log_level="warning", http=HeaderTimeoutH11, **options)
+
+
 def static_dir() -> Path:
     return Path(str(resources.files("samplegen") / "static"))
 
 
-def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "SampleGen") -> FastAPI:
-    """The instrument's app for one trained run (uvicorn serves it; tests drive it with TestClient)."""
+def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "SampleGen",
+               hosts: Iterable[str] = ()) -> FastAPI:
+    """The instrument's app for one trained run (uvicorn serves it; tests drive it with TestClient).
+
+    hosts : names or addresses the server is reached by besides the loopback ones (its ``--host``)
+    """
     app = FastAPI(title=f"{title} instrument", version="1", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     scheduler = LatestOnly(parallel)
@@ -316,10 +414,8 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     app.add_middleware(BodyLimit)
+    app.add_middleware(LocalOrigin, hosts=list(hosts))
     return app
-
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @contextmanager
@@ -331,7 +427,7 @@ def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -364,7 +460,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
             f"(use --host 127.0.0.1 to keep it local)")
     log(f"loading {run_path} and measuring what its knobs do ...")
     instrument = Instrument(load_run(run_path))
-    app = create_app(instrument)
+    app = create_app(instrument, hosts=[host])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -377,7 +473,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}/"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn_config(app, timeout_graceful_shutdown=2))
 
     def announce() -> None:
         while not server.started and not server.should_exit:

@@ -416,10 +416,17 @@ def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Opt
             if key.startswith("opt."):
                 _, idx, slot = key.split(".", 2)
                 state.setdefault(int(idx), {})[slot] = value
+        params = [p for group in optimiser.param_groups for p in group["params"]]
+        for number, slots in state.items():  # Adam takes moments of another shape without complaint, then fails
+            for name, value in slots.items():
+                if name != "step" and value.shape != params[number].shape:
+                    raise ValueError(f"optimiser state {number}.{name} has shape {tuple(value.shape)}")
         optimiser.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-        return (int(meta["epoch"]), float(meta["best_val"]), int(meta["best_epoch"]), int(meta["bad_epochs"]),
-                json.loads(meta["history"]))
-    except (KeyError, ValueError, RuntimeError) as exc:
+        history = json.loads(meta["history"])
+        if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
+            raise ValueError("its history is not a list of epochs")
+        return int(meta["epoch"]), float(meta["best_val"]), int(meta["best_epoch"]), int(meta["bad_epochs"]), history
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, RecursionError) as exc:
         raise CheckpointError(f"{path} cannot be resumed from ({exc}); start a new run") from None
 
 
