@@ -23,9 +23,9 @@ Every waveform fades in over its first :data:`FADE_IN` samples (3 ms, raised
 cosine), inside each iteration as well as at the end.  Frame 0 is centred on
 sample 0 of a reflect-padded signal, so its magnitude holds the mirror image
 of the attack; phase retrieval cannot tell where in the frame that energy
-lies and put it on sample 0 at full window weight: a jump from silence (a
+lies and puts it on sample 0 at full window weight: a jump from silence (a
 median 11 %, up to 100 %, of the peak) and a burst above 4 kHz in the first
-2 ms louder than the note's body.  Notes start 5 ms before their onset
+2 ms up to the level of the note's body.  Notes start 5 ms before their onset
 (:data:`samplegen.audio.PRE_ONSET_S`), so the fade takes nothing an attack
 needs; applied inside the iterations, Griffin–Lim moves that energy where it
 stays consistent instead of having it cut off afterwards (24 corpus notes:
