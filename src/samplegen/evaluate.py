@@ -3,9 +3,10 @@
 Fills the seed's empty test areas: sound quality (against the PCA baseline
 and the oracle), artefacts (what discarding phase costs on its own), the
 VAE's latent distribution, and generation health (silent and noise-like
-outputs, interpolation paths that dip, notes that start on a click).  Writes ``metrics.json`` (keys
-listed in :data:`METRICS_KEYS`), ``per_note.csv``, PNG figures, WAVs of the
-worst cases and ``report.html`` that opens offline.
+outputs, interpolation paths that dip, notes that start on a click).
+Writes ``metrics.json`` (keys listed in :data:`METRICS_KEYS`),
+``per_note.csv``, PNG figures, WAVs of the worst cases and ``report.html``
+that opens offline.
 """
 
 from __future__ import annotations
