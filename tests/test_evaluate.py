@@ -30,6 +30,10 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_
             assert set(split[system]) == {"sc_db", "lsd_db", "mrstft"}
     h = metrics["health"]
     assert h["n_draws"] == 20 and h["n_paths"] == 4 and 0 <= h["silent_fraction"] <= 1
+    # decoded notes fade in: none starts on a click (issue 19)
+    assert h["onset_click_fraction"] == 0.0
+    assert metrics["artefacts"]["onset_clicks"]["model"] == 0.0 == metrics["artefacts"]["onset_clicks"]["oracle"]
+    assert "start on a click" in (out / "report.html").read_text()
     assert metrics["latent"]["latent_dim"] == 3 and len(metrics["latent"]["kl_per_dim"]) == 3
     # the oracle keeps the true magnitude: it must be closer than the tiny model
     q = metrics["quality"]["train"]

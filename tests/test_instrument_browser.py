@@ -165,3 +165,55 @@ def test_fits_a_laptop_and_a_tablet(browser, base_url: str, width: int, height: 
         box = page.locator(panel).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, panel
     assert not errors, errors
+
+
+CHORD_PEAKS = """async () => {
+    // The page's own output chain, rendered offline: a C major chord (C4 E4 G4 C5) of the current sound at
+    // full velocity, summed straight into the destination, then through master gain and limiter; and a
+    // two-octave chord of eight notes with the volume at 0 dB.
+    const s = window.samplegen, buffer = s.state.buffer, volume = Number(document.getElementById("volume").value);
+    const render = async (limited, chord = [60, 64, 67, 72], volumeDb = volume) => {
+        const off = new OfflineAudioContext(1, buffer.length, buffer.sampleRate);
+        const out = limited ? s.outputChain(off, volumeDb).master : off.destination;
+        for (const midi of chord) {
+            const src = off.createBufferSource();
+            src.buffer = buffer;
+            src.playbackRate.value = Math.pow(2, (midi - 60) / 12);
+            src.connect(out);
+            src.start(0);
+        }
+        const data = (await off.startRendering()).getChannelData(0);
+        return data.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    };
+    return [await render(false), await render(true), await render(true, [48, 52, 55, 60, 64, 67, 72, 76], 0)];
+}"""
+
+
+def test_chords_stay_below_full_scale_and_the_meter_moves(browser, base_url: str) -> None:
+    page, errors = open_page(browser, base_url)
+    raw, limited, loudest = page.evaluate(CHORD_PEAKS)
+    assert raw > 1.0  # the chord alone would clip
+    assert 0.3 < limited <= 1.0
+    assert loudest <= 1.0  # eight notes with the volume all the way up
+
+    # Played live from the computer keys: the analyser after the limiter never sees full scale, and the meter moves.
+    page.wait_for_timeout(1600)  # let the first preview ring out
+    page.evaluate("window.samplegen.state.peakSeen = 0")
+    assert page.locator("#level-out").text_content() == "silent"
+    page.locator("body").focus()
+    for key in "adgk":
+        page.keyboard.down(key)
+    page.wait_for_timeout(300)
+    level = page.evaluate("Number(document.getElementById('level').value)")
+    reading = page.locator("#level-out").text_content()
+    for key in "adgk":
+        page.keyboard.up(key)
+    assert level > -40 and "dBFS" in reading
+    assert 0.05 < page.evaluate("window.samplegen.peakSeen()") <= 1.0
+
+    # The volume is a slider like the others: keyboard, focus ring, read-out.
+    page.locator("#volume").focus()
+    page.keyboard.press("ArrowLeft")
+    assert page.locator("#volume-out").text_content() == "-7 dB"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") not in ("", "none")
+    assert not errors, errors

@@ -120,3 +120,32 @@ def test_flatness_in_batches_equals_note_by_note():
     batched = spectral_flatness(notes)
     assert batched.shape == (23,)
     np.testing.assert_allclose(batched, [spectral_flatness(n) for n in notes], rtol=1e-12)
+
+
+def test_onset_click_flags_hard_starts_and_not_onset_aligned_notes():
+    from samplegen.metrics import CLICK_JUMP, has_onset_click, onset_click
+
+    aligned = harmonic_note(0.5, onset_s=0.005, attack_s=0.002)
+    mid_cycle = harmonic_note(0.5, attack_s=1e-4)[100:]  # starts at 20 % of its peak
+    burst = harmonic_note(0.5, onset_s=0.005, attack_s=0.002)
+    burst[1:60] += 0.3 * np.random.default_rng(0).standard_normal(59).astype(np.float32)  # 1.3 ms of hiss
+    assert onset_click(aligned) == (0.0, pytest.approx(-200.0))
+    jump, _ = onset_click(mid_cycle)
+    assert jump > CLICK_JUMP
+    assert burst[0] == 0.0 and onset_click(burst)[1] > 0.0
+    assert has_onset_click(aligned) is False and has_onset_click(mid_cycle) is True and has_onset_click(burst) is True
+    assert list(has_onset_click(np.stack([aligned, aligned, burst]))) == [False, False, True]
+
+
+def test_notes_decoded_from_a_tiny_run_do_not_click(tiny_run):
+    import torch
+
+    from samplegen.checkpoint import load_run
+    from samplegen.generate import decode
+    from samplegen.metrics import has_onset_click, onset_click
+
+    run = load_run(tiny_run)
+    draws = torch.randn(8, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    wavs = decode(run, torch.cat([run.latent_mu, draws]))
+    jumps, _ = onset_click(wavs)
+    assert not has_onset_click(wavs).any() and np.all(jumps == 0.0)

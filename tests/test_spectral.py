@@ -221,3 +221,19 @@ def test_istft_equals_torch_istft(n_fft, hop, length):
     torch.testing.assert_close(istft(spec[1], cfg, length), want[1], rtol=1e-10, atol=1e-12)
     # a shorter output is the same signal cut
     torch.testing.assert_close(istft(spec, cfg, length - 7), want[:, : length - 7], rtol=1e-10, atol=1e-12)
+
+
+def test_default_phase_retrieval_starts_without_a_click():
+    from samplegen.metrics import has_onset_click, onset_click
+
+    # a bright note with a hard attack 5 ms into the file, as notes are onset-aligned
+    note = harmonic_note(1.0, onset_s=0.005, attack_s=1e-4, tilt=0.3, n_harmonics=40)
+    mag = magnitude(torch.from_numpy(note), CFG)
+    assert not has_onset_click(note)
+    assert has_onset_click(retrieve_phase(mag, CFG, len(note), fade_in=0).numpy())  # what the fade fixes
+    for method in PHASE_METHODS:
+        wav = retrieve_phase(mag, CFG, len(note), method, 4).numpy()
+        jump, hf_db = onset_click(wav)
+        assert jump == 0.0 and hf_db < -15.0 and not has_onset_click(wav), method
+    with pytest.raises(ParameterError, match="fade_in"):
+        retrieve_phase(mag, CFG, len(note), fade_in=-1)

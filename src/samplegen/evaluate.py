@@ -3,9 +3,10 @@
 Fills the seed's empty test areas: sound quality (against the PCA baseline
 and the oracle), artefacts (what discarding phase costs on its own), the
 VAE's latent distribution, and generation health (silent and noise-like
-outputs, interpolation paths that dip).  Writes ``metrics.json`` (keys
-listed in :data:`METRICS_KEYS`), ``per_note.csv``, PNG figures, WAVs of the
-worst cases and ``report.html`` that opens offline.
+outputs, interpolation paths that dip, notes that start on a click).
+Writes ``metrics.json`` (keys listed in :data:`METRICS_KEYS`),
+``per_note.csv``, PNG figures, WAVs of the worst cases and ``report.html``
+that opens offline.
 """
 
 from __future__ import annotations
@@ -167,6 +168,18 @@ def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_wor
             "_values": vals}
 
 
+def onset_clicks(sets: dict[str, QualitySet]) -> dict[str, float]:
+    """Share of notes that start on a click (:func:`samplegen.metrics.has_onset_click`), per system and the originals.
+
+    The decoded notes should click no more than the originals do: an onset-aligned original starts in
+    silence, and the way back from magnitude to waveform fades in (issue 19).
+    """
+    systems = {"original": [s.reference for s in sets.values()],
+               **{k: [s.outputs[k] for s in sets.values()] for k in ("model", "pca", "oracle")}}
+    return {k: float(np.concatenate([np.atleast_1d(M.has_onset_click(w)) for w in waves]).mean())
+            for k, waves in systems.items()}
+
+
 def latent_distribution(run: Run) -> dict:
     """KL per latent dimension, active dimensions, and the spread of the posterior means."""
     mu = run.latent_mu.double()
@@ -187,7 +200,7 @@ def latent_distribution(run: Run) -> dict:
 
 def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1000, n_paths: int = 100,
                       steps: int = 8, seed: int = 0) -> dict:
-    """Fractions of silent and noise-like prior draws and of dipping interpolation paths between corpus pairs.
+    """Fractions of silent, noise-like and clicking prior draws and of dipping interpolation paths between corpus pairs.
 
     Outputs are measured batch by batch as they are decoded, so only levels and flatness stay in memory.
     """
@@ -201,9 +214,10 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         wav = np.atleast_2d(decode(run, z[s : s + DECODE_BATCH], *phase))
-        return np.atleast_1d(M.is_silent(wav, thresholds)), np.atleast_1d(M.is_noise_like(wav, thresholds)), wav[:4]
+        return (np.atleast_1d(M.is_silent(wav, thresholds)), np.atleast_1d(M.is_noise_like(wav, thresholds)),
+                np.atleast_1d(M.has_onset_click(wav)), wav[:4])
 
     def path_levels(s: int) -> np.ndarray:
         return np.atleast_1d(M.rms_db(np.atleast_2d(decode(run, path_z[s : s + DECODE_BATCH], *phase))))
@@ -211,15 +225,17 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
     measured = parallel_map(draws, range(0, n_draws, DECODE_BATCH))
     silent = np.concatenate([m[0] for m in measured])
     noisy = np.concatenate([m[1] for m in measured])
-    first_draws = measured[0][2]
+    clicks = np.concatenate([m[2] for m in measured])
+    first_draws = measured[0][3]
     levels = np.concatenate(parallel_map(path_levels, range(0, len(path_z), DECODE_BATCH))).reshape(n_paths, steps)
     dips = np.array([M.path_dips_from_levels(lv) for lv in levels])
     shown = int(np.argmax(dips)) if dips.any() else 0
     return {
         "n_draws": n_draws, "n_paths": n_paths, "steps": steps,
         "silent_fraction": float(silent.mean()), "noise_like_fraction": float(noisy.mean()),
-        "dipping_path_fraction": float(dips.mean()),
-        "thresholds": {"silent_rms_db": thresholds.silent_rms_db, "noise_flatness": thresholds.noise_flatness},
+        "dipping_path_fraction": float(dips.mean()), "onset_click_fraction": float(clicks.mean()),
+        "thresholds": {"silent_rms_db": thresholds.silent_rms_db, "noise_flatness": thresholds.noise_flatness,
+                       "click_jump": M.CLICK_JUMP, "click_hf_db": M.CLICK_HF_DB},
         "_draws": first_draws, "_path_levels": levels[shown],
     }
 
@@ -284,7 +300,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
             "dipping_path_fraction": health["dipping_path_fraction"],
         },
         "quality": {k: s.summary() for k, s in sets.items()},
-        "artefacts": {k: v for k, v in art.items() if not k.startswith("_")},
+        "artefacts": {**{k: v for k, v in art.items() if not k.startswith("_")}, "onset_clicks": onset_clicks(sets)},
         "latent": latent,
         "health": {k: v for k, v in health.items() if not k.startswith("_")},
     }
@@ -449,6 +465,11 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
                      "<th>mean</th><th>median</th><th>worst</th></tr>" + "".join(
                          f"<tr><td>{e(k)}</td><td>{a[k]['mean']:.2f}</td><td>{a[k]['median']:.2f}</td><td>{a[k]['max']:.2f}</td></tr>"
                          for k in ("sc_db", "lsd_db", "mrstft", "attack_smearing_db", "pre_echo_db")) + "</table>")
+        clicks = a["onset_clicks"]
+        parts.append("<p>Notes that start on a click (first sample above "
+                     f"{100 * M.CLICK_JUMP:.0f} % of the peak, or energy above 4 kHz in the first 2 ms more than "
+                     f"{M.CLICK_HF_DB:.0f} dB above the note's body): " + ", ".join(
+                         f"{e(k)} {100 * v:.1f} %" for k, v in clicks.items()) + ".</p>")
         lat = res["latent"]
         parts.append(f"<h3>Latent distribution</h3><p>{lat['active_dims']} of {lat['latent_dim']} dimensions active "
                      "(variance of the posterior means above 0.01). KL per dimension (nats): "
@@ -459,6 +480,7 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
                      f"<tr><td>silent prior draws</td><td>{100 * hl['silent_fraction']:.1f} %</td></tr>"
                      f"<tr><td>noise-like prior draws</td><td>{100 * hl['noise_like_fraction']:.1f} %</td></tr>"
                      f"<tr><td>dipping interpolation paths</td><td>{100 * hl['dipping_path_fraction']:.1f} %</td></tr>"
+                     f"<tr><td>draws that start on a click</td><td>{100 * hl['onset_click_fraction']:.1f} %</td></tr>"
                      f"<tr><td>draws / paths × steps</td><td>{hl['n_draws']} / {hl['n_paths']} × {hl['steps']}</td></tr></table>")
     parts.append("<h2>Figures</h2>" + "".join(f"<figure><img src='{e(src)}' alt='{e(t)}' style='max-width:100%'>"
                                              f"<figcaption>{e(t)}</figcaption></figure>" for t, src in figures))

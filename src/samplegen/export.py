@@ -130,12 +130,14 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
         "stft": {"sample_rate": cfg.data.sample_rate, "n_fft": cfg.stft.n_fft, "hop_length": cfg.stft.hop_length,
                  "window": "hann (periodic)", "center": True, "length_samples": cfg.data.n_samples},
         "phase_retrieval": {"method": spectral.DEFAULT_METHOD, "iterations": spectral.DEFAULT_ITERS,
-                            "momentum": spectral.DEFAULT_MOMENTUM,
+                            "momentum": spectral.DEFAULT_MOMENTUM, "fade_in_samples": spectral.FADE_IN,
                             "steps": [
                                 "S = mag * exp(i * phase0), phase0 from phase-gradient heap integration (PGHI)",
-                                "prev = 0; repeat iterations times: C = stft(istft(S)); A = (1 + momentum) * C "
+                                "fade(x): x[n] *= 0.5 - 0.5 * cos(pi * n / fade_in_samples) for n < fade_in_samples "
+                                "(without it every note starts on a click)",
+                                "prev = 0; repeat iterations times: C = stft(fade(istft(S))); A = (1 + momentum) * C "
                                 "- momentum * prev; prev = C; S = mag * A / |A| (0 where A = 0)",
-                                "waveform = istft(S), cut or padded to length_samples"],
+                                "waveform = fade(istft(S)), cut or padded to length_samples"],
                             "reference": "samplegen.spectral.retrieve_phase; docs/plugin.md"},
     }
 

@@ -278,3 +278,66 @@ def pre_echo_db(reference, candidate) -> float | np.ndarray:
     before = torch.stack([y[i, : int(o)].pow(2).sum() for i, o in enumerate(onsets)])
     total = y.pow(2).sum(dim=1).clamp_min(1e-30)
     return _out(10 * torch.log10((before / total).clamp_min(1e-12)), single)
+
+
+# --- Onset clicks: a jump from silence at the first sample -------------------------------------------
+
+#: First sample above this fraction of the note's peak: a step from the silence before the file (the
+#: default corpus: median 0.06 %; 9 of its 1,023 notes above, renders that begin mid-waveform).
+CLICK_JUMP = 0.1
+#: Energy above :data:`CLICK_HIGHPASS_HZ` in the first :data:`CLICK_WINDOW_S` above this, in dB relative
+#: to the body's mean power: louder than the note itself (the default corpus's sharpest attacks, xylophone
+#: and shamisen, reach −5.5 dB; the issue's decoded notes +9 to +32 dB).
+CLICK_HF_DB = 0.0
+CLICK_WINDOW_S = 0.002
+CLICK_HIGHPASS_HZ = 4000.0
+#: Taps of the windowed-sinc (Blackman) high-pass: a transition about 2.5 kHz wide, 2 ms of support.
+CLICK_TAPS = 63
+#: Frames of the body's level (1024 samples) within this of the loudest frame.
+CLICK_BODY_RANGE_DB = 30.0
+
+
+@functools.lru_cache(maxsize=4)
+def _highpass(cut_hz: float, sr: int, taps: int = CLICK_TAPS) -> torch.Tensor:
+    n = torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2
+    low = 2 * cut_hz / sr * torch.sinc(2 * cut_hz / sr * n) * torch.blackman_window(taps, periodic=False,
+                                                                                   dtype=torch.float64)
+    high = -low / low.sum()
+    high[(taps - 1) // 2] += 1.0
+    return high
+
+
+def onset_click(audio, sr: int = 44100) -> tuple[float | np.ndarray, float | np.ndarray]:
+    """How much a note clicks at its start: (first-sample jump, high-frequency burst in dB).
+
+    A file starts from silence, so its first sample is a step of that size: ``jump`` is
+    |x[0]| over the note's peak.  ``hf_db`` is the mean power above 4 kHz in the first 2 ms
+    (silence assumed before the file, so the step counts) relative to the mean power of the
+    note's body (1024-sample frames within 30 dB of the loudest), in dB.  Onset-aligned
+    originals start in their 5 ms of pre-onset near-silence; phase retrieval without a fade-in
+    started decoded notes on jumps of up to 100 % of the peak and bursts up to 32 dB above the
+    body, heard as a click on nearly every note (issue 19).  :func:`has_onset_click` applies
+    the thresholds.
+    """
+    x, single = _batch(audio)
+    peak = x.abs().amax(dim=1).clamp_min(1e-20)
+    jump = x[:, 0].abs() / peak
+    h = _highpass(float(CLICK_HIGHPASS_HZ), int(sr))
+    width = max(1, int(round(CLICK_WINDOW_S * sr)))
+    head = torch.nn.functional.pad(x[:, : width + len(h)], (len(h), 0))
+    high = torch.nn.functional.conv1d(head[:, None], h.flip(0)[None, None], padding=(len(h) - 1) // 2)[:, 0]
+    burst = high[:, len(h) : len(h) + width].pow(2).mean(dim=1)
+    frame = 1024
+    n = max(1, x.shape[1] // frame)
+    power = x[:, : n * frame].reshape(x.shape[0], n, -1).pow(2).mean(dim=2)
+    loud = power >= power.amax(dim=1, keepdim=True) * 10 ** (-CLICK_BODY_RANGE_DB / 10)
+    body = ((power * loud).sum(dim=1) / loud.sum(dim=1)).clamp_min(1e-30)
+    hf_db = 10 * torch.log10((burst / body).clamp_min(1e-20))
+    return _out(jump, single), _out(hf_db, single)
+
+
+def has_onset_click(audio, sr: int = 44100) -> bool | np.ndarray:
+    """Starts on a click: a jump above :data:`CLICK_JUMP` or a burst above :data:`CLICK_HF_DB` (:func:`onset_click`)."""
+    jump, hf_db = onset_click(audio, sr)
+    flags = (np.asarray(jump) > CLICK_JUMP) | (np.asarray(hf_db) > CLICK_HF_DB)
+    return bool(flags) if flags.ndim == 0 else flags

@@ -19,6 +19,19 @@ Griffin–Lim with momentum), started from one of three initial phases:
 With ``n_iter=0`` a method returns its start alone (PGHI or SPSI without
 any iteration; random phase for "gl"/"fgla").
 
+Every waveform fades in over its first :data:`FADE_IN` samples (3 ms, raised
+cosine), inside each iteration as well as at the end.  Frame 0 is centred on
+sample 0 of a reflect-padded signal, so its magnitude holds the mirror image
+of the attack; phase retrieval cannot tell where in the frame that energy
+lies and puts it on sample 0 at full window weight: a jump from silence (a
+median 11 %, up to 100 %, of the peak) and a burst above 4 kHz in the first
+2 ms up to the level of the note's body.  Notes start 5 ms before their onset
+(:data:`samplegen.audio.PRE_ONSET_S`), so the fade takes nothing an attack
+needs; applied inside the iterations, Griffin–Lim moves that energy where it
+stays consistent instead of having it cut off afterwards (24 corpus notes:
+spectral convergence −31.2 → −31.0 dB, attack smearing unchanged, clicks
+gone; :func:`samplegen.metrics.onset_click`).
+
 Default, chosen by measurement (``benchmarks/phase_retrieval.py``, figures
 in ``benchmarks/results/phase_retrieval.md``: oracle magnitudes of 24
 2-second notes of the default corpus, one CPU thread): PGHI followed by 10
@@ -57,6 +70,8 @@ HANN_GAMMA = 0.25645
 #: PGHI leaves coefficients more than 60 dB below a note's peak to the random start:
 #: as good as 1e-5 (100 dB) on the corpus after FGLA, and the heap walk is 3–5 times shorter.
 PGHI_TOL = 1e-3
+#: Raised-cosine fade-in of every retrieved waveform, in samples: 3 ms at 44.1 kHz (module docstring).
+FADE_IN = 132
 
 
 @dataclass(frozen=True)
@@ -232,7 +247,7 @@ def _istft_by_reshape(spec: torch.Tensor, cfg: StftConfig, length: int) -> torch
 
 def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str = DEFAULT_METHOD,
                    n_iter: int = DEFAULT_ITERS, momentum: float = DEFAULT_MOMENTUM,
-                   seed: int | None = 0) -> torch.Tensor:
+                   seed: int | None = 0, fade_in: int = FADE_IN) -> torch.Tensor:
     """A waveform whose STFT magnitude approximates ``mag``.
 
     Parameters
@@ -252,6 +267,8 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
         quiet coefficients PGHI leaves alone, the first frames for "spsi");
         None draws a fresh one.  One random field is shared by all notes of a
         batch, so a batch gives what its notes give one by one.
+    fade_in : samples of raised-cosine fade-in, kept through the iterations (0: none); the
+        default keeps the first frame from clicking (module docstring)
 
     Returns
     -------
@@ -274,6 +291,7 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
         raise ParameterError(f"momentum={momentum!r} must be a number in [0, 2)")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ParameterError(f"seed={seed!r} must be an integer or None")
+    _check_fade_in(fade_in)
     if not torch.is_tensor(mag) or mag.is_complex():
         raise ParameterError("mag must be a real torch.Tensor of linear magnitudes")
     single = mag.ndim == 2
@@ -304,19 +322,20 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
     else:
         phase = angles.expand_as(mag)
     spec = torch.polar(mag, phase)
-    wav = _griffin_lim(spec, mag, cfg, length, n_iter, 0.0 if method == "gl" else float(momentum))
+    wav = _griffin_lim(spec, mag, cfg, length, n_iter, 0.0 if method == "gl" else float(momentum), fade_in)
     return wav[0] if single else wav
 
 
 def fast_griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, length: int, n_iter: int,
-                     momentum: float = DEFAULT_MOMENTUM) -> torch.Tensor:
+                     momentum: float = DEFAULT_MOMENTUM, fade_in: int = FADE_IN) -> torch.Tensor:
     """Fast Griffin–Lim from a given complex start (e.g. phase integrated from a model's IF).
 
     Parameters
     ----------
     spec : Tensor[B x F x T], complex start
     mag : Tensor[B x F x T], the linear magnitude to keep
-    n_iter : iterations, >= 0 (0: the inverse STFT of ``spec``)
+    n_iter : iterations, >= 0 (0: the inverse STFT of ``spec``, faded in)
+    fade_in : samples of raised-cosine fade-in (see :func:`retrieve_phase`)
 
     Returns
     -------
@@ -325,24 +344,44 @@ def fast_griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, len
     if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0:
         raise ParameterError(f"n_iter={n_iter!r} must be a non-negative integer")
     _check_length(length)
+    _check_fade_in(fade_in)
     if not spec.is_complex() or spec.shape != mag.shape:
         raise ParameterError("spec must be complex and of the same shape as mag")
-    return _griffin_lim(spec, mag.float(), cfg, length, n_iter, float(momentum))
+    return _griffin_lim(spec, mag.float(), cfg, length, n_iter, float(momentum), fade_in)
+
+
+def _check_fade_in(fade_in: Any) -> None:
+    if not isinstance(fade_in, int) or isinstance(fade_in, bool) or fade_in < 0:
+        raise ParameterError(f"fade_in={fade_in!r} must be a non-negative integer")
+
+
+@functools.lru_cache(maxsize=8)
+def _fade_ramp(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Raised cosine from 0 (sample 0) towards 1 over ``n`` samples."""
+    return 0.5 - 0.5 * torch.cos(torch.pi * torch.arange(n, device=device, dtype=dtype) / n)
+
+
+def _faded(wav: torch.Tensor, fade_in: int) -> torch.Tensor:
+    """``wav`` with its first ``fade_in`` samples faded in, in place."""
+    n = min(fade_in, wav.shape[-1])
+    if n:
+        wav[..., :n] *= _fade_ramp(n, wav.device, wav.dtype)
+    return wav
 
 
 def _griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, length: int, n_iter: int,
-                 alpha: float) -> torch.Tensor:
-    """(Fast) Griffin–Lim from the complex start ``spec``; returns the final waveform."""
+                 alpha: float, fade_in: int) -> torch.Tensor:
+    """(Fast) Griffin–Lim from the complex start ``spec``, the fade-in kept in every iterate; the final waveform."""
     prev = torch.zeros_like(spec)
     for _ in range(n_iter):
-        # Project onto consistent spectrograms (STFT of a signal), extrapolate
+        # Project onto consistent spectrograms (STFT of a signal that fades in), extrapolate
         # with momentum, then project onto the given magnitude.
-        rebuilt = stft(istft(spec, cfg, length), cfg)
+        rebuilt = stft(_faded(istft(spec, cfg, length), fade_in), cfg)
         accel = rebuilt.mul(1.0 + alpha).sub_(prev, alpha=alpha) if alpha else rebuilt.clone()
         prev = rebuilt
         # sgn (z/|z|, 0 at 0) in place: three times faster than abs, clamp and divide.
         spec = accel.sgn_().mul_(mag)
-    return istft(spec, cfg, length).float()
+    return _faded(istft(spec, cfg, length), fade_in).float()
 
 
 # ---------------------------------------------------------------------------

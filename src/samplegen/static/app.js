@@ -14,37 +14,78 @@ const state = {
   corners: [0, 0, 0, 0], pad: { x: 0.5, y: 0.5 }, padPending: false, favourites: [],
   voices: new Map(), preview: null, notesStarted: 0, peakSeen: 0, rendered: 0,
 };
-let ctx = null, master = null, analyser = null;
+let ctx = null, output = null;
+const METER_FLOOR_DB = -60;  // the level meter's floor: quieter reads as silence
 
 function status(text) { $("status").textContent = text; }
 
 // ---------------------------------------------------------------- audio
+// Voices → master gain (the Volume control, −6 dB by default) → limiter → safety clip → analyser (the
+// meter) → speakers. Notes are normalised near full scale, so a chord sums past it (four notes reached
+// 1.56): the master gain's headroom keeps a few notes clean, the limiter holds more below full scale, and
+// the clip catches what its attack lets through (eight notes at 0 dB reached 1.15 without it).
+function outputChain(ac, volumeDb) {
+  const master = ac.createGain();
+  master.gain.value = Math.pow(10, volumeDb / 20);
+  const limiter = ac.createDynamicsCompressor();  // as a limiter: hard knee, highest ratio, fast attack
+  limiter.threshold.value = -6;
+  limiter.knee.value = 0;
+  limiter.ratio.value = 20;
+  limiter.attack.value = 0.001;
+  limiter.release.value = 0.1;
+  const clip = ac.createWaveShaper();
+  clip.curve = softClipCurve();
+  const analyser = ac.createAnalyser();
+  analyser.fftSize = 2048;
+  master.connect(limiter).connect(clip).connect(analyser).connect(ac.destination);
+  return { master, limiter, analyser };
+}
+
+function softClipCurve(knee = 0.8, ceiling = 0.98) {
+  // Unchanged up to the knee, then bent towards the ceiling; a WaveShaper holds inputs beyond ±1 at the ends.
+  const curve = new Float32Array(4097);
+  for (let i = 0; i < curve.length; i++) {
+    const x = (2 * i) / (curve.length - 1) - 1, a = Math.abs(x);
+    curve[i] = a <= knee ? x : Math.sign(x) * (knee + (ceiling - knee) * Math.tanh((a - knee) / (ceiling - knee)));
+  }
+  return curve;
+}
+
 function audio() {
   if (!ctx) {
     ctx = new (window.AudioContext || window.webkitAudioContext)();
-    master = ctx.createGain();
-    master.gain.value = 0.8;
-    analyser = ctx.createAnalyser();
-    analyser.fftSize = 2048;
-    master.connect(analyser);
-    analyser.connect(ctx.destination);
+    output = outputChain(ctx, Number($("volume").value));
     watchLevel();
   }
   if (ctx.state === "suspended") ctx.resume();
   return ctx;
 }
 
+function setVolume() {
+  const db = Number($("volume").value);
+  $("volume-out").textContent = `${db} dB`;
+  if (output) output.master.gain.setTargetAtTime(Math.pow(10, db / 20), ctx.currentTime, 0.01);
+}
+
 function outputPeak() {
-  if (!analyser) return 0;
-  const data = new Float32Array(analyser.fftSize);
-  analyser.getFloatTimeDomainData(data);
+  if (!output) return 0;
+  const data = new Float32Array(output.analyser.fftSize);
+  output.analyser.getFloatTimeDomainData(data);
   let peak = 0;
   for (const v of data) peak = Math.max(peak, Math.abs(v));
   return peak;
 }
 
-function watchLevel() {
-  const tick = () => { state.peakSeen = Math.max(state.peakSeen, outputPeak()); };
+function watchLevel() {  // the analyser holds the last 46 ms: reading it every 20 ms misses no sample
+  const tick = () => {
+    const peak = outputPeak();
+    state.peakSeen = Math.max(state.peakSeen, peak);
+    const db = Math.max(METER_FLOOR_DB, 20 * Math.log10(Math.max(peak, 1e-9)));
+    const reduction = output.limiter.reduction;  // dB, ≤ 0
+    $("level").value = db;
+    $("level-out").textContent = db <= METER_FLOOR_DB ? "silent" :
+      `${db.toFixed(1)} dBFS${reduction < -0.5 ? `, limiting ${(-reduction).toFixed(1)} dB` : ""}`;
+  };
   setInterval(tick, 20);
 }
 
@@ -65,7 +106,7 @@ function startVoice(midi, velocity) {
   const env = ac.createGain();
   env.gain.setValueAtTime(0, t);
   env.gain.linearRampToValueAtTime(velocity, t + attack);
-  src.connect(env).connect(master);
+  src.connect(env).connect(output.master);
   src.start(t);
   state.notesStarted += 1;
   return { src, env };
@@ -416,6 +457,7 @@ async function start() {
   bindPad();
   buildKeyboard();
   bindComputerKeys();
+  $("volume").addEventListener("input", setVolume);
   for (const [id, fmt] of [["temperature", (v) => v.toFixed(2)], ["amount", (v) => v.toFixed(2)], ["attack", (v) => `${v} ms`], ["release", (v) => `${v} ms`]]) {
     $(id).addEventListener("input", () => { $(`${id}-out`).textContent = fmt(Number($(id).value)); });
   }
@@ -429,5 +471,5 @@ async function start() {
 }
 
 // What the end-to-end test reads; harmless for players.
-window.samplegen = { state, outputPeak, peakSeen: () => state.peakSeen };
+window.samplegen = { state, outputPeak, outputChain, peakSeen: () => state.peakSeen };
 start().catch((err) => status(`Could not start: ${err.message}`));
