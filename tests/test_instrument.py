@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 import threading
 import time
@@ -184,6 +185,23 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     for asset in ("app.js", "style.css"):
         res = client.get(f"/static/{asset}")
         assert res.status_code == 200 and b"http://" not in res.content.replace(b"http://www.w3.org", b"")
+
+
+def test_api_docs_need_no_network(client: TestClient) -> None:
+    """Swagger UI's files come from this server (offline the CDN's page was blank) and it validates nowhere."""
+    res = client.get("/api/docs")
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")
+    page = res.text
+    assert not re.findall(r"(?:https?:)?//[\w.-]+", page)
+    assert '"validatorUrl": null' in page and "'/api/openapi.json'" in page
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert {a.rsplit(".", 1)[-1] for a in assets} == {"js", "css", "png"}
+    for asset in assets:
+        got = client.get(asset)
+        assert got.status_code == 200 and len(got.content) > 0, asset
+    bundle = client.get(next(a for a in assets if a.endswith(".js"))).text
+    assert "SwaggerUIBundle" in bundle
+    assert client.get("/api/openapi.json").json()["paths"]
 
 
 def test_a_newer_request_supersedes_a_waiting_one() -> None:

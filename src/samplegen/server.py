@@ -8,6 +8,7 @@ has overtaken is answered 409 without being rendered, so a fast drag never queue
 A web page on another site must not reach the instrument through the user's browser: requests whose
 ``Host`` is not a name the server was started for are refused (DNS rebinding), no response may be
 framed by another page (clickjacking), and a connection that never finishes its headers is closed.
+The API docs (``/api/docs``) load Swagger UI from files served here, not from a CDN, so they work offline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -48,6 +50,8 @@ MAX_LATENT = 1024
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 #: A connection must finish each request's headers within this many seconds (slow-header clients).
 HEADER_TIMEOUT_S = 10.0
+#: Where Swagger UI's script, style sheet and icon are served for /api/docs (fastapi-offline ships them).
+DOCS_ASSETS = "/api/docs-assets"
 #: Sent with every response: no other page may frame the instrument.
 FRAME_HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
@@ -300,8 +304,12 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
     hosts : names or addresses the server is reached by besides the loopback ones (its ``--host``)
     """
-    app = FastAPI(title=f"{title} instrument", version="1", docs_url="/api/docs", redoc_url=None,
-                  openapi_url="/api/openapi.json")
+    # FastAPI's own docs page loads Swagger UI from a CDN (blank offline); validatorUrl None keeps Swagger UI
+    # from sending the description's URL to swagger.io for its validity badge.
+    app = FastAPIOffline(title=f"{title} instrument", version="1", docs_url="/api/docs", redoc_url=None,
+                         openapi_url="/api/openapi.json", static_url=DOCS_ASSETS,
+                         swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+                         swagger_ui_parameters={"validatorUrl": None})
     scheduler = LatestOnly(parallel)
     store = RenderStore()
     run = instrument.run
