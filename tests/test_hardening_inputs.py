@@ -244,6 +244,28 @@ def test_a_folder_of_crafted_audio_builds_under_an_address_space_limit(messy_fol
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "samples"]  # nothing written elsewhere
 
 
+def test_links_to_folders_are_listed_as_skipped_not_dropped_silently(tmp_path):
+    """Item 8: a linked folder (here one outside the sample folder, and one looping back into it) used to vanish."""
+    from samplegen.corpus import LINKED_FOLDER
+    from samplegen.feature_cache import FeatureSettings, build_features
+
+    src, elsewhere = tmp_path / "samples", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    sf.write(src / "good1.wav", harmonic_note(0.6), SR, subtype="PCM_16")
+    sf.write(src / "sub" / "good2.wav", harmonic_note(0.6, tilt=2.0), SR, subtype="PCM_16")
+    sf.write(elsewhere / "private.wav", harmonic_note(0.6, tilt=0.5), SR, subtype="PCM_16")
+    (src / "more").symlink_to(elsewhere, target_is_directory=True)
+    (src / "sub" / "loop").symlink_to(src, target_is_directory=True)
+    out = tmp_path / "corpus"
+    assert main(["corpus", "build", "--from", str(src), "--out", str(out), "--duration", "0.5"]) == 0
+    assert _report(out) == {"more": LINKED_FOLDER, os.path.join("sub", "loop"): LINKED_FOLDER}
+    assert sorted(p.name for p in out.glob("*.wav")) == ["good1.wav", "good2.wav"]
+    settings = FeatureSettings(duration_s=0.5, n_fft=2048, hop_length=512, prepare="raw")
+    feats = build_features(src, settings, cache_dir=tmp_path / "cache", workers=1)
+    assert sorted(feats.skipped) == [("more", LINKED_FOLDER), (os.path.join("sub", "loop"), LINKED_FOLDER)]
+
+
 def test_a_file_that_runs_out_of_memory_is_skipped_and_the_build_goes_on(messy_folder, tmp_path, monkeypatch):
     from samplegen import audio, corpus
 
@@ -340,6 +362,32 @@ def test_a_preset_outside_midi_is_skipped_with_its_reason_and_the_rest_rendered(
     assert main(["corpus", "build", "--soundfont", str(sf2), "--out", str(out), "--duration", "0.5"]) == 0
     assert "program 300, bank 0 is outside MIDI's range" in _report(out)["a"]
     assert len(list(out.glob("*.wav"))) == 8  # preset b at the eight velocities
+
+
+def test_presets_sharing_bank_and_program_give_one_note_each_not_two_copies(tmp_path):
+    """Item 8: two presets 'same' at bank 0, program 0 wrote one file twice; MIDI can select only the later one."""
+    from samplegen.corpus import render_soundfont_corpus
+    from samplegen.sf2 import Sf2Sound, sf2_bytes
+
+    dull, bright = harmonic_note(0.5, n_harmonics=4), harmonic_note(0.5, n_harmonics=20, tilt=0.2)
+    raw = bytearray(sf2_bytes([Sf2Sound("same", dull), Sf2Sound("same", bright), Sf2Sound("other", dull)]))
+    phdr = raw.index(b"phdr") + 8
+    raw[phdr + 38 + 20 : phdr + 38 + 22] = struct.pack("<H", 0)  # the second 'same' at program 0 too
+    (tmp_path / "x.sf2").write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    corpus = render_soundfont_corpus(out, tmp_path / "x.sf2", velocities=(64, 100), duration_s=0.5)
+    names = [e.name for e in corpus.entries]
+    assert names == ["p000_same_v064", "p000_same_v100", "p002_other_v064", "p002_other_v100"]
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(e.file for e in corpus.entries)
+    assert "listed later, which is the one MIDI plays" in _report(out)["same"]
+
+    def high_share(y: np.ndarray) -> float:  # energy above the 4th harmonic of C4 (1,047 Hz)
+        power = np.abs(np.fft.rfft(y)) ** 2
+        return float(power[np.fft.rfftfreq(len(y), 1 / 44100) > 1200].sum() / power.sum())
+
+    kept = sf.read(out / corpus.entries[1].file)[0]
+    other = sf.read(out / corpus.entries[3].file)[0]
+    assert high_share(kept) > 0.2 > 0.02 > high_share(other)  # the kept note is the preset MIDI plays: the bright one
 
 
 def test_the_renderer_panicking_is_a_one_line_error(tmp_path, monkeypatch):

@@ -35,6 +35,9 @@ BUILDING_NAME = ".samplegen-building"
 DEFAULT_VELOCITIES: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 112, 127)
 MANIFEST_FIELDS = ["name", "file", "program", "preset", "family", "velocity", "parent_a", "parent_b", "pitch_hz"]
 OFF_PITCH_CENTS = 50.0
+#: Why a symbolic link to a folder inside a sample folder is not read: a link can lead anywhere on the machine,
+#: or back into the sample folder (a loop).
+LINKED_FOLDER = "a link to a folder: not followed (it may lead outside this folder or back into it); copy the folder in"
 
 Progress = Callable[[int, int], None]
 
@@ -128,6 +131,12 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
         (p.name, f"program {p.program}, bank {p.bank} is outside MIDI's range (program 0-{MAX_PROGRAM}, "
                  f"bank 0-{MAX_BANK})") for p in presets if p.program > MAX_PROGRAM or p.bank > MAX_BANK]
     presets = [p for p in presets if p.program <= MAX_PROGRAM and p.bank <= MAX_BANK]
+    # MIDI selects a preset by bank and program alone, and the renderer plays the last one listed: an earlier
+    # preset sharing both would come out as a second copy of that one, under its own name (or over its file).
+    played = {(p.bank, p.program): p for p in presets}
+    skipped += [(p.name, f"bank {p.bank}, program {p.program} is also preset '{played[p.bank, p.program].name}', "
+                         "listed later, which is the one MIDI plays") for p in presets if played[p.bank, p.program] is not p]
+    presets = [p for p in presets if played[p.bank, p.program] is p]
     if not presets:
         reason = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CorpusError(f"{path} has no melodic presets to render{reason}")
@@ -167,8 +176,11 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    """Every non-hidden entry that is not a folder: special files too, so the report lists them as skipped."""
-    return sorted(p for p in folder.rglob("*") if not p.is_dir() and not p.name.startswith("."))
+    """Every non-hidden entry but folders: special files and links to folders too, so the report lists them as skipped.
+
+    rglob does not descend into a linked folder (:data:`LINKED_FOLDER` says why).
+    """
+    return sorted(p for p in folder.rglob("*") if (p.is_symlink() or not p.is_dir()) and not p.name.startswith("."))
 
 
 def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
@@ -182,6 +194,9 @@ def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
     used: set[str] = set()
     for k, p in enumerate(files):
         rel = str(p.relative_to(src))
+        if p.is_dir():  # only a link to a folder comes this far
+            skipped.append((rel, LINKED_FOLDER))
+            continue
         try:
             y = audio_io.prepare_note(audio_io.read_audio(p), duration_s=duration_s)
         except AudioError as exc:

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from samplegen.checkpoint import write_json
-from samplegen.corpus import (MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row, _slug,
-                              check_finished)
+from samplegen.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row,
+                              _slug, check_finished)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import open_regular, parse_json, read_regular_file
 
@@ -439,7 +439,8 @@ def _hash_files(root: Path, entries: Sequence[CorpusEntry], index: dict[str, Any
             continue
         if not stat.S_ISREG(st.st_mode):  # hashing a FIFO would block forever
             keys.append(f"special:{path}")
-            index["failed"][keys[-1]] = "not a regular file (a FIFO, device or socket)"
+            index["failed"][keys[-1]] = (LINKED_FOLDER if stat.S_ISDIR(st.st_mode)
+                                         else "not a regular file (a FIFO, device or socket)")
             rehashed = True
             continue
         absolute = str(path.resolve())
