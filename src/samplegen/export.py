@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -153,6 +154,21 @@ def _denormalise_recipe(run: Run) -> dict[str, Any]:
             "magnitude_power": p, "floor": LOG_FLOOR**p, **stats}
 
 
+def onnxruntime_without_telemetry() -> Any:
+    """The onnxruntime module, imported with its telemetry off.
+
+    Since 1.29 it writes a device id and an event database under ``~/.cache/Microsoft`` on Linux and macOS
+    as soon as it is imported, and may upload events. Only ``ORT_DISABLE_TELEMETRY=1`` set before that
+    stops all of it; ``disable_telemetry_events()`` covers the later events (and Windows' ETW).
+    A user who sets the variable to something else keeps their choice.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
+
+
 def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Path]:
     """Write ``decoder.onnx``, ``decoder.torchscript.pt`` and ``decoder.json``; returns their paths.
 
@@ -165,8 +181,7 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
         # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
         raise ParameterError(f"export onnx supports magnitude-only runs; {run.path} also learned phase "
                              f"(phase.mode={run.config.phase.mode!r}): export SFZ or SF2 instead")
-    import onnxruntime as ort
-
+    ort = onnxruntime_without_telemetry()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_temp_files(out, [".decoder.*.tmp"])  # left by an export that was killed
