@@ -183,6 +183,55 @@ def test_evaluate_data_with_a_crafted_manifest_writes_only_inside_out(tiny_run, 
     assert "data_escaped_evil_model.wav" in data_wavs
 
 
+def _manifest(folder: Path, rows: list[tuple[str, str]]) -> None:
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "file", "program", "preset", "family", "velocity", "parent_a", "parent_b", "pitch_hz"])
+        w.writerows([name, file, "", "", "", "", "", "", ""] for name, file in rows)
+
+
+def test_files_a_manifest_lists_outside_its_folder_are_skipped_with_the_reason(tiny_run, tmp_path, out_dir,
+                                                                               capsys):
+    """Before, a crafted manifest made ``evaluate --data`` read any audio file and copy it into its report."""
+    from samplegen.corpus import load_corpus
+    from samplegen.feature_cache import FeatureSettings, build_features
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    sf.write(data / "x0.wav", harmonic_note(0.5), SR)
+    sf.write(tmp_path / "outside.wav", harmonic_note(0.5, tilt=3.0), SR)
+    (data / "link.wav").symlink_to(tmp_path / "outside.wav")
+    climbs = "it climbs out with '..'"
+    crafted = {"../outside.wav": climbs, str(tmp_path / "outside.wav"): "an absolute path",
+               "sub/../../outside.wav": climbs, "sub\\..\\..\\outside.wav": climbs,
+               "link.wav": "a symbolic link leads out of it", "": "an empty path"}
+    _manifest(data, [("inside", "x0.wav"), *((f"crafted{i}", f) for i, f in enumerate(crafted))])
+    corpus = load_corpus(data, duration_s=0.5)
+    assert [e.name for e in corpus.entries] == ["inside"]
+    assert {f: r.split(" (")[-1].removesuffix("); refusing to read it") for f, r in corpus.skipped} == crafted
+    settings = FeatureSettings(duration_s=0.5, n_fft=2048, hop_length=512, prepare="built")
+    feats = build_features(data, settings, cache_dir=tmp_path / "cache", workers=1)
+    assert [e.name for e in feats.entries] == ["inside"] and len(feats.skipped) == len(crafted)
+    assert all("which is not a file inside" in reason for _, reason in feats.skipped)
+    _writes_only_inside(tmp_path, out_dir, ["evaluate", str(tiny_run), "--data", str(data), "--out", str(out_dir),
+                                            "--draws", "4", "--paths", "2", "--steps", "3"], capsys)
+    with open(out_dir / "per_note.csv", newline="") as fh:
+        assert [row["name"] for row in csv.DictReader(fh) if row["split"] == "data"] == ["inside"]
+
+
+def test_a_run_whose_corpus_json_points_outside_its_corpus_is_a_one_line_error(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "corpus.json").read_text())
+    data["notes"][0]["file"] = "../../../../../../etc/passwd.wav"
+    (run / "corpus.json").write_text(json.dumps(data))
+    assert main(["reconstruct", str(run), data["notes"][0]["name"], "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplegen: error: ") and "\n" not in err
+    assert "corpus.json lists '../../../../../../etc/passwd.wav', which is not a file inside" in err
+    assert not (tmp_path / "out").exists()
+
+
 # --- corpus build never touches its source ------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import soxr
 from samplegen import audio as audio_io
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import remove_temp_files, safe_file_stem
+from samplegen.files import inside_folder, remove_temp_files, safe_file_stem
 from samplegen.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
                                  default_soundfont, read_presets, render_note)
 
@@ -300,7 +300,7 @@ def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_
         for row in csv.DictReader(fh):
             try:
                 entry = _entry_from_row(row)
-                y = audio_io.read_audio(root / entry.file)
+                y = audio_io.read_audio(inside_folder(root, entry.file, manifest, AudioError))
             except AudioError as exc:
                 skipped.append((row.get("file", "?"), str(exc)))
                 continue

@@ -47,7 +47,7 @@ from samplegen.checkpoint import write_json
 from samplegen.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row,
                               _slug, check_finished)
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import open_regular, parse_json, read_regular_file
+from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file
 
 #: Bump when the feature computation changes: old caches are then ignored, not misread.
 FORMAT_VERSION = 1
@@ -402,7 +402,7 @@ def build_features(root: str | Path, settings: FeatureSettings, *, cache_dir: st
         fcntl.flock(lock, fcntl.LOCK_EX)  # two builds into one cache wait for each other
         index = _load_index(folder, settings)
         _drop_damaged(folder, index, settings)
-        keys, rehashed = _hash_files(root, entries, index)
+        keys, rehashed = _hash_files(root, entries, index, listed_in=root / MANIFEST_NAME if kind == "built" else None)
         missing = sorted({k for k in keys if k not in index["notes"] and k not in index["failed"]})
         paths = {k: str(root / e.file) for k, e in zip(keys, entries)}
         if missing:
@@ -424,12 +424,24 @@ def build_features(root: str | Path, settings: FeatureSettings, *, cache_dir: st
     return NoteFeatures(root, kept_entries, settings.frame_shape, shards=shards, locations=loc, skipped=skipped)
 
 
-def _hash_files(root: Path, entries: Sequence[CorpusEntry], index: dict[str, Any]) -> tuple[list[str], bool]:
-    """Content hash of every file, reusing the remembered one when size and mtime are unchanged."""
+def _hash_files(root: Path, entries: Sequence[CorpusEntry], index: dict[str, Any],
+                listed_in: Path | None) -> tuple[list[str], bool]:
+    """Content hash of every file, reusing the remembered one when size and mtime are unchanged.
+
+    Files that a manifest (``listed_in``) names must lie inside ``root``; the others fail with the reason.
+    """
     keys = []
     rehashed = False
     for e in entries:
         path = root / e.file
+        if listed_in is not None:
+            try:
+                inside_folder(root, e.file, listed_in, CorpusError)
+            except CorpusError as exc:
+                keys.append(f"outside:{e.file}")
+                index["failed"][keys[-1]] = str(exc)
+                rehashed = True
+                continue
         try:
             st = path.stat()
         except OSError:

@@ -8,7 +8,7 @@ import os
 import re
 import stat
 import unicodedata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterable
 
 from samplegen.errors import SampleGenError
@@ -72,6 +72,28 @@ def unique_stems(names: Iterable[str]) -> list[str]:
         used.add(stem.casefold())
         out.append(stem)
     return out
+
+
+def inside_folder(root: str | Path, relative: str, listed_in: str | Path, error: type[SampleGenError]) -> Path:
+    """``root / relative`` for a path that data lists (a manifest's ``file``, a run's corpus.json), if it stays in ``root``.
+
+    Such paths are untrusted: an absolute path or ``../`` would make a load read an audio file anywhere on the
+    machine (which ``evaluate`` then copies into its report). An empty, absolute or drive path, a ``..`` part
+    (``/`` or ``\\`` separated) and a path that leaves ``root`` through a symbolic link raise one line of ``error``.
+    """
+    rel = str(relative)
+    if not rel or rel.startswith(("/", "\\")) or PureWindowsPath(rel).drive:
+        why = "an absolute path" if rel else "an empty path"
+    elif ".." in PurePosixPath(rel.replace("\\", "/")).parts:
+        why = "it climbs out with '..'"
+    else:
+        try:
+            if (Path(root) / rel).resolve().is_relative_to(Path(root).resolve()):
+                return Path(root) / rel
+            why = "a symbolic link leads out of it"
+        except (OSError, RuntimeError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+            why = "its symbolic links loop"
+    raise error(f"{listed_in} lists '{rel}', which is not a file inside {root} ({why}); refusing to read it")
 
 
 def remove_temp_files(folder: Path, patterns: Iterable[str]) -> None:

@@ -18,9 +18,9 @@ import torch
 
 from samplegen import audio as audio_io
 from samplegen.checkpoint import Run, write_json
-from samplegen.errors import AudioError, ParameterError
+from samplegen.errors import AudioError, CheckpointError, ParameterError
 from samplegen.features import magnitude_from_log
-from samplegen.files import parse_json, read_regular_file, unique_stems
+from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems
 from samplegen.phase_features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -117,7 +117,8 @@ def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
     idx = run.index(item)
     original = None
     if run.corpus.corpus_path and run.corpus.files[idx]:
-        candidate = Path(run.corpus.corpus_path) / run.corpus.files[idx]
+        candidate = inside_folder(run.corpus.corpus_path, run.corpus.files[idx], run.path / "corpus.json",
+                                  CheckpointError)
         if candidate.is_file():
             original = audio_io.prepare_note(audio_io.read_audio(candidate), duration_s=run.config.data.duration_s)
     return item, run.latent_mu[idx].clone(), original
