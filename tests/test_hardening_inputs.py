@@ -307,6 +307,12 @@ def test_the_decoded_size_is_bounded_by_channels_times_frames_not_seconds(tmp_pa
     (["corpus", "build", "--from", "{samples}", "--duration", "1e-5"], "between 0.1 and 30 seconds"),
     (["corpus", "build", "--duration", "1e6"], "between 0.1 and 30 seconds"),  # the SoundFont: before rendering
     (["train", "--data", "{samples}", "--loader-workers", "-1"], "loader_workers=-1 must be an integer from 0 to 64"),
+    (["evaluate", "{run}", "--draws", "1000000000"], "--draws 1000000000 must be an integer from 1 to 100,000"),
+    (["evaluate", "{run}", "--paths", "1000000"], "--paths 1000000 must be an integer from 1 to 1,000"),
+    (["evaluate", "{run}", "--steps", "100000"], "--steps 100000 must be an integer from 3 to 64"),
+    (["evaluate", "{run}", "--steps", "2"], "--steps 2 must be an integer from 3 to 64"),
+    (["tune", "--data", "{samples}", "--trials", "1000000"], "--trials 1000000 must be an integer from 1 to 1,000"),
+    (["tune", "--data", "{samples}", "--trials", "0"], "--trials 0 must be an integer from 1 to 1,000"),
 ])
 def test_out_of_range_numbers_are_one_line_errors_and_write_nothing(argv, needle, tiny_run, tiny_samples_dir,
                                                                     tmp_path, capsys):

@@ -277,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default=None, help="a folder of notes the model never saw")
     ev.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="two runs side by side on the same draws")
     ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--draws", type=int, default=1000, help="random prior draws for generation health (default 1000)")
-    ev.add_argument("--paths", type=int, default=100, help="interpolation paths between random corpus pairs (default 100)")
-    ev.add_argument("--steps", type=int, default=8, help="steps per interpolation path (default 8)")
+    ev.add_argument("--draws", type=int, default=1000, help="random prior draws for generation health, 1 to 100,000 (default 1000)")
+    ev.add_argument("--paths", type=int, default=100, help="interpolation paths between random corpus pairs, 1 to 1,000 (default 100)")
+    ev.add_argument("--steps", type=int, default=8, help="steps per interpolation path, 3 to 64 (default 8)")
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tn = sub.add_parser("tune", help="hyper-parameter search (Optuna), resumable and shareable")
     tn.add_argument("--data", required=True, help="corpus folder")
-    tn.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    tn.add_argument("--trials", type=int, required=True, help="finished trials the study should hold, 1 to 1,000")
     tn.add_argument("--out", required=True, help="folder for study.db, best_config.json, plots, summary.html")
     tn.add_argument("--storage", default=None,
                     help="SQLAlchemy URL of the study (default sqlite:///OUT/study.db; e.g. "

@@ -49,6 +49,10 @@ HEALTH_PHASE = ("spsi", 0)
 HEALTH_PHASE_IF = ("if", 0)
 #: Notes (or latent points) decoded at a time; batches run side by side (see :func:`parallel_map`).
 DECODE_BATCH = 32
+#: Largest generation-health samples (``--draws``, ``--paths``, ``--steps``): at the largest latent size (1,024)
+#: the draws hold at most 400 MB and the path points 256 MB before decoding; each point is decoded, so a
+#: larger sample would only run for days.
+MAX_DRAWS, MAX_PATHS, MAX_PATH_STEPS = 100_000, 1_000, 64
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -256,8 +260,10 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     -------
     The metrics dictionary written to metrics.json.
     """
-    if n_draws < 1 or n_paths < 1 or steps < 3:
-        raise ParameterError(f"n_draws={n_draws} and n_paths={n_paths} must be >= 1 and steps={steps} >= 3")
+    for flag, value, low, high in (("draws", n_draws, 1, MAX_DRAWS), ("paths", n_paths, 1, MAX_PATHS),
+                                   ("steps", steps, 3, MAX_PATH_STEPS)):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ParameterError(f"--{flag} {value!r} must be an integer from {low} to {high:,}")
     t0 = time.perf_counter()
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ MAX_UNHEALTHY = 0.01
 BEST_CONFIG = "best_config.json"
 N_HEALTH_DRAWS = 200
 N_HEALTH_PATHS = 20
+#: Most finished trials a study may be asked for: each trains a model, so more would run for months.
+MAX_TRIALS = 1000
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
     """
     import optuna
 
-    if not isinstance(n_trials, int) or n_trials < 1:
-        raise ParameterError(f"trials={n_trials!r} must be a positive integer")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or not 1 <= n_trials <= MAX_TRIALS:
+        raise ParameterError(f"--trials {n_trials!r} must be an integer from 1 to {MAX_TRIALS:,}")
     if not (math.isfinite(max_unhealthy) and 0.0 <= max_unhealthy <= 1.0):
         raise ParameterError(f"max_unhealthy={max_unhealthy} must be a fraction in [0, 1]")
     if not isinstance(epochs, int) or epochs < 2:
