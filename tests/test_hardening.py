@@ -232,6 +232,24 @@ def test_a_run_whose_corpus_json_points_outside_its_corpus_is_a_one_line_error(t
     assert not (tmp_path / "out").exists()
 
 
+def test_names_that_would_be_spreadsheet_formulas_are_quoted_in_per_note_csv(tiny_run, tmp_path, capsys):
+    """OWASP's advice on CSV injection: a cell starting with = + - @ tab or CR gets a leading quote."""
+    data = tmp_path / "data"
+    data.mkdir()
+    names = ['=HYPERLINK("http://example.com","x")', "+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "plain-name"]
+    for i in range(len(names)):
+        sf.write(data / f"x{i}.wav", harmonic_note(0.5, tilt=1 + i / 4), SR)
+    _manifest(data, [(name, f"x{i}.wav") for i, name in enumerate(names)])
+    out = tmp_path / "out"
+    assert main(["evaluate", str(tiny_run), "--data", str(data), "--out", str(out), "--draws", "4", "--paths", "2",
+                 "--steps", "3"]) == 0, capsys.readouterr().err
+    with open(out / "per_note.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in rows if r["split"] == "data"] == [f"'{n}" for n in names[:-1]] + ["plain-name"]
+    assert all(not r["name"].startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows)
+    assert all(float(r["model_lsd_db"]) >= 0 for r in rows)  # the numbers stay numbers
+
+
 # --- corpus build never touches its source ------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ from samplegen.baselines import PCABaseline
 from samplegen.checkpoint import Run, load_run
 from samplegen.corpus import load_corpus
 from samplegen.errors import CorpusError, ParameterError
-from samplegen.files import unique_stems
+from samplegen.files import spreadsheet_safe, unique_stems
 from samplegen.generate import decode, interpolation_path
 from samplegen.phase_features import audio_to_features, features_to_waveform
 
@@ -429,7 +429,8 @@ def _write_per_note(path: Path, sets: dict[str, QualitySet], art: dict) -> None:
         w.writerow(["split", "name", *[f"{sys}_{m}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
         for split, s in sets.items():
             for i, name in enumerate(s.names):
-                w.writerow([split, name, *[f"{s.values[sys][m][i]:.4f}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
+                w.writerow([split, spreadsheet_safe(name),
+                            *[f"{s.values[sys][m][i]:.4f}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
 
 
 def _report_assets(folder: Path) -> tuple[list[tuple[str, str]], list[tuple[str, list[tuple[str, str]]]]]:

@@ -16,6 +16,8 @@ from samplegen.errors import SampleGenError
 #: Longest stem :func:`safe_file_stem` returns (bytes), leaving room for suffixes such as
 #: ``_original.wav`` or ``.latent.json`` under the 255-byte limit of common file systems.
 MAX_STEM_BYTES = 96
+#: What makes a spreadsheet take a cell for a formula (OWASP, "CSV Injection"): see :func:`spreadsheet_safe`.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 
 
@@ -161,3 +163,11 @@ def parse_json(data: bytes | str, where: str | Path, error: type[SampleGenError]
 def terminal_safe(text: object) -> str:
     """``text`` with control characters escaped (``\\x1b``), so a crafted file or note name cannot drive the terminal."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` for a CSV cell: a leading ``'`` where it would start a formula (OWASP's advice on CSV injection).
+
+    Names from data reach CSV files a user opens in a spreadsheet; ``=HYPERLINK(...)`` there would run.
+    """
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
