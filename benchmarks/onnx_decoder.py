@@ -16,11 +16,13 @@ import statistics
 import time
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from samplegen import api, runtime, spectral
 from samplegen.checkpoint import load_run
+from samplegen.export import onnxruntime_without_telemetry
+
+ort = onnxruntime_without_telemetry()
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -250,6 +250,19 @@ def test_names_that_would_be_spreadsheet_formulas_are_quoted_in_per_note_csv(tin
     assert all(float(r["model_lsd_db"]) >= 0 for r in rows)  # the numbers stay numbers
 
 
+def test_a_file_named_like_a_formula_is_quoted_in_the_manifest(tmp_path):
+    from samplegen.corpus import build_folder_corpus, load_corpus
+
+    src = tmp_path / "samples"
+    src.mkdir()
+    sf.write(src / "=cmd.wav", harmonic_note(0.5), SR)
+    sf.write(src / "plain.wav", harmonic_note(0.5, tilt=2.0), SR)
+    build_folder_corpus(src, tmp_path / "corpus", duration_s=0.5)
+    with open(tmp_path / "corpus" / "manifest.csv", newline="") as fh:
+        assert [r["preset"] for r in csv.DictReader(fh)] == ["'=cmd", "plain"]
+    assert [e.name for e in load_corpus(tmp_path / "corpus", duration_s=0.5).entries] == ["cmd", "plain"]
+
+
 # --- corpus build never touches its source ------------------------------------------------------------
 
 

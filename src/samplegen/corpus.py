@@ -22,7 +22,7 @@ import soxr
 from samplegen import audio as audio_io
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import inside_folder, remove_temp_files, safe_file_stem
+from samplegen.files import inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe
 from samplegen.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
                                  default_soundfont, read_presets, render_note)
 
@@ -362,7 +362,9 @@ def _write_manifest(corpus: Corpus) -> None:
     writer.writeheader()
     for e in corpus.entries:
         writer.writerow({
-            "name": e.name, "file": e.file, "program": "" if e.program is None else e.program, "preset": e.preset,
+            # Only the preset holds raw text (a SoundFont's or a file's own name) that a spreadsheet could run.
+            "name": e.name, "file": e.file, "program": "" if e.program is None else e.program,
+            "preset": spreadsheet_safe(e.preset),
             "family": e.family, "velocity": "" if e.velocity is None else e.velocity,
             "parent_a": e.parents[0] if e.parents else "", "parent_b": e.parents[1] if e.parents else "",
             "pitch_hz": "" if e.pitch_hz is None else f"{e.pitch_hz:.2f}",
