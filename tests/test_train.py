@@ -148,3 +148,29 @@ def test_same_seed_same_weights(tiny_samples_dir, tiny_config_file, tmp_path):
     a, _ = checkpoint.load_tensors(tmp_path / "a" / "model.safetensors")
     b, _ = checkpoint.load_tensors(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_after_stopping_early_resumes_without_training_more(tiny_samples_dir, tiny_config_file, tmp_path,
+                                                                   monkeypatch):
+    import samplegen.train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=30, patience=2, kl_warmup_epochs=0))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    full = train(corpus, tmp_path / "full", cfg, show_progress=False)
+    assert full.stopped_early and full.epochs_run < 30
+
+    real = train_module._write_latents
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # dies while writing its latents, after the early stop
+
+    monkeypatch.setattr(train_module, "_write_latents", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path / "part", cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "_write_latents", real)
+    part = train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False)
+    assert part.stopped_early and part.epochs_run == full.epochs_run
+    a, _ = checkpoint.load_tensors(tmp_path / "full" / "train_state.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -247,8 +247,10 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
 
     bf16 = _use_bf16(device, tc.precision)
-    stopped_early = False
-    bar = tqdm(range(first_epoch, tc.epochs + 1), initial=first_epoch - 1, total=tc.epochs,
+    # A run killed after it had stopped early (while writing its latents) has no epoch left to train.
+    stopped_early = bad_epochs >= tc.patience
+    last_epoch = first_epoch - 1 if stopped_early else tc.epochs
+    bar = tqdm(range(first_epoch, last_epoch + 1), initial=first_epoch - 1, total=tc.epochs,
                desc="train", unit="epoch", disable=not (show_progress and ctx.is_main), dynamic_ncols=True)
     for epoch in bar:
         t0 = time.perf_counter()
