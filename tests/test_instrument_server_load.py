@@ -23,7 +23,8 @@ from samplegen.server import create_app, running
 
 @pytest.fixture(scope="module")
 def app(tiny_run):
-    return create_app(Instrument(load_run(tiny_run)))
+    # Schemathesis's ASGI client names its host "testserver"; the Host check itself is tested in test_instrument.py.
+    return create_app(Instrument(load_run(tiny_run)), hosts=("testserver",))
 
 
 @pytest.fixture(scope="module")
