@@ -9,7 +9,6 @@ notes stop without a click.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from samplegen import spectral
 from samplegen.checkpoint import Run, atomic_write, write_json
 from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
-from samplegen.files import remove_temp_files, unique_stems
+from samplegen.files import remove_temp_files, sha256_file, unique_stems
 from samplegen.generate import decode, resolve
 from samplegen.loop import Loop, find_loop
 from samplegen.sf2 import Sf2Sound, sf2_bytes
@@ -218,7 +217,7 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
         tmp_ts.unlink(missing_ok=True)
     recipe = decoder_recipe(run)
     recipe["parity"] = {"onnxruntime_max_abs_diff": diff, "checked_batch": 5}
-    recipe["files"] = {key: {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for key, p in paths.items()}
+    recipe["files"] = {key: {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for key, p in paths.items()}
     paths["recipe"] = write_json(out / RECIPE_NAME, recipe)
     return paths
 
@@ -235,18 +234,10 @@ def check_decoder_bundle(folder: str | Path) -> dict[str, Any]:
         recipe = json.loads((folder / RECIPE_NAME).read_text())
         listed = [recipe["files"][key] for key in ("onnx", "torchscript")]
         same = all(Path(f["name"]).name == f["name"] and (folder / f["name"]).stat().st_size == f["bytes"]
-                   and _sha256(folder / f["name"]) == f["sha256"] for f in listed)
+                   and sha256_file(folder / f["name"]) == f["sha256"] for f in listed)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ParameterError(f"{folder} holds no complete decoder export ({type(exc).__name__}: {exc}); {redo}") from None
     if not same:
         raise ParameterError(f"the graph files in {folder} are not the ones its {RECIPE_NAME} was written for; {redo}")
     return recipe
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 

@@ -47,7 +47,7 @@ from samplegen.checkpoint import write_json
 from samplegen.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row,
                               _slug, check_finished)
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file
+from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file
 
 #: Bump when the feature computation changes: old caches are then ignored, not misread.
 FORMAT_VERSION = 1
@@ -160,14 +160,6 @@ def _name_raw_entries(entries: Sequence[CorpusEntry]) -> list[CorpusEntry]:
         used.add(name)
         named.append(CorpusEntry(name, e.file, preset=e.preset))
     return named
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- computing one note
@@ -460,7 +452,7 @@ def _hash_files(root: Path, entries: Sequence[CorpusEntry], index: dict[str, Any
         if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             keys.append(known[2])
             continue
-        digest = _sha256(path)
+        digest = sha256_file(path)
         index["files"][absolute] = [st.st_size, st.st_mtime_ns, digest]
         keys.append(digest)
         rehashed = True

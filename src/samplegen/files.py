@@ -171,3 +171,12 @@ def spreadsheet_safe(text: str) -> str:
     Names from data reach CSV files a user opens in a spreadsheet; ``=HYPERLINK(...)`` there would run.
     """
     return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (export bundles and cache shards are checked by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
