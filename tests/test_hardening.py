@@ -52,8 +52,10 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 def _writes_only_inside(tmp_path: Path, out: Path, argv: list[str], capsys) -> list[Path]:
-    """Run the CLI; assert it succeeded, wrote nothing outside ``out`` (in all of pytest's tmp) and left files in it."""
-    root = tmp_path.parent.parent  # pytest's base temp: the evil run's absolute names point there
+    """Run the CLI; assert it succeeded, wrote nothing outside ``out`` (in this session's tmp) and left files in it."""
+    # This session's base temp: the crafted names (climbing or absolute) all point inside it. Not the folder of
+    # every session: other sessions' leftovers (and a suite running beside this one) would be read and compared.
+    root = tmp_path.parent
     before = _snapshot(root, out)
     assert main(argv) == 0, capsys.readouterr().err
     assert _snapshot(root, out) == before
