@@ -19,35 +19,25 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from samplegen.baselines import PCABaseline
 from samplegen.checkpoint import load_run
 from samplegen.config import RunConfig
 from samplegen.corpus import load_corpus
-from samplegen.evaluate import _features, sound_quality
+from samplegen.evaluate import split_quality
 from samplegen.model import size_megabytes
 from samplegen.train import train
 
 
-def measure(run_dir: Path, corpus, train_sample: int = 200, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Mean LSD / SC / MR-STFT of the model and PCA on training (a sample) and held-out notes."""
+def measure(run_dir: Path, corpus) -> dict[str, dict[str, float]]:
+    """Mean LSD / SC / MR-STFT of the model and PCA on 200 training notes and every held-out note."""
     run = load_run(run_dir)
-    split = np.array(run.corpus.splits)
-    train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
-    rng = np.random.default_rng(seed)
-    meas = np.sort(rng.choice(train_idx, size=min(train_sample, len(train_idx)), replace=False))
-    feats_train = _features(run, corpus.audio[train_idx])
-    pca = PCABaseline.fit(feats_train, run.config.model.latent_dim)
-    out = {}
-    names = run.corpus.names
-    for label, idx, feats in (("train", meas, feats_train[np.searchsorted(train_idx, meas)]), ("heldout", val_idx, None)):
-        qs = sound_quality(run, corpus.audio[idx], [names[i] for i in idx], pca, feats=feats)
-        out[label] = {f"{system}_{m}": float(np.mean(v)) for system in ("model", "pca") for m, v in qs.values[system].items()}
+    sets, _, _ = split_quality(run, corpus)
+    out = {label: {f"{system}_{m}": float(np.mean(v)) for system in ("model", "pca") for m, v in qs.values[system].items()}
+           for label, qs in sets.items()}
     out["size_mb"] = {"weights": size_megabytes(run.model)}
     return out
 

@@ -244,6 +244,26 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
     }
 
 
+def split_quality(run: Run, corpus: Any, train_sample: int = 200, seed: int = 0,
+                  log: Callable[[str], None] = lambda s: None) -> tuple[dict[str, QualitySet], PCABaseline, np.ndarray]:
+    """Model, PCA (as many components as latent dimensions) and oracle on a sample of the training notes
+    ("train") and on every held-out note ("heldout"); also the PCA and the training notes' indices."""
+    split = np.array(run.corpus.splits)
+    train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    rng = np.random.default_rng(seed)
+    train_meas = np.sort(rng.choice(train_idx, size=min(train_sample, len(train_idx)), replace=False))
+    feats_train = _features(run, corpus.audio[train_idx])
+    pca = PCABaseline.fit(feats_train, min(run.config.model.latent_dim, len(train_idx) - 1 if len(train_idx) > 1 else 1))
+    names = run.corpus.names
+    sets: dict[str, QualitySet] = {}
+    log(f"sound quality: {len(train_meas)} training and {len(val_idx)} held-out notes ...")
+    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca,
+                                  feats=feats_train[np.searchsorted(train_idx, train_meas)])
+    if len(val_idx):
+        sets["heldout"] = sound_quality(run, corpus.audio[val_idx], [names[i] for i in val_idx], pca)
+    return sets, pca, train_idx
+
+
 def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None = None, *, n_draws: int = 1000,
              n_paths: int = 100, steps: int = 8, train_sample: int = 200, seed: int = 0,
              log: Callable[[str], None] = lambda s: None) -> dict:
@@ -269,19 +289,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     (out / "audio").mkdir(parents=True, exist_ok=True)
     run = load_run(run_path)
     corpus = _run_corpus(run)
-    split = np.array(run.corpus.splits)
-    train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
-    rng = np.random.default_rng(seed)
-    train_meas = np.sort(rng.choice(train_idx, size=min(train_sample, len(train_idx)), replace=False))
-    feats_train = _features(run, corpus.audio[train_idx])
-    pca = PCABaseline.fit(feats_train, min(run.config.model.latent_dim, len(train_idx) - 1 if len(train_idx) > 1 else 1))
-    names = run.corpus.names
-    sets: dict[str, QualitySet] = {}
-    log(f"sound quality: {len(train_meas)} training and {len(val_idx)} held-out notes ...")
-    sets["train"] = sound_quality(run, corpus.audio[train_meas], [names[i] for i in train_meas], pca,
-                                  feats=feats_train[np.searchsorted(train_idx, train_meas)])
-    if len(val_idx):
-        sets["heldout"] = sound_quality(run, corpus.audio[val_idx], [names[i] for i in val_idx], pca)
+    sets, pca, train_idx = split_quality(run, corpus, train_sample, seed, log)
     if data is not None:
         extra = load_corpus(data, duration_s=run.config.data.duration_s)
         log(f"sound quality: {len(extra.entries)} notes from {data} ...")

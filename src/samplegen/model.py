@@ -133,7 +133,7 @@ class _LogMagnitudeL1(torch.autograd.Function):
     """mean |max(log m̂, f) − max(log m, f)| with m̂ from normalised features, f = the note's peak − 80 dB.
 
     Written by hand because it runs on every training batch: autograd's version makes ~25 passes over
-    the batch and cost as much as the model's own step on this CPU; this one makes about ten.
+    the batch, this one about ten.
     Gradients are zero where the output is at or below the floor (as for ``torch.maximum``).
     """
 
