@@ -232,8 +232,10 @@ def save_run_config(run_dir: Path, config: RunConfig) -> None:
     write_json(run_dir / CONFIG_NAME, config.to_dict())
 
 
-def save_model(run_dir: Path, model: SampleModel) -> None:
-    save_tensors(run_dir / MODEL_NAME, model.state_dict(), metadata={"format": "samplegen-model", "kind": model.cfg.kind})
+def save_model(run_dir: Path, model: SampleModel, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model``'s weights (or a copy of them taken earlier, ``weights``) as the run's model file."""
+    save_tensors(run_dir / MODEL_NAME, model.state_dict() if weights is None else weights,
+                 metadata={"format": "samplegen-model", "kind": model.cfg.kind})
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
