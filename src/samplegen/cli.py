@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from samplegen import __version__, runtime
+from samplegen.config import TrainConfig
 from samplegen.errors import SampleGenError
 from samplegen.files import terminal_safe
 
@@ -219,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", required=True, help="corpus folder (built, or any folder of samples)")
     tr.add_argument("--out", required=True, help="run folder to write")
     tr.add_argument("--model", choices=["vae", "ae"], default=None, help="vae (default) or the plain auto-encoder baseline")
-    tr.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from config: 150)")
+    tr.add_argument("--epochs", type=int, default=None,
+                    help=f"maximum epochs (default from config: {TrainConfig().epochs})")
     tr.add_argument("--seed", type=int, default=None, help="random seed (default 0); same seed, same weights")
     tr.add_argument("--config", default=None, help="JSON config file (e.g. from `samplegen tune`)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
