@@ -39,7 +39,8 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         corpus = api.build_corpus(args.out, soundfont=args.soundfont, source=args.source, mix=args.mix,
-                                  seed=args.seed, duration_s=args.duration, progress=progress)
+                                  seed=args.seed, duration_s=args.duration, progress=progress, retune=args.retune,
+                                  keep_off_pitch=args.keep_off_pitch)
     for bar in bars:
         bar.close()
     print(f"corpus: {len(corpus.entries)} notes in {args.out}/ (manifest.csv)")
@@ -47,6 +48,11 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
         print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")
         for file, reason in corpus.skipped[:10]:
             print(f"  {terminal_safe(file)}: {terminal_safe(reason)}")
+    retuned = corpus.retuned
+    if retuned:
+        worst = max(retuned, key=lambda e: abs(e.retuned_cents))
+        print(f"retuned {len(retuned)} note(s) to C (largest shift {worst.retuned_cents:+.0f} cents, "
+              f"{terminal_safe(worst.name)}); the notes as they were are in {Path(args.out) / 'originals'}/")
     if corpus.off_pitch:
         print(f"warning: {len(corpus.off_pitch)} note(s) are not C4 within ±50 cents (listed in corpus_report.txt)")
     for w in caught:
@@ -209,10 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, help="corpus folder to write")
     src = build.add_mutually_exclusive_group()
     src.add_argument("--soundfont", help="render this .sf2 instead of the embedded TimGM6mb.sf2")
-    src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG)")
+    src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG); "
+                     "each sub-folder's name is its notes' family")
     build.add_argument("--mix", type=int, default=0, help="add N mixtures of two notes (augmentation; default 0)")
     build.add_argument("--seed", type=int, default=0, help="seed for choosing mixture pairs")
     build.add_argument("--duration", type=float, default=None, help="note length in seconds, 0.1 to 30 (default 2.0)")
+    build.add_argument("--retune", action=argparse.BooleanOptionalAction, default=True,
+                       help="resample notes within 150 cents of a C to that C, keeping the originals (default: on)")
+    build.add_argument("--keep-off-pitch", action="store_true",
+                       help="keep your files that are no C (a D4 sample) instead of refusing them; they will play "
+                            "out of tune as C4 instruments")
     build.set_defaults(func=cmd_corpus_build)
 
     tr = sub.add_parser("train", help="train a VAE (or the plain auto-encoder) on a corpus")
