@@ -167,3 +167,20 @@ def test_mixing_adds_entries_with_existing_parents(tmp_path, tiny_samples_dir):
         assert np.corrcoef(corpus.audio[m], corpus.audio[parent])[0, 1] > 0.2
     with pytest.raises(Exception, match="mix"):
         mix_entries(corpus, -1, 0)
+
+
+def test_a_users_folder_takes_families_from_sub_folders_and_reads_oga(tmp_path):
+    src = tmp_path / "src"
+    for family, name in (("Strings", "violin"), ("Strings", "cello"), ("brass", "horn")):
+        (src / family).mkdir(parents=True, exist_ok=True)
+        sf.write(src / family / f"{name}.wav", _sustained(C4_HZ, seconds=0.6), SAMPLE_RATE)
+    sf.write(src / "loose.oga", _sustained(C4_HZ, seconds=0.6), SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    corpus = build_folder_corpus(src, tmp_path / "out", duration_s=0.5)
+    assert {e.name: e.family for e in corpus.entries} == {"horn": "brass", "cello": "strings", "violin": "strings",
+                                                         "loose": "unknown"}
+    assert not corpus.skipped
+    from samplegen.feature_cache import FeatureSettings, build_features
+
+    settings = FeatureSettings(duration_s=0.5, n_fft=256, hop_length=128, prepare="raw")
+    cached = build_features(src, settings, workers=1)  # training on the raw folder: the same families
+    assert {e.name: e.family for e in cached.entries} == {e.name: e.family for e in corpus.entries}
