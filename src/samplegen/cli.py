@@ -95,15 +95,20 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from samplegen import api
 
-    result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
-                           config=args.config, resume=args.resume, show_progress=not args.quiet,
-                           devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
-                           precision=args.precision, cache=args.cache, workers=args.workers,
-                           cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
+                               config=args.config, resume=args.resume, show_progress=not args.quiet,
+                               devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
+                               precision=args.precision, cache=args.cache, workers=args.workers,
+                               cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
     how = "stopped early" if result.stopped_early else "finished"
+    at = "epoch 0, the PCA start: no epoch did better" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
     print(f"training {how} after {result.epochs_run} epochs in {result.seconds:.0f} s; "
-          f"best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}")
+          f"best validation loss {result.best_val_loss:.4f} at {at}")
     print(f"run folder: {result.run_dir}/ (loss curves in history.png)")
+    for w in caught:
+        print(f"warning: {terminal_safe(str(w.message))}")
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -157,12 +162,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from samplegen import evaluate as ev
 
     kwargs = dict(n_draws=args.draws, n_paths=args.paths, steps=args.steps, seed=args.seed, log=print)
-    if args.compare:
-        results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
-    else:
-        if not args.run:
-            raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
-        results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
+    with warnings.catch_warnings(record=True) as caught:  # printed as lines of their own, not as Python's
+        warnings.simplefilter("always")
+        if args.compare:
+            results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
+        else:
+            if not args.run:
+                raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
+            results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
+    for w in caught:
+        print(f"warning: {terminal_safe(str(w.message))}")
     for res in results:
         h = res["headline"]
         print(f"{res['run']}: {h['split']} LSD {h['model_lsd_db']:.2f} dB (PCA {h['pca_lsd_db']:.2f}, "

@@ -312,7 +312,8 @@ def _prepare_folder(src: Path, duration_s: float, progress: Progress | None, ret
         reasons = "; ".join(f"{f}: {r}" for f, r in skipped[:3])
         raise CorpusError(f"none of the {len(files)} files in {src} is usable audio ({reasons})")
     if off:
-        warnings.warn(f"{len(off)} file(s) are not C4 within ±{OFF_PITCH_CENTS:.0f} cents", stacklevel=3)
+        named = ", ".join(f"{f} ({c:+.0f} cents)" for f, c in off[:3]) + (", ..." if len(off) > 3 else "")
+        warnings.warn(f"{len(off)} file(s) of {src} are not C4 within ±{OFF_PITCH_CENTS:.0f} cents: {named}", stacklevel=3)
     return entries, notes, skipped, off
 
 
@@ -379,37 +380,41 @@ def check_finished(root: Path) -> None:
         raise CorpusError(f"{root} holds an interrupted corpus build; run `samplegen corpus build` into it again")
 
 
-def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S) -> Corpus:
+def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S,
+                progress: Progress | None = None) -> Corpus:
     """A built corpus (with manifest.csv) or any folder of samples, prepared in memory.
 
     Notes of a built corpus whose length differs from ``duration_s`` are
-    prepared again to that length.
+    prepared again to that length. ``progress(done, total)`` is called after each file.
     """
     root = Path(path)
     check_finished(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
-        entries, notes, skipped, off = _prepare_folder(root, duration_s, None)
+        entries, notes, skipped, off = _prepare_folder(root, duration_s, progress)
         return Corpus(root, entries, np.stack([t.audio for t in notes]), skipped, off)
     entries, notes, skipped = [], [], []
     n = int(round(duration_s * audio_io.SAMPLE_RATE))
     with open(manifest, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                entry = _entry_from_row(row)
-                y = audio_io.read_audio(inside_folder(root, entry.file, manifest, AudioError))
-            except AudioError as exc:
-                skipped.append((row.get("file", "?"), str(exc)))
-                continue
-            except MemoryError:
-                skipped.append((row.get("file", "?"), "needs more memory than is available"))
-                continue
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CorpusError(f"{manifest} is malformed ({exc}); rebuild the corpus") from None
-            if len(y) != n:
-                y = audio_io.prepare_note(y, duration_s=duration_s)
-            entries.append(entry)
-            notes.append(y)
+        rows = list(csv.DictReader(fh))
+    for done, row in enumerate(rows, 1):
+        if progress:
+            progress(done, len(rows))
+        try:
+            entry = _entry_from_row(row)
+            y = audio_io.read_audio(inside_folder(root, entry.file, manifest, AudioError))
+        except AudioError as exc:
+            skipped.append((row.get("file", "?"), str(exc)))
+            continue
+        except MemoryError:
+            skipped.append((row.get("file", "?"), "needs more memory than is available"))
+            continue
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorpusError(f"{manifest} is malformed ({exc}); rebuild the corpus") from None
+        if len(y) != n:
+            y = audio_io.prepare_note(y, duration_s=duration_s)
+        entries.append(entry)
+        notes.append(y)
     if not entries:
         raise CorpusError(f"{manifest} lists no readable notes; rebuild the corpus")
     return Corpus(root, entries, np.stack(notes), skipped, [])
