@@ -184,3 +184,18 @@ def test_a_users_folder_takes_families_from_sub_folders_and_reads_oga(tmp_path):
     settings = FeatureSettings(duration_s=0.5, n_fft=256, hop_length=128, prepare="raw")
     cached = build_features(src, settings, workers=1)  # training on the raw folder: the same families
     assert {e.name: e.family for e in cached.entries} == {e.name: e.family for e in corpus.entries}
+
+
+def test_a_runs_corpus_index_keeps_each_notes_measured_pitch_and_retune():
+    from samplegen.checkpoint import CorpusIndex
+
+    index = CorpusIndex(["a", "b"], ["organ", "unknown"], ["A", "B"], ["train", "val"], ["a.wav", "b.wav"], "/c",
+                        pitches_hz=[246.9, None], retuned_cents=[100.0, 0.0])
+    again = CorpusIndex.from_json(index.to_json())
+    assert again.pitches_hz == [246.9, None] and again.retuned_cents == [100.0, 0.0]
+    older = index.to_json()  # a run saved before pitches were kept
+    for note in older["notes"]:
+        del note["pitch_hz"], note["retuned_cents"]
+    assert CorpusIndex.from_json(older).retuned_cents == [0.0, 0.0]
+    older["notes"][0]["pitch_hz"] = -3  # nonsense reads as no pitch
+    assert CorpusIndex.from_json(older).pitches_hz == [None, None]

@@ -144,6 +144,7 @@ def cmd_perturb(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from samplegen.audio import pitch_name
     from samplegen.checkpoint import load_run
 
     run = load_run(args.run)
@@ -153,9 +154,12 @@ def cmd_info(args: argparse.Namespace) -> None:
           f"STFT {cfg.stft.n_fft}/{cfg.stft.hop_length}, {cfg.data.duration_s} s notes"
           + (f", learns instantaneous frequency ({cfg.phase.n_iter} Griffin-Lim iterations after it)"
              if cfg.phase.mode == "if" else ""))
-    print(f"{len(run.corpus.names)} corpus notes (name, family, split):")
-    for name, fam, split in zip(run.corpus.names, run.corpus.families, run.corpus.splits):
-        print(f"  {terminal_safe(name)}\t{terminal_safe(fam)}\t{split}")
+    print(f"{len(run.corpus.names)} corpus notes (name, family, split, measured pitch and retune when built):")
+    pitches = run.corpus.pitches_hz or [None] * len(run.corpus.names)
+    shifts = run.corpus.retuned_cents or [0.0] * len(run.corpus.names)
+    for name, fam, split, hz, shift in zip(run.corpus.names, run.corpus.families, run.corpus.splits, pitches, shifts):
+        pitch = "" if hz is None else f"\t{pitch_name(hz)}" + (f", retuned {shift:+.0f} cents" if shift else "")
+        print(f"  {terminal_safe(name)}\t{terminal_safe(fam)}\t{split}{pitch}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -439,6 +439,8 @@ def _corpus_index(corpus: Corpus | NoteFeatures, val_mask: np.ndarray) -> ckpt.C
         splits=["val" if v else "train" for v in val_mask],
         files=[e.file for e in corpus.entries],
         corpus_path=str(Path(corpus.root).resolve()),
+        pitches_hz=[e.pitch_hz for e in corpus.entries],
+        retuned_cents=[e.retuned_cents for e in corpus.entries],
     )
 
 
