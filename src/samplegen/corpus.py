@@ -391,8 +391,8 @@ def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_
     check_finished(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
-        entries, notes, skipped, off = _prepare_folder(root, duration_s, progress)
-        return Corpus(root, entries, np.stack([t.audio for t in notes]), skipped, off)
+        entries, tuned, skipped, off = _prepare_folder(root, duration_s, progress)
+        return Corpus(root, entries, np.stack([t.audio for t in tuned]), skipped, off)
     entries, notes, skipped = [], [], []
     n = int(round(duration_s * audio_io.SAMPLE_RATE))
     with open(manifest, newline="") as fh:

@@ -120,14 +120,16 @@ def _sustain(y: np.ndarray, sr: int, tail_s: float) -> tuple[int, int] | None:
         denom = n * sxx - sx * sx
         slope = np.where(denom > 0, (n * sxy - sx * sy) / np.where(denom > 0, denom, 1.0), 0.0)
         ok = (band <= STEADY_DB) & (low >= floor) & (np.abs(slope) <= MAX_SLOPE_DB_PER_S)
-        for start in np.flatnonzero(ok):  # longest first
-            mean = float(_db(np.mean(power[start:end])))
-            after = power[end : end + after_frames]
-            if (_db(np.mean(power[end - tail : end])) >= mean - RELEASE_DROP_DB
-                    and not (len(after) and _db(np.mean(after)) < mean - AFTER_DROP_DB)):
-                if end - start > best[1] - best[0]:
-                    best = (int(start), end)
-            break  # the release test does not depend on the start beyond its mean: one try per end
+        fits = np.flatnonzero(ok)
+        if len(fits) == 0:
+            continue
+        first = int(fits[0])  # the longest stretch ending here
+        mean = float(_db(np.mean(power[first:end])))
+        after = power[end : end + after_frames]
+        released = (float(_db(np.mean(power[end - tail : end]))) < mean - RELEASE_DROP_DB
+                    or (len(after) > 0 and float(_db(np.mean(after))) < mean - AFTER_DROP_DB))
+        if not released and end - first > best[1] - best[0]:
+            best = (first, end)
     start, end = best
     if (end - start) * frame < SUSTAIN_SHARE * len(y):
         return None
