@@ -106,6 +106,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     at = "epoch 0, the PCA start: no epoch did better" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
     print(f"training {how} after {result.epochs_run} epochs in {result.seconds:.0f} s; "
           f"best validation loss {result.best_val_loss:.4f} at {at}")
+    check = result.pca_check
+    if check is not None and not check.worse:
+        print(f"{check.notes} reconstruction error {check.model:.4g}, the PCA start's {check.pca:.4g}")
     print(f"run folder: {result.run_dir}/ (loss curves in history.png)")
     for w in caught:
         print(f"warning: {terminal_safe(str(w.message))}")
