@@ -25,7 +25,7 @@ from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.generate import decode_features, decode_magnitude, magnitude_from_features
 from samplegen.phase_features import features_to_waveform
-from samplegen.loop import find_loop
+from samplegen.loop import crossfaded, find_loop
 
 MAX_KNOBS = 8
 #: Knob positions are in standard deviations of the corpus along the knob's axis.
@@ -209,6 +209,8 @@ class Instrument:
         audio = np.clip(wave * gain, -1.0, 1.0).astype(np.float32)
         found = find_loop(audio, SAMPLE_RATE)
         loop = (found.start, found.end) if found is not None else None
+        if found is not None:
+            audio = crossfaded(audio, found)
         wav = wav_bytes(audio, SAMPLE_RATE, loop=loop)
         rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
         xy = self.project_map(point)

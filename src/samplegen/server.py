@@ -466,9 +466,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
     if host not in LOOPBACK:
         log(f"warning: serving on {host}: anyone who can reach this machine can use the instrument "
             f"(use --host 127.0.0.1 to keep it local)")
-    log(f"loading {run_path} and measuring what its knobs do ...")
-    instrument = Instrument(load_run(run_path))
-    app = create_app(instrument, hosts=[host])
+    # The port is taken before the run is loaded: a busy port is said at once, not after the loading.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -478,6 +476,12 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
         sock.close()
         raise ParameterError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port, "
                              f"or --port 0 for any") from None
+    try:
+        log(f"loading {run_path} and measuring what its knobs do ...")
+        app = create_app(Instrument(load_run(run_path)), hosts=[host])
+    except BaseException:
+        sock.close()
+        raise
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}/"

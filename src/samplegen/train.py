@@ -52,6 +52,31 @@ class TrainResult:
     best_val_loss: float
     stopped_early: bool
     seconds: float
+    pca_check: "PcaCheck | None" = None
+
+
+@dataclass(frozen=True)
+class PcaCheck:
+    """The trained model's reconstruction error against the PCA start's, on the same notes and loss.
+
+    model, pca : validation reconstruction error (feature MSE + log_weight · log-magnitude L1 at the posterior
+        mean) of the best weights and of the model as :func:`samplegen.data_stats.init_model_from_pca` starts it
+    notes : "held-out" (the validation notes) or "training" (when none are held out)
+    """
+
+    model: float
+    pca: float
+    notes: str
+
+    @property
+    def worse(self) -> bool:
+        return self.model > self.pca
+
+    def message(self) -> str:
+        """Plain words for a run that ended worse than where it started."""
+        return (f"the trained model reconstructs {self.notes} notes WORSE than the PCA it started from "
+                f"(error {self.model:.4g} against {self.pca:.4g}): its sounds are less faithful than PCA's. "
+                "Add notes to the corpus, or train longer (--epochs) and compare with `samplegen evaluate`")
 
 
 def split_groups(corpus: Corpus | NoteFeatures, val_fraction: float, seed: int, by: str = "note") -> np.ndarray:
@@ -232,6 +257,9 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     val_idx = np.flatnonzero(val_mask)
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
+    if not resume:  # a resumed run keeps the settings it was started with (its config.json)
+        cfg = replace(cfg, train=tc.for_corpus(len(train_idx)))
+        tc = cfg.train
     stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
 
     torch.manual_seed(tc.seed)
@@ -250,6 +278,9 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     if resume:
         first_epoch, best_val, best_epoch, bad_epochs, history = _load_train_state(state_path, model, optimiser)
         first_epoch += 1
+    elif tc.pca_init and len(val_idx):
+        # The PCA start is the best model until an epoch validates better: training never ends worse than it.
+        best_val = _validate(model, feats, val_idx, stats, cfg, ctx)["val_loss"]
     if ctx.is_main:
         if resume:
             # Latents are written last and mark a finished run; a resumed run is unfinished again.
@@ -260,6 +291,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
             except OSError as exc:
                 raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
             ckpt.save_run_config(run_dir, cfg)
+            if math.isfinite(best_val):
+                ckpt.save_model(run_dir, model)  # the PCA start, best until an epoch validates better
         ckpt.write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(feats, val_mask).to_json())
         ckpt.save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
     net: torch.nn.Module = model
@@ -354,11 +387,34 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     bar.close()
     writer.wait()
 
+    check = None
     if ctx.is_main:
         _write_latents(run_dir, model, feats, stats, device, resident)
         _plot_history(run_dir / ckpt.HISTORY_PNG, history)
+        check = _check_against_pca(model, cfg, feats, stats, train_idx, val_idx)
+        if check.worse:
+            warnings.warn(check.message(), stacklevel=2)
     distributed.barrier(ctx)
-    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started)
+    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started, check)
+
+
+#: Training notes the end-of-training PCA check measures when no note is held out.
+PCA_CHECK_NOTES = 256
+
+
+def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, stats: FeatureStats,
+                       train_idx: np.ndarray, val_idx: np.ndarray) -> PcaCheck:
+    """The best weights (loaded in ``model`` by :func:`_write_latents`) against the PCA start, rebuilt here."""
+    rows, notes = (val_idx, "held-out") if len(val_idx) else (train_idx[:PCA_CHECK_NOTES], "training")
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        start = SampleModel(cfg.model)
+    if model.feature_stats is not None:
+        start.attach_feature_stats(*model.feature_stats)
+    init_model_from_pca(start, feats, pca_rows(train_idx, cfg.train.seed), stats)
+    alone = distributed.Context()
+    trained = _validate(model, feats, rows, stats, cfg, alone)["val_recon"]
+    return PcaCheck(trained, _validate(start.to(device), feats, rows, stats, cfg, alone)["val_recon"], notes)
 
 
 def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str,
@@ -429,6 +485,8 @@ def _corpus_index(corpus: Corpus | NoteFeatures, val_mask: np.ndarray) -> ckpt.C
         splits=["val" if v else "train" for v in val_mask],
         files=[e.file for e in corpus.entries],
         corpus_path=str(Path(corpus.root).resolve()),
+        pitches_hz=[e.pitch_hz for e in corpus.entries],
+        retuned_cents=[e.retuned_cents for e in corpus.entries],
     )
 
 
