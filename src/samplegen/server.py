@@ -88,6 +88,7 @@ class Gesture(BaseModel):
 
 class RenderRequest(Gesture):
     z: list[Latent] = Field(min_length=1, max_length=MAX_LATENT)
+    name: str | None = Field(None, min_length=1, max_length=80)  # a favourite's or preset's name
 
 
 class CorpusRequest(Gesture):
@@ -404,8 +405,8 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
     @app.post("/api/render", response_model=RenderResponse)
     def render(req: RenderRequest) -> RenderResponse:
-        """Render a latent point (a favourite recalled, a saved point)."""
-        return respond(req, lambda: instrument.check_z(req.z), "point")
+        """Render a latent point (a favourite recalled, a preset loaded, an undo)."""
+        return respond(req, lambda: instrument.check_z(req.z), req.name or "point")
 
     @app.post("/api/sounds/{index}", response_model=RenderResponse)
     def corpus_sound(index: int, req: CorpusRequest) -> RenderResponse:
