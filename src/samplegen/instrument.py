@@ -239,7 +239,8 @@ def neighbour_recall(points: np.ndarray, groups: Sequence[str], k: int = 7) -> f
 class Instrument:
     """A trained run as an instrument: gestures in, notes out. Thread-safe for rendering."""
 
-    def __init__(self, run: Run, n_knobs: int = MAX_KNOBS, seed: int = 0):
+    def __init__(self, run: Run, n_knobs: int = MAX_KNOBS, seed: int = 0, aim_knobs: bool = True):
+        """aim_knobs : False keeps the knobs on the principal axes unrotated (the benchmark's baseline)."""
         if run.latent_mu.shape[0] < 2:
             raise ParameterError("the run's corpus has fewer than 2 notes; the instrument needs a map to play on")
         self.run = run
@@ -248,7 +249,8 @@ class Instrument:
         self.mu = run.latent_mu.double().numpy()
         self.z_limit = float(max(Z_LIMIT, 2.0 * np.abs(self.mu).max()))
         self.map_points = neighbour_map(self.mu, seed)
-        self.knob_aims, self.knobs = self._build_knobs(max(1, min(n_knobs, MAX_KNOBS, self.latent_dim)), seed)
+        self.knob_aims, self.knobs = self._build_knobs(max(1, min(n_knobs, MAX_KNOBS, self.latent_dim)), seed,
+                                                       MIN_ROTATION_CORRELATION if aim_knobs else math.inf)
 
     # --- geometry -------------------------------------------------------------------------
     def place(self, z: np.ndarray) -> tuple[float, float]:
@@ -362,7 +364,8 @@ class Instrument:
         scaled = np.clip((db - (top - SPECTROGRAM_RANGE_DB)) / SPECTROGRAM_RANGE_DB, 0.0, 1.0)
         return np.round(scaled * 255).astype(np.uint8)
 
-    def _build_knobs(self, n: int, seed: int, n_bases: int = 32) -> tuple[list[str | None], list[Knob]]:
+    def _build_knobs(self, n: int, seed: int, min_correlation: float,
+                     n_bases: int = 32) -> tuple[list[str | None], list[Knob]]:
         """Choose the knobs' directions (:func:`descriptor_rotation`) and name each by what it measurably does.
 
         Each direction is nudged by ±1 corpus SD around ``n_bases`` corpus points; the mean change of
@@ -378,7 +381,7 @@ class Instrument:
         cfg = self.run.config.stft
         spread = describe(decode_magnitude(self.run, torch.from_numpy(self.mu).float()), cfg)
         scores = (self.mu - mean) @ axes.T / sd
-        rotation, aims = descriptor_rotation(scores, spread, min(n, len(sd)))
+        rotation, aims = descriptor_rotation(scores, spread, min(n, len(sd)), min_correlation)
         self.mean = mean
         self.knob_read = (rotation / sd) @ axes  # positions = (z - mean) @ knob_read.T, in corpus SDs
         self.knob_move = (rotation * sd) @ axes  # z += Δpositions @ knob_move  (knob_move @ knob_read.T = I)
