@@ -13,17 +13,12 @@ change of its descriptor on rendered notes when it is turned from -1 to +1 aroun
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 import numpy as np
-import soundfile as sf
-import torch
 
 from samplegen.checkpoint import load_run
-from samplegen.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, neighbour_map, neighbour_recall,
-                                  principal_axes)
-from samplegen.spectral import magnitude
+from samplegen.instrument import DESCRIPTORS, Instrument, neighbour_map, neighbour_recall, principal_axes
 
 
 def main() -> None:
@@ -64,26 +59,13 @@ def main() -> None:
         for k in inst.knobs:
             print(f"  {k.label:<12} {k.hint:<55} effect {k.effect:+.2f} SD")
 
-    cfg = run.config.stft
-    titles = {title: name for name, (title, _) in DESCRIPTORS.items()}
     print("named knobs turned -1 → +1 around 16 corpus sounds, measured on the rendered notes:")
-    bases = np.linspace(0, len(mu) - 1, 16).astype(int)
+    bases = [int(i) for i in np.linspace(0, len(mu) - 1, 16)]
     for knob in instrument.knobs:
-        if knob.label not in titles:
+        if knob.label.startswith("Timbre"):
             continue
-        name = titles[knob.label]
-        change = []
-        for i in bases:
-            z = instrument.corpus_point(int(i))
-            pos = instrument.knob_positions(z)
-            heard = []
-            for delta in (-1.0, 1.0):
-                wanted = np.clip(pos, -KNOB_RANGE, KNOB_RANGE)  # a far corpus sound may stand beyond
-                wanted[knob.index] = np.clip(pos[knob.index] + delta, -KNOB_RANGE, KNOB_RANGE)
-                audio, _ = sf.read(io.BytesIO(instrument.render(instrument.turn_knobs(z, wanted)).wav))
-                heard.append(describe(magnitude(torch.from_numpy(audio).float()[None], cfg), cfg)[name][0])
-            change.append(heard[1] - heard[0])
-        c = np.array(change)
+        name = next(d for d, (title, _) in DESCRIPTORS.items() if title == knob.label)
+        c = instrument.heard_change(knob, bases)
         print(f"  {knob.label:<12} {name}: mean change {c.mean():+.3f}, up in {np.mean(c > 0):.0%} of sounds "
               f"({'matches' if c.mean() > 0 else 'CONTRADICTS'} '{knob.hint}')")
 

@@ -20,7 +20,7 @@ from samplegen.generate import load_latent
 from samplegen.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, descriptor_rotation, neighbour_map,
                                   neighbour_recall, principal_axes)
 from samplegen.server import MAX_BODY_BYTES, LatestOnly, Superseded, create_app
-from samplegen.spectral import StftConfig, magnitude
+from samplegen.spectral import StftConfig
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,19 @@ def test_describe_ranks_known_spectra() -> None:
     noise = torch.ones(1, 33, 20)  # flat spectrum: flatness 0 dB; one harmonic: far below
     assert describe(noise, cfg)["noisiness"][0] == pytest.approx(0.0, abs=1e-6)
     assert describe(bright, cfg)["noisiness"][0] < -50
+    assert describe(bright, cfg)["air"][0] == pytest.approx(0.0) and describe(dull, cfg)["air"][0] < -100
+    low = torch.zeros(1, 33, 20)
+    low[0, 0] = 1.0
+    assert describe(low, cfg)["body"][0] == pytest.approx(0.0) and describe(dull, cfg)["body"][0] < -100
+
+    wide = StftConfig(n_fft=512, hop_length=256)  # 60 ms of onset = 10 frames
+    steady = torch.ones(1, 257, 40)
+    steady[0, 24:] = 0.01  # little above 2 kHz (bin 24 is 2,067 Hz)
+    trembling = steady * torch.tensor([1.0, 0.5] * 20)
+    biting = steady.clone()
+    biting[0, 24:, :5] *= 10  # more of it in the first frames
+    assert describe(steady, wide)["wobble"][0] == 0 < describe(trembling, wide)["wobble"][0]
+    assert abs(describe(steady, wide)["bite"][0]) < 1e-9 and describe(biting, wide)["bite"][0] > 3
 
 
 def test_knobs_set_the_projection_they_show(instrument: Instrument) -> None:
@@ -83,22 +96,10 @@ def test_knob_labels_say_what_turning_them_up_does_to_the_rendered_sound(instrum
     says, measured on the rendered notes (phase retrieval and all), not on the decoder's magnitudes."""
     named = [k for k in instrument.knobs if not k.label.startswith("Timbre")]
     assert named and len(instrument.knobs) - len(named) <= 2
-    cfg = instrument.run.config.stft
-    titles = {title: (name, more) for name, (title, more) in DESCRIPTORS.items()}
+    titles = {title: more for title, more in DESCRIPTORS.values()}
     for knob in named:
-        name, more = titles[knob.label]
-        assert knob.hint == f"turn up: {more}" and knob.effect > 0
-        change = []
-        for i in range(0, len(instrument.mu), 4):
-            z = instrument.corpus_point(i)
-            pos = instrument.knob_positions(z)
-            heard = []
-            for delta in (-1.0, 1.0):
-                wanted = np.clip(pos, -KNOB_RANGE, KNOB_RANGE)  # a far corpus sound may stand beyond
-                wanted[knob.index] = np.clip(pos[knob.index] + delta, -KNOB_RANGE, KNOB_RANGE)
-                audio, _ = sf.read(io.BytesIO(instrument.render(instrument.turn_knobs(z, wanted)).wav))
-                heard.append(describe(magnitude(torch.from_numpy(audio).float()[None], cfg), cfg)[name][0])
-            change.append(heard[1] - heard[0])
+        assert knob.hint == f"turn up: {titles[knob.label]}" and knob.effect > 0
+        change = instrument.heard_change(knob, range(0, len(instrument.mu), 4))
         assert np.mean(change) > 0, (knob, change)
 
 

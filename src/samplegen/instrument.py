@@ -19,11 +19,13 @@ points nearest them in latent space.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from samplegen import spectral
@@ -349,6 +351,25 @@ class Instrument:
         return Note(z=point, wav=wav, map_xy=self.place(point),
                     knobs=[float(v) for v in self.knob_positions(point)], spectrogram=self._spectrogram(mag[0]),
                     loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source, draft=draft)
+
+    def heard_change(self, knob: Knob, sounds: Sequence[int]) -> np.ndarray:
+        """What turning ``knob`` from -1 to +1 around each corpus sound does to the descriptor it is named
+        by, measured on the rendered notes (phase retrieval and all), one value per sound: the check that a
+        label says what the knob does (the knob was named from the decoder's magnitudes)."""
+        name = next(d for d, (title, _) in DESCRIPTORS.items() if title == knob.label)
+        cfg = self.run.config.stft
+        change = []
+        for i in sounds:
+            z = self.corpus_point(i)
+            pos = np.clip(self.knob_positions(z), -KNOB_RANGE, KNOB_RANGE)  # a far sound may stand beyond
+            heard = []
+            for delta in (-1.0, 1.0):
+                wanted = pos.copy()
+                wanted[knob.index] = np.clip(pos[knob.index] + delta, -KNOB_RANGE, KNOB_RANGE)
+                audio, _ = sf.read(io.BytesIO(self.render(self.turn_knobs(z, wanted)).wav), dtype="float32")
+                heard.append(describe(spectral.magnitude(torch.from_numpy(audio)[None], cfg), cfg)[name][0])
+            change.append(heard[1] - heard[0])
+        return np.array(change)
 
     def _spectrogram(self, mag: torch.Tensor) -> np.ndarray:
         """Magnitude Tensor[F x T] → uint8 image (rows low to high on a log-frequency axis, 80 dB range)."""
