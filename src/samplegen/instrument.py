@@ -117,30 +117,31 @@ def describe(mag: torch.Tensor, cfg: spectral.StftConfig, sr: int = SAMPLE_RATE)
     """
     power = mag.double().pow(2).cpu().numpy() + 1e-20  # B x F x T
     freqs = np.arange(power.shape[1]) * sr / cfg.n_fft
+
+    def band(hz: float) -> int:  # the first bin above hz
+        return int(np.searchsorted(freqs, hz, side="right"))
+
     frame_energy = power.sum(axis=1)  # B x T
-    centroid = (power * freqs[None, :, None]).sum(axis=(1, 2)) / frame_energy.sum(axis=1)
+    total = frame_energy.sum(axis=1)
+    centroid = np.einsum("bft,f->b", power, freqs) / total
     frame_db = 10 * np.log10(frame_energy)
     first_loud = np.argmax(frame_db >= frame_db.max(axis=1, keepdims=True) - 3.0, axis=1)
     half = frame_energy.shape[1] // 2
     decay = 10 * np.log10(frame_energy[:, half:].mean(axis=1) / frame_energy[:, :half].mean(axis=1))
     flatness_db = 10 * np.log10(np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1))  # B x T
     loud = frame_db >= frame_db.max(axis=1, keepdims=True) - 40.0
-    total = frame_energy.sum(axis=1)
-
-    def share_db(sel: np.ndarray, frames: slice = slice(None)) -> np.ndarray:
-        return 10 * np.log10(power[:, sel, frames].sum(axis=(1, 2)) / power[:, :, frames].sum(axis=(1, 2)))
-
+    steady = loud[:, 1:] & loud[:, :-1]
+    high = power[:, band(2000.0):].sum(axis=1)  # B x T, above 2 kHz
     onset = slice(0, max(1, round(0.06 * sr / cfg.hop_length)))
-    steps = np.abs(np.diff(frame_db, axis=1)) * (loud[:, 1:] & loud[:, :-1])
     return {
         "brightness": np.log2(np.maximum(centroid, 1.0)),
         "attack": first_loud * cfg.hop_length / sr,
         "decay": decay,
         "noisiness": (flatness_db * loud).sum(axis=1) / loud.sum(axis=1),
-        "body": 10 * np.log10(power[:, freqs < 500.0].sum(axis=(1, 2)) / total),
-        "air": 10 * np.log10(power[:, freqs > 6000.0].sum(axis=(1, 2)) / total),
-        "wobble": steps.sum(axis=1) / np.maximum((loud[:, 1:] & loud[:, :-1]).sum(axis=1), 1),
-        "bite": share_db(freqs > 2000.0, onset) - share_db(freqs > 2000.0),
+        "body": 10 * np.log10(power[:, : band(500.0)].sum(axis=(1, 2)) / total),
+        "air": 10 * np.log10(power[:, band(6000.0):].sum(axis=(1, 2)) / total),
+        "wobble": (np.abs(np.diff(frame_db, axis=1)) * steady).sum(axis=1) / np.maximum(steady.sum(axis=1), 1),
+        "bite": 10 * np.log10(high[:, onset].sum(axis=1) / frame_energy[:, onset].sum(axis=1) * total / high.sum(axis=1)),
     }
 
 
@@ -385,6 +386,13 @@ class Instrument:
         scaled = np.clip((db - (top - SPECTROGRAM_RANGE_DB)) / SPECTROGRAM_RANGE_DB, 0.0, 1.0)
         return np.round(scaled * 255).astype(np.uint8)
 
+    def _describe_points(self, z: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+        """:func:`describe` of the decoded magnitudes of latent points (N, L), a batch at a time (a 2-second
+        note's magnitudes in double precision are 1.4 MB: a whole corpus at once would take gigabytes)."""
+        parts = [describe(decode_magnitude(self.run, torch.from_numpy(z[i:i + batch]).float()), self.run.config.stft)
+                 for i in range(0, len(z), batch)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in DESCRIPTORS}
+
     def _build_knobs(self, n: int, seed: int, min_correlation: float,
                      n_bases: int = 32) -> tuple[list[str | None], list[Knob]]:
         """Choose the knobs' directions (:func:`descriptor_rotation`) and name each by what it measurably does.
@@ -400,7 +408,7 @@ class Instrument:
         keep = sd > 1e-6 * sd[0]  # directions the corpus does not move along cannot be whitened
         axes, sd = axes[keep], sd[keep]
         cfg = self.run.config.stft
-        spread = describe(decode_magnitude(self.run, torch.from_numpy(self.mu).float()), cfg)
+        spread = self._describe_points(self.mu)
         scores = (self.mu - mean) @ axes.T / sd
         rotation, aims = descriptor_rotation(scores, spread, min(n, len(sd)), min_correlation)
         self.mean = mean
@@ -411,8 +419,7 @@ class Instrument:
         bases = self.mu[rng.choice(len(self.mu), size=min(n_bases, len(self.mu)), replace=False)]
         effects = []
         for step in self.knob_move:
-            up = describe(decode_magnitude(self.run, torch.from_numpy(bases + step).float()), cfg)
-            down = describe(decode_magnitude(self.run, torch.from_numpy(bases - step).float()), cfg)
+            up, down = self._describe_points(bases + step), self._describe_points(bases - step)
             effects.append({name: float(np.mean(up[name] - down[name]) / 2 / max(float(np.std(spread[name])), 1e-9))
                             for name in DESCRIPTORS})
         named: dict[int, str] = {k: d for k, d in enumerate(aims)
