@@ -108,8 +108,8 @@ def test_map_pad_knob_keys_and_download(browser, base_url: str, tmp_path: Path) 
     assert page.evaluate("window.samplegen.state.notesStarted") == started + 1
     assert page.evaluate("window.samplegen.peakSeen()") > 0.05
 
-    with page.expect_download() as download:
-        page.locator("#save").click()
+    with page.expect_download(predicate=lambda d: d.suggested_filename.endswith(".wav")) as download:
+        page.locator("#save").click()  # and its .latent.json, which may arrive first
     path = tmp_path / "saved.wav"
     download.value.save_as(path)
     audio, sr = sf.read(path)
@@ -273,7 +273,10 @@ def test_save_presets_favourites_drop_undo_and_compare(browser, base_url: str, t
     downloads = []
     page.on("download", lambda d: downloads.append(d))
     page.locator("#save").click()
-    page.wait_for_timeout(500)
+    for _ in range(100):  # both downloads, within 10 s
+        if len(downloads) >= 2:
+            break
+        page.wait_for_timeout(100)
     names = sorted(d.suggested_filename for d in downloads)
     assert len(names) == 2 and names[0].endswith(".latent.json") and names[1].endswith(".wav"), names
     saved = tmp_path / names[0]
