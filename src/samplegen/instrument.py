@@ -252,8 +252,8 @@ class Instrument:
         self.mu = run.latent_mu.double().numpy()
         self.z_limit = float(max(Z_LIMIT, 2.0 * np.abs(self.mu).max()))
         self.map_points = neighbour_map(self.mu, seed)
-        self.knob_aims, self.knobs = self._build_knobs(max(1, min(n_knobs, MAX_KNOBS, self.latent_dim)), seed,
-                                                       MIN_ROTATION_CORRELATION if aim_knobs else math.inf)
+        self.knobs = self._build_knobs(max(1, min(n_knobs, MAX_KNOBS, self.latent_dim)), seed,
+                                       MIN_ROTATION_CORRELATION if aim_knobs else math.inf)
 
     # --- geometry -------------------------------------------------------------------------
     def place(self, z: np.ndarray) -> tuple[float, float]:
@@ -394,7 +394,7 @@ class Instrument:
         return {name: np.concatenate([p[name] for p in parts]) for name in DESCRIPTORS}
 
     def _build_knobs(self, n: int, seed: int, min_correlation: float,
-                     n_bases: int = 32) -> tuple[list[str | None], list[Knob]]:
+                     n_bases: int = 32) -> list[Knob]:
         """Choose the knobs' directions (:func:`descriptor_rotation`) and name each by what it measurably does.
 
         Each direction is nudged by ±1 corpus SD around ``n_bases`` corpus points; the mean change of
@@ -444,7 +444,7 @@ class Instrument:
             words = [DESCRIPTORS[d][1] if e[d] > 0 else LESS[d] for d in top if abs(e[d]) >= MIN_LABEL_EFFECT]
             hint = f"turn up: {', '.join(words)}" if words else "no single measured quality dominates"
             knobs.append(Knob(k, f"Timbre {k + 1}", hint, e[top[0]]))
-        return [named.get(k) for k in range(len(knobs))], knobs
+        return knobs
 
     def map_view(self, percent: float = 1.0, margin: float = 0.1) -> tuple[float, float, float, float]:
         """The part of the map the page shows: (x0, y0, x1, y1), every point unless a few lie far out.
