@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps plugin demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-test: $(STAMP) system-deps
+# The JUCE plug-in (plugin/): VST3, LV2 and Standalone, and samplegen-engine; CMake rebuilds only what changed.
+plugin: system-deps
+	cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release
+	cmake --build plugin/build --parallel 2
+
+test: $(STAMP) system-deps plugin
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -31,4 +36,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/core.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache plugin/build

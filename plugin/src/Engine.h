@@ -1,0 +1,65 @@
+// Latent point -> playable note, as `samplegen sample` and the instrument make it: the decoder's dense
+// forward pass, de-normalisation, PGHI + fast Griffin-Lim (src/samplegen/spectral.py), peak
+// normalisation and a sustain loop (src/samplegen/loop.py). Runs on a background thread, never on the
+// audio thread: it allocates freely. One Engine per thread (it owns its FFT and scratch buffers).
+#pragma once
+
+#include "Bundle.h"
+
+#include <juce_dsp/juce_dsp.h>
+
+#include <complex>
+#include <vector>
+
+namespace samplegen
+{
+
+/** A forward sustain loop, samples [start, end); end == 0: none (the note plays one-shot). */
+struct Loop
+{
+    int start = 0, end = 0;
+    float correlation = 0.0f;
+    bool valid() const { return end > start; }
+};
+
+class Engine
+{
+public:
+    explicit Engine (const Bundle& bundle);
+
+    /** The decoder's output for latent point z (latentDim values): normalised features, nFrames x nBins. */
+    void decode (const float* z, std::vector<float>& features) const;
+
+    /** Features -> linear magnitude, bin-major (nBins x nFrames), as samplegen.generate.magnitude_from_features. */
+    void magnitude (const std::vector<float>& features, std::vector<float>& mag) const;
+
+    /** Magnitude (nBins x nFrames) -> waveform of lengthSamples: PGHI, then the bundle's FGLA iterations. */
+    void retrievePhase (const std::vector<float>& mag, std::vector<float>& wave);
+
+    /** The PGHI start alone (nBins x nFrames radians), as samplegen.spectral.pghi_phase with the bundle's fill. */
+    void pghiPhase (const std::vector<float>& mag, std::vector<double>& phase) const;
+
+    /** Magnitude of the STFT of a waveform (nBins x nFrames), torch.stft's conventions. */
+    void stftMagnitude (const std::vector<float>& wave, std::vector<float>& mag);
+
+    /** z -> the raw-level waveform of `samplegen sample` (decoder + phase retrieval). */
+    void render (const float* z, std::vector<float>& wave);
+
+    /** Scales a raw waveform to the instrument's peak (at most maxGainDb of gain), as samplegen.instrument. */
+    static void normalise (std::vector<float>& wave, float peak, float maxGainDb);
+
+    /** samplegen.loop.find_loop: a click-free sustain loop where the note holds its level, or none. */
+    static Loop findLoop (const std::vector<float>& y, int sampleRate);
+
+private:
+    using Complex = std::complex<float>;
+    void stft (const std::vector<float>& wave, std::vector<Complex>& spec);           // nBins x nFrames
+    void istft (const std::vector<Complex>& spec, std::vector<float>& wave);          // lengthSamples
+    void fade (std::vector<float>& wave) const;
+
+    const Bundle& b;
+    juce::dsp::FFT fft;
+    std::vector<float> window, envelope, fadeRamp, fftBuf, padded;
+};
+
+} // namespace samplegen
