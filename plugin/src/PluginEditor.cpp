@@ -102,9 +102,13 @@ public:
         const char* ids[4] = { "cornerA", "cornerB", "cornerC", "cornerD" };
         const juce::Justification where[4] = { juce::Justification::topLeft, juce::Justification::topRight,
                                                 juce::Justification::bottomLeft, juce::Justification::bottomRight };
-        for (int c = 0; c < 4; ++c)
-            if (auto* param = p.getParameter (ids[c]))
-                g.drawText (param->getCurrentValueAsText(), getLocalBounds().reduced (4), where[c]);
+        auto b = editor.proc.currentBundle();
+        if (b != nullptr)
+            for (int c = 0; c < 4; ++c)
+            {
+                const int v = juce::roundToInt (p.getRawParameterValue (ids[c])->load());
+                g.drawText (b->soundNames[v > 0 ? (v - 1) % b->numSounds() : b->defaultCorners[c]], getLocalBounds().reduced (4), where[c]);
+            }
     }
 
     void mouseDown (const juce::MouseEvent& e) override { mouseDrag (e); }
@@ -143,9 +147,8 @@ SampleGenEditor::SampleGenEditor (SampleGenProcessor& p) : juce::AudioProcessorE
         addAndMakeVisible (*b);
     surprise.setTooltip ("a random sound from the model's prior");
     vary.setTooltip ("a variation of the sound playing now");
-    // Momentary: the parameter is on while the button is held (the decoder acts on its rising edge).
-    surprise.onStateChange = [this] { setParam ("surprise", surprise.isDown() ? 1.0f : 0.0f); };
-    vary.onStateChange = [this] { setParam ("vary", vary.isDown() ? 1.0f : 0.0f); };
+    surprise.onClick = [this] { proc.surpriseNow(); };
+    vary.onClick = [this] { proc.varyNow(); };
     loadModel.onClick = [this]
     {
         chooser = std::make_unique<juce::FileChooser> ("A folder written by `samplegen export plugin`",

@@ -59,11 +59,9 @@ public:
 
     void run() override
     {
-        Engine* engine = nullptr;
-        std::unique_ptr<Engine> engineOwner;
         while (! threadShouldExit())
         {
-            owner.workerPoll (engine, engineOwner);
+            owner.workerPoll();
             wait (2);
         }
     }
@@ -77,35 +75,16 @@ static juce::AudioProcessorValueTreeState::ParameterLayout createLayout (SampleG
 {
     using namespace juce;
     AudioProcessorValueTreeState::ParameterLayout layout;
-    auto soundName = [&p] (int index) -> String
-    {
-        auto b = p.currentBundle();
-        if (b == nullptr)
-            return String (index);
-        return b->soundNames[index % b->numSounds()];
-    };
+    // The sound and the corners are corpus indices (0 to n - 1; a corner's 0 is the model's own choice): numbers,
+    // not names, so hosts and scripts can set them; the window shows the names.
     layout.add (std::make_unique<AudioParameterChoice> (ParameterID { "source", 1 }, "Source",
                                                         StringArray { "Sound", "Pad", "Point" }, 0));
-    layout.add (std::make_unique<AudioParameterInt> (ParameterID { "sound", 1 }, "Sound", 0,
-                                                     SampleGenProcessor::maxSounds - 1, 0,
-                                                     AudioParameterIntAttributes().withStringFromValueFunction (
-                                                         [soundName] (int v, int) { return soundName (v); })));
+    layout.add (std::make_unique<AudioParameterInt> (ParameterID { "sound", 1 }, "Sound", 0, SampleGenProcessor::maxSounds - 1, 0));
     layout.add (std::make_unique<AudioParameterFloat> (ParameterID { "padX", 1 }, "Pad X", 0.0f, 1.0f, 0.5f));
     layout.add (std::make_unique<AudioParameterFloat> (ParameterID { "padY", 1 }, "Pad Y", 0.0f, 1.0f, 0.5f));
     for (int c = 0; c < 4; ++c)
-    {
-        // 0: the model's own choice for this corner (sounds far apart on the map); n > 0: sound n - 1.
-        auto text = [&p, soundName, c] (int v, int) -> String
-        {
-            if (v > 0)
-                return soundName (v - 1);
-            auto b = p.currentBundle();
-            return b == nullptr ? String ("auto") : "auto: " + b->soundNames[b->defaultCorners[c]];
-        };
         layout.add (std::make_unique<AudioParameterInt> (ParameterID { cornerIds[c], 1 }, cornerNames[c], 0,
-                                                         SampleGenProcessor::maxSounds, 0,
-                                                         AudioParameterIntAttributes().withStringFromValueFunction (text)));
-    }
+                                                         SampleGenProcessor::maxSounds, 0));
     auto knobLabel = [&p] (int i) -> String
     {
         auto b = p.currentBundle();
@@ -159,6 +138,7 @@ SampleGenProcessor::SampleGenProcessor()
     varyAmount = raw (params, "varyAmount");
     forceRealtime = juce::SystemStats::getEnvironmentVariable ("SAMPLEGEN_PLUGIN_REALTIME", {}).isNotEmpty();
     requestBundle (defaultBundleFolder());
+    loadRequestedBundle();  // before the host reads parameter names: the knobs are named after the model's axes
     worker = std::make_unique<Worker> (*this);
     worker->startThread();
 }
@@ -243,7 +223,7 @@ juce::uint64 SampleGenProcessor::controlStamp() const
     return h | 1;  // never 0, the "nothing handled yet" stamp
 }
 
-bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>& z) const
+bool SampleGenProcessor::basePoint (const Bundle& b, std::vector<float>& z) const
 {
     const int L = b.latentDim, n = b.numSounds();
     z.assign ((size_t) L, 0.0f);
@@ -273,7 +253,15 @@ bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>&
         const float* p = b.soundPoint (juce::roundToInt (sound->load()) % n);
         z.assign (p, p + L);
     }
+    return true;
+}
+
+bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>& z) const
+{
+    if (! basePoint (b, z))
+        return false;
     // Knobs: offsets along the corpus's principal axes, in corpus standard deviations.
+    const int L = b.latentDim;
     for (int k = 0; k < std::min (b.numKnobs(), maxKnobs); ++k)
     {
         const float offset = knobs[(size_t) k]->load() * b.knobSd[(size_t) k];
@@ -283,6 +271,43 @@ bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>&
     for (auto& v : z)
         v = juce::jlimit (-b.zLimit, b.zLimit, v);
     return true;
+}
+
+void SampleGenProcessor::drawPoint (const Bundle& b, bool fromPrior)
+{
+    // samplegen.instrument.Instrument.surprise (N(0, T^2 I)) and .vary (the base plus N(0, amount^2 I)).
+    std::mt19937 rng ((unsigned) (++draws));
+    std::vector<float> z ((size_t) b.latentDim, 0.0f);
+    if (! fromPrior && ! basePoint (b, z))
+        return;
+    const float scale = fromPrior ? temperature->load() : varyAmount->load();
+    for (auto& x : z)
+        x = juce::jlimit (-b.zLimit, b.zLimit, x + scale * gaussian (rng));
+    {
+        std::lock_guard<std::mutex> lock (shared);
+        customPoint = z;
+    }
+    ++customGeneration;
+}
+
+void SampleGenProcessor::surpriseNow()
+{
+    if (auto b = currentBundle())
+    {
+        drawPoint (*b, true);
+        if (auto* p = params.getParameter ("source"))
+            p->setValueNotifyingHost (p->convertTo0to1 ((float) fromPoint));
+    }
+}
+
+void SampleGenProcessor::varyNow()
+{
+    if (auto b = currentBundle())
+    {
+        drawPoint (*b, false);
+        if (auto* p = params.getParameter ("source"))
+            p->setValueNotifyingHost (p->convertTo0to1 ((float) fromPoint));
+    }
 }
 
 std::vector<float> SampleGenProcessor::currentPoint() const
@@ -296,67 +321,53 @@ std::vector<float> SampleGenProcessor::currentPoint() const
 
 void SampleGenProcessor::handleTriggers (const Bundle& b)
 {
+    // The parameters' rising edges; they move the custom point, so they act while source is "Point" (the
+    // window's buttons switch the source themselves, which a background thread must not do to a host).
     const bool s = surprise->load() > 0.5f, v = vary->load() > 0.5f;
-    if (s && ! lastSurprise)
-    {
-        // samplegen.instrument.Instrument.surprise: a draw from N(0, T^2 I).
-        std::mt19937 rng ((unsigned) (++surpriseCount));
-        std::vector<float> z ((size_t) b.latentDim);
-        for (auto& x : z)
-            x = juce::jlimit (-b.zLimit, b.zLimit, gaussian (rng) * temperature->load());
-        setPoint (z);
-    }
-    if (v && ! lastVary)
-    {
-        // samplegen.instrument.Instrument.vary: the played point nudged by N(0, amount^2 I).
-        std::vector<float> z;
-        if (pointFromControls (b, z))
-        {
-            std::mt19937 rng (1000003u + (unsigned) (++varyCount));
-            for (auto& x : z)
-                x = juce::jlimit (-b.zLimit, b.zLimit, x + varyAmount->load() * gaussian (rng));
-            for (int k = 0; k < maxKnobs; ++k)  // the knobs' offsets are in the new point now
-                if (auto* p = params.getParameter (knobId (k)))
-                    p->setValueNotifyingHost (p->convertTo0to1 (0.0f));
-            setPoint (z);
-        }
-    }
+    const bool onPoint = juce::roundToInt (source->load()) == fromPoint;
+    if (s && ! lastSurprise && onPoint)
+        drawPoint (b, true);
+    if (v && ! lastVary && onPoint)
+        drawPoint (b, false);
     lastSurprise = s;
     lastVary = v;
 }
 
-void SampleGenProcessor::workerPoll (Engine*& engine, std::unique_ptr<Engine>& engineOwner)
+void SampleGenProcessor::loadRequestedBundle()
+{
+    const int requests = bundleRequests.load();
+    if (requests == seenRequests)
+        return;
+    seenRequests = requests;
+    juce::File folder;
+    {
+        std::lock_guard<std::mutex> lock (shared);
+        folder = requestedFolder;
+    }
+    juce::String error;
+    std::shared_ptr<const Bundle> loaded (Bundle::load (folder, error).release());
+    std::lock_guard<std::mutex> lock (shared);
+    if (loaded != nullptr)
+    {
+        engine = std::make_unique<Engine> (*loaded);
+        bundle = loaded;
+        lastDecoded.clear();
+        statusText = "model: " + loaded->runName + " (" + juce::String (loaded->numSounds()) + " sounds) from "
+                     + folder.getFullPathName();
+        ++bundleGeneration;
+    }
+    else if (bundle == nullptr)
+        statusText = "no model loaded: " + error;
+    else
+        statusText = "kept " + bundle->runName + ": " + error;
+}
+
+void SampleGenProcessor::workerPoll()
 {
     const auto stamp = controlStamp();
     if (stamp == handledStamp.load())
         return;
-    const int requests = bundleRequests.load();
-    if (requests != seenRequests)
-    {
-        seenRequests = requests;
-        juce::File folder;
-        {
-            std::lock_guard<std::mutex> lock (shared);
-            folder = requestedFolder;
-        }
-        juce::String error;
-        std::shared_ptr<const Bundle> loaded (Bundle::load (folder, error).release());
-        std::lock_guard<std::mutex> lock (shared);
-        if (loaded != nullptr)
-        {
-            engineOwner = std::make_unique<Engine> (*loaded);
-            engine = engineOwner.get();
-            bundle = loaded;
-            lastDecoded.clear();
-            statusText = "model: " + loaded->runName + " (" + juce::String (loaded->numSounds()) + " sounds) from "
-                         + folder.getFullPathName();
-            ++bundleGeneration;
-        }
-        else if (bundle == nullptr)
-            statusText = "no model loaded: " + error;
-        else
-            statusText = "kept " + bundle->runName + ": " + error;
-    }
+    loadRequestedBundle();
     std::shared_ptr<const Bundle> b = currentBundle();
     // The engine belongs to the bundle it was built for; this thread alone swaps both.
     if (b == nullptr || engine == nullptr)
@@ -622,10 +633,9 @@ void SampleGenProcessor::getStateInformation (juce::MemoryBlock& destData)
     {
         std::lock_guard<std::mutex> lock (shared);
         state.setProperty ("bundle", requestedFolder.getFullPathName(), nullptr);
-        juce::StringArray zs;
-        for (auto v : customPoint)
-            zs.add (juce::String (v, 9));
-        state.setProperty ("point", zs.joinIntoString (" "), nullptr);
+        // The played point of source "Point", as the .latent.json a preset file holds.
+        if (! customPoint.empty())
+            state.setProperty ("latent", latentJson (customPoint, "SampleGen plug-in", bundle != nullptr ? bundle->runName : ""), nullptr);
     }
     if (auto xml = state.createXml())
         copyXmlToBinary (*xml, destData);
@@ -637,57 +647,93 @@ void SampleGenProcessor::setStateInformation (const void* data, int sizeInBytes)
     if (xml == nullptr || ! xml->hasTagName (params.state.getType()))
         return;
     auto state = juce::ValueTree::fromXml (*xml);
-    std::vector<float> point;
-    for (auto& token : juce::StringArray::fromTokens (state.getProperty ("point").toString(), " ", {}))
-        point.push_back (token.getFloatValue());
     const juce::File folder (state.getProperty ("bundle").toString());
+    if (folder != juce::File() && folder != requestedFolder)
+    {
+        requestBundle (folder);
+        waitForWorker (10000);  // the point below is checked against the model it was saved with
+    }
+    std::vector<float> point;
+    if (state.hasProperty ("latent"))
+    {
+        juce::String error;
+        point = pointFromJson (juce::JSON::parse (state.getProperty ("latent").toString()), "the saved point", error);
+        if (error.isNotEmpty())
+        {
+            std::lock_guard<std::mutex> lock (shared);
+            statusText = error;
+        }
+    }
     params.replaceState (state);
     {
         std::lock_guard<std::mutex> lock (shared);
         customPoint = point;
     }
     ++customGeneration;
-    if (folder != juce::File() && folder != requestedFolder)
-        requestBundle (folder);
     waitForWorker (10000);  // the restored sound is ready when the host plays on
 }
 
-juce::String SampleGenProcessor::presetJson() const
+juce::String SampleGenProcessor::latentJson (const std::vector<float>& z, const juce::String& sourceText,
+                                             const juce::String& run)
 {
-    auto z = currentPoint();
-    auto b = currentBundle();
     juce::Array<juce::var> values;
     for (auto v : z)
         values.add (std::round ((double) v * 1e6) / 1e6);
     auto* obj = new juce::DynamicObject();
     obj->setProperty ("z", values);
-    obj->setProperty ("source", "SampleGen plug-in");
-    obj->setProperty ("run", b != nullptr ? b->runName : juce::String());
+    obj->setProperty ("source", sourceText);
+    obj->setProperty ("run", run);
     return juce::JSON::toString (juce::var (obj));
 }
 
-juce::String SampleGenProcessor::loadPreset (const juce::File& file)
+juce::String SampleGenProcessor::presetJson() const
+{
+    auto b = currentBundle();
+    return latentJson (currentPoint(), "SampleGen plug-in", b != nullptr ? b->runName : juce::String());
+}
+
+std::vector<float> SampleGenProcessor::pointFromJson (const juce::var& json, const juce::String& what, juce::String& error) const
 {
     auto b = currentBundle();
     if (b == nullptr)
-        return "load a model first";
-    if (file.getSize() > 1024 * 1024)
-        return file.getFileName() + " is too large to be a .latent.json";
-    auto json = juce::JSON::parse (file);
+    {
+        error = "load a model before " + what;
+        return {};
+    }
     auto* values = json["z"].getArray();
     if (values == nullptr)
-        return file.getFileName() + " is not a latent point file (no \"z\" list)";
+    {
+        error = what + " is not a latent point file (no \"z\" list)";
+        return {};
+    }
     if (values->size() != b->latentDim)
-        return file.getFileName() + " holds a point of size " + juce::String (values->size()) + "; this model needs "
-               + juce::String (b->latentDim) + " numbers";
+    {
+        error = what + " holds a point of size " + juce::String (values->size()) + "; this model needs "
+                + juce::String (b->latentDim) + " numbers";
+        return {};
+    }
     std::vector<float> z;
     for (auto& v : *values)
     {
         const double x = (double) v;
         if (! (v.isDouble() || v.isInt() || v.isInt64()) || ! std::isfinite (x) || std::abs (x) > b->zLimit)
-            return file.getFileName() + " holds a value that is not a finite number within the model's range";
+        {
+            error = what + " holds a value that is not a finite number within this model's range";
+            return {};
+        }
         z.push_back ((float) x);
     }
+    return z;
+}
+
+juce::String SampleGenProcessor::loadPreset (const juce::File& file)
+{
+    if (file.getSize() > 1024 * 1024)
+        return file.getFileName() + " is too large to be a .latent.json";
+    juce::String error;
+    auto z = pointFromJson (juce::JSON::parse (file), file.getFileName(), error);
+    if (error.isNotEmpty())
+        return error;
     for (int k = 0; k < maxKnobs; ++k)
         if (auto* p = params.getParameter (knobId (k)))
             p->setValueNotifyingHost (p->convertTo0to1 (0.0f));

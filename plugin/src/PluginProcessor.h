@@ -53,8 +53,12 @@ public:
     juce::String status() const;
     /** Asks the background thread to load a bundle folder (Load model...). */
     void requestBundle (const juce::File& folder);
-    /** Plays this point (surprise, vary, a preset): source becomes "point", knobs keep their offsets. */
+    /** Plays this point (a preset): source becomes "Point" (message thread: it sets a parameter). */
     void setPoint (const std::vector<float>& z);
+    /** The window's Surprise and Vary: a new point from the prior, or the played sound's base nudged; then
+        source "Point". The host's surprise/vary parameters do the same to the point while source is "Point". */
+    void surpriseNow();
+    void varyNow();
     /** The point the controls stand for now (what is playing once decoded); empty without a model. */
     std::vector<float> currentPoint() const;
     /** .latent.json, as `samplegen sample` writes it: {"z": [...], "source": ..., "run": ...}. */
@@ -91,7 +95,15 @@ private:
 
     juce::uint64 controlStamp() const;
     bool pointFromControls (const Bundle& bundle, std::vector<float>& z) const;
-    void workerPoll (Engine*& engine, std::unique_ptr<Engine>& engineOwner);
+    /** The point the source names, before the knobs' offsets. */
+    bool basePoint (const Bundle& bundle, std::vector<float>& z) const;
+    /** Replaces the custom point by a draw from the prior or by the current base nudged (seeded, counted). */
+    void drawPoint (const Bundle& bundle, bool fromPrior);
+    void workerPoll();
+    void loadRequestedBundle();
+    /** A .latent.json's point for the loaded model, or the one-line reason it does not fit in `error`. */
+    std::vector<float> pointFromJson (const juce::var& json, const juce::String& what, juce::String& error) const;
+    static juce::String latentJson (const std::vector<float>& z, const juce::String& sourceText, const juce::String& run);
     void takeNewSound();
     void startNote (int note, float velocity);
     void stopNote (int note);
@@ -120,7 +132,8 @@ private:
     std::vector<float> customPoint;
     juce::String statusText;
     std::vector<float> lastDecoded;          // worker only
-    int surpriseCount = 0, varyCount = 0;    // worker only (seeds)
+    std::unique_ptr<Engine> engine;          // worker only (built with the bundle it belongs to)
+    std::atomic<int> draws { 0 };             // seeds of surprise / vary
     int seenRequests = 0;                    // worker only
     bool lastSurprise = false, lastVary = false;
 

@@ -2,6 +2,7 @@
 // it with Python and benchmarks can time it.
 //
 //   samplegen-engine BUNDLE_DIR POINTS.f32 OUT_DIR    points: B x latent_dim float32 (little-endian)
+//   samplegen-engine --loop AUDIO.f32                 prints the sustain loop of a mono 44.1 kHz note: START END
 //
 // writes OUT_DIR/features.f32 (B x n_frames x n_bins: the decoder's output), magnitude.f32 (B x n_bins x
 // n_frames), pghi.f64 (B x n_bins x n_frames: the PGHI start), wave.f32 (B x length: the raw waveform),
@@ -25,6 +26,19 @@ bool writeRaw (const juce::File& f, const std::vector<T>& v)
 int main (int argc, char** argv)
 {
     using namespace samplegen;
+    if (argc == 3 && juce::String (argv[1]) == "--loop")
+    {
+        juce::MemoryBlock raw;
+        if (! juce::File::getCurrentWorkingDirectory().getChildFile (argv[2]).loadFileAsData (raw))
+        {
+            std::fprintf (stderr, "samplegen-engine: error: cannot read %s\n", argv[2]);
+            return 2;
+        }
+        const auto* data = static_cast<const float*> (raw.getData());
+        const auto loop = Engine::findLoop (std::vector<float> (data, data + raw.getSize() / sizeof (float)), 44100);
+        std::printf ("%d %d\n", loop.start, loop.end);
+        return 0;
+    }
     if (argc != 4)
     {
         std::fprintf (stderr, "usage: samplegen-engine BUNDLE_DIR POINTS.f32 OUT_DIR\n");
