@@ -24,8 +24,14 @@ system-deps:
 	bash scripts/system-deps.sh
 
 # The JUCE plug-in (plugin/): VST3, LV2 and Standalone, and samplegen-engine; CMake rebuilds only what changed.
-plugin: system-deps
-	cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release
+# When PLUGIN_RUN is a trained run (the demo's, after `make demo`), its bundle is built into the plug-ins.
+PLUGIN_RUN ?= $(OUT)/run
+PLUGIN_BUNDLE := plugin/build/default-bundle
+plugin: system-deps $(STAMP)
+	@if [ -f $(PLUGIN_RUN)/latents.safetensors ] && [ ! $(PLUGIN_BUNDLE)/bundle.json -nt $(PLUGIN_RUN)/latents.safetensors ]; then \
+	  $(VENV)/bin/samplegen export plugin $(PLUGIN_RUN) --out $(PLUGIN_BUNDLE); fi
+	cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release \
+	  -DSAMPLEGEN_BUNDLE=$$([ -f $(PLUGIN_BUNDLE)/bundle.json ] && echo $(CURDIR)/$(PLUGIN_BUNDLE))
 	cmake --build plugin/build --parallel 2
 
 test: $(STAMP) system-deps plugin

@@ -147,6 +147,21 @@ def load_plugin(bundle: Path, realtime: bool = False):
     return plugin
 
 
+def test_plugin_plays_the_bundle_built_into_it(built: None, bundle: Path, tmp_path: Path) -> None:
+    """With no $SAMPLEGEN_PLUGIN_BUNDLE, the plug-in plays the bundle in its own Resources folder (as `make plugin`
+    puts the default run's there), so it sounds the moment a host loads it."""
+    import pedalboard
+
+    copy = tmp_path / "SampleGen.vst3"
+    shutil.copytree(VST3, copy)
+    shutil.rmtree(copy / "Contents" / "Resources" / "samplegen-bundle", ignore_errors=True)  # `make plugin`'s own
+    shutil.copytree(bundle, copy / "Contents" / "Resources" / "samplegen-bundle")
+    os.environ.pop("SAMPLEGEN_PLUGIN_BUNDLE", None)
+    inside = render(pedalboard.load_plugin(str(copy)), hold(60, 0.0, 0.3), 0.4)
+    assert np.abs(inside - render(load_plugin(bundle), hold(60, 0.0, 0.3), 0.4)).max() <= 1e-6
+    assert np.abs(inside).max() > 0.1
+
+
 def hold(note: int, start: float, end: float, velocity: int = 127) -> list[tuple[list[int], float]]:
     return [([NOTE_ON, note, velocity], start), ([NOTE_OFF, note, 0], end)]
 

@@ -189,6 +189,12 @@ SampleGenEditor::SampleGenEditor (SampleGenProcessor& p) : juce::AudioProcessorE
                               });
     };
     addAndMakeVisible (statusLabel);
+    padHint.setText ("Pad: drag to blend the four corner sounds (pick corners with the host's \"Pad corner\" "
+                     "parameters). Knobs move the sound along the model's main axes, in corpus standard deviations.",
+                     juce::dontSendNotification);
+    padHint.setFont (12.0f);
+    padHint.setJustificationType (juce::Justification::topLeft);
+    addAndMakeVisible (padHint);
     statusLabel.setFont (12.0f);
     for (int i = 0; i < SampleGenProcessor::maxKnobs; ++i)
     {
@@ -196,6 +202,7 @@ SampleGenEditor::SampleGenEditor (SampleGenProcessor& p) : juce::AudioProcessorE
         k->setTextBoxStyle (juce::Slider::TextBoxBelow, false, 60, 16);
         addAndMakeVisible (k);
         attachments.add (new juce::AudioProcessorValueTreeState::SliderAttachment (proc.params, "knob" + juce::String (i + 1), *k));
+        k->setNumDecimalPlacesToDisplay (2);
         auto* l = knobLabels.add (new juce::Label());
         l->setJustificationType (juce::Justification::centred);
         l->setFont (12.0f);
@@ -207,13 +214,14 @@ SampleGenEditor::SampleGenEditor (SampleGenProcessor& p) : juce::AudioProcessorE
         s.setTextBoxStyle (juce::Slider::TextBoxBelow, false, 70, 16);
         addAndMakeVisible (s);
         attachments.add (new juce::AudioProcessorValueTreeState::SliderAttachment (proc.params, id, s));
+        s.setNumDecimalPlacesToDisplay (id == "attack" ? 3 : 2);
         l.setText (name, juce::dontSendNotification);
         l.setJustificationType (juce::Justification::centred);
         addAndMakeVisible (l);
     };
-    setup (attack, attackLabel, "attack", "Attack");
-    setup (release, releaseLabel, "release", "Release");
-    setup (gain, gainLabel, "gain", "Gain");
+    setup (attack, attackLabel, "attack", "Attack (s)");
+    setup (release, releaseLabel, "release", "Release (s)");
+    setup (gain, gainLabel, "gain", "Gain (dB)");
     setSize (860, 520);
     refreshBundle();
     startTimerHz (20);
@@ -300,6 +308,7 @@ void SampleGenEditor::resized()
     vary.setBounds (buttons.reduced (3));
     middle.removeFromBottom (6);
     pad->setBounds (middle.removeFromTop (juce::jmin (middle.getHeight(), 220)));
+    padHint.setBounds (middle.reduced (0, 6));
     r.removeFromLeft (12);
     const int cell = r.getWidth() / 4;
     auto knobArea = r.removeFromTop (2 * 110);

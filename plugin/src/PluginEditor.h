@@ -30,7 +30,7 @@ private:
     juce::ComboBox soundList;
     juce::TextButton loadModel { "Load model..." }, savePreset { "Save preset..." }, openPreset { "Load preset..." };
     juce::TextButton surprise { "Surprise" }, vary { "Vary" };
-    juce::Label statusLabel;
+    juce::Label statusLabel, padHint;
     juce::OwnedArray<juce::Slider> knobs;
     juce::OwnedArray<juce::Label> knobLabels;
     juce::Slider attack, release, gain;
