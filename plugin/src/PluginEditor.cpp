@@ -46,7 +46,7 @@ public:
         }
         g.setColour (juce::Colours::white.withAlpha (0.6f));
         g.setFont (12.0f);
-        g.drawText ("map: click a sound", getLocalBounds().reduced (4), juce::Justification::topLeft);
+        g.drawText ("map: click a sound", getLocalBounds().reduced (4), juce::Justification::bottomRight);
     }
 
     void mouseDown (const juce::MouseEvent& e) override
@@ -202,7 +202,6 @@ SampleGenEditor::SampleGenEditor (SampleGenProcessor& p) : juce::AudioProcessorE
         k->setTextBoxStyle (juce::Slider::TextBoxBelow, false, 60, 16);
         addAndMakeVisible (k);
         attachments.add (new juce::AudioProcessorValueTreeState::SliderAttachment (proc.params, "knob" + juce::String (i + 1), *k));
-        k->setNumDecimalPlacesToDisplay (2);
         auto* l = knobLabels.add (new juce::Label());
         l->setJustificationType (juce::Justification::centred);
         l->setFont (12.0f);
@@ -214,7 +213,6 @@ SampleGenEditor::SampleGenEditor (SampleGenProcessor& p) : juce::AudioProcessorE
         s.setTextBoxStyle (juce::Slider::TextBoxBelow, false, 70, 16);
         addAndMakeVisible (s);
         attachments.add (new juce::AudioProcessorValueTreeState::SliderAttachment (proc.params, id, s));
-        s.setNumDecimalPlacesToDisplay (id == "attack" ? 3 : 2);
         l.setText (name, juce::dontSendNotification);
         l.setJustificationType (juce::Justification::centred);
         addAndMakeVisible (l);

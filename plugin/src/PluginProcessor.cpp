@@ -20,7 +20,8 @@ public:
     KnobParameter (int index, std::function<juce::String (int)> labelOf)
         : juce::AudioParameterFloat (juce::ParameterID { knobId (index), 1 }, "Knob " + juce::String (index + 1),
                                      juce::NormalisableRange<float> (-3.0f, 3.0f), 0.0f,
-                                     juce::AudioParameterFloatAttributes().withLabel ("SD")),
+                                     juce::AudioParameterFloatAttributes().withLabel ("SD").withStringFromValueFunction (
+                                         [] (float v, int) { return juce::String (v, 2); })),
           i (index), label (std::move (labelOf))
     {
     }
@@ -99,14 +100,18 @@ static juce::AudioProcessorValueTreeState::ParameterLayout createLayout (SampleG
         return std::make_pair (r, def);
     };
     auto [ar, ad] = seconds (0.001f, 2.0f, 0.003f);
+    auto decimals = [] (int places) { return [places] (float v, int) { return String (v, places); }; };
     layout.add (std::make_unique<AudioParameterFloat> (ParameterID { "attack", 1 }, "Attack", ar, ad,
-                                                       AudioParameterFloatAttributes().withLabel ("s")));
+                                                       AudioParameterFloatAttributes().withLabel ("s")
+                                                           .withStringFromValueFunction (decimals (3))));
     auto [rr, rd] = seconds (0.01f, 5.0f, 0.3f);
     layout.add (std::make_unique<AudioParameterFloat> (ParameterID { "release", 1 }, "Release", rr, rd,
-                                                       AudioParameterFloatAttributes().withLabel ("s")));
+                                                       AudioParameterFloatAttributes().withLabel ("s")
+                                                           .withStringFromValueFunction (decimals (2))));
     layout.add (std::make_unique<AudioParameterFloat> (ParameterID { "gain", 1 }, "Gain",
                                                        NormalisableRange<float> (-48.0f, 12.0f), 0.0f,
-                                                       AudioParameterFloatAttributes().withLabel ("dB")));
+                                                       AudioParameterFloatAttributes().withLabel ("dB")
+                                                           .withStringFromValueFunction (decimals (1))));
     layout.add (std::make_unique<AudioParameterBool> (ParameterID { "surprise", 1 }, "Surprise", false));
     layout.add (std::make_unique<AudioParameterFloat> (ParameterID { "temperature", 1 }, "Surprise temperature",
                                                        0.1f, 3.0f, 1.0f));
