@@ -412,3 +412,22 @@ def test_lv2_bundle_is_read_by_lilv(built: None) -> None:
     assert kinds.count(("audio", "out")) == 2
     assert ("audio", "in") not in kinds
     assert ("atom", "in") in kinds
+
+
+def test_standalone_runs_headless_and_draws_its_window(built: None, bundle: Path, tmp_path: Path) -> None:
+    """The Standalone app under Xvfb (plugin/screenshot.py, which takes the README's picture): it starts, stays
+    up, loads the model and draws the window, map dots included."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plugin_screenshot", PLUGIN / "screenshot.py")
+    assert spec is not None and spec.loader is not None
+    screenshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screenshot)
+    assert shutil.which("Xvfb") is not None, "Xvfb is missing: run scripts/system-deps.sh"
+    shot = screenshot.standalone_screenshot(bundle, tmp_path / "plugin.png")
+    assert (tmp_path / "plugin.png").is_file()
+    assert 600 <= shot.size[0] <= 1000 and 400 <= shot.size[1] <= 640  # the window, not the whole screen
+    rgb = np.asarray(shot.convert("RGB")).astype(int)
+    # Corpus sounds on the map are drawn in their family's colour: many distinct saturated pixels.
+    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 80
+    assert saturated.sum() > 200

@@ -100,7 +100,11 @@ Dense dense (const juce::var& spec, const Tensors& t)
     if (act != "gelu" && act != "none")
         fail ("bundle.json: unknown activation '" + act + "'");
     d.gelu = act == "gelu";
-    d.weight = t.get (spec["weight"].toString(), { d.out, d.in });
+    const auto& w = t.get (spec["weight"].toString(), { d.out, d.in });  // PyTorch's (out, in)
+    d.weightT.resize (w.size());
+    for (int o = 0; o < d.out; ++o)
+        for (int i = 0; i < d.in; ++i)
+            d.weightT[(size_t) i * (size_t) d.out + (size_t) o] = w[(size_t) o * (size_t) d.in + (size_t) i];
     d.bias = t.get (spec["bias"].toString(), { d.out });
     return d;
 }

@@ -10,12 +10,13 @@
 namespace samplegen
 {
 
-/** One dense layer y = W x + b, W (out x in) row-major, optionally followed by exact GELU. */
+/** One dense layer y = W x + b, optionally followed by exact GELU. The weights are kept transposed
+    (in x out, row-major) so the forward pass runs along contiguous outputs, which the compiler vectorises. */
 struct Dense
 {
     int in = 0, out = 0;
     bool gelu = false;
-    std::vector<float> weight, bias;
+    std::vector<float> weightT, bias;
 };
 
 /** Everything the plug-in plays, read once (on a background thread) and then only read. */

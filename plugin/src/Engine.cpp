@@ -12,15 +12,23 @@ constexpr double pi = 3.14159265358979323846;
 
 void applyDense (const Dense& d, const float* x, float* y)
 {
-    for (int o = 0; o < d.out; ++o)
+    std::copy (d.bias.begin(), d.bias.end(), y);
+    for (int i = 0; i < d.in; ++i)
     {
-        const float* w = d.weight.data() + (size_t) o * (size_t) d.in;
-        float acc = 0.0f;
-        for (int i = 0; i < d.in; ++i)
-            acc += w[i] * x[i];
-        acc += d.bias[(size_t) o];
-        y[o] = d.gelu ? 0.5f * acc * (1.0f + std::erf (acc * 0.70710678118654752f)) : acc;
+        const float xi = x[i];
+        const float* w = d.weightT.data() + (size_t) i * (size_t) d.out;
+        for (int o = 0; o < d.out; ++o)
+            y[o] += w[o] * xi;
     }
+    if (d.gelu)
+        for (int o = 0; o < d.out; ++o)
+            y[o] = 0.5f * y[o] * (1.0f + std::erf (y[o] * 0.70710678118654752f));
+}
+
+/** |c| without hypot's overflow guard: magnitudes here are far from float's limits. */
+inline float magnitudeOf (std::complex<float> c)
+{
+    return std::sqrt (c.real() * c.real() + c.imag() * c.imag());
 }
 
 /** Runs layers in turn; returns the last layer's output (in `a` or `b`, both scratch). */
@@ -185,7 +193,7 @@ void Engine::fade (std::vector<float>& wave) const
         wave[i] *= fadeRamp[i];
 }
 
-void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& spec)
+void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& out)
 {
     const int n = b.nFft, half = n / 2, len = b.lengthSamples, F = b.nBins, T = b.nFrames;
     // Reflect padding of n/2 on both sides (torch.stft, center=True).
@@ -199,7 +207,7 @@ void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& spec)
             j = 2 * (len - 1) - j;
         padded[(size_t) i] = wave[(size_t) j];
     }
-    spec.resize ((size_t) F * (size_t) T);
+    out.resize ((size_t) F * (size_t) T);
     for (int t = 0; t < T; ++t)
     {
         const float* src = padded.data() + (size_t) t * (size_t) b.hop;
@@ -207,11 +215,11 @@ void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& spec)
             fftBuf[(size_t) i] = src[i] * window[(size_t) i];
         fft.performRealOnlyForwardTransform (fftBuf.data(), true);
         for (int k = 0; k < F; ++k)
-            spec[(size_t) k * (size_t) T + (size_t) t] = { fftBuf[(size_t) (2 * k)], fftBuf[(size_t) (2 * k + 1)] };
+            out[(size_t) k * (size_t) T + (size_t) t] = { fftBuf[(size_t) (2 * k)], fftBuf[(size_t) (2 * k + 1)] };
     }
 }
 
-void Engine::istft (const std::vector<Complex>& spec, std::vector<float>& wave)
+void Engine::istft (const std::vector<Complex>& in, std::vector<float>& wave)
 {
     const int n = b.nFft, half = n / 2, len = b.lengthSamples, F = b.nBins, T = b.nFrames;
     std::vector<float>& ola = padded;
@@ -221,7 +229,7 @@ void Engine::istft (const std::vector<Complex>& spec, std::vector<float>& wave)
         std::fill (fftBuf.begin(), fftBuf.end(), 0.0f);
         for (int k = 0; k < F; ++k)
         {
-            const Complex c = spec[(size_t) k * (size_t) T + (size_t) t];
+            const Complex c = in[(size_t) k * (size_t) T + (size_t) t];
             fftBuf[(size_t) (2 * k)] = c.real();
             fftBuf[(size_t) (2 * k + 1)] = (k == 0 || k == F - 1) ? 0.0f : c.imag();  // irfft ignores them
         }
@@ -241,11 +249,11 @@ void Engine::istft (const std::vector<Complex>& spec, std::vector<float>& wave)
 void Engine::retrievePhase (const std::vector<float>& mag, std::vector<float>& wave)
 {
     const size_t N = mag.size();
-    std::vector<double> start;
-    pghiPhase (mag, start);
-    std::vector<Complex> spec (N), rebuilt, prev (N, Complex {});
+    pghiPhase (mag, startPhase);
+    spec.resize (N);
+    prev.assign (N, Complex {});
     for (size_t i = 0; i < N; ++i)
-        spec[i] = std::polar (mag[i], (float) start[i]);
+        spec[i] = std::polar (mag[i], (float) startPhase[i]);
     const float alpha = b.momentum;
     for (int it = 0; it < b.iterations; ++it)
     {
@@ -256,7 +264,7 @@ void Engine::retrievePhase (const std::vector<float>& mag, std::vector<float>& w
         for (size_t i = 0; i < N; ++i)
         {
             const Complex accel = rebuilt[i] * (1.0f + alpha) - prev[i] * alpha;
-            const float r = std::abs (accel);
+            const float r = magnitudeOf (accel);
             spec[i] = r > 0.0f ? accel * (mag[i] / r) : Complex {};
         }
         std::swap (prev, rebuilt);
@@ -267,19 +275,17 @@ void Engine::retrievePhase (const std::vector<float>& mag, std::vector<float>& w
 
 void Engine::stftMagnitude (const std::vector<float>& wave, std::vector<float>& mag)
 {
-    std::vector<Complex> spec;
-    stft (wave, spec);
-    mag.resize (spec.size());
-    for (size_t i = 0; i < spec.size(); ++i)
-        mag[i] = std::abs (spec[i]);
+    stft (wave, rebuilt);
+    mag.resize (rebuilt.size());
+    for (size_t i = 0; i < rebuilt.size(); ++i)
+        mag[i] = magnitudeOf (rebuilt[i]);
 }
 
 void Engine::render (const float* z, std::vector<float>& wave)
 {
-    std::vector<float> feats, mag;
-    decode (z, feats);
-    magnitude (feats, mag);
-    retrievePhase (mag, wave);
+    decode (z, noteFeatures);
+    magnitude (noteFeatures, noteMagnitude);
+    retrievePhase (noteMagnitude, wave);
 }
 
 void Engine::normalise (std::vector<float>& wave, float peak, float maxGainDb)

@@ -53,13 +53,15 @@ public:
 
 private:
     using Complex = std::complex<float>;
-    void stft (const std::vector<float>& wave, std::vector<Complex>& spec);           // nBins x nFrames
-    void istft (const std::vector<Complex>& spec, std::vector<float>& wave);          // lengthSamples
+    void stft (const std::vector<float>& wave, std::vector<Complex>& out);            // nBins x nFrames
+    void istft (const std::vector<Complex>& in, std::vector<float>& wave);            // lengthSamples
     void fade (std::vector<float>& wave) const;
 
     const Bundle& b;
     juce::dsp::FFT fft;
-    std::vector<float> window, envelope, fadeRamp, fftBuf, padded;
+    std::vector<float> window, envelope, fadeRamp, fftBuf, padded, noteFeatures, noteMagnitude;
+    std::vector<double> startPhase;
+    std::vector<Complex> spec, rebuilt, prev;  // scratch of retrievePhase, kept between notes
 };
 
 } // namespace samplegen
