@@ -215,7 +215,7 @@ void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& out)
             fftBuf[(size_t) i] = src[i] * window[(size_t) i];
         fft.performRealOnlyForwardTransform (fftBuf.data(), true);
         for (int k = 0; k < F; ++k)
-            out[(size_t) k * (size_t) T + (size_t) t] = { fftBuf[(size_t) (2 * k)], fftBuf[(size_t) (2 * k + 1)] };
+            out[(size_t) t * (size_t) F + (size_t) k] = { fftBuf[(size_t) (2 * k)], fftBuf[(size_t) (2 * k + 1)] };
     }
 }
 
@@ -226,13 +226,13 @@ void Engine::istft (const std::vector<Complex>& in, std::vector<float>& wave)
     ola.assign (envelope.size(), 0.0f);
     for (int t = 0; t < T; ++t)
     {
-        std::fill (fftBuf.begin(), fftBuf.end(), 0.0f);
+        const Complex* frame = in.data() + (size_t) t * (size_t) F;
         for (int k = 0; k < F; ++k)
         {
-            const Complex c = in[(size_t) k * (size_t) T + (size_t) t];
-            fftBuf[(size_t) (2 * k)] = c.real();
-            fftBuf[(size_t) (2 * k + 1)] = (k == 0 || k == F - 1) ? 0.0f : c.imag();  // irfft ignores them
+            fftBuf[(size_t) (2 * k)] = frame[k].real();
+            fftBuf[(size_t) (2 * k + 1)] = frame[k].imag();
         }
+        fftBuf[1] = fftBuf[(size_t) (2 * F - 1)] = 0.0f;  // irfft ignores the imaginary parts at 0 and Nyquist
         fft.performRealOnlyInverseTransform (fftBuf.data());
         float* dst = ola.data() + (size_t) t * (size_t) b.hop;
         for (int i = 0; i < n; ++i)
@@ -248,12 +248,18 @@ void Engine::istft (const std::vector<Complex>& in, std::vector<float>& wave)
 
 void Engine::retrievePhase (const std::vector<float>& mag, std::vector<float>& wave)
 {
-    const size_t N = mag.size();
+    // The iterations run frame-major (frame t's bins contiguous), as the FFTs read and write them.
+    const size_t N = mag.size(), F = (size_t) b.nBins, T = (size_t) b.nFrames;
     pghiPhase (mag, startPhase);
     spec.resize (N);
     prev.assign (N, Complex {});
-    for (size_t i = 0; i < N; ++i)
-        spec[i] = std::polar (mag[i], (float) startPhase[i]);
+    magFrames.resize (N);
+    for (size_t k = 0; k < F; ++k)
+        for (size_t t = 0; t < T; ++t)
+        {
+            magFrames[t * F + k] = mag[k * T + t];
+            spec[t * F + k] = std::polar (mag[k * T + t], (float) startPhase[k * T + t]);
+        }
     const float alpha = b.momentum;
     for (int it = 0; it < b.iterations; ++it)
     {
@@ -265,20 +271,12 @@ void Engine::retrievePhase (const std::vector<float>& mag, std::vector<float>& w
         {
             const Complex accel = rebuilt[i] * (1.0f + alpha) - prev[i] * alpha;
             const float r = magnitudeOf (accel);
-            spec[i] = r > 0.0f ? accel * (mag[i] / r) : Complex {};
+            spec[i] = r > 0.0f ? accel * (magFrames[i] / r) : Complex {};
         }
         std::swap (prev, rebuilt);
     }
     istft (spec, wave);
     fade (wave);
-}
-
-void Engine::stftMagnitude (const std::vector<float>& wave, std::vector<float>& mag)
-{
-    stft (wave, rebuilt);
-    mag.resize (rebuilt.size());
-    for (size_t i = 0; i < rebuilt.size(); ++i)
-        mag[i] = magnitudeOf (rebuilt[i]);
 }
 
 void Engine::render (const float* z, std::vector<float>& wave)

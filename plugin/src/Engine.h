@@ -39,9 +39,6 @@ public:
     /** The PGHI start alone (nBins x nFrames radians), as samplegen.spectral.pghi_phase with the bundle's fill. */
     void pghiPhase (const std::vector<float>& mag, std::vector<double>& phase) const;
 
-    /** Magnitude of the STFT of a waveform (nBins x nFrames), torch.stft's conventions. */
-    void stftMagnitude (const std::vector<float>& wave, std::vector<float>& mag);
-
     /** z -> the raw-level waveform of `samplegen sample` (decoder + phase retrieval). */
     void render (const float* z, std::vector<float>& wave);
 
@@ -53,13 +50,14 @@ public:
 
 private:
     using Complex = std::complex<float>;
-    void stft (const std::vector<float>& wave, std::vector<Complex>& out);            // nBins x nFrames
-    void istft (const std::vector<Complex>& in, std::vector<float>& wave);            // lengthSamples
+    // torch.stft / torch.istft (center=True, periodic Hann); spectrograms frame-major (nFrames x nBins).
+    void stft (const std::vector<float>& wave, std::vector<Complex>& out);
+    void istft (const std::vector<Complex>& in, std::vector<float>& wave);
     void fade (std::vector<float>& wave) const;
 
     const Bundle& b;
     juce::dsp::FFT fft;
-    std::vector<float> window, envelope, fadeRamp, fftBuf, padded, noteFeatures, noteMagnitude;
+    std::vector<float> window, envelope, fadeRamp, fftBuf, padded, noteFeatures, noteMagnitude, magFrames;
     std::vector<double> startPhase;
     std::vector<Complex> spec, rebuilt, prev;  // scratch of retrievePhase, kept between notes
 };
