@@ -100,15 +100,21 @@ public:
         g.setColour (juce::Colours::white.withAlpha (0.7f));
         g.setFont (11.0f);
         const char* ids[4] = { "cornerA", "cornerB", "cornerC", "cornerD" };
-        const juce::Justification where[4] = { juce::Justification::topLeft, juce::Justification::topRight,
-                                                juce::Justification::bottomLeft, juce::Justification::bottomRight };
         auto b = editor.proc.currentBundle();
         if (b != nullptr)
+        {
+            auto area = getLocalBounds().reduced (4);
+            const auto half = area.getWidth() / 2;
             for (int c = 0; c < 4; ++c)
             {
                 const int v = juce::roundToInt (p.getRawParameterValue (ids[c])->load());
-                g.drawText (b->soundNames[v > 0 ? (v - 1) % b->numSounds() : b->defaultCorners[c]], getLocalBounds().reduced (4), where[c]);
+                auto box = area.withWidth (half).withX (area.getX() + (c % 2) * half);
+                const auto where = (c < 2 ? juce::Justification::top : juce::Justification::bottom)
+                                   | (c % 2 == 0 ? juce::Justification::left : juce::Justification::right);
+                g.drawFittedText (b->soundNames[v > 0 ? (v - 1) % b->numSounds() : b->defaultCorners[c]], box,
+                                  juce::Justification (where), 1, 0.8f);
             }
+        }
     }
 
     void mouseDown (const juce::MouseEvent& e) override { mouseDrag (e); }
