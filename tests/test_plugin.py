@@ -67,6 +67,23 @@ def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def linear_frames_run(tiny_samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run shaped as runs before format 3 were: no per-frame MLP, trained on the log magnitude."""
+    from samplegen import api
+    from conftest import TINY_CONFIG
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["model"]["frame_hidden"] = 0
+    cfg["features"] = {"magnitude_power": 0.0}
+    cfg["train"]["epochs"] = 2
+    path = tmp_path_factory.mktemp("cfg-linear") / "linear.json"
+    path.write_text(json.dumps(cfg))
+    run = tmp_path_factory.mktemp("runs-linear") / "linear"
+    api.train_run(tiny_samples_dir, run, config=path, show_progress=False)
+    return run
+
+
 def engine(bundle: Path, z: np.ndarray, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "z.f32").write_bytes(np.asarray(z, dtype="<f4").tobytes())
@@ -88,11 +105,22 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 # --- the engine against Python --------------------------------------------------------------------------
 
 
-def test_engine_decoder_and_waveform_match_python(built: None, bundle: Path, tiny_run: Path, tmp_path: Path) -> None:
-    run = load_run(tiny_run)
+@pytest.mark.parametrize("which", ["default", "linear_frames_log"])
+def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
+                                                  tmp_path: Path) -> None:
+    """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generate.decode give, for
+    today's decoder (per-frame MLP, compressed magnitude) and for one shaped as older runs (linear frames,
+    log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow fails here."""
+    from samplegen.cli import main
+
+    run_dir = request.getfixturevalue("tiny_run" if which == "default" else "linear_frames_run")
+    bundle = tmp_path / "bundle"
+    assert main(["export", "plugin", str(run_dir), "--out", str(bundle)]) == 0
+    run = load_run(run_dir)
+    assert (run.model.decoder.frame_mlp is None) == (which != "default")
     latent = run.config.model.latent_dim
     z = torch.cat([run.latent_mu[:2], 1.5 * torch.randn(2, latent, generator=torch.Generator().manual_seed(3))]).float()
-    out = engine(bundle, z.numpy(), tmp_path)
+    out = engine(bundle, z.numpy(), tmp_path / "out")
     t, f, n = run.config.model.n_frames, run.config.model.n_bins, run.config.data.n_samples
     feats = np.fromfile(out / "features.f32", "<f4").reshape(-1, t, f)
     with torch.no_grad():

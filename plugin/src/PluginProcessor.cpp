@@ -583,6 +583,8 @@ void SampleGenProcessor::processBlock (juce::AudioBuffer<float>& buffer, juce::M
         waitForWorker (10000);  // offline rendering: every control change is heard from this block on
     takeNewSound();
     buffer.clear();
+    if (mono.empty())  // a host that plays before prepareToPlay: silence rather than allocate here
+        return;
     const int total = buffer.getNumSamples();
     gainSmoothed.setTargetValue (juce::Decibels::decibelsToGain (gain->load(), -48.0f));
     int done = 0;
