@@ -132,6 +132,22 @@ def test_engine_decoder_and_waveform_match_python(built: None, which: str, reque
         assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
 
 
+def test_export_plugin_refuses_a_phase_aware_run_in_one_line(tiny_samples_dir: Path, tmp_path: Path, capsys) -> None:
+    from samplegen import api
+    from samplegen.cli import main
+    from conftest import TINY_CONFIG
+
+    cfg = tmp_path / "if.json"
+    cfg.write_text(json.dumps({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 1},
+                               "features": {"magnitude_power": 0.0}, "phase": {"mode": "if", "n_iter": 2}}))
+    api.train_run(tiny_samples_dir, tmp_path / "run", config=cfg, show_progress=False)
+    capsys.readouterr()
+    assert main(["export", "plugin", str(tmp_path / "run"), "--out", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "magnitude-only" in err[0] and "SFZ or SF2" in err[0]
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_engine_loop_finder_matches_python(built: None, tmp_path: Path) -> None:
     t = np.arange(int(1.6 * SR)) / SR
     note = sum(k**-1.0 * np.sin(2 * np.pi * k * C4_HZ * (1 + 0.002 * np.sin(2 * np.pi * 5 * t)) * t) for k in range(1, 6))
