@@ -19,7 +19,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 from xml.etree import ElementTree
