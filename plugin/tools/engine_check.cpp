@@ -7,7 +7,7 @@
 // writes OUT_DIR/features.f32 (B x n_frames x n_bins: the decoder's output), magnitude.f32 (B x n_bins x
 // n_frames), pghi.f64 (B x n_bins x n_frames: the PGHI start), wave.f32 (B x length: the raw waveform),
 // note.f32 (B x length: normalised as the plug-in plays it), loops.txt (start end per point, 0 0: none) and
-// timing.txt (CPU milliseconds per note of one thread: the decoder alone, and the whole note).
+// timing.txt (CPU milliseconds per note of one thread: the decoder alone, PGHI alone, the whole note).
 #include "../src/Bundle.h"
 #include "../src/Engine.h"
 
@@ -73,7 +73,7 @@ int main (int argc, char** argv)
         clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
         return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec * 1e-6;
     };
-    double decodeMs = 0.0, renderMs = 0.0;
+    double decodeMs = 0.0, renderMs = 0.0, pghiMs = 0.0;
     for (int i = 0; i < count; ++i)
     {
         const float* z = static_cast<const float*> (raw.getData()) + (size_t) i * (size_t) bundle->latentDim;
@@ -83,7 +83,9 @@ int main (int argc, char** argv)
         engine.decode (z, feats);
         const double t2 = cpuMs();
         engine.magnitude (feats, mag);
+        const double t3 = cpuMs();
         engine.pghiPhase (mag, phase);
+        pghiMs += cpuMs() - t3;
         renderMs += t1 - t0;
         decodeMs += t2 - t1;
         allFeats.insert (allFeats.end(), feats.begin(), feats.end());
@@ -99,6 +101,7 @@ int main (int argc, char** argv)
                     && writeRaw (out.getChildFile ("pghi.f64"), allPhase) && writeRaw (out.getChildFile ("wave.f32"), allWave)
                     && writeRaw (out.getChildFile ("note.f32"), allNote) && out.getChildFile ("loops.txt").replaceWithText (loops)
                     && out.getChildFile ("timing.txt").replaceWithText ("decoder_ms " + juce::String (decodeMs / count, 3)
+                                                                        + "\npghi_ms " + juce::String (pghiMs / count, 3)
                                                                         + "\nnote_ms " + juce::String (renderMs / count, 3) + "\n");
     if (! ok)
     {
