@@ -158,9 +158,11 @@ juce::File SampleGenProcessor::defaultBundleFolder()
     auto env = juce::SystemStats::getEnvironmentVariable ("SAMPLEGEN_PLUGIN_BUNDLE", {});
     if (env.isNotEmpty())
         return juce::File (env);
-    // A bundle installed inside the plug-in itself (`make plugin BUNDLE=DIR`), then the per-user folder.
-    auto self = juce::File::getSpecialLocation (juce::File::currentExecutableFile);
-    for (auto dir = self.getParentDirectory(); dir.getParentDirectory() != dir; dir = dir.getParentDirectory())
+    // A bundle built into the plug-in (Resources/samplegen-bundle: `make plugin` puts the demo run's there),
+    // looked for from the binary up to the .vst3 / .lv2 folder; then the per-user folder.
+    auto self = juce::File::getSpecialLocation (juce::File::currentExecutableFile);  // the plug-in's own binary
+    auto dir = self.getParentDirectory();
+    for (int level = 0; level < 3 && dir.getParentDirectory() != dir; ++level, dir = dir.getParentDirectory())
     {
         auto inside = dir.getChildFile ("Resources").getChildFile ("samplegen-bundle");
         if (inside.getChildFile ("bundle.json").existsAsFile())
