@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <queue>
 
 namespace samplegen
@@ -47,16 +48,15 @@ const std::vector<float>& applyLayers (const std::vector<Dense>& layers, const f
     return (out == &a) ? b : a;
 }
 
-int orderOf (int n)
+/** FFTW's planner is not thread-safe; each plug-in instance has its own decoder thread. */
+std::mutex& plannerLock()
 {
-    int order = 0;
-    while ((1 << order) < n)
-        ++order;
-    return order;
+    static std::mutex m;
+    return m;
 }
 } // namespace
 
-Engine::Engine (const Bundle& bundle) : b (bundle), fft (orderOf (bundle.nFft))
+Engine::Engine (const Bundle& bundle) : b (bundle)
 {
     const int n = b.nFft;
     window.resize ((size_t) n);
@@ -71,8 +71,23 @@ Engine::Engine (const Bundle& bundle) : b (bundle), fft (orderOf (bundle.nFft))
     fadeRamp.resize ((size_t) nf);
     for (int i = 0; i < nf; ++i)
         fadeRamp[(size_t) i] = (float) (0.5 - 0.5 * std::cos (pi * i / nf));
-    fftBuf.resize ((size_t) (2 * n));
     padded.resize ((size_t) (b.lengthSamples + n));
+    frames.resize ((size_t) b.nFrames * (size_t) n);
+    binsScratch.resize ((size_t) b.nFrames * (size_t) b.nBins);
+    const std::lock_guard<std::mutex> lock (plannerLock());
+    auto* bins = reinterpret_cast<fftwf_complex*> (binsScratch.data());
+    // Executed on other buffers than these (fftwf_execute_dft_*): all come from fftwf_malloc, equally aligned.
+    forward = fftwf_plan_many_dft_r2c (1, &n, b.nFrames, frames.data(), nullptr, 1, n, bins, nullptr, 1, b.nBins,
+                                       FFTW_ESTIMATE);
+    inverse = fftwf_plan_many_dft_c2r (1, &n, b.nFrames, bins, nullptr, 1, b.nBins, frames.data(), nullptr, 1, n,
+                                       FFTW_ESTIMATE);
+}
+
+Engine::~Engine()
+{
+    const std::lock_guard<std::mutex> lock (plannerLock());
+    fftwf_destroy_plan (forward);
+    fftwf_destroy_plan (inverse);
 }
 
 void Engine::decode (const float* z, std::vector<float>& features) const
@@ -193,9 +208,9 @@ void Engine::fade (std::vector<float>& wave) const
         wave[i] *= fadeRamp[i];
 }
 
-void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& out)
+void Engine::stft (const std::vector<float>& wave, Spectrogram& out)
 {
-    const int n = b.nFft, half = n / 2, len = b.lengthSamples, F = b.nBins, T = b.nFrames;
+    const int n = b.nFft, half = n / 2, len = b.lengthSamples, T = b.nFrames;
     // Reflect padding of n/2 on both sides (torch.stft, center=True).
     padded.resize ((size_t) (len + n));
     for (int i = 0; i < len + n; ++i)
@@ -207,36 +222,32 @@ void Engine::stft (const std::vector<float>& wave, std::vector<Complex>& out)
             j = 2 * (len - 1) - j;
         padded[(size_t) i] = wave[(size_t) j];
     }
-    out.resize ((size_t) F * (size_t) T);
     for (int t = 0; t < T; ++t)
     {
         const float* src = padded.data() + (size_t) t * (size_t) b.hop;
+        float* dst = frames.data() + (size_t) t * (size_t) n;
         for (int i = 0; i < n; ++i)
-            fftBuf[(size_t) i] = src[i] * window[(size_t) i];
-        fft.performRealOnlyForwardTransform (fftBuf.data(), true);
-        for (int k = 0; k < F; ++k)
-            out[(size_t) t * (size_t) F + (size_t) k] = { fftBuf[(size_t) (2 * k)], fftBuf[(size_t) (2 * k + 1)] };
+            dst[i] = src[i] * window[(size_t) i];
     }
+    out.resize ((size_t) T * (size_t) b.nBins);
+    fftwf_execute_dft_r2c (forward, frames.data(), reinterpret_cast<fftwf_complex*> (out.data()));
 }
 
-void Engine::istft (const std::vector<Complex>& in, std::vector<float>& wave)
+void Engine::istft (const Spectrogram& in, std::vector<float>& wave)
 {
-    const int n = b.nFft, half = n / 2, len = b.lengthSamples, F = b.nBins, T = b.nFrames;
+    const int n = b.nFft, half = n / 2, len = b.lengthSamples, T = b.nFrames;
+    binsScratch = in;  // a complex-to-real transform overwrites its input
+    // (irfft ignores the imaginary parts at 0 and Nyquist, as FFTW's c2r does)
+    fftwf_execute_dft_c2r (inverse, reinterpret_cast<fftwf_complex*> (binsScratch.data()), frames.data());
     std::vector<float>& ola = padded;
     ola.assign (envelope.size(), 0.0f);
+    const float scale = 1.0f / (float) n;  // FFTW's inverse is unnormalised
     for (int t = 0; t < T; ++t)
     {
-        const Complex* frame = in.data() + (size_t) t * (size_t) F;
-        for (int k = 0; k < F; ++k)
-        {
-            fftBuf[(size_t) (2 * k)] = frame[k].real();
-            fftBuf[(size_t) (2 * k + 1)] = frame[k].imag();
-        }
-        fftBuf[1] = fftBuf[(size_t) (2 * F - 1)] = 0.0f;  // irfft ignores the imaginary parts at 0 and Nyquist
-        fft.performRealOnlyInverseTransform (fftBuf.data());
+        const float* src = frames.data() + (size_t) t * (size_t) n;
         float* dst = ola.data() + (size_t) t * (size_t) b.hop;
         for (int i = 0; i < n; ++i)
-            dst[i] += fftBuf[(size_t) i] * window[(size_t) i];
+            dst[i] += src[i] * scale * window[(size_t) i];
     }
     wave.resize ((size_t) len);
     for (int i = 0; i < len; ++i)

@@ -1,14 +1,15 @@
 // Latent point -> playable note, as `samplegen sample` and the instrument make it: the decoder's dense
 // forward pass, de-normalisation, PGHI + fast Griffin-Lim (src/samplegen/spectral.py), peak
 // normalisation and a sustain loop (src/samplegen/loop.py). Runs on a background thread, never on the
-// audio thread: it allocates freely. One Engine per thread (it owns its FFT and scratch buffers).
+// audio thread: it allocates freely. One Engine per thread (it owns its FFTW plans and scratch buffers).
 #pragma once
 
 #include "Bundle.h"
 
-#include <juce_dsp/juce_dsp.h>
+#include <fftw3.h>
 
 #include <complex>
+#include <new>
 #include <vector>
 
 namespace samplegen
@@ -22,10 +23,34 @@ struct Loop
     bool valid() const { return end > start; }
 };
 
+/** std::vector storage from fftwf_malloc: aligned for FFTW's SIMD code, so one plan serves every buffer. */
+template <typename T>
+struct FftwAllocator
+{
+    using value_type = T;
+    FftwAllocator() = default;
+    template <typename U>
+    FftwAllocator (const FftwAllocator<U>&) noexcept {}
+    T* allocate (size_t n)
+    {
+        if (auto* p = static_cast<T*> (fftwf_malloc (n * sizeof (T))))
+            return p;
+        throw std::bad_alloc();
+    }
+    void deallocate (T* p, size_t) noexcept { fftwf_free (p); }
+    template <typename U>
+    bool operator== (const FftwAllocator<U>&) const noexcept { return true; }
+    template <typename U>
+    bool operator!= (const FftwAllocator<U>&) const noexcept { return false; }
+};
+
 class Engine
 {
 public:
     explicit Engine (const Bundle& bundle);
+    ~Engine();
+    Engine (const Engine&) = delete;
+    Engine& operator= (const Engine&) = delete;
 
     /** The decoder's output for latent point z (latentDim values): normalised features, nFrames x nBins. */
     void decode (const float* z, std::vector<float>& features) const;
@@ -50,16 +75,21 @@ public:
 
 private:
     using Complex = std::complex<float>;
+    using Spectrogram = std::vector<Complex, FftwAllocator<Complex>>;
     // torch.stft / torch.istft (center=True, periodic Hann); spectrograms frame-major (nFrames x nBins).
-    void stft (const std::vector<float>& wave, std::vector<Complex>& out);
-    void istft (const std::vector<Complex>& in, std::vector<float>& wave);
+    void stft (const std::vector<float>& wave, Spectrogram& out);
+    void istft (const Spectrogram& in, std::vector<float>& wave);
     void fade (std::vector<float>& wave) const;
 
     const Bundle& b;
-    juce::dsp::FFT fft;
-    std::vector<float> window, envelope, fadeRamp, fftBuf, padded, noteFeatures, noteMagnitude, magFrames;
+    // FFTW plans for all frames of a note at once (torch.stft's frames: nFrames x nFft real, nFrames x nBins
+    // complex), made with FFTW_ESTIMATE so every instance computes the same numbers.
+    fftwf_plan forward = nullptr, inverse = nullptr;
+    std::vector<float> window, envelope, fadeRamp, padded, noteFeatures, noteMagnitude, magFrames;
+    std::vector<float, FftwAllocator<float>> frames;
+    Spectrogram binsScratch;
     std::vector<double> startPhase;
-    std::vector<Complex> spec, rebuilt, prev;  // scratch of retrievePhase, kept between notes
+    Spectrogram spec, rebuilt, prev;  // scratch of retrievePhase, kept between notes
 };
 
 } // namespace samplegen
