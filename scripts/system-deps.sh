@@ -4,7 +4,7 @@
 #   Playwright through its executable path);
 # - the plug-in's build (plugin/, `make plugin`): a C++ compiler, CMake, JUCE 7 from Debian (its CMake
 #   package, juceaide, the VST3 and LV2 SDKs) and the X11/ALSA/freetype headers JUCE's GUI and
-#   standalone app compile against, and FFTW (the phase retrieval's FFTs, through juce::dsp::FFT);
+#   standalone app compile against, and FFTW (the phase retrieval's FFTs);
 # - lilv-utils (lv2info: Debian's LV2 stack reads the plug-in's LV2 bundle) and Xvfb (the standalone
 #   app runs headless for its screenshot).
 # Idempotent: installs only what is missing (Debian/Ubuntu, as root or with sudo).
