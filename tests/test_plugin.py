@@ -2,7 +2,7 @@
 
 - the bundle `samplegen export plugin` writes, read by the plug-in's C++ engine (samplegen-engine): the
   decoder's output and the phase-retrieved waveform match Python's, and so does the sustain-loop finder;
-- the VST3 instrument in pedalboard: C3, C4 and C5 sound, in tune; the C4 note's spectrogram matches
+- the VST3 instrument in pedalboard: C3, C4 and C5 sound, in tune; held notes loop where the exports loop; the C4 note's spectrogram matches
   `samplegen sample`'s for the same latent point; every control is a parameter; a saved state restores the
   same sound; presets are the CLI's .latent.json both ways; 60 s of dense MIDI with moving parameters never
   gives NaN or a dropout; a change of sound, knob or pad is heard within 150 ms when rendered in real time;
@@ -83,6 +83,28 @@ def linear_frames_run(tiny_samples_dir: Path, tmp_path_factory: pytest.TempPathF
     return run
 
 
+@pytest.fixture(scope="module")
+def sustained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run, bundle) of a tiny model of 1.5-second notes that hold their level, so held notes loop."""
+    from samplegen import api
+    from conftest import TINY_CONFIG
+    from synth import harmonic_note
+
+    base = tmp_path_factory.mktemp("sustained")
+    rng = np.random.default_rng(2)
+    (base / "notes").mkdir()
+    for i in range(12):
+        note = harmonic_note(1.6, tilt=float(rng.uniform(0.5, 2.5)), decay=float(rng.uniform(0.05, 0.3)),
+                             n_harmonics=int(rng.integers(3, 10)))
+        sf.write(base / "notes" / f"n{i:02d}.wav", note, SR, subtype="PCM_16")
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["data"]["duration_s"] = 1.5
+    (base / "config.json").write_text(json.dumps(cfg))
+    api.train_run(base / "notes", base / "run", config=base / "config.json", show_progress=False)
+    api.export_plugin(base / "run", base / "bundle")
+    return base / "run", base / "bundle"
+
+
 def engine(bundle: Path, z: np.ndarray, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "z.f32").write_bytes(np.asarray(z, dtype="<f4").tobytes())
@@ -157,6 +179,32 @@ def test_engine_loop_finder_matches_python(built: None, tmp_path: Path) -> None:
     want = find_loop(note)
     assert want is not None  # a sustained note: the comparison below is about a real loop
     assert tuple(int(v) for v in done.stdout.split()) == (want.start, want.end)
+
+
+def test_held_notes_loop_where_the_exports_loop(built: None, sustained_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    """The plug-in finds the sustain loop the SFZ/SF2 exports find for the same note, and a note held past the
+    end of its sample keeps sounding at its level, then stops within the release after the key is let go."""
+    from samplegen.instrument import Instrument
+
+    run_dir, bundle = sustained_bundle
+    run = load_run(run_dir)
+    out = engine(bundle, run.latent_mu[:4].numpy(), tmp_path)
+    loops = [tuple(int(v) for v in line.split()) for line in (out / "loops.txt").read_text().splitlines()]
+    instrument = Instrument(run)
+    notes = [instrument.render(run.latent_mu[i].numpy()) for i in range(4)]
+    assert loops == [n.loop or (0, 0) for n in notes]
+    looped = next(i for i, n in enumerate(notes) if n.loop is not None)
+    plugin = load_plugin(bundle)
+    plugin.sound = looped
+    plugin.release_s = 0.2
+    held = render(plugin, hold(60, 0.0, 4.0), 4.5)[0]
+
+    def rms_db(a: float, b: float) -> float:
+        return float(10 * np.log10(np.mean(held[int(a * SR) : int(b * SR)] ** 2) + 1e-20))
+
+    sample_end = run.config.data.n_samples / SR
+    assert rms_db(sample_end + 0.5, 3.9) >= rms_db(1.0, sample_end - 0.1) - 6.0  # still sounding, at its level
+    assert np.abs(held[int(4.25 * SR) :]).max() == 0.0  # released: silent once the release is over
 
 
 def test_engine_refuses_a_damaged_bundle(built: None, bundle: Path, tmp_path: Path) -> None:
