@@ -187,6 +187,13 @@ def export_onnx(run: str | Path, out: str | Path) -> dict[str, Path]:
     return export.export_onnx(load_run(run), out)
 
 
+def export_plugin(run: str | Path, out: str | Path) -> dict[str, Path]:
+    """The model bundle the JUCE plug-in plays (see :mod:`samplegen.plugin_bundle`)."""
+    from samplegen import plugin_bundle
+
+    return plugin_bundle.export_plugin_bundle(load_run(run), out)
+
+
 @dataclass
 class DemoResult:
     corpus: Path

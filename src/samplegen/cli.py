@@ -93,6 +93,14 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     print("how a plug-in uses them: docs/plugin.md")
 
 
+def cmd_export_plugin(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    paths = api.export_plugin(args.run, args.out)
+    _print_paths(list(paths.values()), "plug-in bundle files")
+    print("the plug-in opens this folder with \"Load model...\"; installing it as the default: docs/plugin.md")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from samplegen import api
 
@@ -339,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--seed", type=int, default=0)
     tn.set_defaults(func=cmd_tune)
 
-    ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2) and the decoder for a plug-in (ONNX)")
+    ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2), the decoder for a plug-in (ONNX) and the plug-in's model bundle")
     exs = ex.add_subparsers(dest="format", required=True, metavar="FORMAT")
     sfz = exs.add_parser("sfz", help="an SFZ instrument per SOUND: samples/NAME.wav (looped) + NAME.sfz")
     sfz.add_argument("run")
@@ -355,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     onx.add_argument("run")
     onx.add_argument("--out", required=True, help="folder to write")
     onx.set_defaults(func=cmd_export_onnx)
+    plg = exs.add_parser("plugin", help="the model bundle the JUCE plug-in plays (bundle.json + tensors.safetensors)")
+    plg.add_argument("run")
+    plg.add_argument("--out", required=True, help="folder to write")
+    plg.set_defaults(func=cmd_export_plugin)
 
     pl = sub.add_parser("play", help="the instrument: a local web page to explore, blend and play a run's sounds")
     pl.add_argument("run")
