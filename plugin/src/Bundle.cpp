@@ -2,6 +2,7 @@
 
 #include <juce_cryptography/juce_cryptography.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -217,9 +218,6 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
             fail ("bundle.json lists fewer than 2 sounds");
         const int L = b->latentDim;
         b->soundsZ = t.get ("sounds.z", { n, L });
-        b->mapMean = t.get ("map.mean", { L });
-        b->mapAxes = t.get ("map.axes", { 2, L });
-        b->mapSd = t.get ("map.sd", { 2 });
         b->mapPoints = t.get ("map.points", { n, 2 });
         auto* view = m["map"]["view"].getArray();
         auto* corners = m["map"]["default_corners"].getArray();
@@ -230,6 +228,7 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
             b->mapView[i] = (float) (double) (*view)[i];
             b->defaultCorners[i] = juce::jlimit (0, n - 1, (int) (*corners)[i]);
         }
+        b->placeNeighbours = juce::jlimit (1, n, (int) m["map"].getProperty ("place_neighbours", 7));
         if (auto* knobs = m["knobs"].getArray())
             for (auto& k : *knobs)
             {
@@ -237,8 +236,7 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
                 b->knobHints.add (k["hint"].toString());
             }
         const int k = b->numKnobs();
-        b->knobAxes = t.get ("knobs.axes", { k, L });
-        b->knobSd = t.get ("knobs.sd", { k });
+        b->knobMove = t.get ("knobs.move", { k, L });
         return b;
     }
     catch (const std::exception& e)
@@ -246,6 +244,40 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
         error = juce::String (e.what()) + redo;
     }
     return nullptr;
+}
+
+void Bundle::place (const std::vector<float>& z, float xy[2]) const
+{
+    const int n = numSounds(), L = latentDim;
+    std::vector<std::pair<double, int>> dist ((size_t) n);
+    for (int s = 0; s < n; ++s)
+    {
+        double d = 0.0;
+        for (int i = 0; i < L; ++i)
+        {
+            const double e = (double) z[(size_t) i] - (double) soundsZ[(size_t) (s * L + i)];
+            d += e * e;
+        }
+        dist[(size_t) s] = { std::sqrt (d), s };
+    }
+    const int k = std::min (placeNeighbours, n);
+    std::partial_sort (dist.begin(), dist.begin() + k, dist.end());
+    if (dist[0].first < 1e-9)
+    {
+        xy[0] = mapPoints[(size_t) (2 * dist[0].second)];
+        xy[1] = mapPoints[(size_t) (2 * dist[0].second + 1)];
+        return;
+    }
+    double wx = 0.0, wy = 0.0, wsum = 0.0;
+    for (int j = 0; j < k; ++j)
+    {
+        const double w = 1.0 / (dist[(size_t) j].first * dist[(size_t) j].first);
+        wx += w * mapPoints[(size_t) (2 * dist[(size_t) j].second)];
+        wy += w * mapPoints[(size_t) (2 * dist[(size_t) j].second + 1)];
+        wsum += w;
+    }
+    xy[0] = (float) (wx / wsum);
+    xy[1] = (float) (wy / wsum);
 }
 
 } // namespace samplegen

@@ -22,7 +22,7 @@ struct Dense
 /** Everything the plug-in plays, read once (on a background thread) and then only read. */
 struct Bundle
 {
-    static constexpr int formatVersion = 1;
+    static constexpr int formatVersion = 2;
 
     juce::File folder;
     juce::String runName;
@@ -48,15 +48,18 @@ struct Bundle
     float peak = 0.89f, maxGainDb = 30.0f, zLimit = 8.0f, knobRange = 3.0f;
     juce::StringArray soundNames, soundFamilies;
     std::vector<float> soundsZ;            // nSounds x latentDim
-    std::vector<float> mapMean, mapAxes;   // latentDim; 2 x latentDim
-    std::vector<float> mapSd, mapPoints;   // 2; nSounds x 2
+    std::vector<float> mapPoints;          // nSounds x 2: the corpus sounds' places on the map
+    int placeNeighbours = 7;               // a point is placed among this many nearest sounds
     float mapView[4] {};                   // x0, y0, x1, y1 in map units
     int defaultCorners[4] {};
     juce::StringArray knobLabels, knobHints;
-    std::vector<float> knobAxes, knobSd;   // nKnobs x latentDim; nKnobs
+    std::vector<float> knobMove;           // nKnobs x latentDim: the latent step of one knob unit
 
     int numSounds() const { return soundNames.size(); }
     int numKnobs() const { return knobLabels.size(); }
+    /** Where latent point z goes on the map (samplegen.instrument.Instrument.place): among its nearest
+        corpus sounds, inverse-square-distance weighted, so a sound lands on its own place. */
+    void place (const std::vector<float>& z, float xy[2]) const;
     const float* soundPoint (int i) const { return soundsZ.data() + (size_t) i * (size_t) latentDim; }
 
     /** Reads and checks a bundle folder; nullptr and a one-line reason in `error` when it cannot be used. */

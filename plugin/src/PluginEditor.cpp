@@ -34,12 +34,7 @@ public:
         if ((int) z.size() == b->latentDim)
         {
             float xy[2] = {};
-            for (int a = 0; a < 2; ++a)
-            {
-                for (int i = 0; i < b->latentDim; ++i)
-                    xy[a] += (z[(size_t) i] - b->mapMean[(size_t) i]) * b->mapAxes[(size_t) (a * b->latentDim + i)];
-                xy[a] /= b->mapSd[(size_t) a];
-            }
+            b->place (z, xy);
             auto p = toScreen (*b, xy[0], xy[1]);
             g.setColour (accent);
             g.drawEllipse (p.x - 7.0f, p.y - 7.0f, 14.0f, 14.0f, 2.5f);

@@ -267,13 +267,14 @@ bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>&
 {
     if (! basePoint (b, z))
         return false;
-    // Knobs: offsets along the corpus's principal axes, in corpus standard deviations.
+    // Knobs: offsets in corpus standard deviations along each knob's (rotated, named) direction,
+    // samplegen.instrument.Instrument.knob_move.
     const int L = b.latentDim;
     for (int k = 0; k < std::min (b.numKnobs(), maxKnobs); ++k)
     {
-        const float offset = knobs[(size_t) k]->load() * b.knobSd[(size_t) k];
+        const float offset = knobs[(size_t) k]->load();
         for (int i = 0; i < L; ++i)
-            z[(size_t) i] += offset * b.knobAxes[(size_t) (k * L + i)];
+            z[(size_t) i] += offset * b.knobMove[(size_t) (k * L + i)];
     }
     for (auto& v : z)
         v = juce::jlimit (-b.zLimit, b.zLimit, v);

@@ -31,11 +31,11 @@ from samplegen.checkpoint import Run, save_tensors, write_json
 from samplegen.errors import ParameterError
 from samplegen.export import decoder_recipe
 from samplegen.files import remove_temp_files, sha256_file
-from samplegen.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, Instrument
+from samplegen.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHBOURS, Instrument
 
 BUNDLE_FORMAT = "samplegen-plugin-bundle"
 #: 1: dense decoder (stack + linear path, frame layer, optional per-frame GELU MLP), PGHI + FGLA.
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2  # 2: a neighbour-preserving map and knobs moved along rotated, named directions
 MANIFEST_NAME = "bundle.json"
 TENSORS_NAME = "tensors.safetensors"
 
@@ -100,9 +100,8 @@ def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
     tensors.update({
         "norm.mean": run.stats.mean.float(), "norm.std": run.stats.std.float(),
         "sounds.z": run.latent_mu.float(),
-        "map.mean": torch.from_numpy(inst.mean).float(), "map.axes": torch.from_numpy(inst.map_axes).float(),
-        "map.sd": torch.from_numpy(inst.map_sd).float(), "map.points": torch.from_numpy(inst.map_points).float(),
-        "knobs.axes": torch.from_numpy(inst.knob_axes).float(), "knobs.sd": torch.from_numpy(inst.knob_sd).float(),
+        "map.points": torch.from_numpy(inst.map_points).float(),
+        "knobs.move": torch.from_numpy(inst.knob_move).float(),
         "phase.start": phase_start(run),
     })
     tensor_path = save_tensors(out / TENSORS_NAME, tensors)
@@ -122,7 +121,8 @@ def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
         "playback": {"root_key": 60, "peak": PEAK, "max_gain_db": MAX_GAIN_DB, "z_limit": inst.z_limit,
                      "knob_range": KNOB_RANGE},
         "sounds": [{"name": n, "family": f} for n, f in zip(run.corpus.names, run.corpus.families)],
-        "map": {"view": list(inst.map_view()), "default_corners": inst.default_corners()},
+        "map": {"view": list(inst.map_view()), "default_corners": inst.default_corners(),
+                "place_neighbours": PLACE_NEIGHBOURS},
         "knobs": [{"label": k.label, "hint": k.hint} for k in inst.knobs],
         "tensors": {"name": TENSORS_NAME, "bytes": tensor_path.stat().st_size, "sha256": sha256_file(tensor_path)},
     }
