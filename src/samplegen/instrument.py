@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from samplegen import spectral
-from samplegen.audio import SAMPLE_RATE, wav_bytes
+from samplegen.audio import SAMPLE_RATE, estimate_pitch_hz, offset_from_c4_cents, wav_bytes
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.generate import decode_features, decode_magnitude, magnitude_from_features
@@ -75,6 +75,7 @@ class Note:
     peak: float
     rms_db: float
     source: str
+    root: float = 60.0  # the MIDI key (fractional) at which the note plays at its own measured pitch
 
 
 def describe(mag: torch.Tensor, cfg: spectral.StftConfig, sr: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
@@ -212,9 +213,11 @@ class Instrument:
         wav = wav_bytes(audio, SAMPLE_RATE, loop=loop)
         rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
         xy = self.project_map(point)
+        hz = estimate_pitch_hz(audio, SAMPLE_RATE)  # the keyboard plays it in tune, whatever its own pitch
         return Note(z=point, wav=wav, map_xy=(float(xy[0]), float(xy[1])),
                     knobs=[float(v) for v in self.knob_positions(point)], spectrogram=self._spectrogram(mag[0]),
-                    loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source)
+                    loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source,
+                    root=60.0 + (offset_from_c4_cents(hz) / 100 if hz is not None else 0.0))
 
     def _spectrogram(self, mag: torch.Tensor) -> np.ndarray:
         """Magnitude Tensor[F x T] → uint8 image (rows low to high on a log-frequency axis, 80 dB range)."""
