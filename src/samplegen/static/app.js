@@ -473,5 +473,5 @@ async function start() {
 }
 
 // What the end-to-end test reads; harmless for players.
-window.samplegen = { state, outputPeak, outputChain, peakSeen: () => state.peakSeen };
+window.samplegen = { state, outputPeak, outputChain, startVoice, stopVoice, peakSeen: () => state.peakSeen };
 start().catch((err) => status(`Could not start: ${err.message}`));
