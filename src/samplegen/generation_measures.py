@@ -271,7 +271,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to embeddings ``a`` (N, D) and ``b`` (M, D)."""
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # a singular product: nudge both covariances, as FID implementations do
         eps = 1e-6 * np.eye(len(cov_a))
         root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
