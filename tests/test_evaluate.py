@@ -75,6 +75,8 @@ def test_compare_puts_two_runs_in_one_report(tiny_run, tmp_path):
     assert len(data) == 2
     # same draws and pairs: the same run gives the same health figures twice
     assert data[0]["health"] == data[1]["health"]
+    assert data[0]["generated"]["sets"]["draws"] == data[1]["generated"]["sets"]["draws"]
+    assert "Side by side" in (out / "report.html").read_text()
     for f in _referenced_files(out / "report.html"):
         assert (out / f).is_file(), f
 

@@ -622,6 +622,12 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "th:first-child,td:first-child{text-align:left}.big{font-size:1.3em}</style></head><body>",
              "<h1>SampleGen evaluation</h1>"]
+    if len(results) > 1:  # --compare: the headline figures side by side, on the same draws and paths
+        keys = [k for k in results[0]["headline"] if k != "split"]
+        parts.append("<h2>Side by side</h2><table><tr><th>figure</th>" + "".join(
+            f"<th>{e(Path(r['run']).name)}</th>" for r in results) + "</tr>" + "".join(
+            f"<tr><td>{e(k)}</td>" + "".join(f"<td>{_num(r['headline'].get(k), 3)}</td>" for r in results) + "</tr>"
+            for k in keys) + "</table>")
     for res in results:
         h = res["headline"]
         parts.append(f"<h2>{e(Path(res['run']).name)}</h2><ol class='big'>"
