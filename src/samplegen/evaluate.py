@@ -235,12 +235,12 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple | None]:
+    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         wav = np.atleast_2d(decode(run, z[s : s + DECODE_BATCH], *phase))
         return (np.atleast_1d(M.is_silent(wav, thresholds)), np.atleast_1d(M.is_noise_like(wav, thresholds)),
                 np.atleast_1d(M.has_onset_click(wav)), wav[:4], _mels_and_pitches(wav) if keep_notes else None)
 
-    def path_levels(s: int) -> tuple[np.ndarray, tuple | None]:
+    def path_levels(s: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         wav = np.atleast_2d(decode(run, path_z[s : s + DECODE_BATCH], *phase))
         return np.atleast_1d(M.rms_db(wav)), _mels_and_pitches(wav) if keep_notes else None
 
@@ -255,8 +255,10 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
     shown = int(np.argmax(dips)) if dips.any() else 0
     kept: dict[str, Any] = {}
     if keep_notes:
-        kept["_draws_measured"] = tuple(np.concatenate([m[4][k] for m in measured]) for k in (0, 1))
-        path_mels, path_hz = (np.concatenate([m[1][k] for m in on_paths]) for k in (0, 1))
+        drawn = [m[4] for m in measured if m[4] is not None]
+        stepped = [m[1] for m in on_paths if m[1] is not None]
+        kept["_draws_measured"] = tuple(np.concatenate([d[k] for d in drawn]) for k in (0, 1))
+        path_mels, path_hz = (np.concatenate([d[k] for d in stepped]) for k in (0, 1))
         kept["_paths_measured"] = (path_mels.reshape(n_paths, steps, *path_mels.shape[1:]), path_hz.reshape(n_paths, steps))
     return {
         **kept,

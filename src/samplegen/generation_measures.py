@@ -125,7 +125,7 @@ def mel_distances_db(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # --- pitch -----------------------------------------------------------------------------------------------
 
-def cents_summary(hz: np.ndarray) -> dict[str, float | int]:
+def cents_summary(hz: np.ndarray) -> dict[str, float | int | None]:
     """Cents from C4 of notes' f0 (NaN = unpitched): median, 90th percentile of |cents|, shares within ±10 / ±25.
 
     Shares count unpitched notes as out of tune; ``within_25_folded`` forgives whole octaves (a note an
