@@ -604,7 +604,8 @@ def _generated_html(g: dict) -> str:
                     f"<td>{_pct(v['within_25'])}</td><td>{_pct(v['within_25_folded'])}</td>"
                     f"<td>{_pct(v['unpitched_fraction'])}</td></tr>" for k, v in g["pitch"].items())
     pa = g["paths"]
-    return (head + "".join(rows) + "</table><p>Pitch: cents from C4 (YIN). NDB/K: share of 50 k-means bins of the "
+    k = g["sets"]["draws"]["diversity"]["k"]
+    return (head + "".join(rows) + f"</table><p>Pitch: cents from C4 (YIN). NDB/K: share of {k} k-means bins of the "
             "training notes' log-mels whose share of the set differs from the training notes' (α = 0.05). Fréchet "
             "distance and entropies in a family classifier trained on the training notes. Nearest / typical: median "
             "log-mel distance to the nearest training note over the median distance between two training notes "
