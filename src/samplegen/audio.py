@@ -274,8 +274,9 @@ def estimate_pitch_hz(y: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 50.0, 
     keyboard). Analyses up to 0.5 s of the loudest part after the attack, refined by parabolic
     interpolation. Chosen by measurement (BENCHMARKS.md, "Pitch tracker"): within 1 cent on 95 % of
     synthetic tones from C2 to C6 in five timbres, where librosa's frame-wise YIN and pYIN (10-cent
-    grid) erred by 6 cents and basic-pitch's ONNX contour (33-cent bins) by more, at 2 ms a note
-    against 0.3 s and more. It reports the periodicity: an organ with a 16' stop measures an octave low.
+    grid) erred by 6 cents at that percentile and basic-pitch's ONNX contour (33-cent bins) by an
+    octave on tones without a fundamental; 2 ms a note against 0.1 to 0.4 s. It reports the
+    periodicity: an organ with a 16' stop measures an octave low.
     """
     y = np.asarray(y, dtype=np.float64)
     if len(y) < int(sr / fmin) * 3 or np.max(np.abs(y)) < 1e-6:
