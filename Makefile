@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps plugin demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,18 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-test: $(STAMP) system-deps
+# The JUCE plug-in (plugin/): VST3, LV2 and Standalone, and samplegen-engine; CMake rebuilds only what changed.
+# When PLUGIN_RUN is a trained run (the demo's, after `make demo`), its bundle is built into the plug-ins.
+PLUGIN_RUN ?= $(OUT)/run
+PLUGIN_BUNDLE := plugin/build/default-bundle
+plugin: system-deps $(STAMP)
+	@if [ -f $(PLUGIN_RUN)/latents.safetensors ] && [ ! $(PLUGIN_BUNDLE)/bundle.json -nt $(PLUGIN_RUN)/latents.safetensors ]; then \
+	  $(VENV)/bin/samplegen export plugin $(PLUGIN_RUN) --out $(PLUGIN_BUNDLE); fi
+	cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release \
+	  -DSAMPLEGEN_BUNDLE=$$([ -f $(PLUGIN_BUNDLE)/bundle.json ] && echo $(CURDIR)/$(PLUGIN_BUNDLE))
+	cmake --build plugin/build --parallel 2
+
+test: $(STAMP) system-deps plugin
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -31,4 +42,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/core.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache plugin/build

@@ -6,6 +6,11 @@ both floored 80 dB below the note's peak; mean over frames and notes), in two fe
 magnitude^0.7 standardised per bin (the default features) and the log magnitude standardised per bin.
 A decoder whose last layer is a linear map from k values per frame cannot do better than this bound.
 
+A second table asks how much of the LSD is fine detail rather than the note's shape: each note's power
+spectrogram averaged over a few neighbouring frames (and bins), with nothing else lost. Noise-like
+parts of a note have magnitudes that scatter from frame to frame around their mean (Rayleigh-like), so a
+model that gets every note's smooth spectrogram exactly right but not that scatter lands about here.
+
     .venv/bin/python benchmarks/frame_basis_bound.py --corpus demo-out/corpus --ks 32,64,128,256,512
 """
 
@@ -59,6 +64,12 @@ def main() -> None:
             basis = axes[:, :k]
             cells.append(f"{lsd_db(log_mag[measured], inverse((sub @ basis) @ basis.T * std + mean)):.2f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n| power averaged over (frames × bins) | LSD (dB) |\n|---|---:|")
+    power = torch.exp(2 * log_mag[measured])[:, None]
+    for frames_, bins_ in ((3, 1), (5, 1), (9, 1), (1, 3), (3, 3)):
+        padded = torch.nn.functional.pad(power, (bins_ // 2, bins_ // 2, frames_ // 2, frames_ // 2), mode="replicate")
+        smooth = torch.nn.functional.conv2d(padded, torch.full((1, 1, frames_, bins_), 1.0 / (frames_ * bins_)))[:, 0]
+        print(f"| {frames_} × {bins_} | {lsd_db(log_mag[measured], 0.5 * torch.log(smooth.clamp_min(1e-20))):.2f} |")
 
 
 if __name__ == "__main__":

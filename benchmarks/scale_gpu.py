@@ -1,32 +1,39 @@
-"""GPU figures: training samples/s (fp32 against bf16, with the quality each reaches) and generation notes/s.
+"""GPU figures, before and after in one run: training samples/s (fp32 and bf16, the quality each
+reaches), generation notes/s and the phase retrieval behind it.
 
 Usage on a CUDA machine (from the repository root, after `pip install -e .` with a CUDA torch):
 
-    python benchmarks/scale_gpu.py --workdir /tmp/scale-gpu                 # 2,048 notes of 2 s, 20 epochs
-    python benchmarks/scale_gpu.py --workdir /tmp/g --device cpu --notes 64 --epochs 2   # a smoke run anywhere
+    git archive <old-commit> src | tar -x -C /tmp/before      # the code to compare with, if any
+    python benchmarks/scale_gpu.py --workdir /tmp/scale-gpu --before /tmp/before/src
+    python benchmarks/scale_gpu.py --workdir /tmp/g --device cpu --notes 64 --distinct 64 --epochs 2   # a smoke run
 
-What it measures:
+What it measures, with the code it is run with (and, given ``--before``, the same again in a child
+process that imports the package from that folder instead):
 
-- training: :func:`samplegen.train.train` itself (features in memory on the device, default
-  model, batch 32 and 256), samples per second = training notes / epoch time (median over
-  epochs after the first, validation included), fp32 and bf16 autocast; the best validation
+- training: :func:`samplegen.train.train` itself, default model, batch 32 and 256, fp32 and bf16
+  autocast, on ``--notes`` notes of 2 s (``--distinct`` synthetic notes, tiled with random gains: the
+  throughput does not depend on the content); samples per second = training notes / epoch time
+  (median over the epochs after the first, validation and checkpoint included); the best validation
   loss of each says whether bf16 keeps quality;
-- generation: :func:`samplegen.generate.decode` (decoder + default phase retrieval: PGHI on
-  the CPU, 10 FGLA iterations on the device) at batch 1 and 256, notes per second; and the
-  decoder alone.
+- phase retrieval: the default method (:func:`samplegen.spectral.retrieve_phase`) on the true
+  magnitudes of 64 synthetic notes, ms per note at batch 1 and 64, and its spectral convergence;
+- generation: :func:`samplegen.generate.decode` (decoder + default phase retrieval) at batch 256,
+  notes per second, and the decoder alone.
 
-Writes WORKDIR/scale_gpu.json and prints a Markdown table.
+Writes WORKDIR/scale_gpu.json and prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from samplegen import checkpoint  # noqa: E402
+import samplegen  # noqa: E402
+from samplegen import checkpoint, spectral  # noqa: E402
 from samplegen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from samplegen.corpus import CorpusEntry  # noqa: E402
 from samplegen.feature_cache import NoteFeatures  # noqa: E402
@@ -53,8 +61,6 @@ def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: in
     cfg = RunConfig(data=DataConfig(duration_s=2.0),
                     train=TrainConfig(epochs=epochs, batch_size=batch, patience=epochs, precision=precision))
     out = workdir / f"run-{precision}-b{batch}"
-    import shutil
-
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     result = train(feats, out, cfg, show_progress=False, device=device)
@@ -68,10 +74,32 @@ def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: in
             "best_val_loss": result.best_val_loss, "run": str(out)}
 
 
+def phase_figures(audio: torch.Tensor, device: str) -> dict:
+    """The default phase retrieval on true magnitudes: ms per note (batch 1 and all) and SC."""
+    cfg = spectral.StftConfig()
+    mag = spectral.magnitude(audio.to(device), cfg)
+    n = audio.shape[1]
+    spectral.retrieve_phase(mag[:1], cfg, n)  # compiles/loads the heap walk, warms the device
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(8):
+        spectral.retrieve_phase(mag[i], cfg, n)
+    _sync(device)
+    one = (time.perf_counter() - t0) / 8
+    t0 = time.perf_counter()
+    wav = spectral.retrieve_phase(mag, cfg, n)
+    _sync(device)
+    batched = (time.perf_counter() - t0) / len(mag)
+    rebuilt = spectral.magnitude(wav, cfg)
+    sc = 20 * torch.log10((rebuilt - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1))
+    return {"ms_per_note_batch1": 1000 * one, "ms_per_note_batched": 1000 * batched, "batch": len(mag),
+            "sc_mean_db": float(sc.mean()), "sc_worst_db": float(sc.max())}
+
+
 def generation_figures(run_dir: Path, device: str, batch: int, repeats: int) -> dict:
     run = checkpoint.load_run(run_dir, device=device)
     z = torch.randn(batch, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
-    decode(run, z[:1])  # first call compiles PGHI (numba) and warms the device
+    decode(run, z[:2])  # first call compiles PGHI (numba) and warms the device
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -91,40 +119,79 @@ def generation_figures(run_dir: Path, device: str, batch: int, repeats: int) -> 
             "decoder_only_notes_per_s": batch / model_only}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/scale-gpu"))
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--notes", type=int, default=2048)
-    p.add_argument("--epochs", type=int, default=20)
-    a = p.parse_args()
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run this on a GPU machine (or pass --device cpu for a smoke run)")
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    audio = np.stack(note_family(a.notes, seconds=2.0, seed=0))
-    from samplegen.spectral import StftConfig
+def tiled_features(workdir: Path, notes: int, distinct: int, device: str) -> tuple[NoteFeatures, torch.Tensor]:
+    """``notes`` rows of features: ``distinct`` synthetic notes repeated, each copy at its own gain."""
+    audio = torch.from_numpy(np.stack(note_family(distinct, seconds=2.0, seed=0)))
+    base = audio_to_log_features(audio.to(device), spectral.StftConfig()).cpu()
+    reps = -(-notes // distinct)
+    gains = torch.from_numpy(np.random.default_rng(0).uniform(-1.5, 1.5, reps * distinct)).float()
+    tensor = (base.repeat(reps, 1, 1) + gains[:, None, None])[:notes]  # log magnitude: a gain adds
+    entries = [CorpusEntry(f"n{i:05d}", f"n{i:05d}.wav") for i in range(notes)]
+    return NoteFeatures.from_tensor(workdir, entries, tensor), audio[:64]
 
-    tensor = audio_to_log_features(audio, StftConfig())  # on the CPU, as the cache delivers them
-    entries = [CorpusEntry(f"n{i:05d}", f"n{i:05d}.wav") for i in range(a.notes)]
-    feats = NoteFeatures.from_tensor(a.workdir, entries, tensor)
+
+def measure(a: argparse.Namespace) -> dict:
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    feats, audio = tiled_features(a.workdir, a.notes, a.distinct, a.device)
     name = torch.cuda.get_device_name() if a.device.startswith("cuda") else (platform.processor() or "cpu")
-    result = {"device": name, "torch": torch.__version__, "notes": a.notes, "train": [], "generate": []}
+    result = {"device": name, "torch": torch.__version__, "code": str(Path(samplegen.__file__).parent),
+              "notes": a.notes, "host_threads": torch.get_num_threads(), "train": [], "generate": []}
     for batch in (32, 256):
         for precision in ("fp32", "bf16"):
             if precision == "bf16" and not a.device.startswith("cuda"):
                 continue
             result["train"].append(training_figures(feats, a.workdir, a.device, a.epochs, batch, precision))
-    fp32_run = Path(result["train"][0]["run"])
-    for batch, repeats in ((1, 20), (256, 3)):
-        result["generate"].append(generation_figures(fp32_run, a.device, batch, repeats))
+            print(json.dumps(result["train"][-1]), file=sys.stderr, flush=True)
+    del feats
+    result["phase"] = phase_figures(audio, a.device)
+    result["generate"].append(generation_figures(Path(result["train"][0]["run"]), a.device, 256, 3))
+    return result
+
+
+def table(results: list[tuple[str, dict]]) -> str:
+    lines = [f"device: {results[0][1]['device']}, torch {results[0][1]['torch']}, "
+             f"{results[0][1]['notes']} notes, {results[0][1]['host_threads']} host threads\n",
+             "| code | what | figure |", "|---|---|---|"]
+    for label, r in results:
+        for t in r["train"]:
+            lines.append(f"| {label} | training {t['precision']} batch {t['batch']}: samples/s (best val loss) | "
+                         f"{t['train_samples_per_s']:,.0f} ({t['best_val_loss']:.4f}) |")
+        p = r["phase"]
+        lines.append(f"| {label} | default phase retrieval, ms/note batch 1 / batch {p['batch']} (SC mean, worst) | "
+                     f"{p['ms_per_note_batch1']:.1f} / {p['ms_per_note_batched']:.2f} "
+                     f"({p['sc_mean_db']:.1f}, {p['sc_worst_db']:.1f} dB) |")
+        for g in r["generate"]:
+            lines.append(f"| {label} | generate.decode batch {g['batch']}: notes/s (decoder alone) | "
+                         f"{g['notes_per_s']:,.0f} ({g['decoder_only_notes_per_s']:,.0f}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/scale-gpu"))
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--notes", type=int, default=20480)
+    p.add_argument("--distinct", type=int, default=2048)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--before", type=Path, help="a src/ folder of older code to measure first, in a child process")
+    p.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run this on a GPU machine (or pass --device cpu for a smoke run)")
+    results = []
+    if a.before is not None:
+        before_dir = a.workdir / "before"
+        args = [sys.executable, __file__, "--workdir", str(before_dir), "--device", a.device, "--notes", str(a.notes),
+                "--distinct", str(a.distinct), "--epochs", str(a.epochs), "--json-only"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(a.before.resolve()), os.environ.get("PYTHONPATH", "")]))
+        subprocess.run(args, env=env, check=True)
+        results.append(("before", json.loads((before_dir / "scale_gpu.json").read_text())))
+    result = measure(a)
     (a.workdir / "scale_gpu.json").write_text(json.dumps(result, indent=2))
-    print(f"device: {name}\n")
-    print("| training | batch | samples/s | best val loss |\n|---|---|---|---|")
-    for r in result["train"]:
-        print(f"| {r['precision']} | {r['batch']} | {r['train_samples_per_s']:.0f} | {r['best_val_loss']:.4f} |")
-    print("\n| generation batch | notes/s (with phase retrieval) | notes/s (decoder alone) |\n|---|---|---|")
-    for r in result["generate"]:
-        print(f"| {r['batch']} | {r['notes_per_s']:.1f} | {r['decoder_only_notes_per_s']:.0f} |")
+    if a.json_only:
+        return
+    results.append(("after" if a.before is not None else "this code", result))
+    print(table(results))
 
 
 if __name__ == "__main__":

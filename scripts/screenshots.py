@@ -41,7 +41,7 @@ def main() -> None:
             for key in ["ArrowRight"] * 4 + ["ArrowUp"] * 3:
                 page.keyboard.press(key)
             page.evaluate("window.scrollTo(0, 0)")
-            page.wait_for_function("window.samplegen.state.current.source.startsWith('pad')")
+            page.wait_for_function("window.samplegen.idle() && window.samplegen.state.current.source.startsWith('pad')")
             page.wait_for_timeout(300)
             path = out / f"instrument-{name}.png"
             page.screenshot(path=str(path), full_page=name == "laptop")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from samplegen.audio import SAMPLE_RATE, cents_between
+from samplegen.audio import C4_HZ, SAMPLE_RATE, cents_between, estimate_pitch_hz, onset_sample, prepare_note, read_audio
 from samplegen.corpus import (MANIFEST_FIELDS, build_folder_corpus, load_corpus, mix_entries,
                               render_soundfont_corpus)
 from samplegen.errors import CorpusError
@@ -62,18 +62,82 @@ def _messy_folder(folder):
     return folder
 
 
-def test_messy_folder_skips_bad_files_with_reasons_and_warns_off_pitch(tmp_path):
+def test_messy_folder_skips_bad_files_with_reasons_and_refuses_a_note_that_is_no_c(tmp_path):
     src = _messy_folder(tmp_path / "src")
-    with pytest.warns(UserWarning, match="not C4"):
-        corpus = build_folder_corpus(src, tmp_path / "out", duration_s=0.5)
-    assert sorted(e.name for e in corpus.entries) == ["a4", "good1", "good2"]
+    corpus = build_folder_corpus(src, tmp_path / "out", duration_s=0.5)
+    assert sorted(e.name for e in corpus.entries) == ["good1", "good2"]
     skipped = dict(corpus.skipped)
-    assert set(skipped) == {"empty.wav", "text.wav", "notes.txt", "silent.wav", "trunc.wav"}
+    assert set(skipped) == {"a4.aiff", "empty.wav", "text.wav", "notes.txt", "silent.wav", "trunc.wav"}
     assert "unsupported extension" in skipped["notes.txt"] and "silent" in skipped["silent.wav"]
-    assert [f for f, _ in corpus.off_pitch] == ["a4.aiff"]
+    assert "measured A4" in skipped["a4.aiff"] and "--keep-off-pitch" in skipped["a4.aiff"]
     report = (tmp_path / "out" / "corpus_report.txt").read_text()
     assert "text.wav" in report and "a4.aiff" in report
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    # Kept on request, it is listed as off pitch.
+    with pytest.warns(UserWarning, match="not C4"):
+        kept = build_folder_corpus(src, tmp_path / "kept", duration_s=0.5, keep_off_pitch=True)
+    assert [f for f, _ in kept.off_pitch] == ["a4.aiff"]
+    assert "off-pitch\ta4.aiff\t+900 cents" in (tmp_path / "kept" / "corpus_report.txt").read_text()
+
+
+def _sustained(f0: float, seconds: float = 1.2, sr: int = SAMPLE_RATE) -> np.ndarray:
+    return harmonic_note(seconds, f0=f0, decay=0.5, sr=sr)
+
+
+def test_a_detuned_note_is_retuned_to_c4_within_5_cents_and_its_original_kept(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, cents in (("flat60", -60.0), ("celesta_flat113", -113.0), ("sharp30", 30.0), ("in_tune", 0.0)):
+        sf.write(src / f"{name}.wav", _sustained(C4_HZ * 2 ** (cents / 1200)), SAMPLE_RATE, subtype="FLOAT")
+    corpus = build_folder_corpus(src, tmp_path / "out", duration_s=1.0)
+    shifts = {e.name: e.retuned_cents for e in corpus.entries}
+    assert shifts["in_tune"] == 0.0
+    assert shifts["flat60"] == pytest.approx(60, abs=5) and shifts["celesta_flat113"] == pytest.approx(113, abs=5)
+    assert shifts["sharp30"] == pytest.approx(-30, abs=5)
+    out = tmp_path / "out"
+    for e in corpus.entries:  # every stored note is C4 within 5 cents
+        assert abs(cents_between(estimate_pitch_hz(read_audio(out / e.file)))) < 5, e.name
+    original = read_audio(out / "originals" / "flat60.wav")  # the note as it was, kept
+    assert cents_between(estimate_pitch_hz(original)) == pytest.approx(-60, abs=5)
+    assert not (out / "originals" / "in_tune.wav").exists()
+    rows = {r["name"]: r for r in csv.DictReader(open(out / "manifest.csv"))}
+    assert float(rows["flat60"]["retuned_cents"]) == pytest.approx(60, abs=5) and rows["in_tune"]["retuned_cents"] == ""
+    assert cents_between(float(rows["flat60"]["pitch_hz"])) == pytest.approx(-60, abs=5)  # measured before the retune
+    report = (out / "corpus_report.txt").read_text()
+    assert "3 retuned" in report and "retuned\tflat60\tmeasured B3 +40 cents, shifted +60 cents" in report
+    assert [e.retuned_cents for e in load_corpus(out, duration_s=1.0).entries] == [e.retuned_cents for e in corpus.entries]
+    # --no-retune keeps every note as it is.
+    with pytest.warns(UserWarning, match=r"2 file\(s\) .* not C4 .*celesta_flat113.wav \(-113 cents\)"):
+        plain = build_folder_corpus(src, tmp_path / "plain", duration_s=1.0, retune=False)
+    assert not plain.retuned and not (tmp_path / "plain" / "originals").exists()
+    assert cents_between(estimate_pitch_hz(plain.audio[plain.index("flat60")])) == pytest.approx(-60, abs=5)
+
+
+def test_an_octave_from_c4_is_kept_and_listed_not_retuned(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(src / "c3.wav", _sustained(C4_HZ / 2 * 2 ** (-20 / 1200)), SAMPLE_RATE, subtype="FLOAT")
+    with pytest.warns(UserWarning, match="not C4"):
+        corpus = build_folder_corpus(src, tmp_path / "out", duration_s=1.0)
+    assert corpus.entries[0].retuned_cents == pytest.approx(20, abs=5)  # brought to C3, not moved an octave
+    assert corpus.off_pitch[0][1] == pytest.approx(-1200, abs=5)
+
+
+def test_a_recording_with_room_noise_before_the_note_is_aligned_on_the_note():
+    rng = np.random.default_rng(0)
+    lead = int(0.4 * SAMPLE_RATE)
+    note = _sustained(C4_HZ, seconds=1.0)
+    noisy = np.concatenate([np.zeros(lead, dtype=np.float32), note])
+    noisy = noisy + 10 ** (-30 / 20) * np.max(np.abs(note)) * rng.standard_normal(len(noisy)).astype(np.float32)
+    assert onset_sample(noisy) == pytest.approx(lead, abs=0.01 * SAMPLE_RATE)
+    def rise_s(y: np.ndarray) -> float:  # when the note reaches -12 dB of its peak, in 1 ms frames
+        level = np.abs(y[: len(y) // 44 * 44]).reshape(-1, 44).max(axis=1)
+        return float(np.argmax(level >= 0.25 * level.max())) / 1000
+
+    lead_in = rise_s(prepare_note(noisy, duration_s=0.5)) - rise_s(prepare_note(note, duration_s=0.5))
+    assert 0 <= lead_in < 0.01  # at most 10 ms of the noise kept (400 ms before)
+    # A clean note is aligned as before: 5 ms before its first sound.
+    assert onset_sample(np.concatenate([np.zeros(lead, dtype=np.float32), note])) == pytest.approx(lead, abs=130)
 
 
 def test_empty_and_all_bad_folders_are_clear_errors(tmp_path):
@@ -104,3 +168,35 @@ def test_mixing_adds_entries_with_existing_parents(tmp_path, tiny_samples_dir):
         assert np.corrcoef(corpus.audio[m], corpus.audio[parent])[0, 1] > 0.2
     with pytest.raises(Exception, match="mix"):
         mix_entries(corpus, -1, 0)
+
+
+def test_a_users_folder_takes_families_from_sub_folders_and_reads_oga(tmp_path):
+    src = tmp_path / "src"
+    for family, name in (("Strings", "violin"), ("Strings", "cello"), ("brass", "horn")):
+        (src / family).mkdir(parents=True, exist_ok=True)
+        sf.write(src / family / f"{name}.wav", _sustained(C4_HZ, seconds=0.6), SAMPLE_RATE)
+    sf.write(src / "loose.oga", _sustained(C4_HZ, seconds=0.6), SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    corpus = build_folder_corpus(src, tmp_path / "out", duration_s=0.5)
+    assert {e.name: e.family for e in corpus.entries} == {"horn": "brass", "cello": "strings", "violin": "strings",
+                                                         "loose": "unknown"}
+    assert not corpus.skipped
+    from samplegen.feature_cache import FeatureSettings, build_features
+
+    settings = FeatureSettings(duration_s=0.5, n_fft=256, hop_length=128, prepare="raw")
+    cached = build_features(src, settings, workers=1)  # training on the raw folder: the same families
+    assert {e.name: e.family for e in cached.entries} == {e.name: e.family for e in corpus.entries}
+
+
+def test_a_runs_corpus_index_keeps_each_notes_measured_pitch_and_retune():
+    from samplegen.checkpoint import CorpusIndex
+
+    index = CorpusIndex(["a", "b"], ["organ", "unknown"], ["A", "B"], ["train", "val"], ["a.wav", "b.wav"], "/c",
+                        pitches_hz=[246.9, None], retuned_cents=[100.0, 0.0])
+    again = CorpusIndex.from_json(index.to_json())
+    assert again.pitches_hz == [246.9, None] and again.retuned_cents == [100.0, 0.0]
+    older = index.to_json()  # a run saved before pitches were kept
+    for note in older["notes"]:
+        del note["pitch_hz"], note["retuned_cents"]
+    assert CorpusIndex.from_json(older).retuned_cents == [0.0, 0.0]
+    older["notes"][0]["pitch_hz"] = -3  # nonsense reads as no pitch
+    assert CorpusIndex.from_json(older).pitches_hz == [None, None]

@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 from samplegen import cli
 from samplegen.audio import estimate_pitch_hz, offset_from_c4_cents
 from samplegen.checkpoint import load_run
-from samplegen.instrument import KNOB_RANGE, Instrument, describe, principal_axes
+from samplegen.generate import load_latent
+from samplegen.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, descriptor_rotation, neighbour_map,
+                                  neighbour_recall, principal_axes)
 from samplegen.server import MAX_BODY_BYTES, LatestOnly, Superseded, create_app
 from samplegen.spectral import StftConfig
 
@@ -54,6 +56,19 @@ def test_describe_ranks_known_spectra() -> None:
     noise = torch.ones(1, 33, 20)  # flat spectrum: flatness 0 dB; one harmonic: far below
     assert describe(noise, cfg)["noisiness"][0] == pytest.approx(0.0, abs=1e-6)
     assert describe(bright, cfg)["noisiness"][0] < -50
+    assert describe(bright, cfg)["air"][0] == pytest.approx(0.0) and describe(dull, cfg)["air"][0] < -100
+    low = torch.zeros(1, 33, 20)
+    low[0, 0] = 1.0
+    assert describe(low, cfg)["body"][0] == pytest.approx(0.0) and describe(dull, cfg)["body"][0] < -100
+
+    wide = StftConfig(n_fft=512, hop_length=256)  # 60 ms of onset = 10 frames
+    steady = torch.ones(1, 257, 40)
+    steady[0, 24:] = 0.01  # little above 2 kHz (bin 24 is 2,067 Hz)
+    trembling = steady * torch.tensor([1.0, 0.5] * 20)
+    biting = steady.clone()
+    biting[0, 24:, :5] *= 10  # more of it in the first frames
+    assert describe(steady, wide)["wobble"][0] == 0 < describe(trembling, wide)["wobble"][0]
+    assert abs(describe(steady, wide)["bite"][0]) < 1e-9 and describe(biting, wide)["bite"][0] > 3
 
 
 def test_knobs_set_the_projection_they_show(instrument: Instrument) -> None:
@@ -64,6 +79,63 @@ def test_knobs_set_the_projection_they_show(instrument: Instrument) -> None:
     assert 1 <= len(instrument.knobs) <= 8 and all(k.label for k in instrument.knobs)
     labels = [k.label for k in instrument.knobs]
     assert len(set(labels)) == len(labels), labels
+
+
+def test_knob_directions_aim_at_the_descriptors_they_predict() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((400, 5))
+    truth = np.array([0.0, 0.6, 0.8, 0.0, 0.0])  # "brightness" grows along a mix of two coordinates
+    values = {"brightness": scores @ truth + 0.1 * rng.standard_normal(400), "attack": rng.standard_normal(400)}
+    rotation, aims = descriptor_rotation(scores, values, 4)
+    assert aims[0] == "brightness" and aims[1:] == [None, None, None]  # random "attack" is not predicted
+    assert abs(rotation[0] @ truth) > 0.99
+    assert np.allclose(rotation @ rotation.T, np.eye(4), atol=1e-9)
+
+
+def test_knob_labels_say_what_turning_them_up_does_to_the_rendered_sound(instrument: Instrument) -> None:
+    """Each named knob, turned from -1 to +1 around corpus sounds, changes its descriptor the way its label
+    says, measured on the rendered notes (phase retrieval and all), not on the decoder's magnitudes."""
+    named = [k for k in instrument.knobs if not k.label.startswith("Timbre")]
+    assert named and len(instrument.knobs) - len(named) <= 2
+    titles = {title: more for title, more in DESCRIPTORS.values()}
+    for knob in named:
+        assert knob.hint == f"turn up: {titles[knob.label]}" and knob.effect > 0
+        change = instrument.heard_change(knob, range(0, len(instrument.mu), 4))
+        assert np.mean(change) > 0, (knob, change)
+
+
+def test_the_map_keeps_each_sounds_preset_beside_it() -> None:
+    """24 presets of 8 velocities in 16-D, velocity the largest spread: on the first two principal axes a
+    sound's 7 nearest neighbours are almost never its own preset's; on the map, most of them are."""
+    rng = np.random.default_rng(0)
+    velocity = rng.standard_normal(16)
+    velocity /= np.linalg.norm(velocity)
+    points = np.concatenate([rng.standard_normal(16) + np.outer(np.linspace(-3, 3, 8), velocity)
+                             + 0.1 * rng.standard_normal((8, 16)) for _ in range(24)])
+    presets = np.repeat(np.arange(24), 8)
+    centred = points - points.mean(axis=0)
+    pca = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    assert neighbour_recall(pca, presets) < 0.2
+    assert neighbour_recall(neighbour_map(points), presets) >= 0.8
+    assert neighbour_recall(points, presets) >= 0.7
+
+
+def test_new_points_land_among_their_nearest_corpus_sounds(instrument: Instrument) -> None:
+    assert instrument.place(instrument.corpus_point(3)) == pytest.approx(tuple(instrument.map_points[3]))
+    blend = instrument.blend([0, 0, 5, 5], 0.0, 0.01)  # 99 % sound 0
+    assert np.linalg.norm(np.subtract(instrument.place(blend), instrument.map_points[0])) < \
+        np.linalg.norm(np.subtract(instrument.place(blend), instrument.map_points[5]))
+    assert instrument.edge_fraction() == 0.0
+
+
+def test_a_draft_is_a_playable_note_rendered_with_fewer_iterations(instrument: Instrument) -> None:
+    z = instrument.corpus_point(1)
+    full, draft = instrument.render(z), instrument.render(z, draft=True)
+    assert draft.draft and not full.draft
+    a, _ = sf.read(io.BytesIO(full.wav))
+    b, _ = sf.read(io.BytesIO(draft.wav))
+    assert len(a) == len(b) == instrument.n_samples and np.max(np.abs(b)) > 0.5
+    assert not np.allclose(a, b, atol=1e-3)  # the iterations the draft skips do change the waveform
 
 
 def test_every_corpus_point_is_playable_even_far_from_the_prior(instrument: Instrument) -> None:
@@ -126,6 +198,59 @@ def test_each_gesture_renders_a_downloadable_wav(client: TestClient, instrument:
         assert len(audio) == instrument.n_samples and np.max(np.abs(audio)) > 0.1
         assert len(note["z"]) == instrument.latent_dim and len(note["map"]) == 2
         assert 54.0 <= note["root"] < 66.0  # the key the page plays it from: within a tritone of C4
+
+
+def test_a_rendered_note_is_saved_with_its_latent_point(client: TestClient, instrument: Instrument,
+                                                       tmp_path) -> None:
+    note = client.post("/api/render", json={"z": instrument.corpus_point(4).tolist(), "name": "my pad"}).json()
+    assert note["source"] == "my pad" and note["quality"] == "full"
+    res = client.get(note["latent"])
+    assert res.status_code == 200 and 'filename="samplegen-my_pad.latent.json"' in res.headers["content-disposition"]
+    assert 'filename="samplegen-my_pad.wav"' in client.get(note["wav"]).headers["content-disposition"]
+    path = tmp_path / "saved.latent.json"
+    path.write_bytes(res.content)
+    assert np.allclose(load_latent(path, instrument.latent_dim).numpy(), note["z"])
+    draft = client.post("/api/render", json={"z": note["z"], "quality": "draft"}).json()
+    assert draft["quality"] == "draft"
+    assert client.post("/api/render", json={"z": note["z"], "quality": "rough"}).status_code == 422
+
+
+def test_a_dropped_corpus_file_lands_on_its_own_place(client: TestClient, instrument: Instrument,
+                                                      tiny_samples_dir) -> None:
+    """The page's dropped file is prepared and encoded as the corpus was: a corpus note lands on its own point."""
+    names = list(instrument.run.corpus.names)
+    wav = sorted(tiny_samples_dir.glob("*.wav"))[5]
+    res = client.post(f"/api/encode?name={wav.name}", content=wav.read_bytes(),
+                      headers={"Content-Type": "application/octet-stream"})
+    assert res.status_code == 200, res.text
+    note = res.json()
+    i = next(k for k, n in enumerate(names) if n.endswith(wav.stem))
+    assert note["source"] == wav.stem
+    assert np.allclose(note["z"], instrument.mu[i], atol=1e-4)
+    assert np.allclose(note["map"], instrument.map_points[i], atol=1e-3)
+
+
+@pytest.mark.parametrize("name, body, code, words", [
+    ("notes.txt", b"hello", 422, "drop a"),
+    ("broken.wav", b"RIFF not really a wave", 422, "broken.wav: not a readable audio file"),
+    ("empty.flac", b"", 422, "empty.flac: not a readable audio file"),
+])
+def test_a_bad_dropped_file_gets_a_one_line_reason(client: TestClient, name: str, body: bytes, code: int,
+                                                   words: str) -> None:
+    res = client.post(f"/api/encode?name={name}", content=body, headers={"Content-Type": "application/octet-stream"})
+    assert res.status_code == code and words in res.json()["detail"], res.text
+    assert "\n" not in res.json()["detail"]
+
+
+def test_a_dropped_file_may_be_large_but_not_unbounded(client: TestClient) -> None:
+    from samplegen.server import MAX_UPLOAD_BYTES
+
+    res = client.post("/api/encode?name=big.wav", content=b"0" * (MAX_UPLOAD_BYTES + 1),
+                      headers={"Content-Type": "application/octet-stream"})
+    assert res.status_code == 413
+    res = client.post("/api/encode?name=big.wav", content=b"0" * (MAX_BODY_BYTES * 4),
+                      headers={"Content-Type": "application/octet-stream"})
+    assert res.status_code == 422  # over the gestures' limit, within the upload's: read, then refused as not audio
 
 
 def test_surprise_with_a_seed_repeats(client: TestClient) -> None:

@@ -92,7 +92,8 @@ def test_map_pad_knob_keys_and_download(browser, base_url: str, tmp_path: Path) 
     page.locator("#knob-0").focus()
     for _ in range(10):
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("window.samplegen.state.current.source === 'knobs'", timeout=15_000)
+    page.wait_for_function("window.samplegen.idle() && window.samplegen.state.current.source === 'knobs'",
+                           timeout=15_000)
     after = page.evaluate("window.samplegen.state.current.knobs[0]")
     assert after == pytest.approx(min(before + 0.5, 3.0), abs=0.06)
 
@@ -107,8 +108,8 @@ def test_map_pad_knob_keys_and_download(browser, base_url: str, tmp_path: Path) 
     assert page.evaluate("window.samplegen.state.notesStarted") == started + 1
     assert page.evaluate("window.samplegen.peakSeen()") > 0.05
 
-    with page.expect_download() as download:
-        page.locator("#save").click()
+    with page.expect_download(predicate=lambda d: d.suggested_filename.endswith(".wav")) as download:
+        page.locator("#save").click()  # and its .latent.json, which may arrive first
     path = tmp_path / "saved.wav"
     download.value.save_as(path)
     audio, sr = sf.read(path)
@@ -229,4 +230,113 @@ def test_chords_stay_below_full_scale_and_the_meter_moves(browser, base_url: str
     page.keyboard.press("ArrowLeft")
     assert page.locator("#volume-out").text_content() == "-7 dB"
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") not in ("", "none")
+    assert not errors, errors
+
+
+def drag_on_pad(page, seconds: float, every_ms: int = 16) -> tuple[float, float]:
+    """Drag the pad's handle in a circle, a move every ``every_ms``; the page's clock at the first and last move."""
+    import math
+
+    box = page.locator("#pad").bounding_box()
+    at = lambda a: (box["x"] + box["width"] * (0.5 + 0.35 * math.cos(a)), box["y"] + box["height"] * (0.5 + 0.35 * math.sin(a)))
+    page.mouse.move(*at(0.0))
+    page.mouse.down()
+    start = page.evaluate("performance.now()")
+    moves = int(seconds * 1000 / every_ms)
+    for i in range(1, moves + 1):
+        page.mouse.move(*at(2 * math.pi * i / moves))
+        page.wait_for_timeout(every_ms)
+    end = page.evaluate("performance.now()")
+    page.mouse.up()
+    return start, end
+
+
+#: The longest silence allowed between two notes heard during a drag. The target is ~150 ms (issue 19);
+#: the bound leaves room for this test sharing two CPU cores with Chromium and the server's renders.
+MAX_DRAG_GAP_MS = 400
+
+
+def test_a_drag_is_heard_while_it_lasts_and_refined_when_it_ends(browser, base_url: str) -> None:
+    page, errors = open_page(browser, base_url)
+    page.wait_for_function("window.samplegen.idle()")
+    page.evaluate("window.samplegen.state.heardAt = []")
+    start, end = drag_on_pad(page, seconds=3.0)
+    heard = page.evaluate("window.samplegen.state.heardAt")
+    during = [t for t in heard if start <= t <= end]
+    gaps = np.diff([start, *during, end])
+    assert len(during) >= 8, during  # before: nothing until the hand stopped
+    assert gaps.max() <= MAX_DRAG_GAP_MS, gaps
+    assert np.median(gaps) <= 150, gaps
+    # Let go: the full note of the last position replaces the drafts.
+    page.wait_for_function("window.samplegen.idle() && window.samplegen.state.current.quality === 'full'", timeout=15_000)
+    current = page.evaluate("window.samplegen.state.current")
+    assert current["source"] == "pad 0.85,0.50"
+    assert not errors, errors
+
+
+def test_save_presets_favourites_drop_undo_and_compare(browser, base_url: str, tiny_samples_dir: Path,
+                                                       tmp_path: Path) -> None:
+    import json
+
+    page, errors = open_page(browser, base_url)
+    info = page.evaluate("window.samplegen.state.info")
+    page.wait_for_function("window.samplegen.idle()")
+
+    # Save WAV also saves the note's .latent.json, which samplegen's commands reopen.
+    downloads = []
+    page.on("download", lambda d: downloads.append(d))
+    page.locator("#save").click()
+    for _ in range(100):  # both downloads, within 10 s
+        if len(downloads) >= 2:
+            break
+        page.wait_for_timeout(100)
+    names = sorted(d.suggested_filename for d in downloads)
+    assert len(names) == 2 and names[0].endswith(".latent.json") and names[1].endswith(".wav"), names
+    saved = tmp_path / names[0]
+    next(d for d in downloads if d.suggested_filename == names[0]).save_as(saved)
+    assert json.loads(saved.read_text())["z"] == page.evaluate("window.samplegen.state.current.z")
+
+    # A preset file loads into the page as the current sound.
+    preset = tmp_path / "warm pad.latent.json"
+    z = [round(0.1 * (i + 1), 3) for i in range(info["latent_dim"])]
+    preset.write_text(json.dumps({"z": z}))
+    n = rendered(page)
+    page.locator("#preset-file").set_input_files(str(preset))
+    loaded = wait_for_render(page, n)
+    assert loaded["source"] == "warm pad" and loaded["z"] == pytest.approx(z, abs=1e-6)
+
+    # Favourites survive a reload.
+    page.locator("#favourite").click()
+    page.reload()
+    page.wait_for_function("window.samplegen && window.samplegen.state.rendered >= 1", timeout=30_000)
+    assert page.locator("#favourites li").count() == 1
+    n = rendered(page)
+    page.locator("#favourites li button").first.click()
+    assert wait_for_render(page, n)["z"] == pytest.approx(z, abs=1e-6)
+
+    # A sound file dropped on the page is encoded and placed on the map.
+    wav = sorted(tiny_samples_dir.glob("*.wav"))[3]
+    data = list(wav.read_bytes())
+    n = rendered(page)
+    page.evaluate("""([name, bytes]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, { type: "audio/wav" }));
+        window.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, cancelable: true }));
+    }""", [wav.name, data])
+    dropped = wait_for_render(page, n)
+    assert dropped["source"] == wav.stem
+    assert page.locator("#map circle.own").count() == 1
+    page.wait_for_function("window.samplegen.idle()")
+
+    # Undo goes back to the sound before the drop; A/B swaps between a kept sound and the latest.
+    page.locator("#undo").click()
+    assert page.evaluate("window.samplegen.state.current.z") == pytest.approx(z, abs=1e-6)
+    page.locator("#keep-a").click()
+    n = rendered(page)
+    page.locator("#surprise").click()
+    drawn = wait_for_render(page, n)
+    page.locator("#ab").click()
+    assert page.evaluate("window.samplegen.state.current.z") == pytest.approx(z, abs=1e-6)
+    page.locator("#ab").click()
+    assert page.evaluate("window.samplegen.state.current.z") == drawn["z"]
     assert not errors, errors

@@ -125,6 +125,16 @@ def test_pghi_on_several_threads_equals_one_thread(monkeypatch):
     assert torch.equal(pghi_phase(mags, CFG, fill=fill), one)
 
 
+def test_pghi_gradients_of_a_batch_are_each_notes_own():
+    # Each note's floor is its own peak's, so a quiet note beside a loud one keeps its gradients.
+    notes = torch.from_numpy(np.stack([harmonic_note(0.5, tilt=1.5), 1e-3 * harmonic_note(0.5, tilt=0.7)]))
+    mags = magnitude(notes, CFG)
+    batched = pghi_gradients(mags, CFG)
+    for i in range(2):
+        for got, want in zip(batched, pghi_gradients(mags[i], CFG)):
+            assert torch.allclose(got[i], want, rtol=0, atol=1e-9)
+
+
 def test_seed_changes_random_start():
     x = torch.from_numpy(harmonic_note(0.5))
     mag = magnitude(x, CFG)
@@ -137,7 +147,7 @@ def test_pghi_gradient_of_a_steady_sinusoid_is_its_frequency():
     f0 = 1000.0
     x = torch.sin(2 * torch.pi * f0 * torch.arange(SR // 2, dtype=torch.float64) / SR)
     spec = stft(x, CFG)
-    per_frame, per_bin = pghi_gradients(spec.abs().numpy(), CFG)
+    per_frame, per_bin = (g.numpy() for g in pghi_gradients(spec.abs(), CFG))
     k = int(round(f0 * CFG.n_fft / SR))
     for kk in (k, k + 1):  # both bins next to 1000 Hz (46.4 bins) turn at its rate; Hann ≠ Gaussian further out
         true_step = torch.angle(spec[kk, 11] / spec[kk, 10]).item()

@@ -174,3 +174,46 @@ def test_killed_after_stopping_early_resumes_without_training_more(tiny_samples_
     a, _ = checkpoint.load_tensors(tmp_path / "full" / "train_state.safetensors")
     b, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_features_kept_on_the_device_train_the_same_weights(tiny_samples_dir, tiny_config_file, tmp_path, monkeypatch):
+    # On a GPU the whole feature set is indexed where it lives instead of read batch by batch; the
+    # same rows in the same order must give the same run.  Forced here on the CPU.
+    import numpy as np
+
+    from samplegen import train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    train(corpus, tmp_path / "streamed", cfg, show_progress=False)
+    used = []
+
+    def resident(feats, device):
+        used.append(device)
+        return feats.read(np.arange(len(feats)))
+
+    monkeypatch.setattr(train_module, "_resident_features", resident)
+    train(corpus, tmp_path / "resident", cfg, show_progress=False)
+    assert used == ["cpu"]
+    a, _ = checkpoint.load_tensors(tmp_path / "streamed" / "model.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "resident" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    la, _ = checkpoint.load_tensors(tmp_path / "streamed" / "latents.safetensors")
+    lb, _ = checkpoint.load_tensors(tmp_path / "resident" / "latents.safetensors")
+    assert torch.allclose(la["mu"], lb["mu"], atol=1e-5)
+
+
+def test_a_failed_checkpoint_write_stops_training_with_its_error(tiny_samples_dir, tiny_config_file, tmp_path,
+                                                                  monkeypatch):
+    # Checkpoints are written on a background thread; a write that fails must not pass unnoticed.
+    from samplegen import train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+
+    def broken(*args, **kwargs):
+        raise CheckpointError("disk full (simulated)")
+
+    monkeypatch.setattr(train_module, "_write_history_csv", broken)
+    with pytest.raises(CheckpointError, match="disk full"):
+        train(corpus, tmp_path / "run", cfg, show_progress=False)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source: str | Path | None = None,
                  mix: int = 0, seed: int = 0, duration_s: float | None = None,
                  programs: Sequence[int] | None = None, velocities: Sequence[int] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Corpus:
+                 progress: Callable[[int, int], None] | None = None, retune: bool = True,
+                 keep_off_pitch: bool = False) -> Corpus:
     """Render a SoundFont (the embedded General MIDI one by default) or prepare a folder of samples.
 
     Parameters
@@ -42,6 +43,8 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
     source : a folder of the user's own samples (exclusive with ``soundfont``)
     mix : number of two-note mixtures to add (augmentation; 0 = off)
     programs, velocities : render only these programs / at these velocities (SoundFonts only)
+    retune : bring each note within a semitone and a half of a C to that C (the original kept in originals/)
+    keep_off_pitch : keep a file of ``source`` that is no C (a D4 sample) instead of refusing it
     """
     if soundfont is not None and source is not None:
         raise ParameterError("give either a SoundFont or a source folder, not both")
@@ -49,12 +52,14 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
         raise ParameterError(f"mix={mix!r} must be a non-negative integer")
     kwargs: dict[str, Any] = {} if duration_s is None else {"duration_s": duration_s}
     if source is not None:
-        return build_folder_corpus(source, out, mix=mix, seed=seed, progress=progress, **kwargs)
+        return build_folder_corpus(source, out, mix=mix, seed=seed, progress=progress, retune=retune,
+                                   keep_off_pitch=keep_off_pitch, **kwargs)
     if programs is not None:
         kwargs["programs"] = programs
     if velocities is not None:
         kwargs["velocities"] = velocities
-    return render_soundfont_corpus(out, soundfont=soundfont, mix=mix, seed=seed, progress=progress, **kwargs)
+    return render_soundfont_corpus(out, soundfont=soundfont, mix=mix, seed=seed, progress=progress, retune=retune,
+                                   **kwargs)
 
 
 def resolve_config(config: str | Path | RunConfig | None = None, *, model: str | None = None,
@@ -180,6 +185,13 @@ def export_onnx(run: str | Path, out: str | Path) -> dict[str, Path]:
     from samplegen import export
 
     return export.export_onnx(load_run(run), out)
+
+
+def export_plugin(run: str | Path, out: str | Path) -> dict[str, Path]:
+    """The model bundle the JUCE plug-in plays (see :mod:`samplegen.plugin_bundle`)."""
+    from samplegen import plugin_bundle
+
+    return plugin_bundle.export_plugin_bundle(load_run(run), out)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from samplegen.files import regular_file_mode
 
 SAMPLE_RATE = 44100
 DEFAULT_DURATION_S = 2.0
-SUPPORTED_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg")
+#: ``.oga`` is Ogg audio under the name some recorders and Xiph's own tools give it; libsndfile reads it as ``.ogg``.
+SUPPORTED_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga")
 C4_HZ = 261.6255653005986
 
 #: Loudness target of a prepared note: RMS of its loud part, in dBFS.
@@ -47,7 +48,7 @@ BLOCK_VALUES = 2**20
 
 
 def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read any WAV, FLAC, AIFF or OGG file as float32 mono at ``sr``.
+    """Read any WAV, FLAC, AIFF or OGG (.ogg, .oga) file as float32 mono at ``sr``.
 
     Any bit depth (8/16/24/32-bit integer, 32/64-bit float) and channel
     count; channels are averaged and the rate converted with soxr (HQ).
@@ -132,11 +133,45 @@ def _frame_rms_db(y: np.ndarray, frame: int) -> np.ndarray:
     return 20 * np.log10(np.maximum(rms, 1e-10))
 
 
+#: A recording's lead-in is taken for room noise (its floor) when its first ``NOISE_LEAD_S`` hold their level
+#: within ``NOISE_RISE_DB`` and lie ``NOISE_BELOW_PEAK_DB`` or more under the loudest frame; the note starts where
+#: the level first rises ``NOISE_RISE_DB`` above that floor.
+NOISE_LEAD_S = 0.05
+NOISE_RISE_DB = 6.0
+NOISE_BELOW_PEAK_DB = 20.0
+
+
 def onset_sample(y: np.ndarray, sr: int = SAMPLE_RATE, threshold_db: float = -40.0) -> int:
-    """First sample of the first 2.9 ms frame within ``threshold_db`` of the loudest frame."""
+    """First sample of the note: the first 2.9 ms frame within ``threshold_db`` of the loudest frame, or,
+    when the recording opens on room noise louder than that, the end of the noise (:func:`noise_lead_in`)."""
     frame = max(1, int(sr * 0.0029))
     env = _frame_rms_db(y, frame)
-    return int(np.argmax(env >= env.max() + threshold_db)) * frame
+    return max(int(np.argmax(env >= env.max() + threshold_db)) * frame, noise_lead_in(y, sr))
+
+
+def noise_lead_in(y: np.ndarray, sr: int = SAMPLE_RATE) -> int:
+    """Samples of steady background (room noise, hum, hiss) before a note starts; 0 when there is none.
+
+    The floor is the median level of the first ``NOISE_LEAD_S`` in 10 ms frames; the lead-in lasts until a
+    frame rises ``NOISE_RISE_DB`` above it. It counts only when the floor lies ``NOISE_BELOW_PEAK_DB`` under the
+    loudest frame and holds for ``NOISE_LEAD_S`` or more, so a note that starts on its first sample keeps it.
+    """
+    frame = max(1, int(sr * 0.01))
+    env = _frame_rms_db(y, frame)
+    first = max(1, int(round(NOISE_LEAD_S / 0.01)))
+    if len(env) <= first:
+        return 0
+    floor = float(np.median(env[:first]))
+    if floor > env.max() - NOISE_BELOW_PEAK_DB:
+        return 0
+    rise = np.flatnonzero(env > floor + NOISE_RISE_DB)
+    end = int(rise[0]) if len(rise) else 0
+    if end < first:
+        return 0
+    # Within the 10 ms frame that rises: the first millisecond above the floor.
+    fine = max(1, int(sr * 0.001))
+    sub = _frame_rms_db(y[end * frame : (end + 1) * frame], fine)
+    return end * frame + int(np.argmax(sub > floor + NOISE_RISE_DB)) * fine
 
 
 def check_note_duration(duration_s: float) -> None:
@@ -312,6 +347,23 @@ def estimate_pitch_hz(y: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 50.0, 
     else:
         shift = 0.0
     return float(sr / (tau + shift))
+
+
+def retune(y: np.ndarray, cents: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """``y`` played ``cents`` higher (lower when negative) by resampling with soxr (VHQ), as a sampler would:
+    the note gets shorter (longer) by the same ratio."""
+    ratio = 2.0 ** (cents / 1200.0)
+    return soxr.resample(np.asarray(y, dtype=np.float64), sr * ratio, sr, quality="VHQ").astype(np.float32)
+
+
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_name(hz: float) -> str:
+    """The nearest equal-tempered note and the distance to it, e.g. "D4 +2 cents" (A4 = 440 Hz)."""
+    midi = 69 + 12 * math.log2(hz / 440.0)
+    nearest = int(round(midi))
+    return f"{NOTE_NAMES[nearest % 12]}{nearest // 12 - 1} {100 * (midi - nearest):+.0f} cents"
 
 
 def cents_between(hz: float, ref_hz: float = C4_HZ) -> float:

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -178,13 +178,21 @@ class CorpusIndex:
     splits: list[str]  # "train" or "val"
     files: list[str]  # relative to corpus_path
     corpus_path: str
+    #: Per note, from the corpus manifest: the pitch measured when the corpus was built (None: unpitched or not
+    #: measured) and the shift that retuned it to a C (0: none). Runs saved before these have neither.
+    pitches_hz: list[float | None] = field(default_factory=list)
+    retuned_cents: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        n = len(self.names)
+        pitches = self.pitches_hz or [None] * n
+        shifts = self.retuned_cents or [0.0] * n
         return {
             "corpus_path": self.corpus_path,
             "notes": [
-                {"name": n, "family": f, "preset": p, "split": s, "file": fi}
-                for n, f, p, s, fi in zip(self.names, self.families, self.presets, self.splits, self.files)
+                {"name": n, "family": f, "preset": p, "split": s, "file": fi, "pitch_hz": hz, "retuned_cents": c}
+                for n, f, p, s, fi, hz, c in zip(self.names, self.families, self.presets, self.splits, self.files,
+                                                  pitches, shifts)
             ],
         }
 
@@ -199,9 +207,19 @@ class CorpusIndex:
                 splits=[str(n["split"]) for n in notes],
                 files=[str(n.get("file", "")) for n in notes],
                 corpus_path=str(data.get("corpus_path", "")),
+                pitches_hz=[_pitch(n.get("pitch_hz")) for n in notes],
+                retuned_cents=[float(n.get("retuned_cents") or 0.0) for n in notes],
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{CORPUS_NAME} is malformed ({exc})") from None
+
+
+def _pitch(value: Any) -> float | None:
+    """A stored pitch in Hz, or None for none (or for anything that is not a positive number)."""
+    if value is None or isinstance(value, bool):
+        return None
+    hz = float(value)
+    return hz if math.isfinite(hz) and hz > 0 else None
 
 
 @dataclass
@@ -232,8 +250,10 @@ def save_run_config(run_dir: Path, config: RunConfig) -> None:
     write_json(run_dir / CONFIG_NAME, config.to_dict())
 
 
-def save_model(run_dir: Path, model: SampleModel) -> None:
-    save_tensors(run_dir / MODEL_NAME, model.state_dict(), metadata={"format": "samplegen-model", "kind": model.cfg.kind})
+def save_model(run_dir: Path, model: SampleModel, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model``'s weights (or a copy of them taken earlier, ``weights``) as the run's model file."""
+    save_tensors(run_dir / MODEL_NAME, model.state_dict() if weights is None else weights,
+                 metadata={"format": "samplegen-model", "kind": model.cfg.kind})
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:

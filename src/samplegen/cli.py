@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from samplegen import __version__, runtime
+from samplegen.config import TrainConfig
 from samplegen.errors import SampleGenError
 from samplegen.files import terminal_safe
 
@@ -39,7 +40,8 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         corpus = api.build_corpus(args.out, soundfont=args.soundfont, source=args.source, mix=args.mix,
-                                  seed=args.seed, duration_s=args.duration, progress=progress)
+                                  seed=args.seed, duration_s=args.duration, progress=progress, retune=args.retune,
+                                  keep_off_pitch=args.keep_off_pitch)
     for bar in bars:
         bar.close()
     print(f"corpus: {len(corpus.entries)} notes in {args.out}/ (manifest.csv)")
@@ -47,6 +49,11 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
         print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")
         for file, reason in corpus.skipped[:10]:
             print(f"  {terminal_safe(file)}: {terminal_safe(reason)}")
+    retuned = corpus.retuned
+    if retuned:
+        worst = max(retuned, key=lambda e: abs(e.retuned_cents))
+        print(f"retuned {len(retuned)} note(s) to C (largest shift {worst.retuned_cents:+.0f} cents, "
+              f"{terminal_safe(worst.name)}); the notes as they were are in {Path(args.out) / 'originals'}/")
     if corpus.off_pitch:
         print(f"warning: {len(corpus.off_pitch)} note(s) are not C4 within ±50 cents (listed in corpus_report.txt)")
     for w in caught:
@@ -86,18 +93,34 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     print("how a plug-in uses them: docs/plugin.md")
 
 
+def cmd_export_plugin(args: argparse.Namespace) -> None:
+    from samplegen import api
+
+    paths = api.export_plugin(args.run, args.out)
+    _print_paths(list(paths.values()), "plug-in bundle files")
+    print("the plug-in opens this folder with \"Load model...\"; installing it as the default: docs/plugin.md")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from samplegen import api
 
-    result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
-                           config=args.config, resume=args.resume, show_progress=not args.quiet,
-                           devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
-                           precision=args.precision, cache=args.cache, workers=args.workers,
-                           cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
+                               config=args.config, resume=args.resume, show_progress=not args.quiet,
+                               devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
+                               precision=args.precision, cache=args.cache, workers=args.workers,
+                               cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
     how = "stopped early" if result.stopped_early else "finished"
+    at = "epoch 0, the PCA start: no epoch did better" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
     print(f"training {how} after {result.epochs_run} epochs in {result.seconds:.0f} s; "
-          f"best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}")
+          f"best validation loss {result.best_val_loss:.4f} at {at}")
+    check = result.pca_check
+    if check is not None and not check.worse:
+        print(f"{check.notes} reconstruction error {check.model:.4g}, the PCA start's {check.pca:.4g}")
     print(f"run folder: {result.run_dir}/ (loss curves in history.png)")
+    for w in caught:
+        print(f"warning: {terminal_safe(str(w.message))}")
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -133,6 +156,7 @@ def cmd_perturb(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    from samplegen.audio import pitch_name
     from samplegen.checkpoint import load_run
 
     run = load_run(args.run)
@@ -142,21 +166,28 @@ def cmd_info(args: argparse.Namespace) -> None:
           f"STFT {cfg.stft.n_fft}/{cfg.stft.hop_length}, {cfg.data.duration_s} s notes"
           + (f", learns instantaneous frequency ({cfg.phase.n_iter} Griffin-Lim iterations after it)"
              if cfg.phase.mode == "if" else ""))
-    print(f"{len(run.corpus.names)} corpus notes (name, family, split):")
-    for name, fam, split in zip(run.corpus.names, run.corpus.families, run.corpus.splits):
-        print(f"  {terminal_safe(name)}\t{terminal_safe(fam)}\t{split}")
+    print(f"{len(run.corpus.names)} corpus notes (name, family, split, measured pitch and retune when built):")
+    pitches = run.corpus.pitches_hz or [None] * len(run.corpus.names)
+    shifts = run.corpus.retuned_cents or [0.0] * len(run.corpus.names)
+    for name, fam, split, hz, shift in zip(run.corpus.names, run.corpus.families, run.corpus.splits, pitches, shifts):
+        pitch = "" if hz is None else f"\t{pitch_name(hz)}" + (f", retuned {shift:+.0f} cents" if shift else "")
+        print(f"  {terminal_safe(name)}\t{terminal_safe(fam)}\t{split}{pitch}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from samplegen import evaluate as ev
 
     kwargs = dict(n_draws=args.draws, n_paths=args.paths, steps=args.steps, seed=args.seed, log=print)
-    if args.compare:
-        results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
-    else:
-        if not args.run:
-            raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
-        results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
+    with warnings.catch_warnings(record=True) as caught:  # printed as lines of their own, not as Python's
+        warnings.simplefilter("always")
+        if args.compare:
+            results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
+        else:
+            if not args.run:
+                raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
+            results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
+    for w in caught:
+        print(f"warning: {terminal_safe(str(w.message))}")
     for res in results:
         h = res["headline"]
         print(f"{res['run']}: {h['split']} LSD {h['model_lsd_db']:.2f} dB (PCA {h['pca_lsd_db']:.2f}, "
@@ -209,17 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, help="corpus folder to write")
     src = build.add_mutually_exclusive_group()
     src.add_argument("--soundfont", help="render this .sf2 instead of the embedded TimGM6mb.sf2")
-    src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG)")
+    src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG); "
+                     "each sub-folder's name is its notes' family")
     build.add_argument("--mix", type=int, default=0, help="add N mixtures of two notes (augmentation; default 0)")
     build.add_argument("--seed", type=int, default=0, help="seed for choosing mixture pairs")
     build.add_argument("--duration", type=float, default=None, help="note length in seconds, 0.1 to 30 (default 2.0)")
+    build.add_argument("--retune", action=argparse.BooleanOptionalAction, default=True,
+                       help="resample notes within 150 cents of a C to that C, keeping the originals (default: on)")
+    build.add_argument("--keep-off-pitch", action="store_true",
+                       help="keep your files that are no C (a D4 sample) instead of refusing them; they will play "
+                            "out of tune as C4 instruments")
     build.set_defaults(func=cmd_corpus_build)
 
     tr = sub.add_parser("train", help="train a VAE (or the plain auto-encoder) on a corpus")
     tr.add_argument("--data", required=True, help="corpus folder (built, or any folder of samples)")
     tr.add_argument("--out", required=True, help="run folder to write")
     tr.add_argument("--model", choices=["vae", "ae"], default=None, help="vae (default) or the plain auto-encoder baseline")
-    tr.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from config: 150)")
+    tr.add_argument("--epochs", type=int, default=None,
+                    help=f"maximum epochs (default from config: {TrainConfig().epochs})")
     tr.add_argument("--seed", type=int, default=None, help="random seed (default 0); same seed, same weights")
     tr.add_argument("--config", default=None, help="JSON config file (e.g. from `samplegen tune`)")
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -309,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--seed", type=int, default=0)
     tn.set_defaults(func=cmd_tune)
 
-    ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2) and the decoder for a plug-in (ONNX)")
+    ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2), the decoder for a plug-in (ONNX) and the plug-in's model bundle")
     exs = ex.add_subparsers(dest="format", required=True, metavar="FORMAT")
     sfz = exs.add_parser("sfz", help="an SFZ instrument per SOUND: samples/NAME.wav (looped) + NAME.sfz")
     sfz.add_argument("run")
@@ -325,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     onx.add_argument("run")
     onx.add_argument("--out", required=True, help="folder to write")
     onx.set_defaults(func=cmd_export_onnx)
+    plg = exs.add_parser("plugin", help="the model bundle the JUCE plug-in plays (bundle.json + tensors.safetensors)")
+    plg.add_argument("run")
+    plg.add_argument("--out", required=True, help="folder to write")
+    plg.set_defaults(func=cmd_export_plugin)
 
     pl = sub.add_parser("play", help="the instrument: a local web page to explore, blend and play a run's sounds")
     pl.add_argument("run")

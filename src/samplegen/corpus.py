@@ -2,8 +2,18 @@
 
 A corpus folder holds 44.1 kHz mono 24-bit WAVs (prepared by
 :func:`samplegen.audio.prepare_note`), ``manifest.csv`` (file, GM program,
-preset name, GM family, velocity, mixture parents, detected pitch) and
-``corpus_report.txt`` (skipped files with their reason, off-pitch warnings).
+preset name, family, velocity, mixture parents, the pitch measured on the
+prepared note and the shift that retuned it) and ``corpus_report.txt``
+(skipped files with their reason, retuned notes, off-pitch warnings).
+
+Every note is learnt as a C: a build measures each note's pitch and, with
+``retune`` (the default), resamples a note within ``RETUNE_MAX_CENTS`` of a C
+to that C, keeping the note as it was in ``originals/``. A file of the user's
+further from any C (a D4 sample) is refused, with the reason, unless
+``keep_off_pitch``: it would become a C4 instrument two semitones out. A
+SoundFont's render is C4 by construction (the SoundFont maps key 60), so its
+notes further from a C (an inharmonic bell the pitch tracker misreads) are
+kept and listed, as are notes an octave or more from C4 (an organ's 16' stop).
 """
 
 from __future__ import annotations
@@ -33,8 +43,17 @@ REPORT_NAME = "corpus_report.txt"
 BUILDING_NAME = ".samplegen-building"
 #: 128 GM programs x 8 velocities = 1,024 notes, about the seed's 980.
 DEFAULT_VELOCITIES: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 112, 127)
-MANIFEST_FIELDS = ["name", "file", "program", "preset", "family", "velocity", "parent_a", "parent_b", "pitch_hz"]
+MANIFEST_FIELDS = ["name", "file", "program", "preset", "family", "velocity", "parent_a", "parent_b", "pitch_hz",
+                   "retuned_cents"]
 OFF_PITCH_CENTS = 50.0
+#: A note measured within this many cents of a C (in any octave) is retuned to that C: a semitone, and a margin
+#: for a C tuned a little more than that off (the default SoundFont's celesta is 113 cents flat); a D is 200
+#: cents off and a different note.
+RETUNE_MAX_CENTS = 150.0
+#: Smaller shifts are left alone: about the smallest difference in pitch a listener hears.
+RETUNE_MIN_CENTS = 5.0
+#: Where a build keeps each retuned note as it was before the retune (same file name).
+ORIGINALS_DIR = "originals"
 #: Why a symbolic link to a folder inside a sample folder is not read: a link can lead anywhere on the machine,
 #: or back into the sample folder (a loop).
 LINKED_FOLDER = "a link to a folder: not followed (it may lead outside this folder or back into it); copy the folder in"
@@ -53,7 +72,8 @@ class CorpusEntry:
     family: str = "unknown"
     velocity: int | None = None
     parents: tuple[str, str] | None = None
-    pitch_hz: float | None = None
+    pitch_hz: float | None = None  # measured on the prepared note before any retune
+    retuned_cents: float = 0.0  # the shift a build applied to bring it to a C (0: none)
 
 
 @dataclass
@@ -64,7 +84,7 @@ class Corpus:
     entries: list[CorpusEntry]
     audio: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    off_pitch: list[tuple[str, float]] = field(default_factory=list)
+    off_pitch: list[tuple[str, float]] = field(default_factory=list)  # (name, cents from C4 as stored)
 
     def index(self, name: str) -> int:
         for i, e in enumerate(self.entries):
@@ -79,23 +99,79 @@ class Corpus:
     def families(self) -> list[str]:
         return [e.family for e in self.entries]
 
+    @property
+    def retuned(self) -> list[CorpusEntry]:
+        """The notes a build retuned to a C."""
+        return [e for e in self.entries if e.retuned_cents]
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "note"
 
 
-def _check_pitch(name: str, y: np.ndarray) -> tuple[float | None, tuple[str, float] | None]:
-    hz = audio_io.estimate_pitch_hz(y)
-    if hz is None:
-        return None, None
-    cents = audio_io.cents_between(hz)
-    return hz, ((name, cents) if abs(cents) > OFF_PITCH_CENTS else None)
+def family_from_path(relative: str) -> str:
+    """A user's note's family: the name of the top sub-folder it lies in ("strings/violin.wav" → "strings")."""
+    parts = Path(relative).parts
+    return _slug(parts[0]) if len(parts) > 1 else "unknown"
+
+
+def cents_from_c(hz: float) -> float:
+    """Distance in cents from ``hz`` to the nearest C in any octave (positive = sharp), in [-600, 600)."""
+    return (audio_io.cents_between(hz) + 600.0) % 1200.0 - 600.0
+
+
+@dataclass(frozen=True)
+class TunedNote:
+    """A prepared note after tuning: ``audio`` as stored; ``original`` the note before a retune (None if none)."""
+
+    audio: np.ndarray
+    pitch_hz: float | None
+    retuned_cents: float
+    original: np.ndarray | None
+
+    @property
+    def stored_cents(self) -> float | None:
+        """Cents from C4 of the note as stored, or None when it has no pitch."""
+        return None if self.pitch_hz is None else audio_io.cents_between(self.pitch_hz) + self.retuned_cents
+
+    @property
+    def is_a_c(self) -> bool:
+        """Unpitched, or within RETUNE_MAX_CENTS of a C (before any retune)."""
+        return self.pitch_hz is None or abs(cents_from_c(self.pitch_hz)) <= RETUNE_MAX_CENTS
+
+
+def tune_note(raw: np.ndarray, note: np.ndarray, duration_s: float, retune: bool) -> TunedNote:
+    """Measure a prepared ``note``'s pitch and, with ``retune``, bring it to the nearest C when that is within
+    RETUNE_MAX_CENTS: ``raw`` (the audio ``note`` was prepared from, at 44.1 kHz) is resampled and prepared again.
+    """
+    hz = audio_io.estimate_pitch_hz(note)
+    if hz is None or not retune:
+        return TunedNote(note, hz, 0.0, None)
+    shift = round(-cents_from_c(hz), 1)  # as the manifest records it
+    if not RETUNE_MIN_CENTS <= abs(shift) <= RETUNE_MAX_CENTS:
+        return TunedNote(note, hz, 0.0, None)
+    return TunedNote(audio_io.prepare_note(audio_io.retune(raw, shift), duration_s=duration_s), hz, shift, note)
+
+
+def _not_a_c(tuned: TunedNote) -> str:
+    """Why a user's note is refused (see the module's docstring)."""
+    assert tuned.pitch_hz is not None
+    return (f"measured {audio_io.pitch_name(tuned.pitch_hz)} ({audio_io.cents_between(tuned.pitch_hz):+.0f} cents "
+            f"from C4), further than {RETUNE_MAX_CENTS:.0f} cents from any C: SampleGen learns notes at C4, so it "
+            "would play out of tune on every key; transpose or record it at C4, or build with --keep-off-pitch "
+            "to keep it as it is")
+
+
+def _off_pitch(name: str, tuned: TunedNote) -> tuple[str, float] | None:
+    cents = tuned.stored_cents
+    return (name, cents) if cents is not None and abs(cents) > OFF_PITCH_CENTS else None
 
 
 def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = None,
                             velocities: Sequence[int] = DEFAULT_VELOCITIES,
                             duration_s: float = audio_io.DEFAULT_DURATION_S, mix: int = 0, seed: int = 0,
-                            programs: Sequence[int] | None = None, progress: Progress | None = None) -> Corpus:
+                            programs: Sequence[int] | None = None, progress: Progress | None = None,
+                            retune: bool = True) -> Corpus:
     """Render note C4 (MIDI 60) of every melodic preset of a SoundFont at several velocities.
 
     Parameters
@@ -106,6 +182,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     duration_s : note length after preparation
     mix : number of two-note mixtures to add (0 = none)
     programs : render only these program numbers (all by default)
+    retune : bring notes within RETUNE_MAX_CENTS of a C to it (see the module's docstring)
 
     Returns
     -------
@@ -152,18 +229,19 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
             try:
                 data, sr = render_note(sf2, preset, int(vel), hold_s=min(1.5, duration_s * 0.75),
                                        tail_s=max(1.0, duration_s * 0.5))
-                y = soxr.resample(data.mean(axis=1), sr, audio_io.SAMPLE_RATE, quality="HQ")
-                y = audio_io.prepare_note(y, duration_s=duration_s)
+                raw = soxr.resample(data.mean(axis=1), sr, audio_io.SAMPLE_RATE, quality="HQ")
+                tuned = tune_note(raw, audio_io.prepare_note(raw, duration_s=duration_s), duration_s, retune)
             except (AudioError, CorpusError) as exc:
                 skipped.append((name, str(exc)))
                 continue
-            hz, warn = _check_pitch(name, y)
+            warn = _off_pitch(name, tuned)
             if warn:
                 off.append(warn)
             file = f"{safe_file_stem(name)}.wav"
-            audio_io.write_wav(out / file, y)
-            entries.append(CorpusEntry(name, file, preset.program, preset.name, family, int(vel), None, hz))
-            notes.append(y)
+            _write_note(out, file, tuned)
+            entries.append(CorpusEntry(name, file, preset.program, preset.name, family, int(vel), None, tuned.pitch_hz,
+                                       tuned.retuned_cents))
+            notes.append(tuned.audio)
             if progress:
                 progress(i * len(velocities) + j + 1, total)
     if not entries:
@@ -183,8 +261,17 @@ def _audio_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if (p.is_symlink() or not p.is_dir()) and not p.name.startswith("."))
 
 
-def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
-                    ) -> tuple[list[CorpusEntry], list[np.ndarray], list[tuple[str, str]], list[tuple[str, float]]]:
+def _write_note(out: Path, file: str, tuned: TunedNote) -> None:
+    audio_io.write_wav(out / file, tuned.audio)
+    if tuned.original is not None:
+        audio_io.write_wav(out / ORIGINALS_DIR / file, tuned.original)
+
+
+def _prepare_folder(src: Path, duration_s: float, progress: Progress | None, retune: bool = False,
+                    keep_off_pitch: bool = True
+                    ) -> tuple[list[CorpusEntry], list[TunedNote], list[tuple[str, str]], list[tuple[str, float]]]:
+    """Read and prepare every file; with ``retune`` bring notes to their C; unless ``keep_off_pitch`` refuse notes
+    that are no C (:func:`_not_a_c`). Families are the files' sub-folders (:func:`family_from_path`)."""
     if not src.is_dir():
         raise CorpusError(f"{src} is not a folder; pass a folder of WAV, FLAC, AIFF or OGG samples")
     files = [p for p in _audio_files(src) if p.name not in (MANIFEST_NAME, REPORT_NAME)]
@@ -198,53 +285,62 @@ def _prepare_folder(src: Path, duration_s: float, progress: Progress | None
             skipped.append((rel, LINKED_FOLDER))
             continue
         try:
-            y = audio_io.prepare_note(audio_io.read_audio(p), duration_s=duration_s)
+            raw = audio_io.read_audio(p)
+            tuned = tune_note(raw, audio_io.prepare_note(raw, duration_s=duration_s), duration_s, retune)
         except AudioError as exc:
             skipped.append((rel, str(exc)))
             continue
         except MemoryError:  # one file must not abort the build
             skipped.append((rel, "needs more memory than is available"))
             continue
+        if not keep_off_pitch and not tuned.is_a_c:
+            skipped.append((rel, _not_a_c(tuned)))
+            continue
         name = _slug(p.stem)
         while name in used:
             name = f"{name}_{len(used)}"
         used.add(name)
-        hz, warn = _check_pitch(rel, y)
+        warn = _off_pitch(rel, tuned)
         if warn:
             off.append(warn)
-        entries.append(CorpusEntry(name, rel, pitch_hz=hz, preset=p.stem))
-        notes.append(y)
+        entries.append(CorpusEntry(name, rel, preset=p.stem, family=family_from_path(rel), pitch_hz=tuned.pitch_hz,
+                                   retuned_cents=tuned.retuned_cents))
+        notes.append(tuned)
         if progress:
             progress(k + 1, len(files))
     if not entries:
         reasons = "; ".join(f"{f}: {r}" for f, r in skipped[:3])
         raise CorpusError(f"none of the {len(files)} files in {src} is usable audio ({reasons})")
     if off:
-        warnings.warn(f"{len(off)} file(s) are not C4 within ±{OFF_PITCH_CENTS:.0f} cents", stacklevel=3)
+        named = ", ".join(f"{f} ({c:+.0f} cents)" for f, c in off[:3]) + (", ..." if len(off) > 3 else "")
+        warnings.warn(f"{len(off)} file(s) of {src} are not C4 within ±{OFF_PITCH_CENTS:.0f} cents: {named}", stacklevel=3)
     return entries, notes, skipped, off
 
 
 def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S,
-                        mix: int = 0, seed: int = 0, progress: Progress | None = None) -> Corpus:
+                        mix: int = 0, seed: int = 0, progress: Progress | None = None, retune: bool = True,
+                        keep_off_pitch: bool = False) -> Corpus:
     """Prepare a folder of the user's own samples (searched recursively) into a corpus folder.
 
-    Unreadable files are skipped and listed with their reason in
-    ``corpus.skipped`` and ``corpus_report.txt``; an empty or all-bad folder is a
-    CorpusError. ``out_dir`` must lie apart from ``src_dir`` (ParameterError otherwise): the
+    Unreadable files, and notes that are no C unless ``keep_off_pitch``, are skipped and listed with their
+    reason in ``corpus.skipped`` and ``corpus_report.txt``; an empty or all-bad folder is a
+    CorpusError. With ``retune`` notes within RETUNE_MAX_CENTS of a C are brought to it (the module's
+    docstring). Each file's family is the sub-folder it lies in. ``out_dir`` must lie apart from ``src_dir`` (ParameterError otherwise): the
     prepared copies would replace the user's originals or be taken for new samples next time.
     """
     audio_io.check_note_duration(duration_s)
     src, out = Path(src_dir), Path(out_dir)
     _check_apart(src, out)
     check_finished(src)
-    entries, notes, skipped, off = _prepare_folder(src, duration_s, progress)
+    entries, notes, skipped, off = _prepare_folder(src, duration_s, progress, retune, keep_off_pitch)
     _start_build(out)
     written = []
-    for e, y in zip(entries, notes):
+    for e, tuned in zip(entries, notes):
         file = f"{safe_file_stem(e.name)}.wav"
-        audio_io.write_wav(out / file, y)
-        written.append(CorpusEntry(e.name, file, e.program, e.preset, e.family, e.velocity, None, e.pitch_hz))
-    corpus = Corpus(out, written, np.stack(notes), skipped, off)
+        _write_note(out, file, tuned)
+        written.append(CorpusEntry(e.name, file, e.program, e.preset, e.family, e.velocity, None, e.pitch_hz,
+                                   e.retuned_cents))
+    corpus = Corpus(out, written, np.stack([t.audio for t in notes]), skipped, off)
     if mix:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
     _write_manifest(corpus)
@@ -271,6 +367,8 @@ def _start_build(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         remove_temp_files(out, (".*.wav.tmp", f".{MANIFEST_NAME}.*.tmp", f".{REPORT_NAME}.*.tmp"))
+        if (out / ORIGINALS_DIR).is_dir():
+            remove_temp_files(out / ORIGINALS_DIR, (".*.wav.tmp",))
         (out / BUILDING_NAME).write_text("a corpus build is writing this folder, or was interrupted: build it again\n")
     except OSError as exc:
         raise CorpusError(f"cannot write to {out}: {exc.strerror}; choose a writable output folder") from None
@@ -282,37 +380,41 @@ def check_finished(root: Path) -> None:
         raise CorpusError(f"{root} holds an interrupted corpus build; run `samplegen corpus build` into it again")
 
 
-def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S) -> Corpus:
+def load_corpus(path: str | Path, duration_s: float = audio_io.DEFAULT_DURATION_S,
+                progress: Progress | None = None) -> Corpus:
     """A built corpus (with manifest.csv) or any folder of samples, prepared in memory.
 
     Notes of a built corpus whose length differs from ``duration_s`` are
-    prepared again to that length.
+    prepared again to that length. ``progress(done, total)`` is called after each file.
     """
     root = Path(path)
     check_finished(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
-        entries, notes, skipped, off = _prepare_folder(root, duration_s, None)
-        return Corpus(root, entries, np.stack(notes), skipped, off)
+        entries, tuned, skipped, off = _prepare_folder(root, duration_s, progress)
+        return Corpus(root, entries, np.stack([t.audio for t in tuned]), skipped, off)
     entries, notes, skipped = [], [], []
     n = int(round(duration_s * audio_io.SAMPLE_RATE))
     with open(manifest, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                entry = _entry_from_row(row)
-                y = audio_io.read_audio(inside_folder(root, entry.file, manifest, AudioError))
-            except AudioError as exc:
-                skipped.append((row.get("file", "?"), str(exc)))
-                continue
-            except MemoryError:
-                skipped.append((row.get("file", "?"), "needs more memory than is available"))
-                continue
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CorpusError(f"{manifest} is malformed ({exc}); rebuild the corpus") from None
-            if len(y) != n:
-                y = audio_io.prepare_note(y, duration_s=duration_s)
-            entries.append(entry)
-            notes.append(y)
+        rows = list(csv.DictReader(fh))
+    for done, row in enumerate(rows, 1):
+        if progress:
+            progress(done, len(rows))
+        try:
+            entry = _entry_from_row(row)
+            y = audio_io.read_audio(inside_folder(root, entry.file, manifest, AudioError))
+        except AudioError as exc:
+            skipped.append((row.get("file", "?"), str(exc)))
+            continue
+        except MemoryError:
+            skipped.append((row.get("file", "?"), "needs more memory than is available"))
+            continue
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorpusError(f"{manifest} is malformed ({exc}); rebuild the corpus") from None
+        if len(y) != n:
+            y = audio_io.prepare_note(y, duration_s=duration_s)
+        entries.append(entry)
+        notes.append(y)
     if not entries:
         raise CorpusError(f"{manifest} lists no readable notes; rebuild the corpus")
     return Corpus(root, entries, np.stack(notes), skipped, [])
@@ -324,8 +426,9 @@ def _entry_from_row(row: dict[str, str]) -> CorpusEntry:
 
     parents = (row["parent_a"], row["parent_b"]) if row.get("parent_a") else None
     pitch = float(row["pitch_hz"]) if row.get("pitch_hz") else None
+    shift = float(row["retuned_cents"]) if row.get("retuned_cents") else 0.0
     return CorpusEntry(row["name"], row["file"], opt_int(row["program"]), row["preset"], row["family"] or "unknown",
-                       opt_int(row["velocity"]), parents, pitch)
+                       opt_int(row["velocity"]), parents, pitch, shift)
 
 
 def mix_entries(corpus: Corpus, n: int, seed: int, out_dir: str | Path | None = None) -> Corpus:
@@ -368,12 +471,16 @@ def _write_manifest(corpus: Corpus) -> None:
             "family": e.family, "velocity": "" if e.velocity is None else e.velocity,
             "parent_a": e.parents[0] if e.parents else "", "parent_b": e.parents[1] if e.parents else "",
             "pitch_hz": "" if e.pitch_hz is None else f"{e.pitch_hz:.2f}",
+            "retuned_cents": f"{e.retuned_cents:+.1f}" if e.retuned_cents else "",
         })
     text = buf.getvalue()
     atomic_write(Path(corpus.root) / MANIFEST_NAME, lambda fh: fh.write(text), mode="w")
-    lines = [f"# corpus report: {len(corpus.entries)} notes, {len(corpus.skipped)} skipped, "
-             f"{len(corpus.off_pitch)} not C4 within ±{OFF_PITCH_CENTS:.0f} cents"]
+    retuned = corpus.retuned
+    lines = [f"# corpus report: {len(corpus.entries)} notes, {len(corpus.skipped)} skipped, {len(retuned)} retuned "
+             f"to C (originals in {ORIGINALS_DIR}/), {len(corpus.off_pitch)} not C4 within ±{OFF_PITCH_CENTS:.0f} cents"]
     lines += [f"skipped\t{f}\t{r}" for f, r in corpus.skipped]
+    lines += [f"retuned\t{e.name}\tmeasured {audio_io.pitch_name(e.pitch_hz)}, shifted {e.retuned_cents:+.0f} cents"
+              for e in retuned if e.pitch_hz is not None]
     lines += [f"off-pitch\t{f}\t{c:+.0f} cents from C4" for f, c in corpus.off_pitch]
     report = "\n".join(lines) + "\n"
     atomic_write(Path(corpus.root) / REPORT_NAME, lambda fh: fh.write(report), mode="w")

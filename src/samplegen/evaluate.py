@@ -14,6 +14,7 @@ that opens offline.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -159,6 +160,38 @@ def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaselin
         "oracle": _waves(run, feats),
     }
     return QualitySet(names, audio, outputs, _quality_measures(audio, outputs))
+
+
+@contextlib.contextmanager
+def _progress_bar(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress(done, total) callback drawing a bar on stderr, closed on leaving."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        if done == total:
+            bar.refresh()  # shown even when it ran faster than the bar redraws
+
+    try:
+        yield progress
+    finally:
+        bar.close()
+
+
+def _sound_quality_in_chunks(run: Run, audio: np.ndarray, names: list[str], pca: PCABaseline,
+                             chunk: int = 32) -> QualitySet:
+    """:func:`sound_quality` ``chunk`` notes at a time with a progress bar: a folder of one's own takes minutes."""
+    parts = []
+    with _progress_bar("notes", "note") as progress:
+        for start in range(0, len(audio), chunk):
+            parts.append(sound_quality(run, audio[start : start + chunk], names[start : start + chunk], pca))
+            progress(min(start + chunk, len(audio)), len(audio))
+    return QualitySet(names, audio, {k: np.concatenate([p.outputs[k] for p in parts]) for k in parts[0].outputs},
+                      {system: {m: np.concatenate([p.values[system][m] for p in parts]) for m in parts[0].values[system]}
+                       for system in parts[0].values})
 
 
 def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_worst: int = 5,
@@ -373,9 +406,11 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     corpus = _run_corpus(run)
     sets, pca, train_idx = split_quality(run, corpus, train_sample, seed, log)
     if data is not None:
-        extra = load_corpus(data, duration_s=run.config.data.duration_s)
+        log(f"reading {data} ...")
+        with _progress_bar("read", "file") as bar:
+            extra = load_corpus(data, duration_s=run.config.data.duration_s, progress=bar)
         log(f"sound quality: {len(extra.entries)} notes from {data} ...")
-        sets["data"] = sound_quality(run, extra.audio, [e.name for e in extra.entries], pca)
+        sets["data"] = _sound_quality_in_chunks(run, extra.audio, [e.name for e in extra.entries], pca)
     everything = np.concatenate([s.reference for s in sets.values()])
     art = artefacts(everything, np.concatenate([s.outputs["oracle"] for s in sets.values()]),
                     [n for s in sets.values() for n in s.names],

@@ -2,8 +2,8 @@
 
 A SOUND is what every generation command takes: a corpus note's name, an audio file, or a
 ``.latent.json`` point. What is exported is the *model's* sound of it (decoded and phase-retrieved),
-peak-normalised to -1 dBFS, with a sustain loop where the note holds its level
-(:func:`samplegen.loop.find_loop`) and a release envelope, so held notes keep sounding and released
+peak-normalised to -1 dBFS, with a crossfaded sustain loop where the note holds its level
+(:mod:`samplegen.loop`) and a release envelope, so held notes keep sounding and released
 notes stop without a click. Each note is tuned from its measured f0 (:func:`sampler_tuning`): a decoded
 note is seldom exactly C4, and played across the keyboard its error would follow it to every key.
 """
@@ -26,7 +26,7 @@ from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
 from samplegen.files import remove_temp_files, sha256_file, unique_stems
 from samplegen.generate import decode, resolve
-from samplegen.loop import Loop, find_loop
+from samplegen.loop import Loop, crossfaded, find_loop
 from samplegen.sf2 import Sf2Sound, sf2_bytes
 
 ROOT_KEY = 60
@@ -64,7 +64,8 @@ def sampler_tuning(y: np.ndarray) -> tuple[int, int]:
 
 
 def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
-    """Decode each SOUND through the model, tune it (:func:`sampler_tuning`) and find its loop."""
+    """Decode each SOUND through the model, tune it (:func:`sampler_tuning`) and find its loop (its crossfade
+    written into the audio)."""
     if not items:
         raise ParameterError("name at least one SOUND (a corpus note, an audio file or a .latent.json)")
     resolved = [resolve(run, item) for item in items]
@@ -75,7 +76,8 @@ def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
         if peak <= 0:
             raise ParameterError(f"{name} decodes to silence; choose another sound")
         y = (y * (10 ** (PEAK_DBFS / 20) / peak)).astype(np.float32)
-        out.append(SamplerSound(stem, y, find_loop(y), *sampler_tuning(y)))
+        loop = find_loop(y)
+        out.append(SamplerSound(stem, y if loop is None else crossfaded(y, loop), loop, *sampler_tuning(y)))
     return out
 
 

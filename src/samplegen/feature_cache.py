@@ -45,7 +45,7 @@ import torch
 
 from samplegen.checkpoint import write_json
 from samplegen.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row,
-                              _slug, check_finished)
+                              _slug, check_finished, family_from_path)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file
 
@@ -150,7 +150,7 @@ def scan_notes(root: str | Path) -> tuple[list[CorpusEntry], str]:
 
 
 def _name_raw_entries(entries: Sequence[CorpusEntry]) -> list[CorpusEntry]:
-    """The names load_corpus gives (slug of the stem, de-duplicated in file order)."""
+    """The names and families load_corpus gives (slug of the stem, de-duplicated in file order; the sub-folder)."""
     used: set[str] = set()
     named = []
     for e in entries:
@@ -158,7 +158,7 @@ def _name_raw_entries(entries: Sequence[CorpusEntry]) -> list[CorpusEntry]:
         while name in used:
             name = f"{name}_{len(used)}"
         used.add(name)
-        named.append(CorpusEntry(name, e.file, preset=e.preset))
+        named.append(CorpusEntry(name, e.file, preset=e.preset, family=family_from_path(e.file)))
     return named
 
 

@@ -5,27 +5,36 @@ The page never does latent arithmetic itself: a map click, a pad position, a kno
 note together with what the page shows of it (its place on the map, its knob positions, a
 spectrogram, a sustain loop). Keeping that here makes every gesture testable without a browser.
 
-Knobs are the principal axes of the corpus's posterior means (the directions along which the
-learned sounds differ most), at most :data:`MAX_KNOBS` of them, each labelled by the measured
-descriptor it changes most (brightness, attack, decay, loudness).
+Knobs are directions of the corpus's posterior means a musician can name: the principal axes,
+whitened (one knob step is one corpus standard deviation), rotated towards the measured
+descriptors (brightness, attack, sustain, noise, ...) that they predict, then checked through the
+decoder: a knob is named by what turning it up measurably increases. The rest of the space fills
+the remaining knobs, largest spread first. At most :data:`MAX_KNOBS`.
+
+The map is a neighbour-preserving layout (scikit-learn's t-SNE) of the same points: a sound's
+nearest latent neighbours stay near it on the map, which a linear projection does not keep.
+Points that are not in the corpus (a blend, a draw, a dropped file) are placed among the corpus
+points nearest them in latent space.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from samplegen import spectral
 from samplegen.audio import SAMPLE_RATE, estimate_pitch_hz, offset_from_c4_cents, wav_bytes
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
-from samplegen.generate import decode_features, decode_magnitude, magnitude_from_features
+from samplegen.generate import decode_features, decode_magnitude, encode_audio, magnitude_from_features
 from samplegen.phase_features import features_to_waveform
-from samplegen.loop import find_loop
+from samplegen.loop import crossfaded, find_loop
 
 MAX_KNOBS = 8
 #: Knob positions are in standard deviations of the corpus along the knob's axis.
@@ -43,13 +52,30 @@ SPECTROGRAM_ROWS = 96
 SPECTROGRAM_RANGE_DB = 80.0
 #: A knob whose largest measured effect is below this many corpus standard deviations gets no name.
 MIN_LABEL_EFFECT = 0.25
+#: A descriptor gets a knob rotated towards it while the part of it the latent space predicts, beyond
+#: the knobs already chosen, correlates at least this much with the corpus's values.
+MIN_ROTATION_CORRELATION = 0.3
+#: Phase-retrieval iterations of a draft note (a drag in progress): PGHI's start alone, about half a
+#: full render's time; the note is refined with the run's own iterations when the hand rests.
+DRAFT_ITERS = 0
+#: Corpus points a new point is placed among on the map (inverse-distance weighted).
+PLACE_NEIGHBOURS = 7
 
+#: Descriptor → (knob label, what turning the knob up does). Knobs are signed so that turning one up
+#: increases its descriptor; attack is a time, so "up" is a slower attack, as on a synthesiser.
 DESCRIPTORS = {
-    "brightness": ("Brightness", "brighter", "darker"),
-    "attack": ("Attack", "slower attack", "faster attack"),
-    "decay": ("Sustain", "longer sustain", "shorter decay"),
-    "noisiness": ("Noise", "noisier", "purer"),
+    "brightness": ("Brightness", "brighter"),
+    "attack": ("Attack", "slower attack"),
+    "decay": ("Sustain", "longer sustain"),
+    "noisiness": ("Noise", "noisier"),
+    "body": ("Body", "fuller low end"),
+    "air": ("Air", "more air"),
+    "wobble": ("Wobble", "wobblier"),
+    "bite": ("Bite", "more bite at the onset"),
 }
+#: What turning a knob up does when it lowers the descriptor (the unnamed knobs' hints).
+LESS = {"brightness": "darker", "attack": "faster attack", "decay": "shorter decay", "noisiness": "purer",
+        "body": "thinner", "air": "less air", "wobble": "steadier", "bite": "softer onset"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,7 @@ class Note:
     peak: float
     rms_db: float
     source: str
+    draft: bool = False  # rendered with DRAFT_ITERS phase-retrieval iterations, to be refined
     root: float = 60.0  # the MIDI key (fractional) at which the note plays at its own measured pitch
 
 
@@ -83,24 +110,39 @@ def describe(mag: torch.Tensor, cfg: spectral.StftConfig, sr: int = SAMPLE_RATE)
 
     brightness: energy-weighted spectral centroid (log2 Hz); attack: seconds to the first frame
     within 3 dB of the loudest; decay: level of the second half relative to the first (dB);
-    noisiness: mean spectral flatness (dB) of the frames within 40 dB of the loudest. Level is left
-    out on purpose: the instrument normalises every note's peak, so a level knob would do nothing.
+    noisiness: mean spectral flatness (dB) of the frames within 40 dB of the loudest; body: share
+    of the energy below 500 Hz (dB); air: share above 6 kHz (dB); wobble: mean frame-to-frame level
+    change (dB) of the loud frames; bite: share above 2 kHz in the first 60 ms over the whole note's
+    (dB). Level is left out on purpose: the instrument normalises every note's peak, so a level knob
+    would do nothing. Every descriptor is level-independent, so it reads the same on a rendered note.
     """
     power = mag.double().pow(2).cpu().numpy() + 1e-20  # B x F x T
     freqs = np.arange(power.shape[1]) * sr / cfg.n_fft
+
+    def band(hz: float) -> int:  # the first bin above hz
+        return int(np.searchsorted(freqs, hz, side="right"))
+
     frame_energy = power.sum(axis=1)  # B x T
-    centroid = (power * freqs[None, :, None]).sum(axis=(1, 2)) / frame_energy.sum(axis=1)
+    total = frame_energy.sum(axis=1)
+    centroid = np.einsum("bft,f->b", power, freqs) / total
     frame_db = 10 * np.log10(frame_energy)
     first_loud = np.argmax(frame_db >= frame_db.max(axis=1, keepdims=True) - 3.0, axis=1)
     half = frame_energy.shape[1] // 2
     decay = 10 * np.log10(frame_energy[:, half:].mean(axis=1) / frame_energy[:, :half].mean(axis=1))
     flatness_db = 10 * np.log10(np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1))  # B x T
     loud = frame_db >= frame_db.max(axis=1, keepdims=True) - 40.0
+    steady = loud[:, 1:] & loud[:, :-1]
+    high = power[:, band(2000.0):].sum(axis=1)  # B x T, above 2 kHz
+    onset = slice(0, max(1, round(0.06 * sr / cfg.hop_length)))
     return {
         "brightness": np.log2(np.maximum(centroid, 1.0)),
         "attack": first_loud * cfg.hop_length / sr,
         "decay": decay,
         "noisiness": (flatness_db * loud).sum(axis=1) / loud.sum(axis=1),
+        "body": 10 * np.log10(power[:, : band(500.0)].sum(axis=(1, 2)) / total),
+        "air": 10 * np.log10(power[:, band(6000.0):].sum(axis=(1, 2)) / total),
+        "wobble": (np.abs(np.diff(frame_db, axis=1)) * steady).sum(axis=1) / np.maximum(steady.sum(axis=1), 1),
+        "bite": 10 * np.log10(high[:, onset].sum(axis=1) / frame_energy[:, onset].sum(axis=1) * total / high.sum(axis=1)),
     }
 
 
@@ -117,10 +159,92 @@ def principal_axes(mu: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray, np
     return mean, axes * signs[:, None], np.maximum(sd[:k], 1e-6)
 
 
+def descriptor_rotation(scores: np.ndarray, values: dict[str, np.ndarray], n: int,
+                        min_correlation: float = MIN_ROTATION_CORRELATION) -> tuple[np.ndarray, list[str | None]]:
+    """Orthonormal knob directions (n, K) in whitened principal coordinates, and the descriptor each aims at.
+
+    scores : (N, K) the corpus's coordinates along its principal axes, each divided by its spread
+    values : descriptor → (N,) the corpus's measured values
+
+    Greedily, the descriptor whose variation the whitened coordinates predict best beyond the
+    directions already chosen (its correlation with its least-squares direction, made orthogonal to
+    them) gets the next direction, while that correlation is at least ``min_correlation``. The
+    remaining directions are the principal axes in order, made orthogonal to the chosen ones.
+    """
+    centred = scores - scores.mean(axis=0)
+    norms = np.linalg.norm(centred, axis=0)
+    unit = centred / np.maximum(norms, 1e-12)
+    targets = {}
+    for name, v in values.items():
+        v = np.asarray(v, dtype=np.float64) - np.mean(v)
+        if np.std(v) > 1e-12:
+            targets[name] = unit.T @ (v / np.linalg.norm(v))  # correlation with each whitened coordinate
+    chosen: list[np.ndarray] = []
+    aims: list[str | None] = []
+
+    def residual(vec: np.ndarray) -> np.ndarray:
+        for c in chosen:
+            vec = vec - (c @ vec) * c
+        return vec
+
+    while len(chosen) < n and targets:
+        name, vec = max(((d, residual(t)) for d, t in targets.items()), key=lambda item: np.linalg.norm(item[1]))
+        del targets[name]
+        if np.linalg.norm(vec) < min_correlation:
+            break
+        chosen.append(vec / np.linalg.norm(vec))
+        aims.append(name)
+    for axis in np.eye(scores.shape[1]):
+        if len(chosen) >= n:
+            break
+        vec = residual(axis)
+        if np.linalg.norm(vec) > 1e-6:
+            chosen.append(vec / np.linalg.norm(vec))
+            aims.append(None)
+    return np.array(chosen).reshape(len(chosen), scores.shape[1]), aims
+
+
+def neighbour_map(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A 2-D layout (N, 2) of latent points that keeps each point's nearest neighbours near it.
+
+    scikit-learn's t-SNE (Barnes–Hut, PCA start, fixed seed, so a run always gets the same map),
+    scaled to unit spread. Perplexity 30, or a third of the points for a small corpus.
+    """
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(points, dtype=np.float64)
+    if len(x) < 4:  # t-SNE needs a few points; two or three are laid out along their main axis
+        centred = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = np.zeros((len(x), 2))
+        xy[:, : min(2, vt.shape[0])] = centred @ vt[:2].T
+    else:
+        perplexity = float(min(30.0, (len(x) - 1) / 3))
+        xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=1).fit_transform(x)
+    return (xy - xy.mean(axis=0)) / max(float(xy.std()), 1e-12)
+
+
+def neighbour_recall(points: np.ndarray, groups: Sequence[str], k: int = 7) -> float:
+    """Share of each point's ``k`` nearest neighbours (Euclidean, itself excluded) that share its group.
+
+    The figure issue 19 measures a map by: with ``groups`` the presets of the corpus, how often a
+    sound's nearest sounds are its own preset's other velocities.
+    """
+    x = np.asarray(points, dtype=np.float64)
+    labels = np.asarray(groups)
+    if len(x) != len(labels) or len(x) <= k:
+        raise ParameterError(f"neighbour_recall needs more than k={k} points, each with a group")
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argpartition(d, k, axis=1)[:, :k]
+    return float((labels[nearest] == labels[:, None]).mean())
+
+
 class Instrument:
     """A trained run as an instrument: gestures in, notes out. Thread-safe for rendering."""
 
-    def __init__(self, run: Run, n_knobs: int = MAX_KNOBS, seed: int = 0):
+    def __init__(self, run: Run, n_knobs: int = MAX_KNOBS, seed: int = 0, aim_knobs: bool = True):
+        """aim_knobs : False keeps the knobs on the principal axes unrotated (the benchmark's baseline)."""
         if run.latent_mu.shape[0] < 2:
             raise ParameterError("the run's corpus has fewer than 2 notes; the instrument needs a map to play on")
         self.run = run
@@ -128,21 +252,25 @@ class Instrument:
         self.n_samples = run.config.data.n_samples
         self.mu = run.latent_mu.double().numpy()
         self.z_limit = float(max(Z_LIMIT, 2.0 * np.abs(self.mu).max()))
-        self.mean, axes, sd = principal_axes(run.latent_mu, max(2, min(n_knobs, MAX_KNOBS)))
-        self.map_axes, self.map_sd = axes[:2], sd[:2]
-        n = max(1, min(n_knobs, MAX_KNOBS, self.latent_dim))
-        self.knob_axes, self.knob_sd = axes[:n], sd[:n]
-        self.map_points = self.project_map(self.mu)
-        self.knobs = self._label_knobs(seed)
+        self.map_points = neighbour_map(self.mu, seed)
+        self.knobs = self._build_knobs(max(1, min(n_knobs, MAX_KNOBS, self.latent_dim)), seed,
+                                       MIN_ROTATION_CORRELATION if aim_knobs else math.inf)
 
     # --- geometry -------------------------------------------------------------------------
-    def project_map(self, z: np.ndarray) -> np.ndarray:
-        """Latent points (..., L) → 2-D map coordinates (..., 2) in corpus standard deviations."""
-        return ((np.asarray(z, dtype=np.float64) - self.mean) @ self.map_axes.T) / self.map_sd
+    def place(self, z: np.ndarray) -> tuple[float, float]:
+        """Where a latent point goes on the map: among its nearest corpus points (inverse-distance
+        weighted), so a corpus point lands on its own place and a blend between its corners' places."""
+        d = np.sqrt(((self.mu - np.asarray(z, dtype=np.float64)) ** 2).sum(axis=1))
+        near = np.argsort(d)[: min(PLACE_NEIGHBOURS, len(d))]
+        if d[near[0]] < 1e-9:
+            return float(self.map_points[near[0], 0]), float(self.map_points[near[0], 1])
+        w = 1.0 / d[near] ** 2
+        xy = (w[:, None] * self.map_points[near]).sum(axis=0) / w.sum()
+        return float(xy[0]), float(xy[1])
 
     def knob_positions(self, z: np.ndarray) -> np.ndarray:
-        """Where each knob stands for point ``z``: its coordinate along the knob's axis, in corpus SDs."""
-        return ((np.asarray(z, dtype=np.float64) - self.mean) @ self.knob_axes.T) / self.knob_sd
+        """Where each knob stands for point ``z``, in corpus standard deviations along the knob's direction."""
+        return (np.asarray(z, dtype=np.float64) - self.mean) @ self.knob_read.T
 
     def check_z(self, z: Sequence[float] | np.ndarray) -> np.ndarray:
         arr = np.asarray(z, dtype=np.float64)
@@ -186,38 +314,68 @@ class Instrument:
         return np.clip(base + amount * rng.standard_normal(self.latent_dim), -self.z_limit, self.z_limit)
 
     def turn_knobs(self, z: Sequence[float] | np.ndarray, positions: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Move ``z`` so that each knob stands at the given position (corpus SDs along its axis)."""
+        """Move ``z`` so that each knob stands at the given position (corpus SDs along its direction)."""
         base = self.check_z(z)
         pos = np.asarray(positions, dtype=np.float64)
         if pos.shape != (len(self.knobs),):
             raise ParameterError(f"give {len(self.knobs)} knob positions, got {pos.size}")
         if not np.isfinite(pos).all() or np.abs(pos).max(initial=0.0) > KNOB_RANGE:
             raise ParameterError(f"knob positions must be finite and within ±{KNOB_RANGE}")
-        delta = (pos - self.knob_positions(base)) * self.knob_sd
-        return np.clip(base + delta @ self.knob_axes, -self.z_limit, self.z_limit)
+        return np.clip(base + (pos - self.knob_positions(base)) @ self.knob_move, -self.z_limit, self.z_limit)
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """A sound of the user's own (float mono at 44.1 kHz) → its latent point, prepared as the corpus was."""
+        from samplegen.audio import prepare_note
+
+        note = prepare_note(np.asarray(audio, dtype=np.float32), duration_s=self.run.config.data.duration_s)
+        z = encode_audio(self.run, note[None])[0].double().numpy()
+        return np.clip(z, -self.z_limit, self.z_limit)
 
     # --- sound ----------------------------------------------------------------------------
-    def render(self, z: Sequence[float] | np.ndarray, source: str = "") -> Note:
-        """Decode a point into a playable note (normalised, looped where it sustains) and its pictures."""
+    def render(self, z: Sequence[float] | np.ndarray, source: str = "", draft: bool = False) -> Note:
+        """Decode a point into a playable note (normalised, looped where it sustains) and its pictures.
+
+        draft : retrieve phase with :data:`DRAFT_ITERS` iterations (a drag in progress) instead of the run's own
+        """
         point = self.check_z(z)
         feats = decode_features(self.run, torch.from_numpy(point[None]).float())
         mag = magnitude_from_features(self.run, feats)
         with torch.no_grad():  # the run's own way back (phase retrieval, or IF integration for a phase-aware run)
-            wave = features_to_waveform(feats, self.run.config.stft, self.run.config.phase,
-                                        self.n_samples).cpu().numpy()[0].astype(np.float64)
+            wave = features_to_waveform(feats, self.run.config.stft, self.run.config.phase, self.n_samples,
+                                        n_iter=DRAFT_ITERS if draft else None).cpu().numpy()[0].astype(np.float64)
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         gain = min(PEAK / peak, 10 ** (MAX_GAIN_DB / 20)) if peak > 0 else 1.0
         audio = np.clip(wave * gain, -1.0, 1.0).astype(np.float32)
         found = find_loop(audio, SAMPLE_RATE)
         loop = (found.start, found.end) if found is not None else None
+        if found is not None:
+            audio = crossfaded(audio, found)
         wav = wav_bytes(audio, SAMPLE_RATE, loop=loop)
         rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
-        xy = self.project_map(point)
         hz = estimate_pitch_hz(audio, SAMPLE_RATE)  # the keyboard plays it in tune, whatever its own pitch
-        return Note(z=point, wav=wav, map_xy=(float(xy[0]), float(xy[1])),
+        return Note(z=point, wav=wav, map_xy=self.place(point),
                     knobs=[float(v) for v in self.knob_positions(point)], spectrogram=self._spectrogram(mag[0]),
-                    loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source,
+                    loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source, draft=draft,
                     root=60.0 + (offset_from_c4_cents(hz) / 100 if hz is not None else 0.0))
+
+    def heard_change(self, knob: Knob, sounds: Sequence[int]) -> np.ndarray:
+        """What turning ``knob`` from -1 to +1 around each corpus sound does to the descriptor it is named
+        by, measured on the rendered notes (phase retrieval and all), one value per sound: the check that a
+        label says what the knob does (the knob was named from the decoder's magnitudes)."""
+        name = next(d for d, (title, _) in DESCRIPTORS.items() if title == knob.label)
+        cfg = self.run.config.stft
+        change = []
+        for i in sounds:
+            z = self.corpus_point(i)
+            pos = np.clip(self.knob_positions(z), -KNOB_RANGE, KNOB_RANGE)  # a far sound may stand beyond
+            heard = []
+            for delta in (-1.0, 1.0):
+                wanted = pos.copy()
+                wanted[knob.index] = np.clip(pos[knob.index] + delta, -KNOB_RANGE, KNOB_RANGE)
+                audio, _ = sf.read(io.BytesIO(self.render(self.turn_knobs(z, wanted)).wav), dtype="float32")
+                heard.append(describe(spectral.magnitude(torch.from_numpy(audio)[None], cfg), cfg)[name][0])
+            change.append(heard[1] - heard[0])
+        return np.array(change)
 
     def _spectrogram(self, mag: torch.Tensor) -> np.ndarray:
         """Magnitude Tensor[F x T] → uint8 image (rows low to high on a log-frequency axis, 80 dB range)."""
@@ -233,24 +391,44 @@ class Instrument:
         scaled = np.clip((db - (top - SPECTROGRAM_RANGE_DB)) / SPECTROGRAM_RANGE_DB, 0.0, 1.0)
         return np.round(scaled * 255).astype(np.uint8)
 
-    def _label_knobs(self, seed: int, n_bases: int = 32) -> list[Knob]:
-        """Name each knob by what it measurably changes, each name given once, to the knob that changes it most.
+    def _describe_points(self, z: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
+        """:func:`describe` of the decoded magnitudes of latent points (N, L), a batch at a time (a 2-second
+        note's magnitudes in double precision are 1.4 MB: a whole corpus at once would take gigabytes)."""
+        parts = [describe(decode_magnitude(self.run, torch.from_numpy(z[i:i + batch]).float()), self.run.config.stft)
+                 for i in range(0, len(z), batch)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in DESCRIPTORS}
 
-        Each axis is nudged by ±1 corpus SD around ``n_bases`` corpus points; the mean change of each
-        descriptor, divided by that descriptor's spread over the corpus, is the knob's effect on it.
-        Knobs left without a name are "Timbre N", their hint listing their two largest effects.
+    def _build_knobs(self, n: int, seed: int, min_correlation: float,
+                     n_bases: int = 32) -> list[Knob]:
+        """Choose the knobs' directions (:func:`descriptor_rotation`) and name each by what it measurably does.
+
+        Each direction is nudged by ±1 corpus SD around ``n_bases`` corpus points; the mean change of
+        each descriptor, divided by that descriptor's spread over the corpus, is the knob's effect on
+        it. A knob is named by the descriptor it was aimed at, or else the one it changes most that no
+        other knob is named by, if that effect is at least :data:`MIN_LABEL_EFFECT`; it is then signed
+        so that turning it up increases what it is named by. The rest are "Timbre N", hinted with their
+        two largest effects. Sets ``mean``, ``knob_read`` (z → positions) and ``knob_move`` (positions → z).
         """
+        mean, axes, sd = principal_axes(self.run.latent_mu, self.latent_dim)
+        keep = sd > 1e-6 * sd[0]  # directions the corpus does not move along cannot be whitened
+        axes, sd = axes[keep], sd[keep]
+        cfg = self.run.config.stft
+        spread = self._describe_points(self.mu)
+        scores = (self.mu - mean) @ axes.T / sd
+        rotation, aims = descriptor_rotation(scores, spread, min(n, len(sd)), min_correlation)
+        self.mean = mean
+        self.knob_read = (rotation / sd) @ axes  # positions = (z - mean) @ knob_read.T, in corpus SDs
+        self.knob_move = (rotation * sd) @ axes  # z += Δpositions @ knob_move  (knob_move @ knob_read.T = I)
+
         rng = np.random.default_rng(seed)
         bases = self.mu[rng.choice(len(self.mu), size=min(n_bases, len(self.mu)), replace=False)]
-        cfg = self.run.config.stft
-        spread = describe(decode_magnitude(self.run, torch.from_numpy(self.mu).float()), cfg)
         effects = []
-        for axis, sd in zip(self.knob_axes, self.knob_sd):
-            up = describe(decode_magnitude(self.run, torch.from_numpy(bases + sd * axis).float()), cfg)
-            down = describe(decode_magnitude(self.run, torch.from_numpy(bases - sd * axis).float()), cfg)
+        for step in self.knob_move:
+            up, down = self._describe_points(bases + step), self._describe_points(bases - step)
             effects.append({name: float(np.mean(up[name] - down[name]) / 2 / max(float(np.std(spread[name])), 1e-9))
                             for name in DESCRIPTORS})
-        named: dict[int, str] = {}
+        named: dict[int, str] = {k: d for k, d in enumerate(aims)
+                                 if d is not None and abs(effects[k][d]) >= MIN_LABEL_EFFECT}
         pairs = sorted(((abs(e[d]), k, d) for k, e in enumerate(effects) for d in DESCRIPTORS), reverse=True)
         for size, k, d in pairs:
             if size >= MIN_LABEL_EFFECT and k not in named and d not in named.values():
@@ -259,22 +437,41 @@ class Instrument:
         for k, e in enumerate(effects):
             if k in named:
                 d = named[k]
-                title, more, less = DESCRIPTORS[d]
-                knobs.append(Knob(k, title, f"turn up: {more if e[d] > 0 else less}", e[d]))
+                if e[d] < 0:  # turning it up must increase what it is named by
+                    self.knob_read[k] *= -1
+                    self.knob_move[k] *= -1
+                    e = {name: -v for name, v in e.items()}
+                    effects[k] = e
+                title, more = DESCRIPTORS[d]
+                knobs.append(Knob(k, title, f"turn up: {more}", e[d]))
                 continue
             top = sorted(DESCRIPTORS, key=lambda name: -abs(e[name]))[:2]
-            words = [DESCRIPTORS[d][1] if e[d] > 0 else DESCRIPTORS[d][2] for d in top if abs(e[d]) >= MIN_LABEL_EFFECT]
+            words = [DESCRIPTORS[d][1] if e[d] > 0 else LESS[d] for d in top if abs(e[d]) >= MIN_LABEL_EFFECT]
             hint = f"turn up: {', '.join(words)}" if words else "no single measured quality dominates"
             knobs.append(Knob(k, f"Timbre {k + 1}", hint, e[top[0]]))
         return knobs
 
-    def map_view(self, percent: float = 2.0) -> tuple[float, float, float, float]:
-        """The part of the map the page shows: (x0, y0, x1, y1) spanning the ``percent``-th to the
-        ``100 - percent``-th percentile on each axis, so a few far-flung notes (a weak KL term lets some
-        posterior means stray far) do not squeeze the rest of the corpus into a corner."""
+    def map_view(self, percent: float = 1.0, margin: float = 0.1) -> tuple[float, float, float, float]:
+        """The part of the map the page shows: (x0, y0, x1, y1), every point unless a few lie far out.
+
+        The view spans the ``percent``-th to ``100 - percent``-th percentile on each axis widened by
+        ``margin`` of that span, and no further than the points reach: the layout keeps the corpus in
+        one piece, so nearly every point is shown in its place, yet a far-flung one cannot squeeze the
+        rest into a corner (it sits on the view's edge).
+        """
         lo = np.percentile(self.map_points, percent, axis=0)
         hi = np.percentile(self.map_points, 100 - percent, axis=0)
+        lo, hi = lo - margin * (hi - lo), hi + margin * (hi - lo)
+        lo = np.maximum(lo, self.map_points.min(axis=0))
+        hi = np.minimum(hi, self.map_points.max(axis=0))
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    def edge_fraction(self) -> float:
+        """Share of corpus points outside :meth:`map_view`, which the page piles on the view's edges."""
+        x0, y0, x1, y1 = self.map_view()
+        p = self.map_points
+        outside = (p[:, 0] < x0) | (p[:, 0] > x1) | (p[:, 1] < y0) | (p[:, 1] > y1)
+        return float(outside.mean())
 
     def default_corners(self) -> list[int]:
         """Four sounds far apart on the map for the pad's corners: the ones nearest the corners of the

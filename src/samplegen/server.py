@@ -1,9 +1,12 @@
 """The instrument's local web server (FastAPI): the page, its assets and a small JSON API.
 
 Each gesture is one POST that answers with a rendered note; the note's WAV is fetched (or saved)
-from ``/api/renders/{id}.wav``. Rendering is latest-only per client: a page sends a ``client`` id
-and an increasing ``seq`` with each gesture, and a request that a newer one from the same client
-has overtaken is answered 409 without being rendered, so a fast drag never queues stale work.
+from ``/api/renders/{id}.wav``, its latent point from ``/api/renders/{id}.latent.json``. A sound
+file of the user's own is POSTed to ``/api/encode`` and answered the same way. Rendering is
+latest-only per client: a page sends a ``client`` id and an increasing ``seq`` with each gesture,
+and a request that a newer one from the same client has overtaken is answered 409 without being
+rendered, so stale work never queues. A gesture may ask for a ``draft`` (fewer phase-retrieval
+iterations, for a drag in progress; the page asks for the full note when the hand rests).
 
 A web page on another site must not reach the instrument through the user's browser: requests whose
 ``Host`` is not a name the server was started for are refused (DNS rebinding), no response may be
@@ -16,31 +19,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Iterator, MutableMapping
+from tempfile import TemporaryDirectory
+from typing import Annotated, Any, Callable, Iterable, Iterator, Literal, MutableMapping
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from samplegen.errors import ParameterError
+from samplegen.audio import SUPPORTED_EXTENSIONS, read_audio
+from samplegen.errors import AudioError, ParameterError
 from samplegen.files import safe_file_stem
 from samplegen.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Instrument, Note
 
 #: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
 MAX_BODY_BYTES = 16_384
+#: Largest sound file accepted by /api/encode (a minute of 24-bit stereo WAV at 96 kHz is 35 MB; only the
+#: note's first seconds are used).
+MAX_UPLOAD_BYTES = 40 * 1024**2
+ENCODE_PATH = "/api/encode"
 #: Rendered notes kept for playing and saving; older ones are forgotten (memory stays flat).
 RENDER_CACHE = 128
 #: Clients whose latest sequence number is remembered.
@@ -61,19 +73,22 @@ Latent = Annotated[float, Field(ge=-API_Z_LIMIT, le=API_Z_LIMIT, allow_inf_nan=F
 ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Seq = Annotated[int, Field(ge=0, le=2**53)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Quality = Literal["draft", "full"]
 RENDER_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Gesture(BaseModel):
-    """Fields every rendering request carries for latest-only scheduling (both optional)."""
+    """Fields every rendering request carries: latest-only scheduling, and how finely to render."""
 
     model_config = ConfigDict(extra="forbid")
     client: ClientId | None = None
     seq: Seq = 0
+    quality: Quality = "full"
 
 
 class RenderRequest(Gesture):
     z: list[Latent] = Field(min_length=1, max_length=MAX_LATENT)
+    name: str | None = Field(None, min_length=1, max_length=80)  # a favourite's or preset's name
 
 
 class CorpusRequest(Gesture):
@@ -115,6 +130,8 @@ class RenderResponse(BaseModel):
     map: list[float]
     knobs: list[float]
     wav: str
+    latent: str
+    quality: Quality
     loop: list[int] | None
     peak: float
     rms_db: float
@@ -156,41 +173,52 @@ class LatestOnly:
             return job()
 
 
+@dataclass(frozen=True)
+class Stored:
+    """One rendered note as it is downloaded: its WAV, its ``.latent.json`` and their common file stem."""
+
+    wav: bytes
+    latent: bytes
+    stem: str
+
+
 class RenderStore:
-    """The last :data:`RENDER_CACHE` rendered notes' WAV bytes, by id."""
+    """The last :data:`RENDER_CACHE` rendered notes, by id."""
 
     def __init__(self, size: int = RENDER_CACHE):
         self._size = size
         self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._items: OrderedDict[str, Stored] = OrderedDict()
 
-    def put(self, wav: bytes, filename: str) -> str:
+    def put(self, item: Stored) -> str:
         rid = secrets.token_hex(16)
         with self._lock:
-            self._items[rid] = (wav, filename)
+            self._items[rid] = item
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
         return rid
 
-    def get(self, rid: str) -> tuple[bytes, str] | None:
+    def get(self, rid: str) -> Stored | None:
         with self._lock:
             return self._items.get(rid)
 
 
 class BodyLimit:
-    """ASGI middleware: bodies over ``limit`` bytes get 413 before any route reads them."""
+    """ASGI middleware: bodies over ``limit`` bytes (``uploads[path]`` for an upload path) get 413
+    before any route reads them."""
 
-    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES, uploads: dict[str, int] | None = None):
+        self.app, self.default, self.uploads = app, limit, uploads or {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.uploads.get(scope.get("path", ""), self.default)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        too_big = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        too_big = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > limit):
             await too_big(scope, receive, send)
             return
         body, more = b"", True
@@ -200,7 +228,7 @@ class BodyLimit:
                 break
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.limit:
+            if len(body) > limit:
                 await too_big(scope, receive, send)
                 return
         replayed = False
@@ -338,15 +366,18 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
     def respond(req: Gesture, make_z: Callable[[], np.ndarray], source: str) -> RenderResponse:
         def job() -> Note:
-            return instrument.render(make_z(), source=source)
+            return instrument.render(make_z(), source=source, draft=req.quality == "draft")
 
         start = time.perf_counter()
         note = scheduler.run(req.client, req.seq, job)
-        rid = store.put(note.wav, f"samplegen-{safe_file_stem(source)}.wav")
+        z = [round(float(v), 6) for v in note.z]
+        latent = json.dumps({"z": z, "source": source, "run": run.path.name}, indent=2).encode()
+        rid = store.put(Stored(wav=note.wav, latent=latent, stem=f"samplegen-{safe_file_stem(source)}"))
         spec = note.spectrogram
         return RenderResponse(
-            id=rid, z=[round(float(v), 6) for v in note.z], map=list(note.map_xy), knobs=note.knobs,
-            wav=f"/api/renders/{rid}.wav", loop=list(note.loop) if note.loop else None, peak=note.peak,
+            id=rid, z=z, map=list(note.map_xy), knobs=note.knobs, quality="draft" if note.draft else "full",
+            wav=f"/api/renders/{rid}.wav", latent=f"/api/renders/{rid}.latent.json",
+            loop=list(note.loop) if note.loop else None, peak=note.peak,
             rms_db=note.rms_db, source=source, root=note.root, render_ms=(time.perf_counter() - start) * 1000,
             spectrogram=Spectrogram(rows=spec.shape[0], cols=spec.shape[1],
                                     data=base64.b64encode(spec.tobytes()).decode()),
@@ -376,8 +407,8 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
     @app.post("/api/render", response_model=RenderResponse)
     def render(req: RenderRequest) -> RenderResponse:
-        """Render a latent point (a favourite recalled, a saved point)."""
-        return respond(req, lambda: instrument.check_z(req.z), "point")
+        """Render a latent point (a favourite recalled, a preset loaded, an undo)."""
+        return respond(req, lambda: instrument.check_z(req.z), req.name or "point")
 
     @app.post("/api/sounds/{index}", response_model=RenderResponse)
     def corpus_sound(index: int, req: CorpusRequest) -> RenderResponse:
@@ -409,21 +440,57 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
         """The current sound with its macro knobs set to new positions."""
         return respond(req, lambda: instrument.turn_knobs(req.z, req.positions), "knobs")
 
-    @app.get("/api/renders/{render_id}.wav", response_class=Response,
-             responses={200: {"content": {"audio/wav": {}}}, 404: {}})
-    def render_wav(render_id: str) -> Response:
-        """A rendered note as a 24-bit WAV (with its sustain loop in a 'smpl' chunk when it has one)."""
+    @app.post(ENCODE_PATH, response_model=RenderResponse,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {}}}})
+    async def encode(request: Request, name: Annotated[str, Query(min_length=1, max_length=255)],
+                     client: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+                     seq: Annotated[int, Query(ge=0, le=2**53)] = 0) -> RenderResponse:
+        """A sound file of your own (the request body; ``name`` its file name): encoded, rendered, placed on the map."""
+        suffix = Path(name).suffix.lower()
+        if suffix not in SUPPORTED_EXTENSIONS:
+            raise HTTPException(422, f"{name!r} is not a sound file this instrument reads; drop a "
+                                     f"{', '.join(SUPPORTED_EXTENSIONS)} file")
+        data = await request.body()
+
+        def point() -> np.ndarray:
+            with TemporaryDirectory(prefix="samplegen-drop-") as tmp:
+                path = Path(tmp) / f"drop{suffix}"
+                path.write_bytes(data)
+                try:
+                    audio = read_audio(path)
+                except AudioError as exc:
+                    raise ParameterError(f"{name}: {exc}; drop another sound file") from None
+            return instrument.encode(audio)
+
+        return await run_in_threadpool(respond, Gesture(client=client, seq=seq), point, Path(name).stem)
+
+    def stored(render_id: str) -> Stored:
         if not RENDER_ID.match(render_id):
             raise HTTPException(404, "no such render; render ids are 32 hex digits")
         item = store.get(render_id)
         if item is None:
             raise HTTPException(404, "this render has been forgotten; render the sound again")
-        wav, filename = item
-        return Response(wav, media_type="audio/wav", headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                                                              "Cache-Control": "private, max-age=3600"})
+        return item
+
+    def attachment(filename: str) -> dict[str, str]:
+        return {"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "private, max-age=3600"}
+
+    @app.get("/api/renders/{render_id}.wav", response_class=Response,
+             responses={200: {"content": {"audio/wav": {}}}, 404: {}})
+    def render_wav(render_id: str) -> Response:
+        """A rendered note as a 24-bit WAV (with its sustain loop in a 'smpl' chunk when it has one)."""
+        item = stored(render_id)
+        return Response(item.wav, media_type="audio/wav", headers=attachment(f"{item.stem}.wav"))
+
+    @app.get("/api/renders/{render_id}.latent.json", response_class=Response,
+             responses={200: {"content": {"application/json": {}}}, 404: {}})
+    def render_latent(render_id: str) -> Response:
+        """A rendered note's latent point, as the generation commands write it (a preset: ``samplegen`` reopens it)."""
+        item = stored(render_id)
+        return Response(item.latent, media_type="application/json", headers=attachment(f"{item.stem}.latent.json"))
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, uploads={ENCODE_PATH: MAX_UPLOAD_BYTES})
     app.add_middleware(LocalOrigin, hosts=list(hosts))
     return app
 
@@ -468,9 +535,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
     if host not in LOOPBACK:
         log(f"warning: serving on {host}: anyone who can reach this machine can use the instrument "
             f"(use --host 127.0.0.1 to keep it local)")
-    log(f"loading {run_path} and measuring what its knobs do ...")
-    instrument = Instrument(load_run(run_path))
-    app = create_app(instrument, hosts=[host])
+    # The port is taken before the run is loaded: a busy port is said at once, not after the loading.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -480,6 +545,12 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
         sock.close()
         raise ParameterError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port, "
                              f"or --port 0 for any") from None
+    try:
+        log(f"loading {run_path} and measuring what its knobs do ...")
+        app = create_app(Instrument(load_run(run_path)), hosts=[host])
+    except BaseException:
+        sock.close()
+        raise
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}/"

@@ -12,9 +12,10 @@ Griffin–Lim with momentum), started from one of three initial phases:
 - Phase Gradient Heap Integration (``"pghi"``, Průša, Balazs & Søndergaard
   2017): the phase gradients of a Gaussian-like window follow from the
   gradients of the log magnitude, and are integrated from the loudest
-  coefficient outwards.  The integration is a sequential heap walk, so it
-  runs on the CPU (numba, compiled once and cached on disk) note by note;
-  the FGLA iterations then run batched on ``mag``'s device.
+  coefficient outwards.  The gradients are computed batched on ``mag``'s
+  device; the integration is a sequential heap walk, so it runs on the CPU
+  (numba, compiled once and cached on disk), one note per thread; the FGLA
+  iterations then run batched on ``mag``'s device.
 
 With ``n_iter=0`` a method returns its start alone (PGHI or SPSI without
 any iteration; random phase for "gl"/"fgla").
@@ -388,7 +389,7 @@ def _griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, length:
 # PGHI
 
 
-def pghi_gradients(mag: np.ndarray, cfg: StftConfig, gamma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pghi_gradients(mag: torch.Tensor, cfg: StftConfig, gamma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Phase advance per frame and per bin implied by a magnitude, for torch's phase convention.
 
     For a Gaussian window exp(−π t²/γ) the STFT is, up to a known factor, an
@@ -402,42 +403,44 @@ def pghi_gradients(mag: np.ndarray, cfg: StftConfig, gamma: float | None = None)
 
     (the −π per bin is the half-window shift between the frame start and
     its centre).  A Hann window is close enough to a Gaussian with
-    γ = 0.25645·n_fft².
+    γ = 0.25645·n_fft².  Batched on ``mag``'s device (on a GPU only the heap
+    walk is left to the CPU).
 
     Parameters
     ----------
-    mag : ndarray[F x T], linear magnitude of one note
+    mag : Tensor[B x F x T] or [F x T], linear magnitude, any device
     cfg : its STFT settings
     gamma : the window's γ in samples² (default: Hann's)
 
     Returns
     -------
-    (per_frame, per_bin) : two ndarray[F x T] of radians.
+    (per_frame, per_bin) : two float64 Tensors of ``mag``'s shape and device, in radians.
     """
     a, m = cfg.hop_length, cfg.n_fft
     g = HANN_GAMMA * m * m if gamma is None else gamma
-    peak = float(mag.max()) if mag.size else 0.0
-    # A floor keeps log-gradients finite; below it the heap walk never goes.
-    logm = np.log(np.maximum(mag, max(peak, 1e-30) * PGHI_TOL * 0.1).astype(np.float64))
+    x = mag.to(torch.float64)
+    # One floor per note keeps log-gradients finite; below it the heap walk never goes.
+    peak = x.amax(dim=(-2, -1), keepdim=True) if x.numel() else x.new_zeros(())
+    logm = torch.log(torch.maximum(x, peak.clamp_min(1e-30) * (PGHI_TOL * 0.1)))
     # Central differences with mirrored edges: |X| is even about bin 0 and the
     # Nyquist bin (real signals), and about frame 0, which is centred on the
     # first sample of a reflect-padded signal.  One-sided differences there
     # would put a false onset into the first frame.
-    d_bin = _central_difference(logm, axis=0)
-    d_frame = _central_difference(logm, axis=1)
-    k = np.arange(mag.shape[0], dtype=np.float64)[:, None]
-    per_frame = (a * m / g) * d_bin + 2 * np.pi * a * k / m
-    per_bin = -(g / (a * m)) * d_frame - np.pi
+    d_bin = _central_difference(logm, dim=-2)
+    d_frame = _central_difference(logm, dim=-1)
+    k = torch.arange(x.shape[-2], device=x.device, dtype=torch.float64)[:, None]
+    per_frame = (a * m / g) * d_bin + 2 * math.pi * a * k / m
+    per_bin = -(g / (a * m)) * d_frame - math.pi
     return per_frame, per_bin
 
 
-def _central_difference(values: np.ndarray, axis: int) -> np.ndarray:
-    """Half the difference of the two neighbours along ``axis``; zero slope at mirrored edges."""
-    v = np.moveaxis(values, axis, 0)
-    out = np.zeros_like(v)
-    if v.shape[0] > 2:
-        out[1:-1] = 0.5 * (v[2:] - v[:-2])
-    return np.moveaxis(out, 0, axis)
+def _central_difference(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Half the difference of the two neighbours along ``dim``; zero slope at mirrored edges."""
+    out = torch.zeros_like(values)
+    n = values.shape[dim]
+    if n > 2:
+        out.narrow(dim, 1, n - 2).copy_(0.5 * (values.narrow(dim, 2, n - 2) - values.narrow(dim, 0, n - 2)))
+    return out
 
 
 def _heap_integrate_py(mag: np.ndarray, per_frame: np.ndarray, per_bin: np.ndarray, fill: np.ndarray,
@@ -518,8 +521,8 @@ def pghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None = N
                tol: float | None = None) -> torch.Tensor:
     """Phase Gradient Heap Integration estimate for a Tensor[B x F x T] magnitude.
 
-    Runs on the CPU note by note (the heap walk is sequential) and returns
-    the phases on ``mag``'s device.
+    The gradients are computed on ``mag``'s device; the heap walk is sequential, so it runs
+    on the CPU, one note per thread, and the phases are returned on ``mag``'s device.
 
     Parameters
     ----------
@@ -538,13 +541,14 @@ def pghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None = N
     tol = PGHI_TOL if tol is None else tol
     if not 0.0 < tol < 1.0:
         raise ParameterError(f"tol={tol!r} must be in (0, 1)")
+    # The gradients are batched on mag's device; one copy brings them and the magnitude to the walk.
+    per_frames, per_bins = (g.cpu().numpy() for g in pghi_gradients(mag.detach(), cfg))
     mags = mag.detach().to("cpu", torch.float64).numpy()
     fill_np = np.zeros(mags.shape[1:]) if fill is None else fill.detach().to("cpu", torch.float64).numpy()
     out = np.empty_like(mags)
 
     def one(i: int) -> None:
-        per_frame, per_bin = pghi_gradients(mags[i], cfg)
-        out[i] = _heap_integrate(np.ascontiguousarray(mags[i]), per_frame, per_bin, fill_np, float(tol))
+        out[i] = _heap_integrate(np.ascontiguousarray(mags[i]), per_frames[i], per_bins[i], fill_np, float(tol))
 
     workers = _pghi_workers(len(mags))
     if workers > 1:

@@ -9,16 +9,18 @@ an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
 import math
+import threading
 import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -50,6 +52,31 @@ class TrainResult:
     best_val_loss: float
     stopped_early: bool
     seconds: float
+    pca_check: "PcaCheck | None" = None
+
+
+@dataclass(frozen=True)
+class PcaCheck:
+    """The trained model's reconstruction error against the PCA start's, on the same notes and loss.
+
+    model, pca : validation reconstruction error (feature MSE + log_weight · log-magnitude L1 at the posterior
+        mean) of the best weights and of the model as :func:`samplegen.data_stats.init_model_from_pca` starts it
+    notes : "held-out" (the validation notes) or "training" (when none are held out)
+    """
+
+    model: float
+    pca: float
+    notes: str
+
+    @property
+    def worse(self) -> bool:
+        return self.model > self.pca
+
+    def message(self) -> str:
+        """Plain words for a run that ended worse than where it started."""
+        return (f"the trained model reconstructs {self.notes} notes WORSE than the PCA it started from "
+                f"(error {self.model:.4g} against {self.pca:.4g}): its sounds are less faithful than PCA's. "
+                "Add notes to the corpus, or train longer (--epochs) and compare with `samplegen evaluate`")
 
 
 def split_groups(corpus: Corpus | NoteFeatures, val_fraction: float, seed: int, by: str = "note") -> np.ndarray:
@@ -141,6 +168,25 @@ def _use_bf16(device: str, precision: str) -> bool:
     return use
 
 
+#: Share of an accelerator's free memory the whole feature set may take to be kept there for training.
+RESIDENT_SHARE = 0.4
+
+
+def _resident_features(feats: NoteFeatures, device: str) -> torch.Tensor | None:
+    """Every note's features on the accelerator, when they fit in :data:`RESIDENT_SHARE` of its free memory.
+
+    Copying each batch from the host held a GPU to a few thousand notes a second; indexing rows that
+    already live on the device costs nothing.  On a CPU (and when they do not fit) batches are read as before.
+    """
+    if not device.startswith("cuda"):
+        return None
+    rows, (frames, bins) = len(feats), feats.frame_shape
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    if rows * frames * bins * 4 > RESIDENT_SHARE * free:
+        return None
+    return torch.cat([b.to(device) for b in feats.batches(np.arange(rows), 1024)])
+
+
 class _StepBatches(torch.utils.data.Dataset):
     """One item per optimisation step: the rows this process reads for it (a torch DataLoader prefetches them)."""
 
@@ -211,6 +257,9 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     val_idx = np.flatnonzero(val_mask)
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
+    if not resume:  # a resumed run keeps the settings it was started with (its config.json)
+        cfg = replace(cfg, train=tc.for_corpus(len(train_idx)))
+        tc = cfg.train
     stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
 
     torch.manual_seed(tc.seed)
@@ -229,6 +278,9 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     if resume:
         first_epoch, best_val, best_epoch, bad_epochs, history = _load_train_state(state_path, model, optimiser)
         first_epoch += 1
+    elif tc.pca_init and len(val_idx):
+        # The PCA start is the best model until an epoch validates better: training never ends worse than it.
+        best_val = _validate(model, feats, val_idx, stats, cfg, ctx)["val_loss"]
     if ctx.is_main:
         if resume:
             # Latents are written last and mark a finished run; a resumed run is unfinished again.
@@ -239,6 +291,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
             except OSError as exc:
                 raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
             ckpt.save_run_config(run_dir, cfg)
+            if math.isfinite(best_val):
+                ckpt.save_model(run_dir, model)  # the PCA start, best until an epoch validates better
         ckpt.write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(feats, val_mask).to_json())
         ckpt.save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
     net: torch.nn.Module = model
@@ -247,9 +301,15 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
 
     bf16 = _use_bf16(device, tc.precision)
+    resident = _resident_features(feats, device)
+    if device.startswith("cuda"):
+        # TF32 tensor cores for float32 matrix products (nanoGPT does the same); CPUs are unaffected.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     # A run killed after it had stopped early (while writing its latents) has no epoch left to train.
     stopped_early = bad_epochs >= tc.patience
     last_epoch = first_epoch - 1 if stopped_early else tc.epochs
+    writer = _CheckpointWriter()
     bar = tqdm(range(first_epoch, last_epoch + 1), initial=first_epoch - 1, total=tc.epochs,
                desc="train", unit="epoch", disable=not (show_progress and ctx.is_main), dynamic_ncols=True)
     for epoch in bar:
@@ -261,9 +321,14 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         # its rows r, r + world, ...  A process left without a row reads one and weighs it 0.
         globals_ = [order[b * tc.batch_size : (b + 1) * tc.batch_size] for b in range(steps_per_epoch)]
         mine = [g[ctx.rank :: ctx.world] if len(g) > ctx.rank else g[:1] for g in globals_]
-        loader = torch.utils.data.DataLoader(_StepBatches(feats, [train_idx[m] for m in mine]), batch_size=None,
-                                             num_workers=loader_workers, pin_memory=device.startswith("cuda"))
-        sums = torch.zeros(3, dtype=torch.float64)
+        rows = [train_idx[m] for m in mine]
+        if resident is not None:
+            loader: Any = (resident[torch.from_numpy(r).to(device)] for r in rows)
+        else:
+            loader = torch.utils.data.DataLoader(_StepBatches(feats, rows), batch_size=None,
+                                                 num_workers=loader_workers, pin_memory=device.startswith("cuda"))
+        # Loss sums stay on the device until the epoch ends: no host synchronisation per step.
+        sums = torch.zeros(3, dtype=torch.float64, device=device)
         for b, raw in enumerate(loader):
             step = (epoch - 1) * steps_per_epoch + b
             for group in optimiser.param_groups:
@@ -275,44 +340,44 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
             if model.is_variational:
                 eps_global = torch.randn((n_global, cfg.model.latent_dim), generator=noise)
                 eps = (eps_global[ctx.rank :: ctx.world] if n_local else eps_global[:1]).to(device)
-            batch = stats.normalise(raw.to(device, non_blocking=True))
+            raw = raw.to(device, non_blocking=True)
+            batch = stats.normalise(raw)
             with torch.autocast(device_type="cuda" if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16):
-                terms = net(batch, eps, raw.to(device) if tc.log_weight > 0 else None)
+                terms = net(batch, eps, raw if tc.log_weight > 0 else None)
             recon = terms["recon"] + tc.log_weight * terms["log_l1"]
             loss = recon + beta * terms["kl"]
-            # Sums over the global batch, the same on every process: history, and a NaN stops all together.
-            step_sums = torch.stack([loss, recon, terms["kl"]]).detach().double().cpu() * n_local
-            distributed.all_reduce_sum(step_sums, ctx)
-            global_loss = float(step_sums[0]) / n_global
-            if not math.isfinite(global_loss):
-                raise TrainingError(
-                    f"loss became {global_loss} at epoch {epoch}; the last good checkpoint in {run_dir} is kept. "
-                    "Lower train.learning_rate or check the corpus for broken files, then --resume"
-                )
+            sums += torch.stack([loss, recon, terms["kl"]]).detach().double() * n_local
             optimiser.zero_grad(set_to_none=True)
             # DDP averages over processes; weighing by the local share makes that the global batch mean.
             weight = n_local * ctx.world / n_global
             (loss if weight == 1.0 else loss * weight).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimiser.step()
-            sums += step_sums
+        # Sums over every process's rows, the same everywhere: the history, and a NaN stops all together
+        # before anything of this epoch is saved.
+        totals = distributed.all_reduce_sum(sums.cpu(), ctx).tolist()
+        if not all(math.isfinite(v) for v in totals):
+            writer.wait()
+            raise TrainingError(
+                f"loss became {totals[0] / len(train_idx)} at epoch {epoch}; the last good checkpoint in {run_dir} "
+                "is kept. Lower train.learning_rate or check the corpus for broken files, then --resume"
+            )
         row = {"epoch": epoch, "beta": beta, "lr": learning_rate_at(epoch, cfg)}
-        row.update({f"train_{k}": v / len(train_idx) for k, v in zip(("loss", "recon", "kl"), sums.tolist())})
-        row.update(_validate(model, feats, val_idx, stats, cfg, ctx))
+        row.update({f"train_{k}": v / len(train_idx) for k, v in zip(("loss", "recon", "kl"), totals)})
+        row.update(_validate(model, feats, val_idx, stats, cfg, ctx, resident))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
 
         improved = row["val_loss"] < best_val - 1e-9 or len(val_idx) == 0
         if improved:
             best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-            if ctx.is_main:
-                ckpt.save_model(run_dir, model)
         elif epoch > tc.kl_warmup_epochs:
             bad_epochs += 1
         if ctx.is_main:
-            _save_train_state(state_path, model, optimiser, epoch, best_val, best_epoch, bad_epochs, history)
-            _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
+            writer.submit(_checkpoint_job(run_dir, model, optimiser, improved, epoch, best_val, best_epoch,
+                                          bad_epochs, history))
         if on_epoch is not None:
+            writer.wait()  # the callback is promised this epoch's checkpoint on disk
             on_epoch(epoch, row)
         bar.set_postfix(recon=f"{row['train_recon']:.3f}", kl=f"{row['train_kl']:.1f}",
                         val=f"{row['val_loss']:.3f}", refresh=False)
@@ -320,23 +385,48 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
             stopped_early = True
             break
     bar.close()
+    writer.wait()
 
+    check = None
     if ctx.is_main:
-        _write_latents(run_dir, model, feats, stats, device)
+        _write_latents(run_dir, model, feats, stats, device, resident)
         _plot_history(run_dir / ckpt.HISTORY_PNG, history)
+        check = _check_against_pca(model, cfg, feats, stats, train_idx, val_idx)
+        if check.worse:
+            warnings.warn(check.message(), stacklevel=2)
     distributed.barrier(ctx)
-    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started)
+    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started, check)
 
 
-def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str) -> None:
+#: Training notes the end-of-training PCA check measures when no note is held out.
+PCA_CHECK_NOTES = 256
+
+
+def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, stats: FeatureStats,
+                       train_idx: np.ndarray, val_idx: np.ndarray) -> PcaCheck:
+    """The best weights (loaded in ``model`` by :func:`_write_latents`) against the PCA start, rebuilt here."""
+    rows, notes = (val_idx, "held-out") if len(val_idx) else (train_idx[:PCA_CHECK_NOTES], "training")
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]):
+        start = SampleModel(cfg.model)
+    if model.feature_stats is not None:
+        start.attach_feature_stats(*model.feature_stats)
+    init_model_from_pca(start, feats, pca_rows(train_idx, cfg.train.seed), stats)
+    alone = distributed.Context()
+    trained = _validate(model, feats, rows, stats, cfg, alone)["val_recon"]
+    return PcaCheck(trained, _validate(start.to(device), feats, rows, stats, cfg, alone)["val_recon"], notes)
+
+
+def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str,
+                   resident: torch.Tensor | None = None) -> None:
     """The best weights encode the whole corpus: these latents feed maps, the instrument and names on the CLI."""
     best, _ = ckpt.load_tensors(run_dir / ckpt.MODEL_NAME)
     model.load_state_dict(best)
     model.eval()
     with torch.no_grad():
         mus, logvars = [], []
-        for batch in feats.batches(np.arange(len(feats)), 128):
-            mu, logvar = model.encode(stats.normalise(batch.to(device)))
+        for batch in _batches(feats, resident, np.arange(len(feats)), 128, device):
+            mu, logvar = model.encode(stats.normalise(batch))
             mus.append(mu.cpu())
             logvars.append(logvar.cpu() if logvar is not None else torch.zeros_like(mu.cpu()))
     tensors = {"mu": torch.cat(mus)}
@@ -345,8 +435,19 @@ def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats
     ckpt.save_tensors(run_dir / ckpt.LATENTS_NAME, tensors)
 
 
+def _batches(feats: NoteFeatures, resident: torch.Tensor | None, idx: np.ndarray, size: int, device: str | torch.device
+             ) -> Iterator[torch.Tensor]:
+    """Rows ``idx`` in batches on ``device``: indexed where they already live there, else read and copied."""
+    if resident is None:
+        for raw in feats.batches(idx, size):
+            yield raw.to(device)
+        return
+    for start in range(0, len(idx), size):
+        yield resident[torch.from_numpy(np.asarray(idx[start : start + size])).to(resident.device)]
+
+
 def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stats: FeatureStats, cfg: RunConfig,
-              ctx: distributed.Context) -> dict[str, float]:
+              ctx: distributed.Context, resident: torch.Tensor | None = None) -> dict[str, float]:
     """Validation at the posterior mean with the full β, so the criterion does not move during warm-up.
 
     Each process measures its share of the held-out notes; the sums are added over processes.
@@ -357,17 +458,18 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
     device = next(model.parameters()).device
     sums = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
-        recon = kl = 0.0
-        for raw in feats.batches(val_idx[ctx.rank :: ctx.world], 128):
-            x = stats.normalise(raw.to(device))
+        recon_t = torch.zeros((), dtype=torch.float64, device=device)
+        kl_t = torch.zeros((), dtype=torch.float64, device=device)
+        for raw in _batches(feats, resident, val_idx[ctx.rank :: ctx.world], 128, device):
+            x = stats.normalise(raw)
             mu, logvar = model.encode(x)
             out = model.decode(mu)
-            recon += torch.nn.functional.mse_loss(out, x, reduction="sum").item() / x[0].numel()
+            recon_t += torch.nn.functional.mse_loss(out, x, reduction="sum").double() / x[0].numel()
             if model.feature_stats is not None:
-                recon += cfg.train.log_weight * model.log_magnitude_l1(out, raw.to(device)).item() * len(x)
+                recon_t += cfg.train.log_weight * model.log_magnitude_l1(out, raw).double() * len(x)
             if logvar is not None:
-                kl += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum().item()
-        sums[0], sums[1] = recon, kl
+                kl_t += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum().double()
+        sums[0], sums[1] = recon_t.item(), kl_t.item()
     distributed.all_reduce_sum(sums, ctx)
     n = len(val_idx)
     recon, kl = float(sums[0]), float(sums[1])
@@ -383,13 +485,64 @@ def _corpus_index(corpus: Corpus | NoteFeatures, val_mask: np.ndarray) -> ckpt.C
         splits=["val" if v else "train" for v in val_mask],
         files=[e.file for e in corpus.entries],
         corpus_path=str(Path(corpus.root).resolve()),
+        pitches_hz=[e.pitch_hz for e in corpus.entries],
+        retuned_cents=[e.retuned_cents for e in corpus.entries],
     )
 
 
-def _save_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Optimizer, epoch: int,
-                      best_val: float, best_epoch: int, bad_epochs: int, history: list[dict[str, float]]) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+class _CheckpointWriter:
+    """Writes each epoch's checkpoint on a background thread, one at a time, so that on a GPU the next
+    epoch trains while the last one's files reach the disk; an error in a write is raised by the next call."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(job,), name="samplegen-checkpoint")
+        self._thread.start()
+
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the last write is on disk; re-raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _checkpoint_job(run_dir: Path, model: SampleModel, optimiser: torch.optim.Optimizer, improved: bool, epoch: int,
+                    best_val: float, best_epoch: int, bad_epochs: int, history: list[dict[str, float]]
+                    ) -> Callable[[], None]:
+    """Copies of this epoch's weights and optimiser state (training goes on changing the originals) and
+    the writes that put them on disk: the best weights first, then the state that names them, then the history."""
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     opt_state = optimiser.state_dict()
+    opt_state = {"state": {i: {k: torch.as_tensor(v).detach().to("cpu", copy=True) for k, v in slots.items()}
+                           for i, slots in opt_state["state"].items()},
+                 "param_groups": copy.deepcopy(opt_state["param_groups"])}
+    rows = [dict(r) for r in history]
+
+    def job() -> None:
+        if improved:
+            ckpt.save_model(run_dir, model, weights)
+        _save_train_state(run_dir / ckpt.STATE_NAME, weights, opt_state, epoch, best_val, best_epoch, bad_epochs, rows)
+        _write_history_csv(run_dir / ckpt.HISTORY_CSV, rows)
+
+    return job
+
+
+def _save_train_state(path: Path, weights: dict[str, torch.Tensor], opt_state: dict[str, Any], epoch: int,
+                      best_val: float, best_epoch: int, bad_epochs: int, history: list[dict[str, float]]) -> None:
+    tensors = {f"model.{k}": v for k, v in weights.items()}
     for idx, slots in opt_state["state"].items():
         for key, value in slots.items():
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)

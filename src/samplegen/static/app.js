@@ -10,12 +10,17 @@ const NOTE_NAMES = ["C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A"
 
 const state = {
   client: Math.random().toString(36).slice(2, 12) + Date.now().toString(36),
-  seq: 0, info: null, current: null, buffer: null, controller: null, octave: 4,
-  corners: [0, 0, 0, 0], pad: { x: 0.5, y: 0.5 }, padPending: false, favourites: [],
-  voices: new Map(), preview: null, notesStarted: 0, peakSeen: 0, rendered: 0,
+  seq: 0, info: null, current: null, buffer: null, octave: 4, busy: false, next: null,
+  corners: [0, 0, 0, 0], pad: { x: 0.5, y: 0.5 }, restTimer: null, favourites: [],
+  history: [], other: null, side: null,
+  voices: new Map(), preview: null, notesStarted: 0, peakSeen: 0, rendered: 0, heardAt: [],
 };
 let ctx = null, output = null;
 const METER_FLOOR_DB = -60;  // the level meter's floor: quieter reads as silence
+// A drag renders drafts (fewer phase-retrieval iterations); when the hand rests this long, or lets go,
+// the full note is rendered.
+const REST_MS = 250;
+const HISTORY = 50;  // sounds Undo can go back to
 
 function status(text) { $("status").textContent = text; }
 
@@ -142,52 +147,112 @@ function noteOff(midi) {
 function preview() {  // the new sound at C4, cutting the previous preview short
   if (state.preview) stopVoice(state.preview, 30);
   state.preview = startVoice(60, 0.8);
+  state.heardAt.push(performance.now());
   const voice = state.preview;
   setTimeout(() => { if (state.preview === voice) { stopVoice(voice); state.preview = null; } }, 1200);
 }
 
 // ---------------------------------------------------------------- server
-async function gesture(url, body, { play = true } = {}) {
-  state.seq += 1;
-  if (state.controller) state.controller.abort();
-  const controller = new AbortController();
-  state.controller = controller;
+// One request in flight per page; a newer gesture waits in a single slot (latest wins) and goes out when
+// the one in flight has answered. A drag therefore yields a new note every round trip; aborting the
+// request in flight at each move, as before, rendered nothing until the hand stopped.
+function gesture(url, body, options = {}) {
+  return new Promise((resolve) => {
+    if (state.next) state.next.resolve(null);  // overtaken before it was sent
+    state.next = { url, body, options, resolve };
+    pump();
+  });
+}
+
+async function pump() {
+  if (state.busy || !state.next) return;
+  const job = state.next;
+  state.next = null;
+  state.busy = true;
   try {
-    const res = await fetch(url, {
-      method: "POST", headers: { "Content-Type": "application/json" }, signal: controller.signal,
-      body: JSON.stringify({ ...body, client: state.client, seq: state.seq }),
-    });
-    if (res.status === 409) return null;  // a newer gesture overtook this one
+    job.resolve(await send(job.url, job.body, job.options));
+  } finally {
+    state.busy = false;
+    pump();
+  }
+}
+
+async function send(url, body, { play = true, upload = null } = {}) {
+  state.seq += 1;
+  try {
+    const res = upload
+      ? await fetch(`${url}&client=${state.client}&seq=${state.seq}`, { method: "POST", body: upload,
+          headers: { "Content-Type": "application/octet-stream" } })
+      : await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ ...body, client: state.client, seq: state.seq }) });
+    if (res.status === 409) return null;  // another tab of this page overtook it
     if (!res.ok) {
       const detail = await res.json().catch(() => ({}));
       status(`Error ${res.status}: ${typeof detail.detail === "string" ? detail.detail : JSON.stringify(detail.detail)}`);
       return null;
     }
     const note = await res.json();
-    const wav = await fetch(note.wav, { signal: controller.signal }).then((r) => r.arrayBuffer());
+    const wav = await fetch(note.wav).then((r) => r.arrayBuffer());
     const buffer = await audio().decodeAudioData(wav);
-    if (controller !== state.controller) return null;
-    state.current = note;
-    state.buffer = buffer;
+    if (!(state.current && state.current.quality === "draft") && state.current) remember();
+    setCurrent(note, buffer, play);
     state.rendered += 1;
-    show(note);
-    if (play) preview();
     return note;
   } catch (err) {
-    if (err.name !== "AbortError") status(`Server unreachable: ${err.message}`);
+    status(`Server unreachable: ${err.message}`);
     return null;
   }
+}
+
+function setCurrent(note, buffer, play) {
+  state.current = note;
+  state.buffer = buffer;
+  show(note);
+  if (play) preview();
+}
+
+// ---------------------------------------------------------------- undo, A/B
+// Undo goes back through the sounds you had before each gesture (a drag's drafts count as one gesture).
+function remember() {
+  state.history.push({ note: state.current, buffer: state.buffer });
+  if (state.history.length > HISTORY) state.history.shift();
+  $("undo").disabled = false;
+}
+
+function undo() {
+  const last = state.history.pop();
+  $("undo").disabled = state.history.length === 0;
+  if (!last) { status("nothing to undo"); return; }
+  audio();
+  setCurrent(last.note, last.buffer, true);
+  status(`back to ${last.note.source}`);
+}
+
+function keepA() {
+  if (!state.current) return;
+  state.other = { note: state.current, buffer: state.buffer };
+  state.side = "A";
+  $("ab").disabled = false;
+  $("ab-side").textContent = "A kept; change the sound, then compare";
+}
+
+function compare() {  // swap the current sound with the other slot: A ↔ B
+  if (!state.other) return;
+  audio();
+  const here = { note: state.current, buffer: state.buffer };
+  setCurrent(state.other.note, state.other.buffer, true);
+  state.other = here;
+  state.side = state.side === "A" ? "B" : "A";
+  $("ab-side").textContent = `hearing ${state.side === "A" ? "B" : "A"}`;
 }
 
 // ---------------------------------------------------------------- views
 function show(note) {
   $("current-name").textContent = `${note.source}  ·  peak ${(20 * Math.log10(Math.max(note.peak, 1e-9))).toFixed(1)} dBFS raw` +
-    (note.loop ? "  ·  sustain loop" : "");
-  status(`rendered in ${note.render_ms.toFixed(0)} ms`);
-  const save = $("save");
-  save.href = note.wav;
-  save.setAttribute("aria-disabled", "false");
-  save.setAttribute("download", `samplegen-${note.source.replace(/[^A-Za-z0-9]+/g, "-").slice(0, 40)}.wav`);
+    (note.loop ? "  ·  sustain loop" : "") + (note.quality === "draft" ? "  ·  draft" : "");
+  status(`rendered in ${note.render_ms.toFixed(0)} ms${note.quality === "draft" ? " (draft)" : ""}`);
+  $("save").disabled = false;
+  $("save-preset").disabled = false;
   drawSpectrogram(note.spectrogram);
   drawWaveform(state.buffer);
   moveMarker(note.map);
@@ -276,6 +341,19 @@ function onMap([x, y]) {  // clamp into the shown view, a radius inside its edge
   return [Math.min(v.maxX - r, Math.max(v.minX + r, x)), Math.min(v.maxY - r, Math.max(v.minY + r, y))];
 }
 
+function addOwnPoint(note) {  // a dropped sound file, kept on the map for the session
+  const [x, y] = onMap(note.map);
+  const c = document.createElementNS(SVG, "circle");
+  c.setAttribute("cx", x); c.setAttribute("cy", -y); c.setAttribute("r", state.radius * 1.6);
+  c.setAttribute("class", "own");
+  const title = document.createElementNS(SVG, "title");
+  title.textContent = `${note.source} (your sound)`;
+  c.appendChild(title);
+  const z = note.z, name = note.source;
+  c.addEventListener("click", () => gesture("/api/render", { z, name }));
+  $("map").insertBefore(c, marker);
+}
+
 function moveMarker(xy) {
   if (!marker) return;
   const [x, y] = onMap(xy);
@@ -288,25 +366,42 @@ function chooseSound(id) {
 }
 
 // ---------------------------------------------------------------- pad
-function setPad(x, y) {
+function blendNow(quality) {
+  return gesture("/api/blend", { corners: state.corners, x: state.pad.x, y: state.pad.y, quality });
+}
+
+// While dragging, drafts; when the hand rests (REST_MS) or lets go, the full note.
+function restThenRefine(refine) {
+  clearTimeout(state.restTimer);
+  state.restTimer = setTimeout(refine, REST_MS);
+}
+
+function setPad(x, y, dragging = false) {
   state.pad = { x: Math.min(1, Math.max(0, x)), y: Math.min(1, Math.max(0, y)) };
   const h = $("pad-handle");
   h.style.left = `${state.pad.x * 100}%`; h.style.top = `${state.pad.y * 100}%`;
   $("pad").setAttribute("aria-valuetext", `x ${state.pad.x.toFixed(2)}, y ${state.pad.y.toFixed(2)}`);
-  if (!state.padPending) {  // at most one request per animation frame; the server drops overtaken ones
-    state.padPending = true;
-    requestAnimationFrame(() => {
-      state.padPending = false;
-      gesture("/api/blend", { corners: state.corners, x: state.pad.x, y: state.pad.y });
-    });
+  if (dragging) {
+    blendNow("draft");
+    restThenRefine(() => blendNow("full"));
+  } else {
+    blendNow("full");
   }
 }
 
 function bindPad() {
   const pad = $("pad");
-  const at = (e) => { const r = pad.getBoundingClientRect(); setPad((e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height); };
+  const at = (e) => { const r = pad.getBoundingClientRect(); setPad((e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height, true); };
+  const release = (e) => {
+    if (!pad.hasPointerCapture(e.pointerId)) return;
+    pad.releasePointerCapture(e.pointerId);
+    clearTimeout(state.restTimer);
+    blendNow("full");
+  };
   pad.addEventListener("pointerdown", (e) => { audio(); pad.setPointerCapture(e.pointerId); at(e); });
   pad.addEventListener("pointermove", (e) => { if (pad.hasPointerCapture(e.pointerId)) at(e); });
+  pad.addEventListener("pointerup", release);
+  pad.addEventListener("pointercancel", release);
   pad.addEventListener("keydown", (e) => {
     const step = e.shiftKey ? 0.2 : 0.05;
     const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
@@ -330,36 +425,123 @@ function buildKnobs(info) {
     const hint = document.createElement("small");
     hint.id = `knob-hint-${k.index}`;
     hint.textContent = k.hint;
+    // A drag of the knob renders drafts, refined when it rests or is let go ("change"); a key step renders in full.
+    const turn = (quality) => {
+      if (!state.current) return;
+      const positions = info.knobs.map((kn) => Number($(`knob-${kn.index}`).value));
+      gesture("/api/knobs", { z: state.current.z, positions, quality });
+    };
     input.addEventListener("pointerdown", () => { input.dataset.dragging = "1"; });
     input.addEventListener("pointerup", () => { delete input.dataset.dragging; });
     input.addEventListener("input", () => {
-      if (!state.current) return;
-      const positions = info.knobs.map((kn) => Number($(`knob-${kn.index}`).value));
-      gesture("/api/knobs", { z: state.current.z, positions });
+      if (!input.dataset.dragging) return;
+      turn("draft");
+      restThenRefine(() => turn("full"));
     });
+    input.addEventListener("change", () => { clearTimeout(state.restTimer); turn("full"); });
     wrap.append(label, input, hint);
     box.appendChild(wrap);
   }
 }
 
+// ---------------------------------------------------------------- keep and share
+function download(url) {
+  const a = document.createElement("a");
+  a.href = url; a.download = "";  // the server names the file (Content-Disposition)
+  document.body.appendChild(a); a.click(); a.remove();
+}
+
+function saveNote(note) {  // the WAV and, beside it, its .latent.json (samplegen's commands reopen it)
+  download(note.wav);
+  download(note.latent);
+}
+
+// Favourites live in this browser (localStorage), per run, so they survive a reload.
+function favouritesKey() { return `samplegen:favourites:${state.info.run}:${state.info.latent_dim}`; }
+
+function storeFavourites() {
+  try { localStorage.setItem(favouritesKey(), JSON.stringify(state.favourites)); }
+  catch (err) { status(`Favourites not kept after a reload: ${err.message}`); }
+}
+
+function loadFavourites() {
+  let saved = [];
+  try { saved = JSON.parse(localStorage.getItem(favouritesKey()) || "[]"); } catch { saved = []; }
+  state.favourites = Array.isArray(saved)
+    ? saved.filter((f) => f && typeof f.name === "string" && Array.isArray(f.z) && f.z.length === state.info.latent_dim)
+    : [];
+  drawFavourites();
+}
+
+function drawFavourites() {
+  const list = $("favourites");
+  list.innerHTML = "";
+  for (const fav of state.favourites) {
+    const li = document.createElement("li");
+    const recall = document.createElement("button");
+    recall.type = "button"; recall.textContent = fav.name;
+    recall.addEventListener("click", () => { audio(); gesture("/api/render", { z: fav.z, name: fav.name }); });
+    const save = document.createElement("button");
+    save.type = "button"; save.textContent = "Save WAV";
+    save.setAttribute("aria-label", `Save favourite ${fav.name} as WAV`);
+    save.addEventListener("click", async () => {
+      const note = await gesture("/api/render", { z: fav.z, name: fav.name }, { play: false });
+      if (note) saveNote(note);
+    });
+    const remove = document.createElement("button");
+    remove.type = "button"; remove.textContent = "×";
+    remove.setAttribute("aria-label", `Remove favourite ${fav.name}`);
+    remove.addEventListener("click", () => {
+      state.favourites = state.favourites.filter((f) => f !== fav);
+      storeFavourites();
+      drawFavourites();
+    });
+    li.append(recall, save, remove);
+    list.appendChild(li);
+  }
+}
+
 function addFavourite() {
   if (!state.current) return;
-  const fav = { z: state.current.z, name: `${state.favourites.length + 1}. ${state.current.source}` };
+  const fav = { z: state.current.z, name: `${state.favourites.length + 1}. ${state.current.source}`.slice(0, 80) };
   state.favourites.push(fav);
-  const li = document.createElement("li");
-  const recall = document.createElement("button");
-  recall.type = "button"; recall.textContent = fav.name;
-  recall.addEventListener("click", () => gesture("/api/render", { z: fav.z }));
-  const save = document.createElement("button");
-  save.type = "button"; save.textContent = "Save WAV";
-  save.setAttribute("aria-label", `Save favourite ${fav.name} as WAV`);
-  save.addEventListener("click", async () => {
-    const note = await gesture("/api/render", { z: fav.z }, { play: false });
-    if (note) { const a = document.createElement("a"); a.href = note.wav; a.download = `samplegen-favourite-${state.favourites.indexOf(fav) + 1}.wav`; a.click(); }
-  });
-  li.append(recall, save);
-  $("favourites").appendChild(li);
+  storeFavourites();
+  drawFavourites();
   status(`kept as favourite ${fav.name}`);
+}
+
+async function loadPreset(file) {  // a .latent.json saved here or written by a samplegen command
+  let data;
+  try { data = JSON.parse(await file.text()); } catch { data = null; }
+  const z = data && data.z;
+  if (!Array.isArray(z) || z.length !== state.info.latent_dim || !z.every((v) => typeof v === "number")) {
+    status(`${file.name} is not a preset of this run: it needs "z" with ${state.info.latent_dim} numbers`);
+    return;
+  }
+  audio();
+  const name = file.name.replace(/\.latent\.json$|\.json$/i, "").slice(0, 80) || "preset";
+  await gesture("/api/render", { z, name });
+}
+
+async function dropSound(file) {  // a sound file of your own: encoded by the model, placed on the map
+  audio();
+  status(`encoding ${file.name} …`);
+  const note = await gesture(`/api/encode?name=${encodeURIComponent(file.name)}`, null, { upload: file });
+  if (note) addOwnPoint(note);
+}
+
+function bindFiles() {
+  $("preset-file").addEventListener("change", (e) => { if (e.target.files[0]) loadPreset(e.target.files[0]); e.target.value = ""; });
+  $("sound-file").addEventListener("change", (e) => { if (e.target.files[0]) dropSound(e.target.files[0]); e.target.value = ""; });
+  window.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dropping"); });
+  window.addEventListener("dragleave", (e) => { if (!e.relatedTarget) document.body.classList.remove("dropping"); });
+  window.addEventListener("drop", (e) => {
+    e.preventDefault();
+    document.body.classList.remove("dropping");
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (!file) return;
+    if (/\.json$/i.test(file.name)) loadPreset(file); else dropSound(file);
+  });
 }
 
 // ---------------------------------------------------------------- keyboard, computer keys, MIDI
@@ -391,6 +573,7 @@ function typing(target) { return target && ["INPUT", "SELECT", "TEXTAREA"].inclu
 
 function bindComputerKeys() {
   window.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z" && !typing(e.target)) { e.preventDefault(); undo(); return; }
     if (e.repeat || e.ctrlKey || e.metaKey || e.altKey || typing(e.target)) return;
     const key = e.key.toLowerCase();
     if (key === "z" || key === "x") { shiftOctave(key === "z" ? -1 : 1); return; }
@@ -466,6 +649,13 @@ async function start() {
   $("surprise").addEventListener("click", () => { audio(); gesture("/api/surprise", { temperature: Number($("temperature").value) }); });
   $("vary").addEventListener("click", () => { audio(); if (state.current) gesture("/api/vary", { z: state.current.z, amount: Number($("amount").value) }); });
   $("favourite").addEventListener("click", addFavourite);
+  $("save").addEventListener("click", () => { if (state.current) saveNote(state.current); });
+  $("save-preset").addEventListener("click", () => { if (state.current) download(state.current.latent); });
+  $("undo").addEventListener("click", undo);
+  $("keep-a").addEventListener("click", keepA);
+  $("ab").addEventListener("click", compare);
+  bindFiles();
+  loadFavourites();
   $("octave-down").addEventListener("click", () => shiftOctave(-1));
   $("octave-up").addEventListener("click", () => shiftOctave(1));
   bindMidi();
@@ -473,5 +663,6 @@ async function start() {
 }
 
 // What the end-to-end test reads; harmless for players.
-window.samplegen = { state, outputPeak, outputChain, startVoice, stopVoice, peakSeen: () => state.peakSeen };
+window.samplegen = { state, outputPeak, outputChain, startVoice, stopVoice, peakSeen: () => state.peakSeen,
+  idle: () => !state.busy && !state.next };
 start().catch((err) => status(`Could not start: ${err.message}`));

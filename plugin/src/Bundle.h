@@ -1,0 +1,66 @@
+// A model bundle written by `samplegen export plugin RUN --out DIR` (src/samplegen/plugin_bundle.py):
+// bundle.json (shapes, layer graph, settings, names) and tensors.safetensors (float32 weights and points).
+#pragma once
+
+#include <juce_core/juce_core.h>
+
+#include <memory>
+#include <vector>
+
+namespace samplegen
+{
+
+/** One dense layer y = W x + b, optionally followed by exact GELU. The weights are kept transposed
+    (in x out, row-major) so the forward pass runs along contiguous outputs, which the compiler vectorises. */
+struct Dense
+{
+    int in = 0, out = 0;
+    bool gelu = false;
+    std::vector<float> weightT, bias;
+};
+
+/** Everything the plug-in plays, read once (on a background thread) and then only read. */
+struct Bundle
+{
+    static constexpr int formatVersion = 1;
+
+    juce::File folder;
+    juce::String runName;
+
+    // Decoder: h = stack(z) + linear(z) as (nFrames x frameDim); out = frame(h) + frameMlp(h).
+    int latentDim = 0, nFrames = 0, frameDim = 0, nBins = 0;
+    std::vector<Dense> stack, frameMlp;
+    Dense linear, frame;
+
+    // De-normalisation: v = out * std[bin] + mean[bin]; magnitude = max(v, floor)^(1/p), or exp(v) for p = 0.
+    std::vector<float> normMean, normStd;
+    float magnitudePower = 0.0f, magnitudeFloor = 0.0f;
+
+    // STFT and phase retrieval (PGHI, then FGLA).
+    int sampleRate = 44100, nFft = 2048, hop = 512, lengthSamples = 0;
+    int iterations = 10, fadeIn = 132;
+    float momentum = 0.99f;
+    double pghiTol = 1e-3, pghiGamma = 0.0;
+    std::vector<float> phaseStart;  // nBins x nFrames
+
+    // Playback and controls.
+    int rootKey = 60;
+    float peak = 0.89f, maxGainDb = 30.0f, zLimit = 8.0f, knobRange = 3.0f;
+    juce::StringArray soundNames, soundFamilies;
+    std::vector<float> soundsZ;            // nSounds x latentDim
+    std::vector<float> mapMean, mapAxes;   // latentDim; 2 x latentDim
+    std::vector<float> mapSd, mapPoints;   // 2; nSounds x 2
+    float mapView[4] {};                   // x0, y0, x1, y1 in map units
+    int defaultCorners[4] {};
+    juce::StringArray knobLabels, knobHints;
+    std::vector<float> knobAxes, knobSd;   // nKnobs x latentDim; nKnobs
+
+    int numSounds() const { return soundNames.size(); }
+    int numKnobs() const { return knobLabels.size(); }
+    const float* soundPoint (int i) const { return soundsZ.data() + (size_t) i * (size_t) latentDim; }
+
+    /** Reads and checks a bundle folder; nullptr and a one-line reason in `error` when it cannot be used. */
+    static std::unique_ptr<Bundle> load (const juce::File& folder, juce::String& error);
+};
+
+} // namespace samplegen

@@ -1,0 +1,129 @@
+"""The model bundle the JUCE plug-in (plugin/) loads: everything it plays, in files C++ reads without Python.
+
+A bundle is a folder of two files::
+
+    bundle.json          format and version, shapes, the decoder's layer graph, de-normalisation, STFT and
+                         phase-retrieval settings, the corpus sounds' names and families, the knobs' labels
+    tensors.safetensors  float32 tensors the JSON names: decoder weights, normalisation, corpus latent points,
+                         map and knob axes, and PGHI's random start for quiet coefficients
+
+safetensors is a documented, trivially parsed layout (an 8-byte header length, a JSON header, raw
+little-endian data), so the plug-in reads it with a JSON parser alone. ``bundle.json`` is removed first and
+written last with the size and SHA-256 of the tensors, so a bundle killed half-way is refused, not half-read.
+
+The decoder is written out as its layers rather than as an opaque graph: the plug-in runs the same dense
+forward pass (plugin/src/Decoder.cpp), and tests/test_plugin_engine.py checks that it gives what PyTorch
+gives for the same points, so a change to :class:`samplegen.model.Decoder` that this file does not follow
+fails there. :data:`BUNDLE_FORMAT_VERSION` goes up with any change the plug-in must know about.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from samplegen import spectral
+from samplegen.checkpoint import Run, save_tensors, write_json
+from samplegen.errors import ParameterError
+from samplegen.export import decoder_recipe
+from samplegen.files import remove_temp_files, sha256_file
+from samplegen.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, Instrument
+
+BUNDLE_FORMAT = "samplegen-plugin-bundle"
+#: 1: dense decoder (stack + linear path, frame layer, optional per-frame GELU MLP), PGHI + FGLA.
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_NAME = "bundle.json"
+TENSORS_NAME = "tensors.safetensors"
+
+
+def _dense(layer: nn.Module, name: str, activation: str) -> dict[str, Any]:
+    if not isinstance(layer, nn.Linear):
+        raise ParameterError(f"the decoder's {name} is a {type(layer).__name__}, which this bundle format does not "
+                             "describe; update samplegen.plugin_bundle and plugin/src/Decoder.cpp together")
+    return {"weight": f"{name}.weight", "bias": f"{name}.bias", "in": layer.in_features,
+            "out": layer.out_features, "activation": activation}
+
+
+def _mlp(seq: nn.Sequential, prefix: str) -> list[dict[str, Any]]:
+    """Linear layers of ``seq``, each followed by GELU unless it is the last (the decoder's own layout)."""
+    layers: list[dict[str, Any]] = []
+    modules = list(seq.named_children())
+    for i, (idx, module) in enumerate(modules):
+        if isinstance(module, nn.GELU):
+            if not layers or module.approximate != "none":
+                raise ParameterError(f"{prefix}.{idx}: only exact GELU after a linear layer is supported")
+            layers[-1]["activation"] = "gelu"
+        else:
+            layers.append(_dense(module, f"{prefix}.{idx}", "none"))
+    return layers
+
+
+def decoder_graph(run: Run) -> dict[str, Any]:
+    """The decoder's layers by name (weights in the tensors file), in the order the forward pass runs them."""
+    dec = run.model.decoder
+    cfg = run.config.model
+    return {
+        "formula": "h = stack(z) + linear(z), viewed as (n_frames, frame_dim); out = frame(h) + frame_mlp(h) "
+                   "(frame_mlp empty: out = frame(h)); weight (out, in) row-major, y = W x + b; "
+                   "gelu(x) = 0.5 x (1 + erf(x / sqrt 2))",
+        "latent_dim": cfg.latent_dim, "n_frames": cfg.n_frames, "frame_dim": cfg.frame_dim, "n_bins": cfg.n_bins,
+        "stack": _mlp(dec.stack, "decoder.stack"),
+        "linear": _dense(dec.linear, "decoder.linear", "none"),
+        "frame": _dense(dec.frame, "decoder.frame", "none"),
+        "frame_mlp": _mlp(dec.frame_mlp, "decoder.frame_mlp") if dec.frame_mlp is not None else [],
+    }
+
+
+def phase_start(run: Run) -> torch.Tensor:
+    """The random phases Python's PGHI leaves on quiet coefficients (seed 0), Tensor[F x T]: shipped so the
+    plug-in starts Griffin–Lim where :func:`samplegen.spectral.retrieve_phase` does."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (run.config.stft.n_bins, run.config.stft.n_frames(run.config.data.n_samples))
+    return torch.rand(shape, generator=gen) * (2 * math.pi)
+
+
+def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``bundle.json`` and ``tensors.safetensors`` for the plug-in; returns their paths."""
+    if run.config.phase.mode != "none":
+        raise ParameterError(f"the plug-in plays magnitude-only runs; {run.path} also learned phase "
+                             f"(phase.mode={run.config.phase.mode!r}): export SFZ or SF2 instead")
+    inst = Instrument(run)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out, [f".{MANIFEST_NAME}.*.tmp", f".{TENSORS_NAME}.*.tmp"])
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    tensors = {f"decoder.{k}": v.float() for k, v in run.model.decoder.state_dict().items()}
+    tensors.update({
+        "norm.mean": run.stats.mean.float(), "norm.std": run.stats.std.float(),
+        "sounds.z": run.latent_mu.float(),
+        "map.mean": torch.from_numpy(inst.mean).float(), "map.axes": torch.from_numpy(inst.map_axes).float(),
+        "map.sd": torch.from_numpy(inst.map_sd).float(), "map.points": torch.from_numpy(inst.map_points).float(),
+        "knobs.axes": torch.from_numpy(inst.knob_axes).float(), "knobs.sd": torch.from_numpy(inst.knob_sd).float(),
+        "phase.start": phase_start(run),
+    })
+    tensor_path = save_tensors(out / TENSORS_NAME, tensors)
+    cfg = run.config
+    recipe = decoder_recipe(run)
+    denorm = {k: v for k, v in recipe["denormalise"].items() if k not in ("mean", "std")}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "run": run.path.name,
+        "decoder": decoder_graph(run),
+        "denormalise": {**denorm, "mean": "norm.mean", "std": "norm.std"},
+        "stft": recipe["stft"],
+        "phase_retrieval": {**recipe["phase_retrieval"], "pghi_tol": spectral.PGHI_TOL,
+                            "pghi_gamma": spectral.HANN_GAMMA * cfg.stft.n_fft ** 2,
+                            "start": "phase.start (F x T): the phase of coefficients PGHI does not reach"},
+        "playback": {"root_key": 60, "peak": PEAK, "max_gain_db": MAX_GAIN_DB, "z_limit": inst.z_limit,
+                     "knob_range": KNOB_RANGE},
+        "sounds": [{"name": n, "family": f} for n, f in zip(run.corpus.names, run.corpus.families)],
+        "map": {"view": list(inst.map_view()), "default_corners": inst.default_corners()},
+        "knobs": [{"label": k.label, "hint": k.hint} for k in inst.knobs],
+        "tensors": {"name": TENSORS_NAME, "bytes": tensor_path.stat().st_size, "sha256": sha256_file(tensor_path)},
+    }
+    return {"tensors": tensor_path, "manifest": write_json(out / MANIFEST_NAME, manifest)}
