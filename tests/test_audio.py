@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from samplegen.audio import (C4_HZ, SAMPLE_RATE, TARGET_RMS_DBFS, cents_between, estimate_pitch_hz,
-                             estimate_pitches_hz, offset_from_c4_cents, prepare_note,
+                             estimate_pitches_hz, prepare_note,
                              read_audio, write_wav)
 from samplegen.errors import AudioError, ParameterError
 from synth import harmonic_note
@@ -142,12 +142,6 @@ def test_pitch_of_detuned_tones_from_c2_to_c6_is_recovered_within_3_cents():
     errors = [abs(cents_between(f, f0)) if np.isfinite(f) else np.inf for f, (f0, _) in zip(found, tones)]
     worst = int(np.argmax(errors))
     assert errors[worst] <= 3, (tones[worst], errors[worst])
-
-
-def test_offset_from_c4_folds_octaves_into_a_tritone():
-    assert offset_from_c4_cents(C4_HZ * 2 ** (37 / 1200)) == pytest.approx(37)
-    assert offset_from_c4_cents(C4_HZ / 2 * 2 ** (-20 / 1200)) == pytest.approx(-20)
-    assert offset_from_c4_cents(C4_HZ * 2 ** (700 / 1200)) == pytest.approx(-500)
 
 
 def test_pitch_of_noise_is_none():

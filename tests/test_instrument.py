@@ -15,7 +15,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from samplegen import cli
-from samplegen.audio import estimate_pitch_hz, offset_from_c4_cents
+from samplegen.audio import estimate_pitch_hz
+from samplegen.corpus import cents_from_c
 from samplegen.checkpoint import load_run
 from samplegen.generate import load_latent
 from samplegen.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, descriptor_rotation, neighbour_map,
@@ -171,7 +172,7 @@ def test_render_is_a_playable_note(instrument: Instrument) -> None:
     assert np.allclose(note.map_xy, instrument.map_points[2], atol=1e-5)
     # the keyboard's root: the note's own measured pitch as a (fractional) key, within a tritone of C4
     hz = estimate_pitch_hz(audio.astype(np.float32))
-    assert hz is not None and note.root == pytest.approx(60 + offset_from_c4_cents(hz) / 100, abs=0.01)
+    assert hz is not None and note.root == pytest.approx(60 + cents_from_c(hz) / 100, abs=0.01)
 
 
 # ---------------------------------------------------------------- the HTTP API

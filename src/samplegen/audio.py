@@ -378,12 +378,3 @@ def estimate_pitches_hz(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     rows = np.atleast_2d(np.asarray(audio))
     return np.array([np.nan if (f := estimate_pitch_hz(y, sr)) is None else f for y in rows], dtype=np.float64)
 
-
-def offset_from_c4_cents(hz: float) -> float:
-    """How far a note at ``hz`` lies from C4 within its octave, in cents in [-600, 600).
-
-    Octaves are folded away: every corpus note is meant as C4, and a tracker can find the periodicity an
-    octave off the pitch heard (an organ's 16' stop, a guitar harmonic), so tuning a note must move it by
-    less than a tritone, never by octaves.
-    """
-    return (cents_between(hz) + 600.0) % 1200.0 - 600.0

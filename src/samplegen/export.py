@@ -22,6 +22,7 @@ import torch
 from samplegen import audio as audio_io
 from samplegen import spectral
 from samplegen.checkpoint import Run, atomic_write, write_json
+from samplegen.corpus import cents_from_c
 from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
 from samplegen.files import remove_temp_files, sha256_file, unique_stems
@@ -51,14 +52,15 @@ def sampler_tuning(y: np.ndarray) -> tuple[int, int]:
     """(root key, tune in cents) that make a note play in equal temperament across the keyboard.
 
     The root key is the key nearest the note's measured pitch (:func:`samplegen.audio.estimate_pitch_hz`)
-    within a tritone of C4 (octaves folded: :func:`samplegen.audio.offset_from_c4_cents`), the tune the
+    within a tritone of C4 (octaves folded, :func:`samplegen.corpus.cents_from_c`: a tracker can read a
+    note's periodicity an octave off the pitch heard, so tuning never moves a note by octaves), the tune the
     cents that bring it onto that key (SFZ ``tune``, SF2 pitch correction; positive raises). An
     unpitched note keeps C4 and no tune.
     """
     hz = audio_io.estimate_pitch_hz(y)
     if hz is None:
         return ROOT_KEY, 0
-    offset = audio_io.offset_from_c4_cents(hz)
+    offset = cents_from_c(hz)
     semitones = int(round(offset / 100))
     return ROOT_KEY + semitones, int(round(100 * semitones - offset))
 

@@ -29,8 +29,9 @@ import soundfile as sf
 import torch
 
 from samplegen import spectral
-from samplegen.audio import SAMPLE_RATE, estimate_pitch_hz, offset_from_c4_cents, wav_bytes
+from samplegen.audio import SAMPLE_RATE, estimate_pitch_hz, wav_bytes
 from samplegen.checkpoint import Run
+from samplegen.corpus import cents_from_c
 from samplegen.errors import ParameterError
 from samplegen.generate import decode_features, decode_magnitude, encode_audio, magnitude_from_features
 from samplegen.phase_features import features_to_waveform
@@ -356,7 +357,7 @@ class Instrument:
         return Note(z=point, wav=wav, map_xy=self.place(point),
                     knobs=[float(v) for v in self.knob_positions(point)], spectrogram=self._spectrogram(mag[0]),
                     loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source, draft=draft,
-                    root=60.0 + (offset_from_c4_cents(hz) / 100 if hz is not None else 0.0))
+                    root=60.0 + (cents_from_c(hz) / 100 if hz is not None else 0.0))
 
     def heard_change(self, knob: Knob, sounds: Sequence[int]) -> np.ndarray:
         """What turning ``knob`` from -1 to +1 around each corpus sound does to the descriptor it is named
