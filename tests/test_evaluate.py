@@ -35,6 +35,20 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_
     assert metrics["artefacts"]["onset_clicks"]["model"] == 0.0 == metrics["artefacts"]["onset_clicks"]["oracle"]
     assert "start on a click" in (out / "report.html").read_text()
     assert metrics["latent"]["latent_dim"] == 3 and len(metrics["latent"]["kl_per_dim"]) == 3
+    # generated notes judged beside real ones (issue 14): every set, its pitch, NDB, novelty; paths
+    g = metrics["generated"]
+    assert set(g["sets"]) == {"heldout", "heldout_resynthesised", "draws", "pca_draws"}
+    assert g["sets"]["draws"]["pitch"]["n"] == 20 == g["sets"]["pca_draws"]["pitch"]["n"]
+    assert g["pitch"]["path_steps"]["n"] == 4 * 5 and g["paths"]["n_paths"] == 4
+    assert set(g["pitch"]) >= {"corpus", "train_reconstructions", "heldout_reconstructions", "data_reconstructions"}
+    # the tiny corpus is harmonic C4 notes: in tune, and so are the tiny model's re-creations of them
+    assert g["pitch"]["corpus"]["within_10"] == 1.0 and g["pitch"]["heldout_reconstructions"]["within_25"] == 1.0
+    for row in g["sets"].values():
+        assert 0.0 <= row["diversity"]["ndb_k"] <= 1.0 and row["novelty"]["nearest_train_db_median"] >= 0
+        assert row["realism"] is None  # one family ("unknown"): no classifier to train
+    assert g["classifier"] is None and metrics["headline"]["draws_frechet"] is None
+    assert 0.0 <= metrics["headline"]["draws_within_25_cents"] <= 1.0
+    assert "judged as the field does" in (out / "report.html").read_text()
     # the oracle keeps the true magnitude: it must be closer than the tiny model
     q = metrics["quality"]["train"]
     assert q["oracle"]["lsd_db"]["mean"] < q["model"]["lsd_db"]["mean"]
@@ -61,6 +75,8 @@ def test_compare_puts_two_runs_in_one_report(tiny_run, tmp_path):
     assert len(data) == 2
     # same draws and pairs: the same run gives the same health figures twice
     assert data[0]["health"] == data[1]["health"]
+    assert data[0]["generated"]["sets"]["draws"] == data[1]["generated"]["sets"]["draws"]
+    assert "Side by side" in (out / "report.html").read_text()
     for f in _referenced_files(out / "report.html"):
         assert (out / f).is_file(), f
 

@@ -18,7 +18,7 @@ from samplegen import api
 from samplegen.audio import estimate_pitch_hz, read_wav_loop, write_wav
 from samplegen.checkpoint import load_run
 from samplegen.cli import main as cli_main
-from samplegen.export import SamplerSound, sfz_text
+from samplegen.export import SamplerSound, sampler_tuning, sf2_sound, sfz_text
 from samplegen.loop import find_loop
 from samplegen.sf2 import Sf2Sound, sf2_bytes
 from synth import C4, SR, harmonic_note
@@ -28,9 +28,9 @@ TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
 
 
-def _sustained(seconds: float = 1.5) -> np.ndarray:
+def _sustained(seconds: float = 1.5, f0: float = C4) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
-    y = np.minimum(1.0, t / 0.02) * (0.5 * np.sin(2 * np.pi * C4 * t) + 0.2 * np.sin(2 * np.pi * 2 * C4 * t))
+    y = np.minimum(1.0, t / 0.02) * (0.5 * np.sin(2 * np.pi * f0 * t) + 0.2 * np.sin(2 * np.pi * 2 * f0 * t))
     return (y * np.minimum(1.0, (t[-1] - t) / 0.05)).astype(np.float32)
 
 
@@ -121,33 +121,65 @@ def test_export_sfz_from_a_run_writes_parseable_instruments(tiny_run, tmp_path, 
         wav, sr = sf.read(tmp_path / "sfz" / "samples" / f"{name}.wav")
         assert sr == SR and len(wav) == run.config.data.n_samples
         assert -1.2 < 20 * np.log10(np.max(np.abs(wav))) < -0.8  # peak-normalised to -1 dBFS
+        (region,) = parsed.regions
+        opcodes = {k: v.value if hasattr(v, "value") else v for k, v in region.items()}
+        # tuned from the note's measured pitch (the same WAV, as 24-bit PCM)
+        assert (int(opcodes["pitch_keycenter"]), int(opcodes["tune"])) == sampler_tuning(wav.astype(np.float32))
 
 
 # --- SF2 -----------------------------------------------------------------------------------------------
 
 
-def test_export_sf2_plays_in_fluidsynth_an_octave_apart_within_10_cents(tiny_run, tmp_path):
+FIVE_CS = (36, 48, 60, 72, 84)  # C2 to C6
+
+
+def _equal_tempered_hz(key: int) -> float:
+    return 440.0 * 2 ** ((key - 69) / 12)
+
+
+def _keys_cents_off(sf2_path, tmp_path, program: int = 0, hold: float = 0.45) -> list[float]:
+    """FluidSynth plays C2..C6 of ``program``, one a second: each key's measured cents from its equal-tempered pitch."""
+    y = _render(sf2_path, tmp_path, [(k, float(i), i + hold) for i, k in enumerate(FIVE_CS)], program=program)
+    off = []
+    for i, key in enumerate(FIVE_CS):
+        seg = y[int((i + 0.01) * SR) : int((i + hold) * SR)].astype(np.float32)
+        assert _rms_db(seg) > -40, f"key {key} is silent"
+        f = estimate_pitch_hz(seg, SR)
+        assert f is not None, f"no pitch at key {key}"
+        off.append(_cents(f, _equal_tempered_hz(key)))
+    return off
+
+
+def test_sampler_tuning_puts_detuned_notes_on_the_nearest_key():
+    for cents, key in ((0, 60), (37, 60), (-23, 60), (70, 61), (-140, 59), (310, 63), (-1200 + 12, 60)):
+        root, tune = sampler_tuning(harmonic_note(1.0, f0=C4 * 2 ** (cents / 1200), decay=1.0))
+        assert root == key, (cents, root, tune)
+        assert abs((cents % 1200 if cents < -600 else cents) + tune - 100 * (root - 60)) <= 1, (cents, root, tune)
+    assert sampler_tuning(np.random.default_rng(0).standard_normal(SR).astype(np.float32)) == (60, 0)
+
+
+def test_tuned_sf2_of_detuned_tones_plays_every_c_from_c2_to_c6_within_5_cents(tmp_path):
+    sounds = []
+    for name, cents in (("sharp", 37.0), ("flat_b3", -140.0)):
+        y = _sustained(1.5, C4 * 2 ** (cents / 1200))
+        loop = find_loop(y)
+        sounds.append(sf2_sound(SamplerSound(name, y, loop, *sampler_tuning(y))))
+    path = tmp_path / "tuned.sf2"
+    path.write_bytes(sf2_bytes(sounds, bank_name="SampleGen tiny"))  # an odd-sized name once made FluidSynth misread it
+    for program, (_, cents) in enumerate((("sharp", 37.0), ("flat_b3", -140.0))):
+        off = _keys_cents_off(path, tmp_path, program)
+        assert max(abs(c) for c in off) <= 5, (cents, off)
+    # untuned (root C4, no correction), the same sharp tone is 37 cents off on every key: the test can fail
+    raw = tmp_path / "raw.sf2"
+    raw.write_bytes(sf2_bytes([Sf2Sound("sharp", sounds[0].audio, SR, sounds[0].loop)]))
+    assert min(abs(c) for c in _keys_cents_off(raw, tmp_path)) > 30
+
+
+def test_export_sf2_of_a_decoded_note_is_in_tune_from_c2_to_c6_in_fluidsynth(tiny_run, tmp_path):
     run = load_run(tiny_run)
     out = api.export_sf2(tiny_run, [run.corpus.names[0]], tmp_path / "inst.sf2")
-    y = _render(out, tmp_path, [(48, 0.0, 0.4), (60, 1.0, 1.4), (72, 2.0, 2.4)])
-    pitches = []
-    for i in range(3):
-        seg = y[int((i + 0.05) * SR) : int((i + 0.35) * SR)].astype(np.float32)
-        assert _rms_db(seg) > -40, f"note {i} is silent"
-        f = estimate_pitch_hz(seg, SR)
-        assert f is not None
-        pitches.append(f)
-    assert abs(_cents(pitches[0], pitches[1] / 2)) < 10, pitches
-    assert abs(_cents(pitches[2], pitches[1] * 2)) < 10, pitches
-    # And C4 plays the exported sample at its own pitch (root key 60).
-    own = estimate_pitch_hz(_decoded_sample(tiny_run, run.corpus.names[0], tmp_path), SR)
-    assert own is not None and abs(_cents(pitches[1], own)) < 10, (pitches[1], own)
-
-
-def _decoded_sample(run_dir, name, tmp_path) -> np.ndarray:
-    api.export_sfz(run_dir, [name], tmp_path / "ref")
-    y, _ = sf.read(tmp_path / "ref" / "samples" / f"{name}.wav")
-    return y[: int(0.4 * SR)].astype(np.float32)
+    off = _keys_cents_off(out, tmp_path, hold=0.3)
+    assert max(abs(c) for c in off) <= 5, off
 
 
 def test_sf2_c3_c4_c5_of_a_known_tone_and_its_loop_sustains_a_held_note(tmp_path):

@@ -15,6 +15,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from samplegen import cli
+from samplegen.audio import estimate_pitch_hz
+from samplegen.corpus import cents_from_c
 from samplegen.checkpoint import load_run
 from samplegen.generate import load_latent
 from samplegen.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, descriptor_rotation, neighbour_map,
@@ -168,6 +170,9 @@ def test_render_is_a_playable_note(instrument: Instrument) -> None:
     assert 0.5 < np.max(np.abs(audio)) <= 0.9
     assert note.spectrogram.dtype == np.uint8 and note.spectrogram.shape[0] == 96 and note.spectrogram.max() == 255
     assert np.allclose(note.map_xy, instrument.map_points[2], atol=1e-5)
+    # the keyboard's root: the note's own measured pitch as a (fractional) key, within a tritone of C4
+    hz = estimate_pitch_hz(audio.astype(np.float32))
+    assert hz is not None and note.root == pytest.approx(60 + cents_from_c(hz) / 100, abs=0.01)
 
 
 # ---------------------------------------------------------------- the HTTP API
@@ -193,6 +198,7 @@ def test_each_gesture_renders_a_downloadable_wav(client: TestClient, instrument:
         audio, _ = sf.read(io.BytesIO(wav.content))
         assert len(audio) == instrument.n_samples and np.max(np.abs(audio)) > 0.1
         assert len(note["z"]) == instrument.latent_dim and len(note["map"]) == 2
+        assert 54.0 <= note["root"] < 66.0  # the key the page plays it from: within a tritone of C4
 
 
 def test_a_rendered_note_is_saved_with_its_latent_point(client: TestClient, instrument: Instrument,

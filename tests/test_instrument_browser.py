@@ -190,6 +190,19 @@ CHORD_PEAKS = """async () => {
 }"""
 
 
+def test_keys_play_the_current_sound_from_its_measured_root(browser, base_url: str) -> None:
+    page, errors = open_page(browser, base_url)
+    root, rates = page.evaluate("""() => {
+        const s = window.samplegen, rates = [];
+        for (const midi of [48, 60, 72]) { const v = s.startVoice(midi, 0.1); rates.push(v.src.playbackRate.value); s.stopVoice(v, 5); }
+        return [s.state.current.root, rates];
+    }""")
+    assert 59.5 <= root <= 60.5  # a decoded corpus note of the tiny run sits near C4, its root measured
+    for midi, rate in zip((48, 60, 72), rates):
+        assert rate == pytest.approx(2 ** ((midi - root) / 12), rel=1e-6), (midi, root, rate)
+    assert not errors, errors
+
+
 def test_chords_stay_below_full_scale_and_the_meter_moves(browser, base_url: str) -> None:
     page, errors = open_page(browser, base_url)
     raw, limited, loudest = page.evaluate(CHORD_PEAKS)

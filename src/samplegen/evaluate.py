@@ -2,8 +2,11 @@
 
 Fills the seed's empty test areas: sound quality (against the PCA baseline
 and the oracle), artefacts (what discarding phase costs on its own), the
-VAE's latent distribution, and generation health (silent and noise-like
-outputs, interpolation paths that dip, notes that start on a click).
+VAE's latent distribution, generation health (silent and noise-like
+outputs, interpolation paths that dip, notes that start on a click), and the
+generated notes judged as the field judges them beside real held-out notes
+(pitch, NDB/K, a family classifier's Fréchet distance and entropy, novelty,
+smooth paths: :mod:`samplegen.generation_measures`).
 Writes ``metrics.json`` (keys listed in :data:`METRICS_KEYS`),
 ``per_note.csv``, PNG figures, WAVs of the worst cases and ``report.html``
 that opens offline.
@@ -28,6 +31,7 @@ import torch
 
 from samplegen import __version__
 from samplegen import audio as audio_io
+from samplegen import generation_measures as GM
 from samplegen import metrics as M
 from samplegen.baselines import PCABaseline
 from samplegen.checkpoint import Run, load_run
@@ -40,7 +44,7 @@ from samplegen.phase_features import audio_to_features, features_to_waveform
 T = TypeVar("T")
 R = TypeVar("R")
 
-METRICS_KEYS = ("run", "version", "headline", "quality", "artefacts", "latent", "health", "seconds")
+METRICS_KEYS = ("run", "version", "headline", "quality", "artefacts", "latent", "health", "generated", "seconds")
 MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distance_db,
             "mrstft": M.multi_resolution_stft_distance}
 #: Health is judged on level and flatness, which the magnitude sets: decoded with SPSI
@@ -235,11 +239,24 @@ def latent_distribution(run: Run) -> dict:
     }
 
 
+def _mels_and_pitches(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mels and f0 of notes (B, n): what :mod:`samplegen.generation_measures` judges them by."""
+    return GM.log_mel(wav), audio_io.estimate_pitches_hz(wav)
+
+
+def _measured_notes(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mels_and_pitches` over parallel batches of notes."""
+    parts = parallel_map(lambda s: _mels_and_pitches(audio[s : s + DECODE_BATCH]), range(0, len(audio), DECODE_BATCH))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1000, n_paths: int = 100,
-                      steps: int = 8, seed: int = 0) -> dict:
+                      steps: int = 8, seed: int = 0, keep_notes: bool = False) -> dict:
     """Fractions of silent, noise-like and clicking prior draws and of dipping interpolation paths between corpus pairs.
 
-    Outputs are measured batch by batch as they are decoded, so only levels and flatness stay in memory.
+    Outputs are measured batch by batch as they are decoded, so only levels and flatness stay in memory;
+    with ``keep_notes`` also every draw's and path step's log-mel and f0 (``_draws_measured``,
+    ``_paths_measured``: (log-mels, f0), paths shaped (n_paths, steps, ...)) for :func:`judge_generated`.
     """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_draws, run.config.model.latent_dim, generator=g)
@@ -251,23 +268,33 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         wav = np.atleast_2d(decode(run, z[s : s + DECODE_BATCH], *phase))
         return (np.atleast_1d(M.is_silent(wav, thresholds)), np.atleast_1d(M.is_noise_like(wav, thresholds)),
-                np.atleast_1d(M.has_onset_click(wav)), wav[:4])
+                np.atleast_1d(M.has_onset_click(wav)), wav[:4], _mels_and_pitches(wav) if keep_notes else None)
 
-    def path_levels(s: int) -> np.ndarray:
-        return np.atleast_1d(M.rms_db(np.atleast_2d(decode(run, path_z[s : s + DECODE_BATCH], *phase))))
+    def path_levels(s: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        wav = np.atleast_2d(decode(run, path_z[s : s + DECODE_BATCH], *phase))
+        return np.atleast_1d(M.rms_db(wav)), _mels_and_pitches(wav) if keep_notes else None
 
     measured = parallel_map(draws, range(0, n_draws, DECODE_BATCH))
     silent = np.concatenate([m[0] for m in measured])
     noisy = np.concatenate([m[1] for m in measured])
     clicks = np.concatenate([m[2] for m in measured])
     first_draws = measured[0][3]
-    levels = np.concatenate(parallel_map(path_levels, range(0, len(path_z), DECODE_BATCH))).reshape(n_paths, steps)
+    on_paths = parallel_map(path_levels, range(0, len(path_z), DECODE_BATCH))
+    levels = np.concatenate([m[0] for m in on_paths]).reshape(n_paths, steps)
     dips = np.array([M.path_dips_from_levels(lv) for lv in levels])
     shown = int(np.argmax(dips)) if dips.any() else 0
+    kept: dict[str, Any] = {}
+    if keep_notes:
+        drawn = [m[4] for m in measured if m[4] is not None]
+        stepped = [m[1] for m in on_paths if m[1] is not None]
+        kept["_draws_measured"] = tuple(np.concatenate([d[k] for d in drawn]) for k in (0, 1))
+        path_mels, path_hz = (np.concatenate([d[k] for d in stepped]) for k in (0, 1))
+        kept["_paths_measured"] = (path_mels.reshape(n_paths, steps, *path_mels.shape[1:]), path_hz.reshape(n_paths, steps))
     return {
+        **kept,
         "n_draws": n_draws, "n_paths": n_paths, "steps": steps,
         "silent_fraction": float(silent.mean()), "noise_like_fraction": float(noisy.mean()),
         "dipping_path_fraction": float(dips.mean()), "onset_click_fraction": float(clicks.mean()),
@@ -275,6 +302,61 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
                        "click_jump": M.CLICK_JUMP, "click_hf_db": M.CLICK_HF_DB},
         "_draws": first_draws, "_path_levels": levels[shown],
     }
+
+
+def pca_draws(run: Run, pca: PCABaseline, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mels and f0 of ``n`` PCA draws (a Gaussian in PCA space), decoded as the model's draws are for health."""
+    coeffs = pca.draw_coefficients(n, torch.Generator().manual_seed(seed))
+    shape = (run.config.model.n_frames, run.config.model.n_bins)
+    method, n_iter = HEALTH_PHASE_IF if run.config.phase.mode == "if" else HEALTH_PHASE
+
+    def batch(s: int) -> tuple[np.ndarray, np.ndarray]:
+        feats = run.stats.denormalise(pca.decode(coeffs[s : s + DECODE_BATCH], shape))
+        wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
+                                   method=method, n_iter=n_iter).numpy()
+        return _mels_and_pitches(wav)
+
+    parts = parallel_map(batch, range(0, n, DECODE_BATCH))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def judge_generated(run: Run, corpus: Any, sets: dict[str, "QualitySet"], pca: PCABaseline, health: dict,
+                    seed: int = 0, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Generated notes judged as the field judges them, beside the same figures for real notes (issue 14).
+
+    Rows of ``sets``: ``heldout`` (the real held-out notes: the reference), ``heldout_resynthesised`` (their
+    true magnitudes through phase retrieval: what the way back alone changes), ``draws`` (the model's prior
+    draws of ``health``, kept with ``keep_notes``), ``pca_draws`` (as many draws from a Gaussian in PCA
+    space); each with pitch, NDB/K, realism and novelty (:func:`samplegen.generation_measures.judge`).
+    ``pitch``: cents from C4 of every corpus note, reconstruction, draw and path step; ``paths``: smoothness.
+    """
+    split = np.array(run.corpus.splits)
+    train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    families = run.corpus.families
+    log(f"judging generated notes: log-mels of {len(train_idx)} training notes, NDB bins, a family classifier ...")
+    corpus_mels, corpus_hz = _measured_notes(corpus.audio)
+    real = GM.RealNotes.fit(corpus_mels[train_idx], [families[i] for i in train_idx], seed)
+    draw_mels, draw_hz = health["_draws_measured"]
+    path_mels, path_hz = health["_paths_measured"]
+    rows: dict[str, Any] = {}
+    if len(val_idx):
+        rows["heldout"] = GM.judge(real, corpus_mels[val_idx], corpus_hz[val_idx], [families[i] for i in val_idx])
+        rows["heldout_resynthesised"] = GM.judge(real, *_measured_notes(sets["heldout"].outputs["oracle"]))
+    rows["draws"] = GM.judge(real, draw_mels, draw_hz)
+    log(f"judging generated notes: {len(draw_hz)} PCA draws ...")
+    rows["pca_draws"] = GM.judge(real, *pca_draws(run, pca, len(draw_hz), seed))
+    pitch = {"corpus": GM.cents_summary(corpus_hz)}
+    for split_name, s in sets.items():
+        pitch[f"{split_name}_reconstructions"] = GM.cents_summary(audio_io.estimate_pitches_hz(s.outputs["model"]))
+    pitch["draws"] = rows["draws"]["pitch"]
+    pitch["path_steps"] = GM.cents_summary(path_hz.ravel())
+    pitch["pca_draws"] = rows["pca_draws"]["pitch"]
+    return {"sets": rows, "pitch": pitch, "paths": GM.path_smoothness(path_mels),
+            "classifier": None if real.classifier is None else {
+                "families": real.classifier.families, "n_train": len(train_idx),
+                "heldout_accuracy": rows["heldout"]["realism"]["classifier_accuracy"] if "heldout" in rows else None},
+            "measures": {"mel_bands": GM.MEL_BANDS, "ndb_bins": GM.NDB_BINS, "ndb_alpha": GM.NDB_ALPHA,
+                         "embedding_dim": GM.EMBED_DIM, "path_jump_ratio": GM.PATH_JUMP_RATIO}}
 
 
 def split_quality(run: Run, corpus: Any, train_sample: int = 200, seed: int = 0,
@@ -334,7 +416,9 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
                     [n for s in sets.values() for n in s.names],
                     oracle_values={m: np.concatenate([s.values["oracle"][m] for s in sets.values()]) for m in MEASURES})
     log(f"generation health: {n_draws} prior draws, {n_paths} interpolation paths ...")
-    health = generation_health(run, _health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed)
+    health = generation_health(run, _health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed,
+                               keep_notes=True)
+    generated = judge_generated(run, corpus, sets, pca, health, seed, log)
     latent = latent_distribution(run)
     main = sets.get("heldout", sets["train"])
     result: dict[str, Any] = {
@@ -347,11 +431,13 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
             "oracle_lsd_db": main.summary()["oracle"]["lsd_db"]["mean"],
             "unhealthy_draw_fraction": health["silent_fraction"] + health["noise_like_fraction"],
             "dipping_path_fraction": health["dipping_path_fraction"],
+            **_generated_headline(generated),
         },
         "quality": {k: s.summary() for k, s in sets.items()},
         "artefacts": {**{k: v for k, v in art.items() if not k.startswith("_")}, "onset_clicks": onset_clicks(sets)},
         "latent": latent,
         "health": {k: v for k, v in health.items() if not k.startswith("_")},
+        "generated": generated,
     }
     figures = _figures(run, out, health)
     audio_rows = _write_worst_audio(out, sets, art)
@@ -360,6 +446,30 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     write_report(out, [result], figures, audio_rows)
     return result
+
+
+def _generated_headline(generated: dict) -> dict[str, float | None]:
+    """The figures of :func:`judge_generated` to read first: the model's draws beside the real held-out notes."""
+    rows = generated["sets"]
+    draws, held = rows["draws"], rows.get("heldout")
+
+    def realism(row: dict | None, key: str) -> float | None:
+        return row["realism"][key] if row is not None and row["realism"] is not None else None
+
+    return {
+        "draws_within_25_cents": draws["pitch"]["within_25"],
+        "corpus_within_25_cents": generated["pitch"]["corpus"]["within_25"],
+        "draws_ndb_k": draws["diversity"]["ndb_k"],
+        "heldout_ndb_k": held["diversity"]["ndb_k"] if held else None,
+        "draws_frechet": realism(draws, "frechet"),
+        "heldout_frechet": realism(held, "frechet"),
+        "draws_family_entropy_bits": realism(draws, "family_entropy_bits"),
+        "heldout_family_entropy_bits": realism(held, "family_entropy_bits"),
+        "classifier_accuracy": realism(held, "classifier_accuracy"),
+        "draws_nearest_over_typical": draws["novelty"]["nearest_over_typical"],
+        "heldout_nearest_over_typical": held["novelty"]["nearest_over_typical"] if held else None,
+        "jumping_path_fraction": generated["paths"]["jumping_path_fraction"],
+    }
 
 
 def compare(run_a: str | Path, run_b: str | Path, out_dir: str | Path, **kwargs) -> list[dict]:
@@ -485,6 +595,62 @@ def _report_assets(folder: Path) -> tuple[list[tuple[str, str]], list[tuple[str,
     return figs, list(rows.items())
 
 
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def _num(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _generated_headline_html(h: dict) -> str:
+    """Headline items 4–7: the generated notes beside the real held-out notes."""
+    realism = ("" if h["draws_frechet"] is None else
+               f"<li>A family classifier trained here ({_pct(h['classifier_accuracy'])} right on held-out notes) "
+               f"puts the draws at a Fréchet distance of <b>{_num(h['draws_frechet'])}</b> from the training notes "
+               f"(held-out real notes: {_num(h['heldout_frechet'])}); family entropy "
+               f"{_num(h['draws_family_entropy_bits'])} bits (real: {_num(h['heldout_family_entropy_bits'])}).</li>")
+    return (f"<li><b>{_pct(h['draws_within_25_cents'])}</b> of random draws are within ±25 cents of C4 "
+            f"(the corpus itself: {_pct(h['corpus_within_25_cents'])}).</li>"
+            f"<li>Diversity: NDB/K of the draws <b>{_num(h['draws_ndb_k'])}</b> (real held-out notes: "
+            f"{_num(h['heldout_ndb_k'])}; lower is closer to the training notes' spread).</li>" + realism +
+            f"<li>Novelty: a draw's nearest training note is {_num(h['draws_nearest_over_typical'])} of the typical "
+            f"distance between two training notes (held-out real notes: {_num(h['heldout_nearest_over_typical'])}); "
+            f"<b>{_pct(h['jumping_path_fraction'])}</b> of interpolation paths jump instead of blending.</li>")
+
+
+def _generated_html(g: dict) -> str:
+    """The section of :func:`judge_generated`: one row per set, real held-out notes first."""
+    e = html.escape
+    labels = {"heldout": "real held-out notes (reference)", "heldout_resynthesised": "held-out, magnitude through phase retrieval",
+              "draws": "model: prior draws", "pca_draws": "PCA: Gaussian draws"}
+    head = ("<h3>Generated notes, judged as the field does</h3><table><tr><th>set</th><th>n</th><th>±10 c</th>"
+            "<th>±25 c</th><th>median cents</th><th>p90 |cents|</th><th>NDB/K</th><th>Fréchet</th>"
+            "<th>family entropy (bits)</th><th>inception score</th><th>nearest / typical</th></tr>")
+    rows = []
+    for key, r in g["sets"].items():
+        pt, rl = r["pitch"], r["realism"] or {}
+        rows.append(f"<tr><td>{e(labels.get(key, key))}</td><td>{pt['n']}</td><td>{_pct(pt['within_10'])}</td>"
+                    f"<td>{_pct(pt['within_25'])}</td><td>{_num(pt['median_cents'], 1)}</td>"
+                    f"<td>{_num(pt['p90_abs_cents'], 1)}</td><td>{_num(r['diversity']['ndb_k'])}</td>"
+                    f"<td>{_num(rl.get('frechet'))}</td><td>{_num(rl.get('family_entropy_bits'))}</td>"
+                    f"<td>{_num(rl.get('inception_score'))}</td><td>{_num(r['novelty']['nearest_over_typical'])}</td></tr>")
+    pitch = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{v['n']}</td><td>{_pct(v['within_10'])}</td>"
+                    f"<td>{_pct(v['within_25'])}</td><td>{_pct(v['within_25_folded'])}</td>"
+                    f"<td>{_pct(v['unpitched_fraction'])}</td></tr>" for k, v in g["pitch"].items())
+    pa = g["paths"]
+    k = g["sets"]["draws"]["diversity"]["k"]
+    return (head + "".join(rows) + f"</table><p>Pitch: cents from C4 (YIN). NDB/K: share of {k} k-means bins of the "
+            "training notes' log-mels whose share of the set differs from the training notes' (α = 0.05). Fréchet "
+            "distance and entropies in a family classifier trained on the training notes. Nearest / typical: median "
+            "log-mel distance to the nearest training note over the median distance between two training notes "
+            "(copies sit near 0).</p><h4>Pitch of every set</h4><table><tr><th>notes</th><th>n</th><th>±10 c</th>"
+            "<th>±25 c</th><th>±25 c, any octave</th><th>unpitched</th></tr>" + pitch + "</table>"
+            f"<p>Interpolation paths: the largest step between neighbouring steps is {_num(pa['max_over_mean_step_median'])} "
+            f"mean steps in the median path ({_num(pa['max_over_mean_step_p90'])} at the 90th percentile); "
+            f"{_pct(pa['jumping_path_fraction'])} of paths exceed {pa['jump_ratio']:g}.</p>")
+
+
 def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, str]],
                  audio_rows: list[tuple[str, list[tuple[str, str]]]]) -> Path:
     """A static HTML page (no scripts, no CDN) whose images and sounds are files beside it."""
@@ -494,6 +660,12 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "th:first-child,td:first-child{text-align:left}.big{font-size:1.3em}</style></head><body>",
              "<h1>SampleGen evaluation</h1>"]
+    if len(results) > 1:  # --compare: the headline figures side by side, on the same draws and paths
+        keys = [k for k in results[0]["headline"] if k != "split"]
+        parts.append("<h2>Side by side</h2><table><tr><th>figure</th>" + "".join(
+            f"<th>{e(Path(r['run']).name)}</th>" for r in results) + "</tr>" + "".join(
+            f"<tr><td>{e(k)}</td>" + "".join(f"<td>{_num(r['headline'].get(k), 3)}</td>" for r in results) + "</tr>"
+            for k in keys) + "</table>")
     for res in results:
         h = res["headline"]
         parts.append(f"<h2>{e(Path(res['run']).name)}</h2><ol class='big'>"
@@ -502,7 +674,7 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
                      f"the oracle: {h['oracle_lsd_db']:.2f} dB). Lower is better.</li>"
                      f"<li><b>{100 * h['unhealthy_draw_fraction']:.1f} %</b> of random draws are silent or noise-like.</li>"
                      f"<li><b>{100 * h['dipping_path_fraction']:.1f} %</b> of interpolation paths dip more than 6 dB "
-                     "below their ends.</li></ol>")
+                     "below their ends.</li>" + _generated_headline_html(h) + "</ol>")
         parts.append("<h3>Sound quality</h3><table><tr><th>split</th><th>n</th>"
                      + "".join(f"<th>{s} {m}</th>" for s in ("model", "pca", "oracle") for m in ("SC dB", "LSD dB", "MR-STFT"))
                      + "</tr>")
@@ -525,6 +697,7 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
                      "(variance of the posterior means above 0.01). KL per dimension (nats): "
                      + (", ".join(f"{v:.2f}" for v in lat["kl_per_dim"]) if lat["kl_per_dim"] else "none (plain auto-encoder)")
                      + "</p>")
+        parts.append(_generated_html(res["generated"]))
         hl = res["health"]
         parts.append(f"<h3>Generation health</h3><table><tr><th>measure</th><th>value</th></tr>"
                      f"<tr><td>silent prior draws</td><td>{100 * hl['silent_fraction']:.1f} %</td></tr>"

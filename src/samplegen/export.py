@@ -4,7 +4,8 @@ A SOUND is what every generation command takes: a corpus note's name, an audio f
 ``.latent.json`` point. What is exported is the *model's* sound of it (decoded and phase-retrieved),
 peak-normalised to -1 dBFS, with a crossfaded sustain loop where the note holds its level
 (:mod:`samplegen.loop`) and a release envelope, so held notes keep sounding and released
-notes stop without a click.
+notes stop without a click. Each note is tuned from its measured f0 (:func:`sampler_tuning`): a decoded
+note is seldom exactly C4, and played across the keyboard its error would follow it to every key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from samplegen import audio as audio_io
 from samplegen import spectral
 from samplegen.checkpoint import Run, atomic_write, write_json
+from samplegen.corpus import cents_from_c
 from samplegen.errors import ParameterError
 from samplegen.features import LOG_FLOOR
 from samplegen.files import remove_temp_files, sha256_file, unique_stems
@@ -42,10 +44,30 @@ class SamplerSound:
     name: str
     audio: np.ndarray
     loop: Loop | None
+    root_key: int = ROOT_KEY
+    tune_cents: int = 0
+
+
+def sampler_tuning(y: np.ndarray) -> tuple[int, int]:
+    """(root key, tune in cents) that make a note play in equal temperament across the keyboard.
+
+    The root key is the key nearest the note's measured pitch (:func:`samplegen.audio.estimate_pitch_hz`)
+    within a tritone of C4 (octaves folded, :func:`samplegen.corpus.cents_from_c`: a tracker can read a
+    note's periodicity an octave off the pitch heard, so tuning never moves a note by octaves), the tune the
+    cents that bring it onto that key (SFZ ``tune``, SF2 pitch correction; positive raises). An
+    unpitched note keeps C4 and no tune.
+    """
+    hz = audio_io.estimate_pitch_hz(y)
+    if hz is None:
+        return ROOT_KEY, 0
+    offset = cents_from_c(hz)
+    semitones = int(round(offset / 100))
+    return ROOT_KEY + semitones, int(round(100 * semitones - offset))
 
 
 def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
-    """Decode each SOUND through the model and find its loop (its crossfade written into the audio)."""
+    """Decode each SOUND through the model, tune it (:func:`sampler_tuning`) and find its loop (its crossfade
+    written into the audio)."""
     if not items:
         raise ParameterError("name at least one SOUND (a corpus note, an audio file or a .latent.json)")
     resolved = [resolve(run, item) for item in items]
@@ -57,19 +79,19 @@ def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
             raise ParameterError(f"{name} decodes to silence; choose another sound")
         y = (y * (10 ** (PEAK_DBFS / 20) / peak)).astype(np.float32)
         loop = find_loop(y)
-        out.append(SamplerSound(stem, y if loop is None else crossfaded(y, loop), loop))
+        out.append(SamplerSound(stem, y if loop is None else crossfaded(y, loop), loop, *sampler_tuning(y)))
     return out
 
 
 def sfz_text(sound: SamplerSound, sample_path: str) -> str:
-    """An SFZ instrument playing one sample from its C4 root across the whole keyboard."""
+    """An SFZ instrument playing one sample from its measured root across the whole keyboard."""
     lines = [
-        f"// {sound.name}: made by SampleGen; root C4, played across the keyboard",
+        f"// {sound.name}: made by SampleGen; tuned from its measured pitch, played across the keyboard",
         "<global>",
         f"ampeg_attack={ATTACK_S} ampeg_release={RELEASE_S}",
         "<region>",
         f"sample={sample_path}",
-        f"lokey=0 hikey=127 pitch_keycenter={ROOT_KEY}",
+        f"lokey=0 hikey=127 pitch_keycenter={sound.root_key} tune={sound.tune_cents}",
     ]
     if sound.loop is not None:
         # SFZ loop_end is the last sample of the loop (inclusive).
@@ -85,7 +107,7 @@ def export_sfz(run: Run, items: Sequence[str], out_dir: str | Path) -> list[Path
     paths = []
     for s in sampler_sounds(run, items):
         loop = (s.loop.start, s.loop.end) if s.loop else None
-        audio_io.write_wav(out / "samples" / f"{s.name}.wav", s.audio, loop=loop, root_key=ROOT_KEY)
+        audio_io.write_wav(out / "samples" / f"{s.name}.wav", s.audio, loop=loop, root_key=s.root_key)
         text = sfz_text(s, f"samples/{s.name}.wav")
         paths.append(_write_text(out / f"{s.name}.sfz", text))
     return paths
@@ -95,13 +117,18 @@ def _write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
+def sf2_sound(sound: SamplerSound) -> Sf2Sound:
+    """A sampler sound as an SF2 sample: its loop, root key and tune (as the sample's pitch correction)."""
+    return Sf2Sound(sound.name, sound.audio, audio_io.SAMPLE_RATE,
+                    (sound.loop.start, sound.loop.end) if sound.loop else None, sound.root_key, sound.tune_cents)
+
+
 def export_sf2(run: Run, items: Sequence[str], out_file: str | Path) -> Path:
     """Write one SoundFont: preset i (bank 0) plays SOUND i across the keyboard."""
     path = Path(out_file)
     if path.suffix.lower() != ".sf2":
         raise ParameterError(f"--out {path} must end in .sf2")
-    sounds = [Sf2Sound(s.name, s.audio, audio_io.SAMPLE_RATE, (s.loop.start, s.loop.end) if s.loop else None,
-                       ROOT_KEY) for s in sampler_sounds(run, items)]
+    sounds = [sf2_sound(s) for s in sampler_sounds(run, items)]
     data = sf2_bytes(sounds, bank_name=f"SampleGen {run.path.name}", attack_s=ATTACK_S, release_s=RELEASE_S)
     return atomic_write(path, lambda fh: fh.write(data))
 

@@ -29,8 +29,9 @@ import soundfile as sf
 import torch
 
 from samplegen import spectral
-from samplegen.audio import SAMPLE_RATE, wav_bytes
+from samplegen.audio import SAMPLE_RATE, estimate_pitch_hz, wav_bytes
 from samplegen.checkpoint import Run
+from samplegen.corpus import cents_from_c
 from samplegen.errors import ParameterError
 from samplegen.generate import decode_features, decode_magnitude, encode_audio, magnitude_from_features
 from samplegen.phase_features import features_to_waveform
@@ -102,6 +103,7 @@ class Note:
     rms_db: float
     source: str
     draft: bool = False  # rendered with DRAFT_ITERS phase-retrieval iterations, to be refined
+    root: float = 60.0  # the MIDI key (fractional) at which the note plays at its own measured pitch
 
 
 def describe(mag: torch.Tensor, cfg: spectral.StftConfig, sr: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
@@ -351,9 +353,11 @@ class Instrument:
             audio = crossfaded(audio, found)
         wav = wav_bytes(audio, SAMPLE_RATE, loop=loop)
         rms = float(np.sqrt(np.mean(wave**2))) if wave.size else 0.0
+        hz = estimate_pitch_hz(audio, SAMPLE_RATE)  # the keyboard plays it in tune, whatever its own pitch
         return Note(z=point, wav=wav, map_xy=self.place(point),
                     knobs=[float(v) for v in self.knob_positions(point)], spectrogram=self._spectrogram(mag[0]),
-                    loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source, draft=draft)
+                    loop=loop, peak=peak, rms_db=20 * math.log10(max(rms, 1e-10)), source=source, draft=draft,
+                    root=60.0 + (cents_from_c(hz) / 100 if hz is not None else 0.0))
 
     def heard_change(self, knob: Knob, sounds: Sequence[int]) -> np.ndarray:
         """What turning ``knob`` from -1 to +1 around each corpus sound does to the descriptor it is named

@@ -136,6 +136,8 @@ class RenderResponse(BaseModel):
     peak: float
     rms_db: float
     source: str
+    root: float = Field(description="MIDI key (fractional) at which the sound plays at its measured pitch; "
+                                    "play key k at rate 2^((k - root)/12) to be in tune")
     render_ms: float
     spectrogram: Spectrogram
 
@@ -376,7 +378,7 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
             id=rid, z=z, map=list(note.map_xy), knobs=note.knobs, quality="draft" if note.draft else "full",
             wav=f"/api/renders/{rid}.wav", latent=f"/api/renders/{rid}.latent.json",
             loop=list(note.loop) if note.loop else None, peak=note.peak,
-            rms_db=note.rms_db, source=source, render_ms=(time.perf_counter() - start) * 1000,
+            rms_db=note.rms_db, source=source, root=note.root, render_ms=(time.perf_counter() - start) * 1000,
             spectrogram=Spectrogram(rows=spec.shape[0], cols=spec.shape[1],
                                     data=base64.b64encode(spec.tobytes()).decode()),
         )

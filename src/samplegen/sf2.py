@@ -29,13 +29,15 @@ SAMPLE_PADDING = 46
 
 @dataclass(frozen=True)
 class Sf2Sound:
-    """One sound: mono float audio in [-1, 1], its loop (start, end exclusive) or None, its root key."""
+    """One sound: mono float audio in [-1, 1], its loop (start, end exclusive) or None, its root key, and the
+    pitch correction in cents a player applies (the sample header's chPitchCorrection; +4 raises 4 cents)."""
 
     name: str
     audio: np.ndarray
     sample_rate: int = 44100
     loop: tuple[int, int] | None = None
     root_key: int = 60
+    pitch_correction: int = 0
 
 
 def _name20(name: str) -> bytes:
@@ -43,7 +45,11 @@ def _name20(name: str) -> bytes:
 
 
 def _chunk(cid: bytes, body: bytes) -> bytes:
-    return cid + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+    """A RIFF chunk whose size is even: SoundFont 2.01 (section 5.1) pads odd strings with a zero byte *inside*
+    the chunk. FluidSynth misreads a file whose bank name is an odd-sized chunk followed by a RIFF pad byte:
+    it then played a decoded note 2.5 cents sharp at half its level."""
+    body = body + b"\0" * (len(body) % 2)
+    return cid + struct.pack("<I", len(body)) + body
 
 
 def _list(kind: bytes, *chunks: bytes) -> bytes:
@@ -73,8 +79,11 @@ def sf2_bytes(sounds: list[Sf2Sound], bank_name: str = "SampleGen", attack_s: fl
         loop = s.loop or (0, len(data))
         if not 0 <= loop[0] < loop[1] <= len(data):
             raise ParameterError(f"sound {s.name!r}: loop {loop} outside its {len(data)} samples")
+        if not (0 <= s.root_key <= 127 and -99 <= s.pitch_correction <= 99):
+            raise ParameterError(f"sound {s.name!r}: root key {s.root_key} must be 0-127 and pitch correction "
+                                 f"{s.pitch_correction} within ±99 cents")
         shdr.append(_name20(s.name) + struct.pack("<5IBbHH", start, end, start + loop[0], start + loop[1],
-                                                  s.sample_rate, s.root_key, 0, 0, 1))
+                                                  s.sample_rate, s.root_key, s.pitch_correction, 0, 1))
         pcm.append(data.tobytes() + b"\0\0" * SAMPLE_PADDING)
         offset = end + SAMPLE_PADDING
     shdr.append(_name20("EOS") + b"\0" * 26)

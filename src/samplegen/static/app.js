@@ -101,7 +101,9 @@ function startVoice(midi, velocity) {
   const attack = Number($("attack").value) / 1000;
   const src = ac.createBufferSource();
   src.buffer = state.buffer;
-  src.playbackRate.value = Math.pow(2, (midi - 60) / 12);
+  // root: the key at which the note sounds at its own measured pitch (C4 = 60, fractional): keys play in tune
+  const root = state.current && Number.isFinite(state.current.root) ? state.current.root : 60;
+  src.playbackRate.value = Math.pow(2, (midi - root) / 12);
   const loop = state.current && state.current.loop;
   if (loop) {
     src.loop = true;
@@ -661,5 +663,6 @@ async function start() {
 }
 
 // What the end-to-end test reads; harmless for players.
-window.samplegen = { state, outputPeak, outputChain, peakSeen: () => state.peakSeen, idle: () => !state.busy && !state.next };
+window.samplegen = { state, outputPeak, outputChain, startVoice, stopVoice, peakSeen: () => state.peakSeen,
+  idle: () => !state.busy && !state.next };
 start().catch((err) => status(`Could not start: ${err.message}`));
