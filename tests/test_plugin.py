@@ -31,7 +31,7 @@ import torch
 from samplegen import spectral
 from samplegen.checkpoint import load_run
 from samplegen.generate import decode
-from samplegen.loop import find_loop
+from samplegen.loop import crossfaded, find_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin"
@@ -175,10 +175,16 @@ def test_engine_loop_finder_matches_python(built: None, tmp_path: Path) -> None:
     note = (0.5 * note * np.minimum(1.0, t / 0.02) * np.exp(-0.3 * t)).astype(np.float32)
     path = tmp_path / "note.f32"
     path.write_bytes(note.astype("<f4").tobytes())
-    done = subprocess.run([str(ENGINE), "--loop", str(path)], capture_output=True, text=True, check=True)
+    done = subprocess.run([str(ENGINE), "--loop", str(path), str(tmp_path / "played.f32")], capture_output=True,
+                          text=True, check=True)
     want = find_loop(note)
-    assert want is not None  # a sustained note: the comparison below is about a real loop
-    assert tuple(int(v) for v in done.stdout.split()) == (want.start, want.end)
+    assert want is not None and want.crossfade > 0  # a sustained note: the comparison below is about a real loop
+    assert tuple(int(v) for v in done.stdout.split()) == (want.start, want.end, want.crossfade)
+    # ... and the plug-in plays the audio the exports hold: the crossfade written in, the rest untouched
+    played = np.frombuffer((tmp_path / "played.f32").read_bytes(), dtype="<f4")
+    exported = crossfaded(note, want)
+    assert not np.array_equal(exported, note)
+    np.testing.assert_allclose(played, exported, rtol=0, atol=1e-6)
 
 
 def test_held_notes_loop_where_the_exports_loop(built: None, sustained_bundle: tuple[Path, Path], tmp_path: Path) -> None:

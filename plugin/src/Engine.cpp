@@ -307,46 +307,123 @@ void Engine::normalise (std::vector<float>& wave, float peak, float maxGainDb)
         v = juce::jlimit (-1.0f, 1.0f, v * gain);
 }
 
-Loop Engine::findLoop (const std::vector<float>& yf, int sr)
+namespace
 {
-    // samplegen.loop: FRAME_S 0.01, MATCH_S 0.02, MIN_LOOP_S 0.1, -30 dB floor, -6 dB/s, correlation 0.9, tail 0.1 s.
-    const std::vector<double> y (yf.begin(), yf.end());
-    const int len = (int) y.size();
-    const int frame = (int) (0.01 * sr);
-    if (len < frame)
-        return {};
-    const int nEnv = len / frame;
-    std::vector<double> env ((size_t) nEnv);
-    for (int f = 0; f < nEnv; ++f)
+// samplegen.loop's constants (see its docstring for why each is what it is).
+constexpr double frameS = 0.01, levelS = 0.25, matchS = 0.02, matchEnvelopeS = 0.2, envelopeSlackDb = 0.5,
+                 minLoopS = 0.2, maxLoopS = 1.5, steadyDb = 8.0, maxSlopeDbPerS = 3.0, sustainBelowPeakDb = 15.0,
+                 sustainShare = 0.4, releaseDropDb = 1.0, afterS = 0.15, afterDropDb = 1.5, crossfadeS = 0.08,
+                 tailS = 0.1;
+
+/** Python's round() for the frame counts here (none is a tie). */
+int frameCount (double seconds) { return (int) std::lround (seconds / frameS); }
+
+double db (double power) { return 10.0 * std::log10 (std::max (power, 1e-20)); }
+
+/** Mean power of y[from, to) (samplegen.loop's frames, then np.mean over them). */
+double meanPower (const std::vector<double>& power, int from, int to)
+{
+    double s = 0.0;
+    for (int i = from; i < to; ++i)
+        s += power[(size_t) i];
+    return s / (to - from);
+}
+
+/** _power_frames: mean square of each whole frame of y[from, to). */
+std::vector<double> powerFrames (const std::vector<double>& y, int from, int to, int frame)
+{
+    std::vector<double> p ((size_t) ((to - from) / frame));
+    for (size_t f = 0; f < p.size(); ++f)
     {
         double s = 0.0;
         for (int i = 0; i < frame; ++i)
-            s += y[(size_t) (f * frame + i)] * y[(size_t) (f * frame + i)];
-        env[(size_t) f] = 20.0 * std::log10 (std::max (std::sqrt (s / frame), 1e-10));
+        {
+            const double v = y[(size_t) from + f * (size_t) frame + (size_t) i];
+            s += v * v;
+        }
+        p[f] = s / frame;
     }
-    const int peak = (int) (std::max_element (env.begin(), env.end()) - env.begin());
-    const int first = peak + 10, last = nEnv - 10, shortest = 25, longest = 100;
-    int lo = -1, hi = -1;
-    for (int end = last; end >= first + shortest; --end)
+    return p;
+}
+
+/** samplegen.loop._sustain: the loop's stretch [lo, hi) in samples, or false when the note does not sustain. */
+bool sustain (const std::vector<double>& y, int sr, int& lo, int& hi)
+{
+    const int frame = (int) (frameS * sr);
+    const auto power = powerFrames (y, 0, (int) y.size(), frame);
+    const int P = (int) power.size(), width = std::max (1, frameCount (levelS));
+    if (P < 2 * width)
+        return false;
+    // level[i]: mean power of frames i .. i + width - 1, in dB
+    const int L = P - width + 1;
+    std::vector<double> level ((size_t) L);
+    for (int i = 0; i < L; ++i)
     {
-        const int start = std::max (first, end - longest);
-        const int n = end - start;
-        double sx = 0, sy = 0, sxx = 0, sxy = 0, minW = 1e300;
-        for (int i = 0; i < n; ++i)
+        double s = 0.0;
+        for (int j = 0; j < width; ++j)
+            s += power[(size_t) (i + j)] * (1.0 / width);
+        level[(size_t) i] = db (s);
+    }
+    const double floor = *std::max_element (level.begin(), level.end()) - sustainBelowPeakDb;
+    const int last = P - frameCount (tailS), tail = frameCount (0.05), afterFrames = frameCount (afterS);
+    // Running sums for the least-squares slope of level[a..top] (dB per second).
+    std::vector<double> cx ((size_t) L + 1), cy ((size_t) L + 1), cxx ((size_t) L + 1), cxy ((size_t) L + 1);
+    for (int i = 0; i < L; ++i)
+    {
+        const double x = i * frameS, v = level[(size_t) i];
+        cx[(size_t) i + 1] = cx[(size_t) i] + x;
+        cy[(size_t) i + 1] = cy[(size_t) i] + v;
+        cxx[(size_t) i + 1] = cxx[(size_t) i] + x * x;
+        cxy[(size_t) i + 1] = cxy[(size_t) i] + x * v;
+    }
+    int bestStart = 0, bestEnd = 0;
+    for (int end = last; end >= width; --end)
+    {
+        if (end <= bestEnd - bestStart)
+            break;  // no stretch ending here can be longer
+        const int top = end - width;  // the last averaged window lying wholly inside the stretch [a, end)
+        int first = -1;
+        double hiLevel = -1e300, loLevel = 1e300;
+        for (int a = top; a >= 0; --a)  // the smallest a that passes is the longest stretch ending here
         {
-            const double x = i * 0.01, w = env[(size_t) (start + i)];
-            sx += x; sy += w; sxx += x * x; sxy += x * w;
-            minW = std::min (minW, w);
+            hiLevel = std::max (hiLevel, level[(size_t) a]);
+            loLevel = std::min (loLevel, level[(size_t) a]);
+            const double n = top + 1 - a;
+            const double sx = cx[(size_t) top + 1] - cx[(size_t) a], sy = cy[(size_t) top + 1] - cy[(size_t) a];
+            const double sxx = cxx[(size_t) top + 1] - cxx[(size_t) a], sxy = cxy[(size_t) top + 1] - cxy[(size_t) a];
+            const double denom = n * sxx - sx * sx;
+            const double slope = denom > 0 ? (n * sxy - sx * sy) / denom : 0.0;
+            if (hiLevel - loLevel <= steadyDb && loLevel >= floor && std::abs (slope) <= maxSlopeDbPerS)
+                first = a;
         }
-        const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-        if (minW >= env[(size_t) peak] - 30.0 && slope >= -6.0)
+        if (first < 0)
+            continue;
+        const double mean = db (meanPower (power, first, end));
+        const int afterEnd = std::min (P, end + afterFrames);
+        const bool released = db (meanPower (power, end - tail, end)) < mean - releaseDropDb
+                              || (afterEnd > end && db (meanPower (power, end, afterEnd)) < mean - afterDropDb);
+        if (! released && end - first > bestEnd - bestStart)
         {
-            lo = start * frame;
-            hi = end * frame;
-            break;
+            bestStart = first;
+            bestEnd = end;
         }
     }
-    if (lo < 0)
+    if ((double) (bestEnd - bestStart) * frame < sustainShare * (double) y.size())
+        return false;
+    lo = std::max (bestStart, bestEnd - frameCount (maxLoopS)) * frame;
+    hi = bestEnd * frame;
+    return true;
+}
+} // namespace
+
+Loop Engine::findLoop (const std::vector<float>& yf, int sr)
+{
+    const std::vector<double> y (yf.begin(), yf.end());
+    for (double v : y)
+        if (! std::isfinite (v))
+            return {};
+    int lo = 0, hi = 0;
+    if (! sustain (y, sr, lo, hi))
         return {};
     std::vector<int> crossings;
     for (int i = lo; i + 1 < hi; ++i)
@@ -354,20 +431,23 @@ Loop Engine::findLoop (const std::vector<float>& yf, int sr)
             crossings.push_back (i + 1);
     if (crossings.size() < 2)
         return {};
-    const int m = (int) (0.02 * sr), minLoop = (int) (0.1 * sr);
-    const int end = crossings.back();
-    const int offset = lo >= m ? lo - m : 0;
+    const int m = (int) (matchS * sr), end = crossings.back();
+    // Starts in the first third of the sustain keep the loop long; each must leave a crossfade's room before it.
+    std::vector<int> candidates;
+    for (int c : crossings)
+        if (c >= std::max (lo, m) && c <= lo + (hi - lo) / 3 && c <= end - (int) (minLoopS * sr))
+            candidates.push_back (c);
+    if (candidates.empty())
+        return {};
     double tt = 0.0;
     for (int i = end - m; i < end; ++i)
         tt += y[(size_t) i] * y[(size_t) i];
-    if ((end - minLoop) - offset < m || tt == 0.0)
+    if (tt == 0.0)
         return {};
-    Loop best;
-    double bestScore = -1e300;
-    for (int c : crossings)
+    // Waveform match: normalised cross-correlation of the MATCH_S before each start with that before the end.
+    std::vector<double> scores;
+    for (int c : candidates)
     {
-        if (c < offset + m || c > end - minLoop)
-            continue;
         double dot = 0.0, energy = 0.0;
         for (int i = 0; i < m; ++i)
         {
@@ -375,14 +455,63 @@ Loop Engine::findLoop (const std::vector<float>& yf, int sr)
             dot += v * y[(size_t) (end - m + i)];
             energy += v * v;
         }
-        const double score = dot / std::sqrt (std::max (energy, 1e-20) * tt);
-        if (score > bestScore)
-        {
-            bestScore = score;
-            best = { c, end, (float) score };
-        }
+        scores.push_back (dot / std::sqrt (std::max (energy, 1e-20) * tt));
     }
-    return bestScore >= 0.9 ? best : Loop {};
+    // Envelope match: only starts whose preceding MATCH_ENVELOPE_S envelope is within ENVELOPE_SLACK_DB of the best.
+    if (candidates.front() >= (int) (matchEnvelopeS * sr))
+    {
+        const int frame = (int) (frameS * sr), k = frameCount (matchEnvelopeS);
+        auto envelope = [&] (int at)
+        {
+            auto p = powerFrames (y, at - k * frame, at, frame);
+            for (auto& v : p)
+                v = db (v);
+            return p;
+        };
+        const auto ref = envelope (end);
+        std::vector<double> mismatch;
+        for (int c : candidates)
+        {
+            const auto e = envelope (c);
+            double s = 0.0;
+            for (size_t i = 0; i < e.size(); ++i)
+                s += std::abs (e[i] - ref[i]);
+            mismatch.push_back (s / (double) e.size());
+        }
+        const double least = *std::min_element (mismatch.begin(), mismatch.end());
+        for (size_t i = 0; i < scores.size(); ++i)
+            if (! (mismatch[i] <= least + envelopeSlackDb))
+                scores[i] = -HUGE_VAL;
+    }
+    const size_t best = (size_t) (std::max_element (scores.begin(), scores.end()) - scores.begin());
+    const int start = candidates[best];
+    const int fade = std::min ({ (int) (crossfadeS * sr), (end - start) / 3, start });
+    return { start, end, (float) scores[best], fade };
+}
+
+void Engine::crossfade (std::vector<float>& y, const Loop& loop)
+{
+    const int n = loop.crossfade;
+    if (! loop.valid() || n <= 0 || loop.end > (int) y.size() || loop.start < n)
+        return;
+    const float* tail = y.data() + (loop.end - n);
+    const float* head = y.data() + (loop.start - n);
+    double tt = 0.0, hh = 0.0, th = 0.0;
+    for (int i = 0; i < n; ++i)
+    {
+        tt += (double) tail[i] * tail[i];
+        hh += (double) head[i] * head[i];
+        th += (double) tail[i] * head[i];
+    }
+    const double norm = std::sqrt (tt * hh);
+    const double rho = norm > 0.0 ? std::clamp (th / norm, -0.5, 1.0) : 0.0;
+    float* out = y.data() + (loop.end - n);  // head lies before the loop's start, tail inside it: no overlap
+    for (int i = 0; i < n; ++i)
+    {
+        const double t = (i + 0.5) / n, a = 1.0 - t, b = t;
+        const double gain = 1.0 / std::sqrt (a * a + b * b + 2.0 * rho * a * b);
+        out[i] = (float) (gain * (a * (double) tail[i] + b * (double) head[i]));
+    }
 }
 
 } // namespace samplegen

@@ -1,6 +1,6 @@
 // Latent point -> playable note, as `samplegen sample` and the instrument make it: the decoder's dense
 // forward pass, de-normalisation, PGHI + fast Griffin-Lim (src/samplegen/spectral.py), peak
-// normalisation and a sustain loop (src/samplegen/loop.py). Runs on a background thread, never on the
+// normalisation and a crossfaded sustain loop (src/samplegen/loop.py). Runs on a background thread, never on the
 // audio thread: it allocates freely. One Engine per thread (it owns its FFTW plans and scratch buffers).
 #pragma once
 
@@ -15,11 +15,13 @@
 namespace samplegen
 {
 
-/** A forward sustain loop, samples [start, end); end == 0: none (the note plays one-shot). */
+/** A forward sustain loop, samples [start, end); end == 0: none (the note plays one-shot). The `crossfade`
+    samples before end are faded into those before start (Engine::crossfade), as samplegen.loop.Loop. */
 struct Loop
 {
     int start = 0, end = 0;
     float correlation = 0.0f;
+    int crossfade = 0;
     bool valid() const { return end > start; }
 };
 
@@ -70,8 +72,13 @@ public:
     /** Scales a raw waveform to the instrument's peak (at most maxGainDb of gain), as samplegen.instrument. */
     static void normalise (std::vector<float>& wave, float peak, float maxGainDb);
 
-    /** samplegen.loop.find_loop: a click-free sustain loop where the note holds its level, or none. */
+    /** samplegen.loop.find_loop: a sustain loop where the note holds its level, ending before the release,
+        or none (the note decays: it plays one-shot). Play it with crossfade()'s audio. */
     static Loop findLoop (const std::vector<float>& y, int sampleRate);
+
+    /** samplegen.loop.crossfaded, in place: writes the loop's crossfade into the note (what the SFZ/SF2 exports
+        and the browser instrument play), so the jump from the loop's end to its start continues the waveform. */
+    static void crossfade (std::vector<float>& y, const Loop& loop);
 
 private:
     using Complex = std::complex<float>;

@@ -418,6 +418,7 @@ void SampleGenProcessor::workerPoll()
     engine->render (z.data(), target->audio);
     Engine::normalise (target->audio, b->peak, b->maxGainDb);
     target->loop = Engine::findLoop (target->audio, b->sampleRate);
+    Engine::crossfade (target->audio, target->loop);
     target->rootKey = b->rootKey;
     target->sampleRate = b->sampleRate;
     target->state = Slot::Ready;

@@ -2,11 +2,12 @@
 // it with Python and benchmarks can time it.
 //
 //   samplegen-engine BUNDLE_DIR POINTS.f32 OUT_DIR    points: B x latent_dim float32 (little-endian)
-//   samplegen-engine --loop AUDIO.f32                 prints the sustain loop of a mono 44.1 kHz note: START END
+//   samplegen-engine --loop AUDIO.f32 [OUT.f32]       prints the sustain loop of a mono 44.1 kHz note:
+//                                                     START END CROSSFADE; writes the crossfaded note to OUT.f32
 //
 // writes OUT_DIR/features.f32 (B x n_frames x n_bins: the decoder's output), magnitude.f32 (B x n_bins x
 // n_frames), pghi.f64 (B x n_bins x n_frames: the PGHI start), wave.f32 (B x length: the raw waveform),
-// note.f32 (B x length: normalised as the plug-in plays it), loops.txt (start end per point, 0 0: none) and
+// note.f32 (B x length: normalised and crossfaded as the plug-in plays it), loops.txt (start end per point, 0 0: none) and
 // timing.txt (CPU milliseconds per note of one thread: the decoder alone, PGHI alone, the whole note).
 #include "../src/Bundle.h"
 #include "../src/Engine.h"
@@ -26,7 +27,7 @@ bool writeRaw (const juce::File& f, const std::vector<T>& v)
 int main (int argc, char** argv)
 {
     using namespace samplegen;
-    if (argc == 3 && juce::String (argv[1]) == "--loop")
+    if ((argc == 3 || argc == 4) && juce::String (argv[1]) == "--loop")
     {
         juce::MemoryBlock raw;
         if (! juce::File::getCurrentWorkingDirectory().getChildFile (argv[2]).loadFileAsData (raw))
@@ -35,8 +36,15 @@ int main (int argc, char** argv)
             return 2;
         }
         const auto* data = static_cast<const float*> (raw.getData());
-        const auto loop = Engine::findLoop (std::vector<float> (data, data + raw.getSize() / sizeof (float)), 44100);
-        std::printf ("%d %d\n", loop.start, loop.end);
+        std::vector<float> note (data, data + raw.getSize() / sizeof (float));
+        const auto loop = Engine::findLoop (note, 44100);
+        std::printf ("%d %d %d\n", loop.start, loop.end, loop.crossfade);
+        Engine::crossfade (note, loop);
+        if (argc == 4 && ! writeRaw (juce::File::getCurrentWorkingDirectory().getChildFile (argv[3]), note))
+        {
+            std::fprintf (stderr, "samplegen-engine: error: cannot write %s\n", argv[3]);
+            return 2;
+        }
         return 0;
     }
     if (argc != 4)
@@ -94,6 +102,7 @@ int main (int argc, char** argv)
         allWave.insert (allWave.end(), wave.begin(), wave.end());
         Engine::normalise (wave, bundle->peak, bundle->maxGainDb);
         auto loop = Engine::findLoop (wave, bundle->sampleRate);
+        Engine::crossfade (wave, loop);
         loops << loop.start << " " << loop.end << "\n";
         allNote.insert (allNote.end(), wave.begin(), wave.end());
     }
