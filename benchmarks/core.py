@@ -22,14 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samplegen import api, runtime, spectral
-from samplegen.baselines import PCABaseline
+from samplegen.app import api
+
+from samplegen.app import runtime
+
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import MODEL_NAME, load_run
-from samplegen.corpus import load_corpus
-from samplegen.features import audio_to_log_features, magnitude_from_log
-from samplegen.generate import decode
-from samplegen.metrics import log_spectral_distance_db, spectral_convergence_db
-from samplegen.model import parameter_count
+from samplegen.evaluation.baselines import PCABaseline
+from samplegen.evaluation.metrics import log_spectral_distance_db, spectral_convergence_db
+from samplegen.generation.generate import decode
+from samplegen.model.network import parameter_count
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.features import audio_to_log_features, magnitude_from_log
 
 
 def _to_wave(run, feats_norm: torch.Tensor) -> np.ndarray:

@@ -6,7 +6,7 @@ Usage (repository root, after `make install`):
     .venv/bin/python benchmarks/corpus_pitch.py --corpus bench-out/corpus
 
 For every note of the manifest with a ``retuned_cents``: the shift the build applied and the distance of the
-stored note from the nearest C, both in cents (``samplegen.audio.estimate_pitch_hz``).
+stored note from the nearest C, both in cents (``samplegen.audio.audio_io.estimate_pitch_hz``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samplegen.audio import estimate_pitch_hz, read_audio
-from samplegen.corpus import MANIFEST_NAME, cents_from_c
+from samplegen.audio.audio_io import estimate_pitch_hz, read_audio
+from samplegen.audio.corpus import MANIFEST_NAME, cents_from_c
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ import numpy as np
 import pretty_midi
 import soundfile as sf
 
-from samplegen import audio as audio_io
+from samplegen.app.export import sampler_sounds, sf2_sound
+from samplegen.audio import audio_io
+from samplegen.audio.soundfont import sf2_bytes
 from samplegen.checkpoint import load_run
-from samplegen.export import sampler_sounds, sf2_sound
-from samplegen.sf2 import sf2_bytes
 
 KEYS = (36, 48, 60, 72, 84)
 

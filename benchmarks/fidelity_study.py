@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import load_run
 from samplegen.config import RunConfig
-from samplegen.corpus import load_corpus
-from samplegen.evaluate import split_quality
-from samplegen.model import size_megabytes
-from samplegen.train import train
+from samplegen.evaluation.evaluate import split_quality
+from samplegen.model.network import size_megabytes
+from samplegen.training.train import train
 
 
 def measure(run_dir: Path, corpus) -> dict[str, dict[str, float]]:

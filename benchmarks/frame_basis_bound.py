@@ -21,9 +21,9 @@ import math
 
 import torch
 
+from samplegen.audio.corpus import load_corpus
 from samplegen.config import RunConfig
-from samplegen.corpus import load_corpus
-from samplegen.features import audio_to_log_features
+from samplegen.spectral.features import audio_to_log_features
 
 
 def lsd_db(log_ref: torch.Tensor, log_hat: torch.Tensor) -> float:

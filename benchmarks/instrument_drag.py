@@ -18,9 +18,9 @@ import time
 import numpy as np
 from playwright.sync_api import sync_playwright
 
+from samplegen.app.instrument import Instrument
+from samplegen.app.server import create_app, running
 from samplegen.checkpoint import load_run
-from samplegen.instrument import Instrument
-from samplegen.server import create_app, running
 
 
 def main() -> None:

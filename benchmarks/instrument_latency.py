@@ -20,9 +20,9 @@ import urllib.request
 
 import numpy as np
 
+from samplegen.app.instrument import Instrument
+from samplegen.app.server import create_app, running
 from samplegen.checkpoint import load_run
-from samplegen.instrument import Instrument
-from samplegen.server import create_app, running
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:

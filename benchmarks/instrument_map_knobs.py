@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
+from samplegen.app.instrument import DESCRIPTORS, Instrument, neighbour_map, neighbour_recall, principal_axes
 from samplegen.checkpoint import load_run
-from samplegen.instrument import DESCRIPTORS, Instrument, neighbour_map, neighbour_recall, principal_axes
 
 
 def main() -> None:

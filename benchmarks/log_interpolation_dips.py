@@ -17,10 +17,10 @@ import argparse
 import numpy as np
 import torch
 
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import load_run
-from samplegen.corpus import load_corpus
-from samplegen.features import audio_to_log_features
-from samplegen.generate import interpolation_path
+from samplegen.generation.generate import interpolation_path
+from samplegen.spectral.features import audio_to_log_features
 
 
 def _dips(levels_db: list[np.ndarray]) -> float:

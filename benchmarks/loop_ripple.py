@@ -7,10 +7,10 @@ Usage (repository root, after `make install`):
     .venv/bin/python benchmarks/loop_ripple.py --corpus bench-out/corpus --finder /tmp/loop_before.py
 
 For every note of a corpus rendered from a SoundFont (the key is held for ``--hold`` seconds, 1.5 for the
-default 2-second notes) the loop finder (``samplegen.loop``, or the ``find_loop`` of the file ``--finder``
+default 2-second notes) the loop finder (``samplegen.audio.sustain_loop``, or the ``find_loop`` of the file ``--finder``
 names, crossfaded where that module can) is asked for a loop, and:
 
-- ripple: ``samplegen.loop.loop_ripple_db`` of the note held through three passes of its loop
+- ripple: ``samplegen.audio.sustain_loop.loop_ripple_db`` of the note held through three passes of its loop
   (peak-to-peak level in 50 ms windows, dB), and the ripple the loop adds: that minus the note's own ripple
   over the same stretch played once (its vibrato, tremolo, beating); the target is 1 dB;
 - crosses the release: the loop ends after the key was released;
@@ -28,9 +28,9 @@ from types import ModuleType
 
 import numpy as np
 
-from samplegen import loop as loop_module
-from samplegen.corpus import load_corpus
-from samplegen.loop import level_ripple_db, loop_ripple_db
+from samplegen.audio import sustain_loop as loop_module
+from samplegen.audio.corpus import load_corpus
+from samplegen.audio.sustain_loop import level_ripple_db, loop_ripple_db
 
 SR = 44100
 
@@ -58,7 +58,8 @@ def _held_drop_db(y: np.ndarray, hold_s: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", required=True)
-    ap.add_argument("--finder", default=None, help="a loop.py to measure instead of samplegen.loop")
+    ap.add_argument("--finder", default=None, help="an older sustain-loop finder file to measure instead of "
+                    "samplegen.audio.sustain_loop")
     ap.add_argument("--hold", type=float, default=1.5, help="seconds the key was held when rendering (default 1.5)")
     args = ap.parse_args()
     finder = _finder(args.finder)

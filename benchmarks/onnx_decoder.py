@@ -18,9 +18,13 @@ import time
 import numpy as np
 import torch
 
-from samplegen import api, runtime, spectral
+from samplegen.app import api
+
+from samplegen.app import runtime
+
+from samplegen.app.export import onnxruntime_without_telemetry
 from samplegen.checkpoint import load_run
-from samplegen.export import onnxruntime_without_telemetry
+from samplegen.spectral import stft as spectral
 
 ort = onnxruntime_without_telemetry()
 

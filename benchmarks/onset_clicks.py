@@ -1,6 +1,6 @@
 """Onset clicks before and after the fade-in inside phase retrieval (issue 19, item 1).
 
-Counts notes that start on a click (:func:`samplegen.metrics.has_onset_click`: a first-sample jump
+Counts notes that start on a click (:func:`samplegen.evaluation.metrics.has_onset_click`: a first-sample jump
 above 10 % of the peak or a burst above 4 kHz in the first 2 ms louder than the note's body) when
 the same magnitudes are turned back into waveforms with no fade-in (``fade_in=0``, the code before
 the fix) and with the default 3 ms fade kept inside the iterations; and the corpus's own files.
@@ -20,9 +20,13 @@ import argparse
 import numpy as np
 import torch
 
-from samplegen import checkpoint, metrics, spectral
-from samplegen.corpus import load_corpus
-from samplegen.generate import decode_magnitude
+from samplegen import checkpoint
+
+from samplegen.evaluation import metrics
+
+from samplegen.audio.corpus import load_corpus
+from samplegen.generation.generate import decode_magnitude
+from samplegen.spectral import stft as spectral
 
 
 def _row(name: str, before: np.ndarray | None, after: np.ndarray) -> str:

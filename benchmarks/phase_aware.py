@@ -36,14 +36,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samplegen import api, spectral
+from samplegen.app import api
+
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import load_run
 from samplegen.config import RunConfig
-from samplegen.corpus import load_corpus
-from samplegen.evaluate import MEASURES
-from samplegen.generate import decode
-from samplegen.features import LEGACY_MAGNITUDE_POWER
-from samplegen.phase_features import PhaseConfig, audio_to_features, features_to_waveform
+from samplegen.evaluation.evaluate import MEASURES
+from samplegen.generation.generate import decode
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.features import LEGACY_MAGNITUDE_POWER
+from samplegen.spectral.phase_features import PhaseConfig, audio_to_features, features_to_waveform
 
 
 def _train(corpus: Path, out: Path, cfg: RunConfig) -> float:
@@ -76,7 +78,7 @@ def oracle_study(corpus_dir: Path, n_notes: int, floors: list[float], iters: lis
 
     No model: what the IF representation and its integration can reach at best, and how fast.
     """
-    from samplegen.spectral import StftConfig
+    from samplegen.spectral.stft import StftConfig
 
     corpus = load_corpus(corpus_dir, duration_s=RunConfig().data.duration_s)
     idx = np.linspace(0, len(corpus.entries) - 1, n_notes).round().astype(int)

@@ -1,7 +1,7 @@
 """Phase retrieval figures: spectral convergence and time per note, against librosa.griffinlim.
 
 Oracle magnitudes of real notes (the true STFT magnitude of each note) go
-through every method of :mod:`samplegen.spectral` at several iteration
+through every method of :mod:`samplegen.spectral.stft` at several iteration
 counts; the waveform is compared with the note through the fixed analysis
 STFT of docs/design.md (Hann, 2048/512, 44.1 kHz).  Times are per note, on one
 CPU thread (torch.set_num_threads(1), numba and BLAS single-threaded), at
@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from samplegen import spectral  # noqa: E402
-from samplegen.metrics import spectral_convergence_db  # noqa: E402
+from samplegen.evaluation.metrics import spectral_convergence_db  # noqa: E402
+from samplegen.spectral import stft as spectral
 
 SR = 44100
 CFG = spectral.StftConfig(2048, 512)

@@ -7,7 +7,7 @@ Usage (repository root, after `make install`; basic-pitch is optional, its wheel
 
 Trackers, each asked for one f0 per note from the same 0.5 s of the note after its attack:
 
-- ``yin``: :func:`samplegen.audio.estimate_pitch_hz` (YIN over the whole segment, parabolic refinement);
+- ``yin``: :func:`samplegen.audio.audio_io.estimate_pitch_hz` (YIN over the whole segment, parabolic refinement);
 - ``librosa_yin``: ``librosa.yin`` frame by frame (4096-sample frames), the median of the frames;
 - ``librosa_pyin``: ``librosa.pyin`` (its default 10-cent pitch grid), the median of the voiced frames;
 - ``basic_pitch``: Spotify's basic-pitch ONNX model through onnxruntime (its TensorFlow requirement is not
@@ -33,8 +33,8 @@ from typing import Callable
 import numpy as np
 import soxr
 
-from samplegen import audio as audio_io
-from samplegen.corpus import load_corpus
+from samplegen.audio import audio_io
+from samplegen.audio.corpus import load_corpus
 
 SR = audio_io.SAMPLE_RATE
 Tracker = Callable[[np.ndarray], "float | None"]

@@ -57,7 +57,7 @@ def make_corpus(out: Path, n: int, seconds: float, seed: int = 0) -> None:
 
 
 def stage_features(data: Path, cache: Path, seconds: float, workers: int | None) -> dict:
-    from samplegen.feature_cache import FeatureSettings, build_features
+    from samplegen.training.feature_cache import FeatureSettings, build_features
 
     settings = FeatureSettings(duration_s=seconds, n_fft=2048, hop_length=512, prepare="raw")
     n_files = sum(1 for _ in data.iterdir())
@@ -73,7 +73,7 @@ def stage_features(data: Path, cache: Path, seconds: float, workers: int | None)
 
 
 def stage_train(data: Path, cache: Path, out: Path, seconds: float, epochs: int) -> dict:
-    from samplegen import api
+    from samplegen.app import api
     from samplegen.config import RunConfig, DataConfig, TrainConfig
 
     cfg = RunConfig(data=DataConfig(duration_s=seconds), train=TrainConfig(epochs=epochs))

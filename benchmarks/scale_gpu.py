@@ -10,14 +10,14 @@ Usage on a CUDA machine (from the repository root, after `pip install -e .` with
 What it measures, with the code it is run with (and, given ``--before``, the same again in a child
 process that imports the package from that folder instead):
 
-- training: :func:`samplegen.train.train` itself, default model, batch 32 and 256, fp32 and bf16
+- training: :func:`samplegen.training.train.train` itself, default model, batch 32 and 256, fp32 and bf16
   autocast, on ``--notes`` notes of 2 s (``--distinct`` synthetic notes, tiled with random gains: the
   throughput does not depend on the content); samples per second = training notes / epoch time
   (median over the epochs after the first, validation and checkpoint included); the best validation
   loss of each says whether bf16 keeps quality;
-- phase retrieval: the default method (:func:`samplegen.spectral.retrieve_phase`) on the true
+- phase retrieval: the default method (:func:`samplegen.spectral.stft.retrieve_phase`) on the true
   magnitudes of 64 synthetic notes, ms per note at batch 1 and 64, and its spectral convergence;
-- generation: :func:`samplegen.generate.decode` (decoder + default phase retrieval) at batch 256,
+- generation: :func:`samplegen.generation.generate.decode` (decoder + default phase retrieval) at batch 256,
   notes per second, and the decoder alone.
 
 Writes WORKDIR/scale_gpu.json and prints Markdown tables.
@@ -41,14 +41,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from samplegen import checkpoint
 import samplegen  # noqa: E402
-from samplegen import checkpoint, spectral  # noqa: E402
+from samplegen.audio.corpus import CorpusEntry  # noqa: E402
 from samplegen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from samplegen.corpus import CorpusEntry  # noqa: E402
-from samplegen.feature_cache import NoteFeatures  # noqa: E402
-from samplegen.features import audio_to_log_features  # noqa: E402
-from samplegen.generate import decode  # noqa: E402
-from samplegen.train import train  # noqa: E402
+from samplegen.generation.generate import decode  # noqa: E402
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.features import audio_to_log_features  # noqa: E402
+from samplegen.training.feature_cache import NoteFeatures  # noqa: E402
+from samplegen.training.train import train  # noqa: E402
 from synth import note_family  # noqa: E402
 
 

@@ -21,11 +21,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from samplegen import api, runtime
+from samplegen.app import api
+
+from samplegen.app import runtime
+from samplegen.app.tune import health, heldout_lsd_db
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import MODEL_NAME
 from samplegen.config import RunConfig, load_config_file
-from samplegen.corpus import load_corpus
-from samplegen.tune import health, heldout_lsd_db
 
 
 def _train(data: str, run: Path, cfg: RunConfig) -> float:

@@ -6,7 +6,7 @@ RUN is a trained run (the default config's, for the published figures); `make pl
 plug-in. Prints:
 
 - one new note (decoder + PGHI + fast Griffin-Lim, one thread): the plug-in's engine (samplegen-engine) and
-  Python's `samplegen.generate.decode` with torch on one thread, on the same prior draws;
+  Python's `samplegen.generation.generate.decode` with torch on one thread, on the same prior draws;
 
 All times are CPU time of the working thread (on a shared machine closer to one core's cost than the wall clock):
 - the audio thread: SECONDS of 16 voices (re-struck every second across C2-C6, so 16 or more always sound)
@@ -36,7 +36,7 @@ SR, BLOCK = 44100, 512
 def decode_times(run_dir: Path, bundle: Path, points: int, work: Path) -> tuple[float, float]:
     """Milliseconds per note: (plug-in engine, Python), the same ``points`` prior draws."""
     from samplegen.checkpoint import load_run
-    from samplegen.generate import decode
+    from samplegen.generation.generate import decode
 
     run = load_run(run_dir)
     z = torch.randn(points, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -80,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     if not ENGINE.is_file() or not VST3.is_dir():
         sys.exit("the plug-in is not built: run `make plugin`")
-    from samplegen import api
+    from samplegen.app import api
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from samplegen.app.instrument import Instrument
+from samplegen.app.server import create_app, running
 from samplegen.checkpoint import load_run
-from samplegen.instrument import Instrument
-from samplegen.server import create_app, running
 
 SIZES = {"laptop": (1366, 768), "tablet": (768, 1024)}
 

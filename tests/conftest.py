@@ -37,7 +37,7 @@ def tiny_samples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path, tiny_config_file: Path) -> Path:
     """A tiny VAE trained for a few epochs on the tiny corpus."""
-    from samplegen import api
+    from samplegen.app import api
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     api.train_run(tiny_samples_dir, run, config=tiny_config_file, show_progress=False)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from samplegen.audio import (C4_HZ, SAMPLE_RATE, TARGET_RMS_DBFS, cents_between, estimate_pitch_hz,
-                             estimate_pitches_hz, prepare_note,
-                             read_audio, write_wav)
+from samplegen.audio.audio_io import (C4_HZ, SAMPLE_RATE, TARGET_RMS_DBFS, cents_between, estimate_pitch_hz,
+                                      estimate_pitches_hz, prepare_note,
+                                      read_audio, write_wav)
 from samplegen.errors import AudioError, ParameterError
 from synth import harmonic_note
 
@@ -167,7 +167,7 @@ def test_atomically_written_files_get_the_usual_mode(tmp_path):
     import os
     import stat
 
-    from samplegen.audio import write_wav
+    from samplegen.audio.audio_io import write_wav
     from samplegen.checkpoint import write_json
 
     old = os.umask(0o022)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from samplegen.cli import main
+from samplegen.app.cli import main
 from synth import SR, harmonic_note
 
 VERBS = ["corpus", "train", "reconstruct", "interpolate", "sample", "perturb", "info", "demo"]
@@ -109,7 +109,7 @@ def test_corpus_build_from_a_folder(tiny_samples_dir, tmp_path, capsys):
 
 
 def test_demo_end_to_end_with_tiny_settings(tmp_path, tiny_config_file):
-    from samplegen import api
+    from samplegen.app import api
 
     lines: list[str] = []
     result = api.demo(tmp_path / "demo", config=tiny_config_file, programs=[0, 24, 40, 56], velocities=(64, 100),
@@ -126,13 +126,13 @@ def test_demo_end_to_end_with_tiny_settings(tmp_path, tiny_config_file):
 def test_the_allocator_setting_takes_effect_on_linux():
     import sys
 
-    from samplegen import runtime
+    from samplegen.app import runtime
 
     assert runtime.keep_large_buffers() is sys.platform.startswith("linux")
 
 
 def test_train_with_progress_bars_shown(tiny_samples_dir, tiny_config_file, tmp_path, capsys):
-    from samplegen.cli import main as cli_main
+    from samplegen.app.cli import main as cli_main
 
     code = cli_main(["train", "--data", str(tiny_samples_dir), "--out", str(tmp_path / "run"),
                      "--config", str(tiny_config_file), "--epochs", "1"])

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from samplegen.audio import C4_HZ, SAMPLE_RATE, cents_between, estimate_pitch_hz, onset_sample, prepare_note, read_audio
-from samplegen.corpus import (MANIFEST_FIELDS, build_folder_corpus, load_corpus, mix_entries,
-                              render_soundfont_corpus)
+from samplegen.audio.audio_io import (C4_HZ, SAMPLE_RATE, cents_between, estimate_pitch_hz, onset_sample, prepare_note,
+                                      read_audio)
+from samplegen.audio.corpus import (MANIFEST_FIELDS, build_folder_corpus, load_corpus, mix_entries,
+                                    render_soundfont_corpus)
+from samplegen.audio.soundfont import default_soundfont, read_presets
 from samplegen.errors import CorpusError
-from samplegen.soundfont import default_soundfont, read_presets
 from synth import harmonic_note
 
 
@@ -180,7 +181,7 @@ def test_a_users_folder_takes_families_from_sub_folders_and_reads_oga(tmp_path):
     assert {e.name: e.family for e in corpus.entries} == {"horn": "brass", "cello": "strings", "violin": "strings",
                                                          "loose": "unknown"}
     assert not corpus.skipped
-    from samplegen.feature_cache import FeatureSettings, build_features
+    from samplegen.training.feature_cache import FeatureSettings, build_features
 
     settings = FeatureSettings(duration_s=0.5, n_fft=256, hop_length=128, prepare="raw")
     cached = build_features(src, settings, workers=1)  # training on the raw folder: the same families

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from samplegen.cli import main
-from samplegen.evaluate import METRICS_KEYS
+from samplegen.app.cli import main
+from samplegen.evaluation.evaluate import METRICS_KEYS
 from synth import harmonic_note
 
 
@@ -53,8 +53,8 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_
     q = metrics["quality"]["train"]
     assert q["oracle"]["lsd_db"]["mean"] < q["model"]["lsd_db"]["mean"]
     # `samplegen tune` scores trials with the very figure the report shows (fixed analysis STFT)
-    from samplegen.corpus import load_corpus
-    from samplegen.tune import heldout_lsd_db
+    from samplegen.audio.corpus import load_corpus
+    from samplegen.app.tune import heldout_lsd_db
 
     corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
     assert heldout_lsd_db(tiny_run, corpus) == pytest.approx(metrics["quality"]["heldout"]["model"]["lsd_db"]["mean"],

@@ -14,13 +14,13 @@ import pretty_midi
 import soundfile as sf
 import torch
 
-from samplegen import api
-from samplegen.audio import estimate_pitch_hz, read_wav_loop, write_wav
+from samplegen.app import api
+from samplegen.app.cli import main as cli_main
+from samplegen.app.export import SamplerSound, sampler_tuning, sf2_sound, sfz_text
+from samplegen.audio.audio_io import estimate_pitch_hz, read_wav_loop, write_wav
+from samplegen.audio.soundfont import Sf2Sound, sf2_bytes
+from samplegen.audio.sustain_loop import find_loop
 from samplegen.checkpoint import load_run
-from samplegen.cli import main as cli_main
-from samplegen.export import SamplerSound, sampler_tuning, sf2_sound, sfz_text
-from samplegen.loop import find_loop
-from samplegen.sf2 import Sf2Sound, sf2_bytes
 from synth import C4, SR, harmonic_note
 
 FLUIDSYNTH = shutil.which("fluidsynth")
@@ -259,7 +259,7 @@ def test_onnx_export_leaves_nothing_in_the_users_home(tiny_run, tmp_path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in _TELEMETRY_QUIET}
     env.update(HOME=str(home), OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(map(str, (SRC, TESTS))))
-    proc = subprocess.run([sys.executable, "-m", "samplegen.cli", "export", "onnx", str(tiny_run), "--out",
+    proc = subprocess.run([sys.executable, "-m", "samplegen.app.cli", "export", "onnx", str(tiny_run), "--out",
                            str(tmp_path / "onnx")], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "onnx" / "decoder.json").is_file()  # the export ran its onnxruntime check

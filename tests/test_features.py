@@ -11,8 +11,8 @@ import torch
 from samplegen.checkpoint import CONFIG_NAME, load_run
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError
-from samplegen.features import (LOG_FLOOR, FeatureConfig, FeatureStats, compress_log, compress_magnitude,
-                                expand_magnitude, log_from_compressed, log_magnitude)
+from samplegen.spectral.features import (LOG_FLOOR, FeatureConfig, FeatureStats, compress_log, compress_magnitude,
+                                         expand_magnitude, log_from_compressed, log_magnitude)
 
 POWERS = (0.0, 0.3, 0.5, 1.0)
 

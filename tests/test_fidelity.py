@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from samplegen import api
-from samplegen.baselines import PCABaseline
+from samplegen.app import api
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import CONFIG_NAME, load_run
 from samplegen.config import RunConfig, load_config_file
-from samplegen.corpus import load_corpus
-from samplegen.evaluate import _features, sound_quality
-from samplegen.features import LOG_FLOOR
-from samplegen.model import LSD_FLOOR_NEPERS, ModelConfig, SampleModel, init_from_pca
-from samplegen.train import learning_rate_at, train
+from samplegen.evaluation.baselines import PCABaseline
+from samplegen.evaluation.evaluate import _features, sound_quality
+from samplegen.model.network import LSD_FLOOR_NEPERS, ModelConfig, SampleModel, init_from_pca
+from samplegen.spectral.features import LOG_FLOOR
+from samplegen.training.train import learning_rate_at, train
 
 
 def test_the_default_model_has_the_fidelity_parts():

@@ -1,4 +1,4 @@
-"""The field's measures of generated notes (generation_measures.py) on sets whose answer is known."""
+"""The field's measures of generated notes (evaluation/generation_measures.py) on sets whose answer is known."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from samplegen import generation_measures as G
-from samplegen.audio import C4_HZ
+from samplegen.audio.audio_io import C4_HZ
+from samplegen.evaluation import generation_measures as G
 from synth import SR, harmonic_note
 
 

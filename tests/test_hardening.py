@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from samplegen.cli import main
+from samplegen.app.cli import main
 from samplegen.files import MAX_STEM_BYTES, safe_file_stem, unique_stems
 from synth import SR, harmonic_note
 
@@ -195,8 +195,8 @@ def _manifest(folder: Path, rows: list[tuple[str, str]]) -> None:
 def test_files_a_manifest_lists_outside_its_folder_are_skipped_with_the_reason(tiny_run, tmp_path, out_dir,
                                                                                capsys):
     """Before, a crafted manifest made ``evaluate --data`` read any audio file and copy it into its report."""
-    from samplegen.corpus import load_corpus
-    from samplegen.feature_cache import FeatureSettings, build_features
+    from samplegen.audio.corpus import load_corpus
+    from samplegen.training.feature_cache import FeatureSettings, build_features
 
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
@@ -253,7 +253,7 @@ def test_names_that_would_be_spreadsheet_formulas_are_quoted_in_per_note_csv(tin
 
 
 def test_a_file_named_like_a_formula_is_quoted_in_the_manifest(tmp_path):
-    from samplegen.corpus import build_folder_corpus, load_corpus
+    from samplegen.audio.corpus import build_folder_corpus, load_corpus
 
     src = tmp_path / "samples"
     src.mkdir()
@@ -312,9 +312,9 @@ def test_an_export_killed_between_its_files_leaves_no_recipe_and_the_next_one_is
                                                                                         monkeypatch):
     import torch
 
-    from samplegen import api
+    from samplegen.app import api
     from samplegen.errors import ParameterError
-    from samplegen.export import check_decoder_bundle
+    from samplegen.app.export import check_decoder_bundle
 
     out = tmp_path / "decoder"
     paths = api.export_onnx(tiny_run, out)
@@ -345,7 +345,7 @@ def test_an_export_killed_between_its_files_leaves_no_recipe_and_the_next_one_is
 
 
 def test_a_killed_corpus_build_is_not_taken_for_a_smaller_corpus(samples, tmp_path, monkeypatch, capsys):
-    from samplegen import corpus as corpus_mod
+    from samplegen.audio import corpus as corpus_mod
 
     out = tmp_path / "corpus"
 

@@ -21,17 +21,17 @@ import pytest
 import soundfile as sf
 from safetensors.torch import load_file, save_file
 
-from samplegen.cli import main
+from samplegen.app.cli import main
 from synth import SR, harmonic_note
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: The child sets its own limit once torch and samplegen are imported, so the 3 GB are all headroom.
 LIMITED_CLI = """
 import resource, sys
-import torch, samplegen.cli, samplegen.checkpoint, samplegen.corpus, samplegen.generate
+import torch, samplegen.app.cli, samplegen.checkpoint, samplegen.audio.corpus, samplegen.generation.generate
 vm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (vm + 3 * 1024**3, resource.RLIM_INFINITY))
-sys.exit(samplegen.cli.main(sys.argv[1:]))
+sys.exit(samplegen.app.cli.main(sys.argv[1:]))
 """
 
 
@@ -246,8 +246,8 @@ def test_a_folder_of_crafted_audio_builds_under_an_address_space_limit(messy_fol
 
 def test_links_to_folders_are_listed_as_skipped_not_dropped_silently(tmp_path):
     """Item 8: a linked folder (here one outside the sample folder, and one looping back into it) used to vanish."""
-    from samplegen.corpus import LINKED_FOLDER
-    from samplegen.feature_cache import FeatureSettings, build_features
+    from samplegen.audio.corpus import LINKED_FOLDER
+    from samplegen.training.feature_cache import FeatureSettings, build_features
 
     src, elsewhere = tmp_path / "samples", tmp_path / "elsewhere"
     (src / "sub").mkdir(parents=True)
@@ -267,7 +267,8 @@ def test_links_to_folders_are_listed_as_skipped_not_dropped_silently(tmp_path):
 
 
 def test_a_file_that_runs_out_of_memory_is_skipped_and_the_build_goes_on(messy_folder, tmp_path, monkeypatch):
-    from samplegen import audio, corpus
+    from samplegen.audio import audio_io as audio
+    from samplegen.audio import corpus
 
     real = audio.read_audio
 
@@ -283,7 +284,7 @@ def test_a_file_that_runs_out_of_memory_is_skipped_and_the_build_goes_on(messy_f
 
 
 def test_the_decoded_size_is_bounded_by_channels_times_frames_not_seconds(tmp_path):
-    from samplegen import audio
+    from samplegen.audio import audio_io as audio
     from samplegen.errors import AudioError
 
     path = tmp_path / "wide.wav"
@@ -338,7 +339,7 @@ def test_a_crafted_latent_file_is_a_one_line_error(text, needle, tiny_run, tmp_p
 
 
 def _soundfont(path: Path, tamper: str) -> Path:
-    from samplegen.sf2 import Sf2Sound, sf2_bytes
+    from samplegen.audio.soundfont import Sf2Sound, sf2_bytes
 
     raw = bytearray(sf2_bytes([Sf2Sound("a", harmonic_note(0.5)), Sf2Sound("b", harmonic_note(0.5, tilt=2.0))]))
     where = raw.index(b"phdr" if tamper == "programs" else b"shdr") + 8
@@ -372,8 +373,8 @@ def test_a_preset_outside_midi_is_skipped_with_its_reason_and_the_rest_rendered(
 
 def test_presets_sharing_bank_and_program_give_one_note_each_not_two_copies(tmp_path):
     """Item 8: two presets 'same' at bank 0, program 0 wrote one file twice; MIDI can select only the later one."""
-    from samplegen.corpus import render_soundfont_corpus
-    from samplegen.sf2 import Sf2Sound, sf2_bytes
+    from samplegen.audio.corpus import render_soundfont_corpus
+    from samplegen.audio.soundfont import Sf2Sound, sf2_bytes
 
     dull, bright = harmonic_note(0.5, n_harmonics=4), harmonic_note(0.5, n_harmonics=20, tilt=0.2)
     raw = bytearray(sf2_bytes([Sf2Sound("same", dull), Sf2Sound("same", bright), Sf2Sound("other", dull)]))
@@ -400,7 +401,7 @@ def test_the_renderer_panicking_is_a_one_line_error(tmp_path, monkeypatch):
     import midirenderer
 
     from samplegen.errors import CorpusError
-    from samplegen.soundfont import Preset, render_note
+    from samplegen.audio.soundfont import Preset, render_note
 
     panic = type("PanicException", (BaseException,), {})  # what pyo3 raises; not importable by name
 
@@ -439,7 +440,7 @@ def test_a_tampered_feature_cache_is_recomputed(tamper, tiny_samples_dir, tmp_pa
     capsys.readouterr()
     assert main(argv) == 0, capsys.readouterr().err
     assert "features of 16 notes cached" in capsys.readouterr().out
-    from samplegen.feature_cache import FeatureSettings, build_features
+    from samplegen.training.feature_cache import FeatureSettings, build_features
 
     index = json.loads((folder / "index.json").read_text())
     shards = {loc[0] for loc in index["notes"].values()}
@@ -455,8 +456,8 @@ def test_a_tampered_feature_cache_is_recomputed(tamper, tiny_samples_dir, tmp_pa
 @pytest.fixture(scope="module")
 def served_app(tiny_run):
     from samplegen.checkpoint import load_run
-    from samplegen.instrument import Instrument
-    from samplegen.server import create_app
+    from samplegen.app.instrument import Instrument
+    from samplegen.app.server import create_app
 
     return create_app(Instrument(load_run(tiny_run)), hosts=["studio.local"])
 
@@ -479,7 +480,7 @@ def test_only_the_hosts_it_was_started_for_are_answered(served_app, host, ok):
 
 
 def test_listening_everywhere_accepts_addresses_but_not_names():
-    from samplegen.server import LocalOrigin
+    from samplegen.app.server import LocalOrigin
 
     guard = LocalOrigin(None, hosts=["0.0.0.0"])
     assert guard.allowed("192.168.1.9") and guard.allowed("127.0.0.1") and guard.allowed("localhost")
@@ -491,7 +492,7 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(served_app, monk
     import socket
     import time
 
-    from samplegen import server
+    from samplegen.app import server
 
     monkeypatch.setattr(server, "HEADER_TIMEOUT_S", 0.5)
     with server.running(served_app) as url:
@@ -516,7 +517,7 @@ def test_info_piped_into_head_ends_quietly(run_copy):
         note["name"] = f"note{i:02d}_" + "x" * 8000  # 16 notes x 8 KB: more than a pipe holds
     (run_copy / "corpus.json").write_text(json.dumps(data))
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(f"'{sys.executable}' -m samplegen.cli info '{run_copy}' | head -c 100", shell=True,
+    proc = subprocess.run(f"'{sys.executable}' -m samplegen.app.cli info '{run_copy}' | head -c 100", shell=True,
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.stdout.startswith("run ") and len(proc.stdout) == 100
     assert proc.stderr == ""  # before: "samplegen: error: Broken pipe; check the path, free space and permissions"

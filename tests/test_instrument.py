@@ -14,15 +14,15 @@ import soundfile as sf
 import torch
 from fastapi.testclient import TestClient
 
-from samplegen import cli
-from samplegen.audio import estimate_pitch_hz
-from samplegen.corpus import cents_from_c
+from samplegen.app import cli
+from samplegen.app.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, descriptor_rotation, neighbour_map,
+                                      neighbour_recall, principal_axes)
+from samplegen.app.server import MAX_BODY_BYTES, LatestOnly, Superseded, create_app
+from samplegen.audio.audio_io import estimate_pitch_hz
+from samplegen.audio.corpus import cents_from_c
 from samplegen.checkpoint import load_run
-from samplegen.generate import load_latent
-from samplegen.instrument import (DESCRIPTORS, KNOB_RANGE, Instrument, describe, descriptor_rotation, neighbour_map,
-                                  neighbour_recall, principal_axes)
-from samplegen.server import MAX_BODY_BYTES, LatestOnly, Superseded, create_app
-from samplegen.spectral import StftConfig
+from samplegen.generation.generate import load_latent
+from samplegen.spectral.stft import StftConfig
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +244,7 @@ def test_a_bad_dropped_file_gets_a_one_line_reason(client: TestClient, name: str
 
 
 def test_a_dropped_file_may_be_large_but_not_unbounded(client: TestClient) -> None:
-    from samplegen.server import MAX_UPLOAD_BYTES
+    from samplegen.app.server import MAX_UPLOAD_BYTES
 
     res = client.post("/api/encode?name=big.wav", content=b"0" * (MAX_UPLOAD_BYTES + 1),
                       headers={"Content-Type": "application/octet-stream"})

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from samplegen.app.instrument import Instrument
+from samplegen.app.server import create_app, running
 from samplegen.checkpoint import load_run
-from samplegen.instrument import Instrument
-from samplegen.server import create_app, running
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import Unsatisfiable
 
+from samplegen.app.instrument import Instrument
+from samplegen.app.server import create_app, running
 from samplegen.checkpoint import load_run
-from samplegen.instrument import Instrument
-from samplegen.server import create_app, running
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from samplegen.loop import Loop, crossfaded, find_loop, level_ripple_db, loop_ripple_db, played_through_loop
+from samplegen.audio.sustain_loop import (Loop, crossfaded, find_loop, level_ripple_db, loop_ripple_db,
+                                         played_through_loop)
 from synth import C4, SR
 
 HOLD_S = 1.5  # as the corpus renders: the key is held 1.5 s of a 2-second note

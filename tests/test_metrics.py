@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from samplegen.errors import ParameterError
-from samplegen.metrics import (log_spectral_distance_db, multi_resolution_stft_distance, quality_measures,
-                               spectral_convergence_db, spectral_flatness)
+from samplegen.evaluation.metrics import (log_spectral_distance_db, multi_resolution_stft_distance, quality_measures,
+                                          spectral_convergence_db, spectral_flatness)
 from synth import harmonic_note
 
 
@@ -68,7 +68,7 @@ def test_mismatched_or_broken_input_is_refused():
 
 
 def test_health_measures_on_known_cases():
-    from samplegen.metrics import (health_thresholds, is_noise_like, is_silent, path_dips, rms_db,
+    from samplegen.evaluation.metrics import (health_thresholds, is_noise_like, is_silent, path_dips, rms_db,
                                    spectral_flatness)
 
     rng = np.random.default_rng(2)
@@ -89,7 +89,7 @@ def test_health_measures_on_known_cases():
 
 
 def test_onset_measures():
-    from samplegen.metrics import onset_envelope_error_db, onset_index, pre_echo_db
+    from samplegen.evaluation.metrics import onset_envelope_error_db, onset_index, pre_echo_db
 
     x = harmonic_note(1.0, onset_s=0.5, attack_s=0.002)
     assert abs(onset_index(x) - 0.5 * 44100) <= 64
@@ -123,7 +123,7 @@ def test_flatness_in_batches_equals_note_by_note():
 
 
 def test_onset_click_flags_hard_starts_and_not_onset_aligned_notes():
-    from samplegen.metrics import CLICK_JUMP, has_onset_click, onset_click
+    from samplegen.evaluation.metrics import CLICK_JUMP, has_onset_click, onset_click
 
     aligned = harmonic_note(0.5, onset_s=0.005, attack_s=0.002)
     mid_cycle = harmonic_note(0.5, attack_s=1e-4)[100:]  # starts at 20 % of its peak
@@ -141,8 +141,8 @@ def test_notes_decoded_from_a_tiny_run_do_not_click(tiny_run):
     import torch
 
     from samplegen.checkpoint import load_run
-    from samplegen.generate import decode
-    from samplegen.metrics import has_onset_click, onset_click
+    from samplegen.generation.generate import decode
+    from samplegen.evaluation.metrics import has_onset_click, onset_click
 
     run = load_run(tiny_run)
     draws = torch.randn(8, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))

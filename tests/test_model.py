@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from samplegen.errors import ParameterError
-from samplegen.model import ModelConfig, SampleModel, kl_divergence, parameter_count, size_megabytes
+from samplegen.model.network import ModelConfig, SampleModel, kl_divergence, parameter_count, size_megabytes
 
 
 def test_kl_matches_closed_form_and_torch_distributions():

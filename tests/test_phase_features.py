@@ -1,4 +1,4 @@
-"""Phase-aware option: instantaneous frequency beside the log magnitude (samplegen.phase_features)."""
+"""Phase-aware option: instantaneous frequency beside the log magnitude (samplegen.spectral.phase_features)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG
-from samplegen.features import FeatureConfig
+from samplegen.spectral.features import FeatureConfig
 from synth import SR, harmonic_note
-from samplegen import phase_features as P
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError
-from samplegen.metrics import spectral_convergence_db
-from samplegen.spectral import StftConfig, retrieve_phase, stft
+from samplegen.evaluation.metrics import spectral_convergence_db
+from samplegen.spectral.stft import StftConfig, retrieve_phase, stft
+from samplegen.spectral import phase_features as P
 
 CFG = StftConfig()
 
@@ -98,7 +98,7 @@ def test_batched_equals_one_by_one():
 
 
 def test_features_are_log_magnitude_then_if():
-    from samplegen.features import audio_to_log_features
+    from samplegen.spectral.features import audio_to_log_features
 
     audio = np.stack([harmonic_note(0.5), harmonic_note(0.5, decay=0.5)])
     plain = P.audio_to_features(audio, CFG, P.PhaseConfig())
@@ -136,7 +136,7 @@ def test_bad_phase_settings_are_refused_by_name(section, word):
 
 
 def test_cache_keeps_magnitude_and_if_features_apart():
-    from samplegen.feature_cache import FeatureSettings
+    from samplegen.training.feature_cache import FeatureSettings
 
     plain = FeatureSettings(duration_s=0.5, n_fft=2048, hop_length=512, prepare="built")
     with_if = replace(plain, phase=P.PhaseConfig(mode="if").cache_key())
@@ -148,7 +148,7 @@ def test_cache_keeps_magnitude_and_if_features_apart():
 @pytest.fixture(scope="module")
 def if_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
     """A tiny run trained with the phase-aware option, from a config file as `samplegen train --config` reads it."""
-    from samplegen import api
+    from samplegen.app import api
 
     folder = tmp_path_factory.mktemp("if-run")
     cfg_file = folder / "if.json"
@@ -159,12 +159,12 @@ def if_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> 
 
 
 def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_path: Path, tiny_samples_dir: Path):
-    from samplegen import api
-    from samplegen.baselines import PCABaseline
+    from samplegen.app import api
+    from samplegen.evaluation.baselines import PCABaseline
     from samplegen.checkpoint import load_run
-    from samplegen.corpus import load_corpus
-    from samplegen.evaluate import sound_quality
-    from samplegen.generate import decode
+    from samplegen.audio.corpus import load_corpus
+    from samplegen.evaluation.evaluate import sound_quality
+    from samplegen.generation.generate import decode
 
     saved = json.loads((if_run / "config.json").read_text())
     assert saved["phase"] == {"mode": "if", "if_floor_db": -60.0, "if_weight": 1.0, "n_iter": 2}
@@ -187,7 +187,7 @@ def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_p
 
 
 def test_onnx_export_refuses_a_phase_aware_run(if_run: Path, tmp_path: Path):
-    from samplegen import api
+    from samplegen.app import api
 
     with pytest.raises(ParameterError, match="magnitude-only"):
         api.export_onnx(if_run, tmp_path / "onnx")
@@ -195,7 +195,7 @@ def test_onnx_export_refuses_a_phase_aware_run(if_run: Path, tmp_path: Path):
 
 def test_decode_method_if_needs_an_if_run(tiny_run: Path):
     from samplegen.checkpoint import load_run
-    from samplegen.generate import decode
+    from samplegen.generation.generate import decode
 
     run = load_run(tiny_run)
     assert run.config.phase.mode == "none"
@@ -208,7 +208,7 @@ def test_a_run_folder_written_before_the_option_loads_and_decodes_the_same(tiny_
     import shutil
 
     from samplegen.checkpoint import load_run
-    from samplegen.generate import decode
+    from samplegen.generation.generate import decode
 
     old = tmp_path / "old-run"
     shutil.copytree(tiny_run, old)

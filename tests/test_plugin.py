@@ -28,10 +28,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from samplegen import spectral
+from samplegen.audio.sustain_loop import crossfaded, find_loop
 from samplegen.checkpoint import load_run
-from samplegen.generate import decode
-from samplegen.loop import crossfaded, find_loop
+from samplegen.generation.generate import decode
+from samplegen.spectral import stft as spectral
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugin"
@@ -60,7 +60,7 @@ def built() -> None:
 @pytest.fixture(scope="module")
 def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("plugin-bundle")
-    from samplegen.cli import main
+    from samplegen.app.cli import main
 
     assert main(["export", "plugin", str(tiny_run), "--out", str(out)]) == 0
     return out
@@ -69,7 +69,7 @@ def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def linear_frames_run(tiny_samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run shaped as runs before format 3 were: no per-frame MLP, trained on the log magnitude."""
-    from samplegen import api
+    from samplegen.app import api
     from conftest import TINY_CONFIG
 
     cfg = json.loads(json.dumps(TINY_CONFIG))
@@ -86,7 +86,7 @@ def linear_frames_run(tiny_samples_dir: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def sustained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(run, bundle) of a tiny model of 1.5-second notes that hold their level, so held notes loop."""
-    from samplegen import api
+    from samplegen.app import api
     from conftest import TINY_CONFIG
     from synth import harmonic_note
 
@@ -129,10 +129,10 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("which", ["default", "linear_frames_log"])
 def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
-    """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generate.decode give, for
+    """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generation.generate.decode give, for
     today's decoder (per-frame MLP, compressed magnitude) and for one shaped as older runs (linear frames,
     log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow fails here."""
-    from samplegen.cli import main
+    from samplegen.app.cli import main
 
     run_dir = request.getfixturevalue("tiny_run" if which == "default" else "linear_frames_run")
     bundle = tmp_path / "bundle"
@@ -154,8 +154,8 @@ def test_engine_decoder_and_waveform_match_python(built: None, which: str, reque
 
 
 def test_export_plugin_refuses_a_phase_aware_run_in_one_line(tiny_samples_dir: Path, tmp_path: Path, capsys) -> None:
-    from samplegen import api
-    from samplegen.cli import main
+    from samplegen.app import api
+    from samplegen.app.cli import main
     from conftest import TINY_CONFIG
 
     cfg = tmp_path / "if.json"
@@ -190,7 +190,7 @@ def test_engine_loop_finder_matches_python(built: None, tmp_path: Path) -> None:
 def test_held_notes_loop_where_the_exports_loop(built: None, sustained_bundle: tuple[Path, Path], tmp_path: Path) -> None:
     """The plug-in finds the sustain loop the SFZ/SF2 exports find for the same note, and a note held past the
     end of its sample keeps sounding at its level, then stops within the release after the key is let go."""
-    from samplegen.instrument import Instrument
+    from samplegen.app.instrument import Instrument
 
     run_dir, bundle = sustained_bundle
     run = load_run(run_dir)
@@ -365,7 +365,7 @@ def test_plugin_plays_c3_c4_c5_in_tune(built: None, bundle: Path) -> None:
 
 
 def test_plugin_c4_matches_samplegen_sample(built: None, bundle: Path, tiny_run: Path, tmp_path: Path) -> None:
-    from samplegen.cli import main
+    from samplegen.app.cli import main
 
     assert main(["sample", str(tiny_run), "-n", "1", "--seed", "5", "--out", str(tmp_path)]) == 0
     reference, sr = sf.read(tmp_path / "sample_000.wav", dtype="float32")
@@ -397,7 +397,7 @@ def test_plugin_state_round_trip_gives_the_same_sound(built: None, bundle: Path)
 
 
 def test_presets_are_the_cli_latent_json_both_ways(built: None, bundle: Path, tiny_run: Path, tmp_path: Path) -> None:
-    from samplegen.generate import load_latent
+    from samplegen.generation.generate import load_latent
 
     plugin = load_plugin(bundle)
     plugin.source = "Point"

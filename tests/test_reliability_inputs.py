@@ -16,8 +16,8 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from samplegen.audio import PEAK_CEILING_DBFS, estimate_pitch_hz, read_audio
-from samplegen.corpus import build_folder_corpus
+from samplegen.audio.audio_io import PEAK_CEILING_DBFS, estimate_pitch_hz, read_audio
+from samplegen.audio.corpus import build_folder_corpus
 from samplegen.errors import AudioError
 from synth import C4, SR, harmonic_note
 

@@ -14,16 +14,16 @@ import numpy as np
 import torch
 
 from samplegen import checkpoint
-from samplegen.cli import main as cli_main
+from samplegen.app.cli import main as cli_main
+from samplegen.audio.corpus import load_corpus
 from samplegen.config import load_config_file
-from samplegen.corpus import load_corpus
-from samplegen.train import train
+from samplegen.training.train import train
 
 EPOCHS = 24
 
 
 def _train_cmd(data: Path, out: Path, config: Path, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "samplegen.cli", "train", "--data", str(data), "--out", str(out),
+    cmd = [sys.executable, "-m", "samplegen.app.cli", "train", "--data", str(data), "--out", str(out),
            "--config", str(config), "--epochs", str(EPOCHS), "--quiet"]
     return cmd + (["--resume"] if resume else [])
 

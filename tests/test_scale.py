@@ -13,15 +13,19 @@ import pytest
 import soundfile as sf
 import torch
 
-from samplegen import api, checkpoint, distributed
+from samplegen import checkpoint
+
+from samplegen.app import api
+
+from samplegen.audio.corpus import load_corpus
 from samplegen.config import load_config_file
-from samplegen.corpus import load_corpus
-from samplegen.data_stats import fit_stats, init_model_from_pca
-from samplegen.feature_cache import INDEX_NAME, FeatureSettings, NoteFeatures, build_features
-from samplegen.features import FeatureStats, audio_to_log_features
-from samplegen.model import SampleModel, init_from_pca
-from samplegen.spectral import StftConfig
-from samplegen.train import train
+from samplegen.model.network import SampleModel, init_from_pca
+from samplegen.spectral.features import FeatureStats, audio_to_log_features
+from samplegen.spectral.stft import StftConfig
+from samplegen.training import distributed
+from samplegen.training.data_stats import fit_stats, init_model_from_pca
+from samplegen.training.feature_cache import INDEX_NAME, FeatureSettings, NoteFeatures, build_features
+from samplegen.training.train import train
 from synth import SR, note_family
 
 
@@ -93,7 +97,7 @@ def test_streamed_statistics_and_pca_start_match_the_in_memory_ones():
     ref = FeatureStats.fit(x[rows])
     torch.testing.assert_close(stats.mean, ref.mean, atol=1e-5, rtol=0)
     torch.testing.assert_close(stats.std, ref.std, atol=1e-5, rtol=0)
-    from samplegen.model import ModelConfig
+    from samplegen.model.network import ModelConfig
 
     cfg = ModelConfig(n_bins=33, n_frames=9, frame_dim=4, hidden=(16, 8), latent_dim=3)
     a, b = SampleModel(cfg), SampleModel(cfg)
@@ -163,7 +167,7 @@ def test_launcher_refuses_bad_requests(tiny_samples_dir, tmp_path):
 
 
 def test_cli_features_fills_the_cache_that_train_then_reads(tiny_samples_dir, tiny_config_file, tmp_path, capsys):
-    from samplegen import cli
+    from samplegen.app import cli
 
     cache = tmp_path / "cache"
     assert cli.main(["features", "--data", str(tiny_samples_dir), "--config", str(tiny_config_file),

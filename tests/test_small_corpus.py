@@ -7,12 +7,14 @@ import socket
 
 import soundfile as sf
 
-from samplegen import api, cli
+from samplegen.app import api
+
+from samplegen.app import cli
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import load_run
 from samplegen.config import SMALL_CORPUS_STEPS_PER_EPOCH, TrainConfig
-from samplegen.corpus import load_corpus
-from samplegen.evaluate import split_quality
-from samplegen.train import PcaCheck
+from samplegen.evaluation.evaluate import split_quality
+from samplegen.training.train import PcaCheck
 from synth import SR, harmonic_note, note_family
 
 

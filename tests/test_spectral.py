@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from samplegen.errors import ParameterError
-from samplegen.spectral import (PHASE_METHODS, StftConfig, istft, magnitude, pghi_gradients, pghi_phase,
-                                retrieve_phase, spsi_phase, stft)
+from samplegen.spectral.stft import (PHASE_METHODS, StftConfig, istft, magnitude, pghi_gradients, pghi_phase,
+                                     retrieve_phase, spsi_phase, stft)
 from synth import SR, harmonic_note
 
 CFG = StftConfig()
@@ -114,7 +114,7 @@ def test_batched_equals_one_by_one():
 
 
 def test_pghi_on_several_threads_equals_one_thread(monkeypatch):
-    import samplegen.spectral as spectral
+    import samplegen.spectral.stft as spectral
 
     notes = torch.from_numpy(np.stack([harmonic_note(0.5, tilt=t, onset_s=0.01 * t) for t in (0.7, 1.5, 2.5, 1.1)]))
     mags = magnitude(notes, CFG)
@@ -234,7 +234,7 @@ def test_istft_equals_torch_istft(n_fft, hop, length):
 
 
 def test_default_phase_retrieval_starts_without_a_click():
-    from samplegen.metrics import has_onset_click, onset_click
+    from samplegen.evaluation.metrics import has_onset_click, onset_click
 
     # a bright note with a hard attack 5 ms into the file, as notes are onset-aligned
     note = harmonic_note(1.0, onset_s=0.005, attack_s=1e-4, tilt=0.3, n_harmonics=40)

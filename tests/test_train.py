@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from samplegen import api, checkpoint
+from samplegen import checkpoint
+
+from samplegen.app import api
+from samplegen.audio.corpus import load_corpus
 from samplegen.config import load_config_file
-from samplegen.corpus import load_corpus
 from samplegen.errors import CheckpointError
-from samplegen.model import SampleModel
-from samplegen.train import TrainingError, train
+from samplegen.model.network import SampleModel
+from samplegen.training.train import TrainingError, train
 
 
 def test_run_folder_is_self_contained(tiny_run):
@@ -87,7 +89,7 @@ def test_config_that_does_not_match_weights_is_refused(tiny_run, tmp_path):
 
 
 def test_resume_after_a_kill_ends_with_the_same_weights(tiny_samples_dir, tiny_config_file, tmp_path, monkeypatch):
-    import samplegen.train as train_module
+    import samplegen.training.train as train_module
 
     cfg = load_config_file(tiny_config_file)
     cfg = replace(cfg, train=replace(cfg.train, epochs=4, patience=100))
@@ -152,7 +154,7 @@ def test_same_seed_same_weights(tiny_samples_dir, tiny_config_file, tmp_path):
 
 def test_killed_after_stopping_early_resumes_without_training_more(tiny_samples_dir, tiny_config_file, tmp_path,
                                                                    monkeypatch):
-    import samplegen.train as train_module
+    import samplegen.training.train as train_module
 
     cfg = load_config_file(tiny_config_file)
     cfg = replace(cfg, train=replace(cfg.train, epochs=30, patience=2, kl_warmup_epochs=0))
@@ -181,7 +183,7 @@ def test_features_kept_on_the_device_train_the_same_weights(tiny_samples_dir, ti
     # same rows in the same order must give the same run.  Forced here on the CPU.
     import numpy as np
 
-    from samplegen import train as train_module
+    from samplegen.training import train as train_module
 
     cfg = load_config_file(tiny_config_file)
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
@@ -206,7 +208,7 @@ def test_features_kept_on_the_device_train_the_same_weights(tiny_samples_dir, ti
 def test_a_failed_checkpoint_write_stops_training_with_its_error(tiny_samples_dir, tiny_config_file, tmp_path,
                                                                   monkeypatch):
     # Checkpoints are written on a background thread; a write that fails must not pass unnoticed.
-    from samplegen import train as train_module
+    from samplegen.training import train as train_module
 
     cfg = load_config_file(tiny_config_file)
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)

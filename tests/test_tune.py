@@ -7,8 +7,8 @@ import json
 import optuna
 import pytest
 
-from samplegen import api
-from samplegen.cli import main as cli_main
+from samplegen.app import api
+from samplegen.app.cli import main as cli_main
 from samplegen.errors import ParameterError
 
 TINY = {"data": {"duration_s": 0.5}, "train": {"val_fraction": 0.25}}
@@ -81,7 +81,7 @@ def test_a_bad_storage_url_is_a_clear_error(tiny_samples_dir, tmp_path, url, cap
 
 def test_a_new_study_starts_from_the_default_configuration():
     from samplegen.config import RunConfig
-    from samplegen.tune import base_params, sample_config
+    from samplegen.app.tune import base_params, sample_config
 
     base = RunConfig().resolved()
     params = base_params(base)

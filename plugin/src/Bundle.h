@@ -1,4 +1,4 @@
-// A model bundle written by `samplegen export plugin RUN --out DIR` (src/samplegen/plugin_bundle.py):
+// A model bundle written by `samplegen export plugin RUN --out DIR` (src/samplegen/app/plugin_bundle.py):
 // bundle.json (shapes, layer graph, settings, names) and tensors.safetensors (float32 weights and points).
 #pragma once
 
@@ -57,7 +57,7 @@ struct Bundle
 
     int numSounds() const { return soundNames.size(); }
     int numKnobs() const { return knobLabels.size(); }
-    /** Where latent point z goes on the map (samplegen.instrument.Instrument.place): among its nearest
+    /** Where latent point z goes on the map (samplegen.app.instrument.Instrument.place): among its nearest
         corpus sounds, inverse-square-distance weighted, so a sound lands on its own place. */
     void place (const std::vector<float>& z, float xy[2]) const;
     const float* soundPoint (int i) const { return soundsZ.data() + (size_t) i * (size_t) latentDim; }

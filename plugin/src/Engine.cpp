@@ -122,7 +122,7 @@ void Engine::magnitude (const std::vector<float>& features, std::vector<float>& 
         for (int k = 0; k < F; ++k)
         {
             const float v = features[(size_t) t * (size_t) F + (size_t) k] * b.normStd[(size_t) k] + b.normMean[(size_t) k];
-            // As samplegen.features: log(max(v, floor)) / p, then exp (p = 0: v is the log itself).
+            // As samplegen.spectral.features: log(max(v, floor)) / p, then exp (p = 0: v is the log itself).
             const float logMag = p > 0.0f ? std::log (std::max (v, b.magnitudeFloor)) / p : v;
             mag[(size_t) k * (size_t) T + (size_t) t] = std::exp (logMag);
         }
@@ -137,7 +137,7 @@ void Engine::pghiPhase (const std::vector<float>& magF, std::vector<double>& pha
     const double peak = *std::max_element (mag.begin(), mag.end());
     if (peak > 0.0)
     {
-        // Phase gradients from the log magnitude (Prusa et al. 2017), as samplegen.spectral.pghi_gradients.
+        // Phase gradients from the log magnitude (Prusa et al. 2017), as samplegen.spectral.stft.pghi_gradients.
         const double a = b.hop, m = b.nFft, g = b.pghiGamma;
         const double logFloor = std::max (peak, 1e-30) * b.pghiTol * 0.1;
         std::vector<double> logm (N), perFrame (N), perBin (N);
@@ -274,7 +274,7 @@ void Engine::retrievePhase (const std::vector<float>& mag, std::vector<float>& w
     const float alpha = b.momentum;
     for (int it = 0; it < b.iterations; ++it)
     {
-        // Consistent spectrogram of a faded-in signal, momentum, then the given magnitude (samplegen.spectral).
+        // Consistent spectrogram of a faded-in signal, momentum, then the given magnitude (samplegen.spectral.stft).
         istft (spec, wave);
         fade (wave);
         stft (wave, rebuilt);
@@ -309,7 +309,7 @@ void Engine::normalise (std::vector<float>& wave, float peak, float maxGainDb)
 
 namespace
 {
-// samplegen.loop's constants (see its docstring for why each is what it is).
+// samplegen.audio.sustain_loop's constants (see its docstring for why each is what it is).
 constexpr double frameS = 0.01, levelS = 0.25, matchS = 0.02, matchEnvelopeS = 0.2, envelopeSlackDb = 0.5,
                  minLoopS = 0.2, maxLoopS = 1.5, steadyDb = 8.0, maxSlopeDbPerS = 3.0, sustainBelowPeakDb = 15.0,
                  sustainShare = 0.4, releaseDropDb = 1.0, afterS = 0.15, afterDropDb = 1.5, crossfadeS = 0.08,
@@ -320,7 +320,7 @@ int frameCount (double seconds) { return (int) std::lround (seconds / frameS); }
 
 double db (double power) { return 10.0 * std::log10 (std::max (power, 1e-20)); }
 
-/** Mean power of y[from, to) (samplegen.loop's frames, then np.mean over them). */
+/** Mean power of y[from, to) (samplegen.audio.sustain_loop's frames, then np.mean over them). */
 double meanPower (const std::vector<double>& power, int from, int to)
 {
     double s = 0.0;
@@ -346,7 +346,7 @@ std::vector<double> powerFrames (const std::vector<double>& y, int from, int to,
     return p;
 }
 
-/** samplegen.loop._sustain: the loop's stretch [lo, hi) in samples, or false when the note does not sustain. */
+/** samplegen.audio.sustain_loop._sustain: the loop's stretch [lo, hi) in samples, or false when the note does not sustain. */
 bool sustain (const std::vector<double>& y, int sr, int& lo, int& hi)
 {
     const int frame = (int) (frameS * sr);

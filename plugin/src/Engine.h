@@ -1,6 +1,6 @@
 // Latent point -> playable note, as `samplegen sample` and the instrument make it: the decoder's dense
-// forward pass, de-normalisation, PGHI + fast Griffin-Lim (src/samplegen/spectral.py), peak
-// normalisation and a crossfaded sustain loop (src/samplegen/loop.py). Runs on a background thread, never on the
+// forward pass, de-normalisation, PGHI + fast Griffin-Lim (src/samplegen/spectral/stft.py), peak
+// normalisation and a crossfaded sustain loop (src/samplegen/audio/sustain_loop.py). Runs on a background thread, never on the
 // audio thread: it allocates freely. One Engine per thread (it owns its FFTW plans and scratch buffers).
 #pragma once
 
@@ -16,7 +16,7 @@ namespace samplegen
 {
 
 /** A forward sustain loop, samples [start, end); end == 0: none (the note plays one-shot). The `crossfade`
-    samples before end are faded into those before start (Engine::crossfade), as samplegen.loop.Loop. */
+    samples before end are faded into those before start (Engine::crossfade), as samplegen.audio.sustain_loop.Loop. */
 struct Loop
 {
     int start = 0, end = 0;
@@ -57,26 +57,26 @@ public:
     /** The decoder's output for latent point z (latentDim values): normalised features, nFrames x nBins. */
     void decode (const float* z, std::vector<float>& features) const;
 
-    /** Features -> linear magnitude, bin-major (nBins x nFrames), as samplegen.generate.magnitude_from_features. */
+    /** Features -> linear magnitude, bin-major (nBins x nFrames), as samplegen.generation.generate.magnitude_from_features. */
     void magnitude (const std::vector<float>& features, std::vector<float>& mag) const;
 
     /** Magnitude (nBins x nFrames) -> waveform of lengthSamples: PGHI, then the bundle's FGLA iterations. */
     void retrievePhase (const std::vector<float>& mag, std::vector<float>& wave);
 
-    /** The PGHI start alone (nBins x nFrames radians), as samplegen.spectral.pghi_phase with the bundle's fill. */
+    /** The PGHI start alone (nBins x nFrames radians), as samplegen.spectral.stft.pghi_phase with the bundle's fill. */
     void pghiPhase (const std::vector<float>& mag, std::vector<double>& phase) const;
 
     /** z -> the raw-level waveform of `samplegen sample` (decoder + phase retrieval). */
     void render (const float* z, std::vector<float>& wave);
 
-    /** Scales a raw waveform to the instrument's peak (at most maxGainDb of gain), as samplegen.instrument. */
+    /** Scales a raw waveform to the instrument's peak (at most maxGainDb of gain), as samplegen.app.instrument. */
     static void normalise (std::vector<float>& wave, float peak, float maxGainDb);
 
-    /** samplegen.loop.find_loop: a sustain loop where the note holds its level, ending before the release,
+    /** samplegen.audio.sustain_loop.find_loop: a sustain loop where the note holds its level, ending before the release,
         or none (the note decays: it plays one-shot). Play it with crossfade()'s audio. */
     static Loop findLoop (const std::vector<float>& y, int sampleRate);
 
-    /** samplegen.loop.crossfaded, in place: writes the loop's crossfade into the note (what the SFZ/SF2 exports
+    /** samplegen.audio.sustain_loop.crossfaded, in place: writes the loop's crossfade into the note (what the SFZ/SF2 exports
         and the browser instrument play), so the jump from the loop's end to its start continues the waveform. */
     static void crossfade (std::vector<float>& y, const Loop& loop);
 

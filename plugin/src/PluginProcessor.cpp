@@ -244,7 +244,7 @@ bool SampleGenProcessor::basePoint (const Bundle& b, std::vector<float>& z) cons
     }
     else if (src == fromPad)
     {
-        // samplegen.instrument.Instrument.blend: bilinear between the four corner sounds.
+        // samplegen.app.instrument.Instrument.blend: bilinear between the four corner sounds.
         const float x = padX->load(), y = padY->load();
         const float w[4] = { (1 - x) * (1 - y), x * (1 - y), (1 - x) * y, x * y };
         for (int c = 0; c < 4; ++c)
@@ -268,7 +268,7 @@ bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>&
     if (! basePoint (b, z))
         return false;
     // Knobs: offsets in corpus standard deviations along each knob's (rotated, named) direction,
-    // samplegen.instrument.Instrument.knob_move.
+    // samplegen.app.instrument.Instrument.knob_move.
     const int L = b.latentDim;
     for (int k = 0; k < std::min (b.numKnobs(), maxKnobs); ++k)
     {
@@ -283,7 +283,7 @@ bool SampleGenProcessor::pointFromControls (const Bundle& b, std::vector<float>&
 
 void SampleGenProcessor::drawPoint (const Bundle& b, bool fromPrior)
 {
-    // samplegen.instrument.Instrument.surprise (N(0, T^2 I)) and .vary (the base plus N(0, amount^2 I)).
+    // samplegen.app.instrument.Instrument.surprise (N(0, T^2 I)) and .vary (the base plus N(0, amount^2 I)).
     std::mt19937 rng ((unsigned) (++draws));
     std::vector<float> z ((size_t) b.latentDim, 0.0f);
     if (! fromPrior && ! basePoint (b, z))

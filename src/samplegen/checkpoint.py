@@ -36,8 +36,8 @@ from safetensors.torch import save as st_save_bytes
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, ParameterError
 from samplegen.files import open_regular, parse_json, read_regular_file, regular_file_mode
-from samplegen.features import FeatureStats
-from samplegen.model import ModelConfig, SampleModel
+from samplegen.model.network import ModelConfig, SampleModel
+from samplegen.spectral.features import FeatureStats
 
 CONFIG_NAME = "config.json"
 MODEL_NAME = "model.safetensors"

@@ -15,10 +15,10 @@ from typing import Any
 
 from samplegen import dataclass_io
 from samplegen.errors import ParameterError
-from samplegen.features import LEGACY_MAGNITUDE_POWER, FeatureConfig
-from samplegen.model import ModelConfig
-from samplegen.phase_features import PhaseConfig
-from samplegen.spectral import StftConfig
+from samplegen.model.network import ModelConfig
+from samplegen.spectral.features import LEGACY_MAGNITUDE_POWER, FeatureConfig
+from samplegen.spectral.phase_features import PhaseConfig
+from samplegen.spectral.stft import StftConfig
 
 #: 2 added the "features" section (magnitude compression); format 1 runs were trained on the log.
 #: 3 added model.frame_hidden and train.log_weight; runs before it had neither (both 0).
@@ -53,7 +53,7 @@ class TrainConfig:
     val_fraction : share of the corpus held out for validation and early stopping
     split : "note" holds out random notes; "instrument" holds out whole presets (every
         velocity layer of a held-out instrument is unseen: the harder test)
-    pca_init : start from the PCA baseline (see samplegen.model.init_from_pca)
+    pca_init : start from the PCA baseline (see samplegen.model.network.init_from_pca)
     precision : "fp32", or "bf16" for bfloat16 autocast of the forward and backward passes on a
         GPU (validation, checkpoints and generation stay float32; ignored with a warning on a CPU)
     """

@@ -3,7 +3,7 @@
 A SOUND is what every generation command takes: a corpus note's name, an audio file, or a
 ``.latent.json`` point. What is exported is the *model's* sound of it (decoded and phase-retrieved),
 peak-normalised to -1 dBFS, with a crossfaded sustain loop where the note holds its level
-(:mod:`samplegen.loop`) and a release envelope, so held notes keep sounding and released
+(:mod:`samplegen.audio.sustain_loop`) and a release envelope, so held notes keep sounding and released
 notes stop without a click. Each note is tuned from its measured f0 (:func:`sampler_tuning`): a decoded
 note is seldom exactly C4, and played across the keyboard its error would follow it to every key.
 """
@@ -19,16 +19,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from samplegen import audio as audio_io
-from samplegen import spectral
+from samplegen.audio import audio_io
+from samplegen.audio.corpus import cents_from_c
+from samplegen.audio.soundfont import Sf2Sound, sf2_bytes
+from samplegen.audio.sustain_loop import Loop, crossfaded, find_loop
 from samplegen.checkpoint import Run, atomic_write, write_json
-from samplegen.corpus import cents_from_c
 from samplegen.errors import ParameterError
-from samplegen.features import LOG_FLOOR
 from samplegen.files import remove_temp_files, sha256_file, unique_stems
-from samplegen.generate import decode, resolve
-from samplegen.loop import Loop, crossfaded, find_loop
-from samplegen.sf2 import Sf2Sound, sf2_bytes
+from samplegen.generation.generate import decode, resolve
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.features import LOG_FLOOR
 
 ROOT_KEY = 60
 ATTACK_S = 0.003
@@ -51,8 +51,8 @@ class SamplerSound:
 def sampler_tuning(y: np.ndarray) -> tuple[int, int]:
     """(root key, tune in cents) that make a note play in equal temperament across the keyboard.
 
-    The root key is the key nearest the note's measured pitch (:func:`samplegen.audio.estimate_pitch_hz`)
-    within a tritone of C4 (octaves folded, :func:`samplegen.corpus.cents_from_c`: a tracker can read a
+    The root key is the key nearest the note's measured pitch (:func:`samplegen.audio.audio_io.estimate_pitch_hz`)
+    within a tritone of C4 (octaves folded, :func:`samplegen.audio.corpus.cents_from_c`: a tracker can read a
     note's periodicity an octave off the pitch heard, so tuning never moves a note by octaves), the tune the
     cents that bring it onto that key (SFZ ``tune``, SF2 pitch correction; positive raises). An
     unpitched note keeps C4 and no tune.
@@ -166,7 +166,7 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
                                 "prev = 0; repeat iterations times: C = stft(fade(istft(S))); A = (1 + momentum) * C "
                                 "- momentum * prev; prev = C; S = mag * A / |A| (0 where A = 0)",
                                 "waveform = fade(istft(S)), cut or padded to length_samples"],
-                            "reference": "samplegen.spectral.retrieve_phase; docs/plugin.md"},
+                            "reference": "samplegen.spectral.stft.retrieve_phase; docs/plugin.md"},
     }
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from samplegen import distributed
-from samplegen.feature_cache import NoteFeatures
-from samplegen.features import FeatureStats, compress_log
-from samplegen.model import SampleModel, init_frame_layers, init_linear_paths
+from samplegen.model.network import SampleModel, init_frame_layers, init_linear_paths
+from samplegen.spectral.features import FeatureStats, compress_log
+from samplegen.training import distributed
+from samplegen.training.feature_cache import NoteFeatures
 
 #: Notes the PCA start is fitted on, at most: its Gram matrix is PCA_NOTES² doubles (134 MB).
 PCA_NOTES = 4096
@@ -56,7 +56,8 @@ def pca_rows(rows: np.ndarray, seed: int, limit: int = PCA_NOTES) -> np.ndarray:
 @torch.no_grad()
 def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarray, stats: FeatureStats,
                         frame_stride: int = 3) -> None:
-    """Start ``model`` at the PCA baseline of normalised notes ``rows`` (see :func:`samplegen.model.init_from_pca`).
+    """Start ``model`` at the PCA baseline of normalised notes ``rows``
+    (see :func:`samplegen.model.network.init_from_pca`).
 
     Two passes over ``rows``: the covariance of every ``frame_stride``-th
     frame (the same frames as the in-memory version picks), then the notes'

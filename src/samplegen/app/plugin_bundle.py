@@ -13,7 +13,7 @@ written last with the size and SHA-256 of the tensors, so a bundle killed half-w
 
 The decoder is written out as its layers rather than as an opaque graph: the plug-in runs the same dense
 forward pass (plugin/src/Decoder.cpp), and tests/test_plugin_engine.py checks that it gives what PyTorch
-gives for the same points, so a change to :class:`samplegen.model.Decoder` that this file does not follow
+gives for the same points, so a change to :class:`samplegen.model.network.Decoder` that this file does not follow
 fails there. :data:`BUNDLE_FORMAT_VERSION` goes up with any change the plug-in must know about.
 """
 
@@ -26,12 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from samplegen import spectral
+from samplegen.app.export import decoder_recipe
+from samplegen.app.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHBOURS, Instrument
 from samplegen.checkpoint import Run, save_tensors, write_json
 from samplegen.errors import ParameterError
-from samplegen.export import decoder_recipe
 from samplegen.files import remove_temp_files, sha256_file
-from samplegen.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHBOURS, Instrument
+from samplegen.spectral import stft as spectral
 
 BUNDLE_FORMAT = "samplegen-plugin-bundle"
 #: 1: dense decoder (stack + linear path, frame layer, optional per-frame GELU MLP), PGHI + FGLA.
@@ -43,7 +43,7 @@ TENSORS_NAME = "tensors.safetensors"
 def _dense(layer: nn.Module, name: str, activation: str) -> dict[str, Any]:
     if not isinstance(layer, nn.Linear):
         raise ParameterError(f"the decoder's {name} is a {type(layer).__name__}, which this bundle format does not "
-                             "describe; update samplegen.plugin_bundle and plugin/src/Decoder.cpp together")
+                             "describe; update samplegen.app.plugin_bundle and plugin/src/Decoder.cpp together")
     return {"weight": f"{name}.weight", "bias": f"{name}.bias", "in": layer.in_features,
             "out": layer.out_features, "activation": activation}
 
@@ -80,7 +80,7 @@ def decoder_graph(run: Run) -> dict[str, Any]:
 
 def phase_start(run: Run) -> torch.Tensor:
     """The random phases Python's PGHI leaves on quiet coefficients (seed 0), Tensor[F x T]: shipped so the
-    plug-in starts Griffin–Lim where :func:`samplegen.spectral.retrieve_phase` does."""
+    plug-in starts Griffin–Lim where :func:`samplegen.spectral.stft.retrieve_phase` does."""
     gen = torch.Generator().manual_seed(0)
     shape = (run.config.stft.n_bins, run.config.stft.n_frames(run.config.data.n_samples))
     return torch.rand(shape, generator=gen) * (2 * math.pi)

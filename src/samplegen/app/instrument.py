@@ -28,14 +28,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from samplegen import spectral
-from samplegen.audio import SAMPLE_RATE, estimate_pitch_hz, wav_bytes
+from samplegen.audio.audio_io import SAMPLE_RATE, estimate_pitch_hz, prepare_note, wav_bytes
+from samplegen.audio.corpus import cents_from_c
+from samplegen.audio.sustain_loop import crossfaded, find_loop
 from samplegen.checkpoint import Run
-from samplegen.corpus import cents_from_c
 from samplegen.errors import ParameterError
-from samplegen.generate import decode_features, decode_magnitude, encode_audio, magnitude_from_features
-from samplegen.phase_features import features_to_waveform
-from samplegen.loop import crossfaded, find_loop
+from samplegen.generation.generate import decode_features, decode_magnitude, encode_audio, magnitude_from_features
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.phase_features import features_to_waveform
 
 MAX_KNOBS = 8
 #: Knob positions are in standard deviations of the corpus along the knob's axis.
@@ -326,7 +326,6 @@ class Instrument:
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """A sound of the user's own (float mono at 44.1 kHz) → its latent point, prepared as the corpus was."""
-        from samplegen.audio import prepare_note
 
         note = prepare_note(np.asarray(audio, dtype=np.float32), duration_s=self.run.config.data.duration_s)
         z = encode_audio(self.run, note[None])[0].double().numpy()

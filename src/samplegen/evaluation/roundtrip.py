@@ -13,10 +13,11 @@ from typing import Sequence
 
 import torch
 
-from samplegen import audio as audio_io
-from samplegen import metrics, spectral
+from samplegen.audio import audio_io
 from samplegen.errors import ParameterError
+from samplegen.evaluation import metrics
 from samplegen.files import unique_stems
+from samplegen.spectral import stft as spectral
 
 
 @dataclass

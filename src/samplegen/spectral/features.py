@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from samplegen.errors import ParameterError
-
-if TYPE_CHECKING:
-    from samplegen.spectral import StftConfig
+from samplegen.spectral.stft import StftConfig, magnitude
 
 #: Magnitudes below this are treated as silence before the log.  The corpus
 #: is loudness-normalised (peaks near -1 dBFS), so STFT magnitudes of a
@@ -236,7 +234,6 @@ def audio_to_log_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftCon
     -------
     Tensor[N x T x F] float32 on ``device``
     """
-    from samplegen.spectral import magnitude
 
     return map_note_batches(audio, lambda wav: log_magnitude(magnitude(wav, stft_cfg)), batch_size, device)
 

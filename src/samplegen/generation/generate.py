@@ -16,12 +16,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from samplegen import audio as audio_io
+from samplegen.audio import audio_io
 from samplegen.checkpoint import Run, write_json
 from samplegen.errors import AudioError, CheckpointError, ParameterError
-from samplegen.features import magnitude_from_log
 from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems
-from samplegen.phase_features import audio_to_features, features_to_waveform, split_features
+from samplegen.spectral.features import magnitude_from_log
+from samplegen.spectral.phase_features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
 #: Most sounds one call makes: they are decoded as one batch (a 2-second note's spectrogram is 0.7 MB, its
@@ -48,9 +48,9 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     Parameters
     ----------
     z : (B, L) or (L,) latent points
-    method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.DEFAULT_METHOD`
+    method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.stft.DEFAULT_METHOD`
         and ``DEFAULT_ITERS`` for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
-        run that learned instantaneous frequency; see :func:`samplegen.phase_features.features_to_waveform`)
+        run that learned instantaneous frequency; see :func:`samplegen.spectral.phase_features.features_to_waveform`)
 
     Returns
     -------

@@ -2,7 +2,7 @@
 
 Each process computes nothing twice: rank 0 fills the feature cache (with
 every core), the others wait at a barrier and then read the same cache, and
-:func:`samplegen.train.train` does the rest.  See docs/scaling.md.
+:func:`samplegen.training.train.train` does the rest.  See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
-from samplegen import distributed
+from samplegen.checkpoint import read_json
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError, SampleGenError
-from samplegen.feature_cache import FeatureSettings, NoteFeatures, build_features
-from samplegen.train import TrainingError, TrainResult, train
+from samplegen.training import distributed
+from samplegen.training.feature_cache import FeatureSettings, NoteFeatures, build_features
+from samplegen.training.train import TrainingError, TrainResult, train
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -62,8 +63,6 @@ def folder_features(data: str | Path, cfg: RunConfig, *, cache: str | Path | Non
 def _config_for(data_cfg: RunConfig, out: Path, resume: bool) -> RunConfig:
     """A resumed run computes features with its saved settings, not the command line's."""
     if resume and (out / "config.json").is_file():
-        from samplegen.checkpoint import read_json
-
         return RunConfig.from_dict(read_json(out / "config.json"))
     return data_cfg
 

@@ -27,11 +27,11 @@ of the attack; phase retrieval cannot tell where in the frame that energy
 lies and puts it on sample 0 at full window weight: a jump from silence (a
 median 11 %, up to 100 %, of the peak) and a burst above 4 kHz in the first
 2 ms up to the level of the note's body.  Notes start 5 ms before their onset
-(:data:`samplegen.audio.PRE_ONSET_S`), so the fade takes nothing an attack
+(:data:`samplegen.audio.audio_io.PRE_ONSET_S`), so the fade takes nothing an attack
 needs; applied inside the iterations, Griffin–Lim moves that energy where it
 stays consistent instead of having it cut off afterwards (24 corpus notes:
 spectral convergence −31.2 → −31.0 dB, attack smearing unchanged, clicks
-gone; :func:`samplegen.metrics.onset_click`).
+gone; :func:`samplegen.evaluation.metrics.onset_click`).
 
 Default, chosen by measurement (``benchmarks/phase_retrieval.py``, figures
 in ``benchmarks/results/phase_retrieval.md``: oracle magnitudes of 24
@@ -59,6 +59,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from samplegen.dataclass_io import from_dict
 from samplegen.errors import ParameterError
 
 PHASE_METHODS: tuple[str, ...] = ("gl", "fgla", "spsi", "pghi")
@@ -118,7 +119,6 @@ class StftConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "StftConfig":
         """Build from a JSON object; unknown keys and wrong types raise ParameterError."""
-        from samplegen.dataclass_io import from_dict
 
         return from_dict(cls, data, "stft")
 

@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from samplegen.errors import ParameterError
-
-if TYPE_CHECKING:
-    from samplegen.features import FeatureStats
-    from samplegen.spectral import StftConfig
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.features import (FeatureStats, audio_to_log_features, log_magnitude, magnitude_from_log,
+                                         map_note_batches)
+from samplegen.spectral.stft import StftConfig, stft
 
 PHASE_MODES = ("none", "if")
 
@@ -54,7 +53,7 @@ PHASE_MODES = ("none", "if")
 class PhaseConfig:
     """Whether and how the model learns phase (the ``"phase"`` section of a run's config.json).
 
-    mode : "none" (magnitude only; phase retrieved by :func:`samplegen.spectral.retrieve_phase`)
+    mode : "none" (magnitude only; phase retrieved by :func:`samplegen.spectral.stft.retrieve_phase`)
         or "if" (log magnitude and instantaneous frequency; phase integrated from the IF)
     if_floor_db : IF is kept only in bins within this many dB of the note's loudest
         coefficient (negative), and is 0 elsewhere
@@ -113,7 +112,7 @@ def instantaneous_frequency(spec: torch.Tensor, cfg: "StftConfig", floor_db: flo
 
     Parameters
     ----------
-    spec : Tensor[B x F x T], complex (from :func:`samplegen.spectral.stft`)
+    spec : Tensor[B x F x T], complex (from :func:`samplegen.spectral.stft.stft`)
     cfg : its STFT settings
     floor_db : when given (negative dB), bins more than this below each note's loudest
         coefficient get IF 0
@@ -124,7 +123,7 @@ def instantaneous_frequency(spec: torch.Tensor, cfg: "StftConfig", floor_db: flo
 
     Example
     -------
-    >>> from samplegen.spectral import StftConfig, stft
+    >>> from samplegen.spectral.stft import StftConfig, stft
     >>> cfg = StftConfig()
     >>> x = torch.sin(2 * math.pi * (10.25 / cfg.n_fft) * torch.arange(44100.))  # a quarter bin above bin 10
     >>> round(float(instantaneous_frequency(stft(x, cfg)[None], cfg)[0, 10, 40]), 3)  # 0.25 · 2·hop/n_fft
@@ -226,7 +225,6 @@ def waveform_from_if(mag: torch.Tensor, if_dev: torch.Tensor, cfg: "StftConfig",
     -------
     Tensor[B x length], float32, on ``mag``'s device.
     """
-    from samplegen import spectral
 
     if mag.shape != if_dev.shape:
         raise ParameterError(f"mag {tuple(mag.shape)} and if_dev {tuple(if_dev.shape)} must have the same shape")
@@ -245,11 +243,9 @@ def audio_to_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftConfig"
     """Waveforms → a run's un-normalised, frame-major features.
 
     Returns Tensor[N x T x F] log magnitudes for ``mode="none"`` (exactly
-    :func:`samplegen.features.audio_to_log_features`), Tensor[N x T x 2F]
+    :func:`samplegen.spectral.features.audio_to_log_features`), Tensor[N x T x 2F]
     (log magnitude, then IF) for ``mode="if"``.
     """
-    from samplegen.features import audio_to_log_features, log_magnitude, map_note_batches
-    from samplegen.spectral import stft
 
     if phase.mode == "none":
         return audio_to_log_features(audio, stft_cfg, batch_size=batch_size, device=device)
@@ -272,7 +268,6 @@ def adjust_stats(stats: "FeatureStats", phase: PhaseConfig) -> "FeatureStats":
 
     Leaves a magnitude-only run's statistics as they are.
     """
-    from samplegen.features import FeatureStats
 
     if phase.mode == "none":
         return stats
@@ -298,13 +293,11 @@ def features_to_waveform(feats: torch.Tensor, stft_cfg: "StftConfig", phase: Pha
     """Un-normalised features (magnitude-only or with IF) → waveforms, Tensor[B x length].
 
     method : None uses the run's own way back: IF integration (+ ``phase.n_iter`` iterations) when
-        the features hold IF, else :data:`samplegen.spectral.DEFAULT_METHOD`; "if" asks for IF
-        integration; any :data:`samplegen.spectral.PHASE_METHODS` name ignores the IF and
+        the features hold IF, else :data:`samplegen.spectral.stft.DEFAULT_METHOD`; "if" asks for IF
+        integration; any :data:`samplegen.spectral.stft.PHASE_METHODS` name ignores the IF and
         retrieves phase from the magnitude alone
     n_iter : iterations (default: ``phase.n_iter`` for IF, ``spectral.DEFAULT_ITERS`` otherwise)
     """
-    from samplegen import spectral
-    from samplegen.features import magnitude_from_log
 
     log_mag, ifd = split_features(feats, stft_cfg.n_bins)
     mag = magnitude_from_log(log_mag).transpose(1, 2)

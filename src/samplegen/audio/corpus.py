@@ -1,7 +1,7 @@
 """A folder of samples or a SoundFont → a corpus of prepared notes with a manifest.
 
 A corpus folder holds 44.1 kHz mono 24-bit WAVs (prepared by
-:func:`samplegen.audio.prepare_note`), ``manifest.csv`` (file, GM program,
+:func:`samplegen.audio.audio_io.prepare_note`), ``manifest.csv`` (file, GM program,
 preset name, family, velocity, mixture parents, the pitch measured on the
 prepared note and the shift that retuned it) and ``corpus_report.txt``
 (skipped files with their reason, retuned notes, off-pitch warnings).
@@ -29,12 +29,12 @@ from typing import Callable, Sequence
 import numpy as np
 import soxr
 
-from samplegen import audio as audio_io
+from samplegen.audio import audio_io
+from samplegen.audio.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
+                                       default_soundfont, read_presets, render_note)
 from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe
-from samplegen.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
-                                 default_soundfont, read_presets, render_note)
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "corpus_report.txt"

@@ -27,15 +27,15 @@ import torch
 from tqdm.auto import tqdm
 
 from samplegen import checkpoint as ckpt
-from samplegen import distributed
+from samplegen.audio.corpus import Corpus
 from samplegen.config import RunConfig
-from samplegen.corpus import Corpus
 from samplegen.errors import CheckpointError, SampleGenError
-from samplegen.data_stats import fit_stats, init_model_from_pca, pca_rows
-from samplegen.feature_cache import NoteFeatures
-from samplegen.features import FeatureStats
-from samplegen.model import SampleModel
-from samplegen.phase_features import adjust_stats, audio_to_features
+from samplegen.model.network import SampleModel
+from samplegen.spectral.features import FeatureStats
+from samplegen.spectral.phase_features import adjust_stats, audio_to_features
+from samplegen.training import distributed
+from samplegen.training.data_stats import fit_stats, init_model_from_pca, pca_rows
+from samplegen.training.feature_cache import NoteFeatures
 
 HISTORY_FIELDS = ["epoch", "lr", "beta", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "seconds"]
 
@@ -60,7 +60,8 @@ class PcaCheck:
     """The trained model's reconstruction error against the PCA start's, on the same notes and loss.
 
     model, pca : validation reconstruction error (feature MSE + log_weight · log-magnitude L1 at the posterior
-        mean) of the best weights and of the model as :func:`samplegen.data_stats.init_model_from_pca` starts it
+        mean) of the best weights and of the model as
+        :func:`samplegen.training.data_stats.init_model_from_pca` starts it
     notes : "held-out" (the validation notes) or "training" (when none are held out)
     """
 
@@ -207,8 +208,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
 
     Parameters
     ----------
-    data : notes to learn: a corpus in memory (see :func:`samplegen.corpus.load_corpus`) or
-        their features on disk (see :func:`samplegen.feature_cache.build_features`)
+    data : notes to learn: a corpus in memory (see :func:`samplegen.audio.corpus.load_corpus`) or
+        their features on disk (see :func:`samplegen.training.feature_cache.build_features`)
     out_dir : run folder; must be new or empty unless ``resume``
     config : run configuration (defaults if None); ignored when resuming, where the
         saved config is used, except that ``train.epochs`` may be raised
@@ -220,7 +221,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         it raises (a tuner's "prune this trial") stops training and propagates
 
     Inside an initialised torch.distributed process group (see
-    :mod:`samplegen.distributed`) every process takes its share of each batch,
+    :mod:`samplegen.training.distributed`) every process takes its share of each batch,
     DDP averages the gradients, and rank 0 alone writes the run folder.
 
     Returns

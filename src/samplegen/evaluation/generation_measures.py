@@ -3,7 +3,7 @@
 Every measure compares generated notes with real ones, and the same measure taken on the real held-out
 notes is the reference a model should come near:
 
-- **pitch**: cents from C4 of each note (:func:`samplegen.audio.estimate_pitches_hz`), summarised by
+- **pitch**: cents from C4 of each note (:func:`samplegen.audio.audio_io.estimate_pitches_hz`), summarised by
   :func:`cents_summary`;
 - **diversity**, NDB/K (Richardson & Weiss 2018): k-means bins of the training notes' log-mel
   spectrograms; the share of bins whose occupancy by the generated notes differs from the training
@@ -32,9 +32,9 @@ from scipy import linalg
 from scipy.cluster.vq import kmeans2
 from scipy.optimize import minimize
 
-from samplegen.audio import C4_HZ, SAMPLE_RATE
-from samplegen.baselines import PCABaseline
+from samplegen.audio.audio_io import C4_HZ, SAMPLE_RATE
 from samplegen.errors import ParameterError
+from samplegen.evaluation.baselines import PCABaseline
 
 MEL_N_FFT = 2048
 MEL_HOP = 512

@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from samplegen.errors import ParameterError
-from samplegen.features import LOG_FLOOR
+from samplegen.evaluation.baselines import PCABaseline
+from samplegen.spectral.features import LOG_FLOOR
 
 Tensor = torch.Tensor
-#: The log_l1 loss's floor below each note's peak: LSD's 80 dB (samplegen.metrics.LSD_FLOOR), in nepers.
+#: The log_l1 loss's floor below each note's peak: LSD's 80 dB (samplegen.evaluation.metrics.LSD_FLOOR), in nepers.
 LSD_FLOOR_NEPERS = 80.0 / 20.0 * math.log(10.0)
 
 MODEL_KINDS = ("vae", "ae")
@@ -261,7 +262,7 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     frame_stride : use every n-th frame for the frame PCA (they are highly redundant)
 
     Deterministic: exact eigendecompositions, no random projections.
-    :func:`samplegen.data_stats.init_model_from_pca` does the same streaming
+    :func:`samplegen.training.data_stats.init_model_from_pca` does the same streaming
     over batches, for corpora that do not fit in memory.
     """
     frames = feats.reshape(-1, model.cfg.n_bins)[::frame_stride].double()
@@ -306,7 +307,6 @@ def init_linear_paths(model: SampleModel, coeffs: torch.Tensor) -> None:
 
     coeffs : Tensor[N x (T·P)], the notes through the (already initialised) encoder frame layer
     """
-    from samplegen.baselines import PCABaseline
 
     cfg = model.cfg
     enc, dec = model.encoder, model.decoder

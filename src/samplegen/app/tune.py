@@ -20,12 +20,15 @@ from typing import Any, Callable
 import numpy as np
 
 from samplegen import checkpoint as ckpt
+from samplegen.audio.corpus import Corpus, load_corpus
 from samplegen.config import RunConfig
-from samplegen.corpus import Corpus, load_corpus
 from samplegen.errors import ParameterError
-from samplegen.model import ModelConfig
-from samplegen.spectral import StftConfig
-from samplegen.train import train
+from samplegen.evaluation import metrics
+from samplegen.evaluation.evaluate import generation_health
+from samplegen.generation.generate import decode
+from samplegen.model.network import ModelConfig
+from samplegen.spectral.stft import StftConfig
+from samplegen.training.train import train
 
 #: Largest fraction of silent plus noise-like prior draws a feasible trial may have.
 MAX_UNHEALTHY = 0.01
@@ -105,8 +108,6 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
     project's phase retrieval: trials that model different STFT sizes are scored on the same scale, and the
     study's figure is the one a user reads in the evaluation report (a few seconds per trial).
     """
-    from samplegen import metrics
-    from samplegen.generate import decode
 
     run = ckpt.load_run(run_dir)
     val = np.flatnonzero(np.array(run.corpus.splits) == "val")
@@ -118,8 +119,6 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
 
 def health(run_dir: Path, corpus: Corpus) -> dict[str, float]:
     """Silent and noise-like fractions of prior draws and dipping paths (fewer draws than `evaluate`)."""
-    from samplegen import metrics
-    from samplegen.evaluate import generation_health
 
     run = ckpt.load_run(run_dir)
     thresholds = metrics.health_thresholds(corpus.audio[: min(200, len(corpus.audio))])

@@ -6,7 +6,7 @@ VAE's latent distribution, generation health (silent and noise-like
 outputs, interpolation paths that dip, notes that start on a click), and the
 generated notes judged as the field judges them beside real held-out notes
 (pitch, NDB/K, a family classifier's Fréchet distance and entropy, novelty,
-smooth paths: :mod:`samplegen.generation_measures`).
+smooth paths: :mod:`samplegen.evaluation.generation_measures`).
 Writes ``metrics.json`` (keys listed in :data:`METRICS_KEYS`),
 ``per_note.csv``, PNG figures, WAVs of the worst cases and ``report.html``
 that opens offline.
@@ -30,16 +30,16 @@ import numpy as np
 import torch
 
 from samplegen import __version__
-from samplegen import audio as audio_io
-from samplegen import generation_measures as GM
-from samplegen import metrics as M
-from samplegen.baselines import PCABaseline
+from samplegen.audio import audio_io
+from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import Run, load_run
-from samplegen.corpus import load_corpus
 from samplegen.errors import CorpusError, ParameterError
+from samplegen.evaluation import generation_measures as GM
+from samplegen.evaluation import metrics as M
+from samplegen.evaluation.baselines import PCABaseline
 from samplegen.files import spreadsheet_safe, unique_stems
-from samplegen.generate import decode, interpolation_path
-from samplegen.phase_features import audio_to_features, features_to_waveform
+from samplegen.generation.generate import decode, interpolation_path
+from samplegen.spectral.phase_features import audio_to_features, features_to_waveform
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,7 +111,7 @@ def _features(run: Run, audio: np.ndarray) -> torch.Tensor:
 
 
 def _quality_measures(reference: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """:func:`samplegen.metrics.quality_measures` over parallel batches of notes."""
+    """:func:`samplegen.evaluation.metrics.quality_measures` over parallel batches of notes."""
     parts = parallel_map(lambda s: M.quality_measures(reference[s : s + M.MEASURE_BATCH],
                                                       {k: v[s : s + M.MEASURE_BATCH] for k, v in outputs.items()}),
                          range(0, len(reference), M.MEASURE_BATCH))
@@ -119,7 +119,7 @@ def _quality_measures(reference: np.ndarray, outputs: dict[str, np.ndarray]) -> 
 
 
 def _health_thresholds(training_audio: np.ndarray) -> M.HealthThresholds:
-    """:func:`samplegen.metrics.health_thresholds` over parallel batches of notes."""
+    """:func:`samplegen.evaluation.metrics.health_thresholds` over parallel batches of notes."""
     parts = parallel_map(lambda s: (np.atleast_1d(M.rms_db(training_audio[s : s + M.MEASURE_BATCH])),
                                     np.atleast_1d(M.spectral_flatness(training_audio[s : s + M.MEASURE_BATCH]))),
                          range(0, len(training_audio), M.MEASURE_BATCH))
@@ -210,7 +210,8 @@ def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_wor
 
 
 def onset_clicks(sets: dict[str, QualitySet]) -> dict[str, float]:
-    """Share of notes that start on a click (:func:`samplegen.metrics.has_onset_click`), per system and the originals.
+    """Share of notes that start on a click (:func:`samplegen.evaluation.metrics.has_onset_click`), per system and
+    the originals.
 
     The decoded notes should click no more than the originals do: an onset-aligned original starts in
     silence, and the way back from magnitude to waveform fades in (issue 19).
@@ -240,7 +241,7 @@ def latent_distribution(run: Run) -> dict:
 
 
 def _mels_and_pitches(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mels and f0 of notes (B, n): what :mod:`samplegen.generation_measures` judges them by."""
+    """Log-mels and f0 of notes (B, n): what :mod:`samplegen.evaluation.generation_measures` judges them by."""
     return GM.log_mel(wav), audio_io.estimate_pitches_hz(wav)
 
 
@@ -327,7 +328,7 @@ def judge_generated(run: Run, corpus: Any, sets: dict[str, "QualitySet"], pca: P
     Rows of ``sets``: ``heldout`` (the real held-out notes: the reference), ``heldout_resynthesised`` (their
     true magnitudes through phase retrieval: what the way back alone changes), ``draws`` (the model's prior
     draws of ``health``, kept with ``keep_notes``), ``pca_draws`` (as many draws from a Gaussian in PCA
-    space); each with pitch, NDB/K, realism and novelty (:func:`samplegen.generation_measures.judge`).
+    space); each with pitch, NDB/K, realism and novelty (:func:`samplegen.evaluation.generation_measures.judge`).
     ``pitch``: cents from C4 of every corpus note, reconstruction, draw and path step; ``paths``: smoothness.
     """
     split = np.array(run.corpus.splits)

@@ -42,10 +42,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from samplegen.audio import SUPPORTED_EXTENSIONS, read_audio
+from samplegen.app.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Instrument, Note
+from samplegen.audio.audio_io import SUPPORTED_EXTENSIONS, read_audio
+from samplegen.checkpoint import load_run
 from samplegen.errors import AudioError, ParameterError
 from samplegen.files import safe_file_stem
-from samplegen.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Instrument, Note
 
 #: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
 MAX_BODY_BYTES = 16_384
@@ -325,7 +326,7 @@ def uvicorn_config(app: FastAPI, **options: Any) -> Any:
 
 
 def static_dir() -> Path:
-    return Path(str(resources.files("samplegen") / "static"))
+    return Path(str(resources.files("samplegen.app") / "static"))
 
 
 def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "SampleGen",
@@ -528,7 +529,6 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
 
     import uvicorn
 
-    from samplegen.checkpoint import load_run
 
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ParameterError(f"port={port!r} must be an integer from 0 to 65535 (0 picks a free one)")

@@ -43,11 +43,14 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from samplegen.audio import audio_io
+from samplegen.audio.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files,
+                                    _entry_from_row, _slug, check_finished, family_from_path)
 from samplegen.checkpoint import write_json
-from samplegen.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files, _entry_from_row,
-                              _slug, check_finished, family_from_path)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file
+from samplegen.spectral.phase_features import PhaseConfig, audio_to_features
+from samplegen.spectral.stft import StftConfig
 
 #: Bump when the feature computation changes: old caches are then ignored, not misread.
 FORMAT_VERSION = 1
@@ -84,7 +87,7 @@ class FeatureSettings:
     prepare: str  # "built": a corpus folder's prepared WAVs; "raw": any samples, prepared on reading
     dtype: str = "float32"
     sample_rate: int = 44100
-    #: :meth:`samplegen.phase_features.PhaseConfig.cache_key`: "" for log magnitudes alone
+    #: :meth:`samplegen.spectral.phase_features.PhaseConfig.cache_key`: "" for log magnitudes alone
     phase: str = ""
 
     def __post_init__(self) -> None:
@@ -92,7 +95,6 @@ class FeatureSettings:
             raise ParameterError(f"cache dtype={self.dtype!r} must be one of {DTYPES}")
         if self.prepare not in ("built", "raw"):
             raise ParameterError(f"prepare={self.prepare!r} must be 'built' or 'raw'")
-        from samplegen.phase_features import PhaseConfig
 
         PhaseConfig.from_cache_key(self.phase)  # refuses a key it cannot compute
 
@@ -125,7 +127,7 @@ def scan_notes(root: str | Path) -> tuple[list[CorpusEntry], str]:
 
     A folder with ``manifest.csv`` lists its notes there; any other folder is
     every file in it (recursively).  Names of a raw folder are given later, by
-    :func:`build_features`, exactly as :func:`samplegen.corpus.load_corpus`
+    :func:`build_features`, exactly as :func:`samplegen.audio.corpus.load_corpus`
     names them (unreadable files do not take a name).
     """
     root = Path(root)
@@ -169,11 +171,8 @@ def note_features(path: str | Path, settings: FeatureSettings) -> np.ndarray:
     """Decode, resample, prepare and transform one file: float32 (T, F) log magnitudes ((T, 2F) with IF).
 
     The same computation as the in-memory path (``load_corpus`` then
-    :func:`samplegen.phase_features.audio_to_features`), one note at a time.
+    :func:`samplegen.spectral.phase_features.audio_to_features`), one note at a time.
     """
-    from samplegen import audio as audio_io
-    from samplegen.phase_features import PhaseConfig, audio_to_features
-    from samplegen.spectral import StftConfig
 
     y = audio_io.read_audio(path)
     if settings.prepare == "raw" or len(y) != settings.n_samples:

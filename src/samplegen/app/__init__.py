@@ -1,0 +1,1 @@
+"""The front doors: command, Python API, instrument server, exports, tuning."""

@@ -1,0 +1,1 @@
+"""Reading, preparing and writing sounds: audio files, corpora, SoundFonts, sustain loops."""

@@ -1,0 +1,1 @@
+"""Latent points → notes: reconstruct, interpolate, sample, perturb."""

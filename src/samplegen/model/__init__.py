@@ -1,0 +1,1 @@
+"""The networks: the VAE and the plain auto-encoder baseline."""

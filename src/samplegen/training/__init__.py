@@ -1,0 +1,1 @@
+"""Fitting a model: the loop, the feature cache, normalisation statistics, data parallelism."""
