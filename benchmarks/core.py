@@ -28,9 +28,9 @@ from samplegen.app import runtime
 
 from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import MODEL_NAME, load_run
-from samplegen.evaluation.baselines import PCABaseline
 from samplegen.evaluation.metrics import log_spectral_distance_db, spectral_convergence_db
 from samplegen.generation.generate import decode
+from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import parameter_count
 from samplegen.spectral import stft as spectral
 from samplegen.spectral.features import audio_to_log_features, magnitude_from_log

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from samplegen.evaluation.baselines import PCABaseline
+from samplegen.model.baselines import PCABaseline
 
 
 def test_pca_matches_numpy_svd_reconstruction():

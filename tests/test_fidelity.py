@@ -16,8 +16,8 @@ from samplegen.app import api
 from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import CONFIG_NAME, load_run
 from samplegen.config import RunConfig, load_config_file
-from samplegen.evaluation.baselines import PCABaseline
 from samplegen.evaluation.evaluate import _features, sound_quality
+from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import LSD_FLOOR_NEPERS, ModelConfig, SampleModel, init_from_pca
 from samplegen.spectral.features import LOG_FLOOR
 from samplegen.training.train import learning_rate_at, train

@@ -17,8 +17,8 @@ from synth import SR, harmonic_note
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError
 from samplegen.evaluation.metrics import spectral_convergence_db
-from samplegen.spectral.stft import StftConfig, retrieve_phase, stft
 from samplegen.spectral import phase_features as P
+from samplegen.spectral.stft import StftConfig, retrieve_phase, stft
 
 CFG = StftConfig()
 
@@ -160,7 +160,7 @@ def if_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> 
 
 def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_path: Path, tiny_samples_dir: Path):
     from samplegen.app import api
-    from samplegen.evaluation.baselines import PCABaseline
+    from samplegen.model.baselines import PCABaseline
     from samplegen.checkpoint import load_run
     from samplegen.audio.corpus import load_corpus
     from samplegen.evaluation.evaluate import sound_quality

@@ -1,1 +1,1 @@
-"""How good a run is: the measures, the PCA baseline, the report, the phase round trip."""
+"""How good a run is: the measures, the report, the phase round trip."""

@@ -36,9 +36,9 @@ from samplegen.checkpoint import Run, load_run
 from samplegen.errors import CorpusError, ParameterError
 from samplegen.evaluation import generation_measures as GM
 from samplegen.evaluation import metrics as M
-from samplegen.evaluation.baselines import PCABaseline
 from samplegen.files import spreadsheet_safe, unique_stems
 from samplegen.generation.generate import decode, interpolation_path
+from samplegen.model.baselines import PCABaseline
 from samplegen.spectral.phase_features import audio_to_features, features_to_waveform
 
 T = TypeVar("T")

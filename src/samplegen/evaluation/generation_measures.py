@@ -34,7 +34,7 @@ from scipy.optimize import minimize
 
 from samplegen.audio.audio_io import C4_HZ, SAMPLE_RATE
 from samplegen.errors import ParameterError
-from samplegen.evaluation.baselines import PCABaseline
+from samplegen.model.baselines import PCABaseline
 
 MEL_N_FFT = 2048
 MEL_HOP = 512

@@ -1,1 +1,1 @@
-"""The networks: the VAE and the plain auto-encoder baseline."""
+"""The networks: the VAE, the plain auto-encoder baseline, and the PCA baseline they start from and must beat."""

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from samplegen.errors import ParameterError
-from samplegen.evaluation.baselines import PCABaseline
+from samplegen.model.baselines import PCABaseline
 from samplegen.spectral.features import LOG_FLOOR
 
 Tensor = torch.Tensor
