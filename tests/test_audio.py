@@ -168,7 +168,7 @@ def test_atomically_written_files_get_the_usual_mode(tmp_path):
     import stat
 
     from samplegen.audio.audio_io import write_wav
-    from samplegen.checkpoint import write_json
+    from samplegen.files import write_json
 
     old = os.umask(0o022)
     try:

@@ -364,7 +364,8 @@ def test_a_killed_corpus_build_is_not_taken_for_a_smaller_corpus(samples, tmp_pa
         assert "interrupted corpus build" in err and "\n" not in err
     with pytest.raises(corpus_mod.CorpusError, match="interrupted"):
         corpus_mod.load_corpus(out, duration_s=0.5)
-    (out / ".a.1234.wav.tmp").write_bytes(b"half a note")
+    (out / ".a.1234.wav.tmp").write_bytes(b"half a note")  # as earlier versions named it
+    (out / ".b.wav.k1ll3d.tmp").write_bytes(b"half a note")  # as files.atomic_write names it
     assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     assert len(corpus_mod.load_corpus(out, duration_s=0.5).entries) == 3

@@ -10,8 +10,8 @@ Layout of a run folder::
     history.csv / .png     loss terms per epoch
     train_state.safetensors  last epoch's weights, optimiser and RNG state (resume)
 
-Every file is written to a temporary name in the same folder and renamed into
-place, so a crash leaves either the old file or the new one, never half of one.
+Every file is written through :func:`samplegen.files.atomic_write` (a temporary name in the same
+folder, renamed into place), so a crash leaves either the old file or the new one, never half of one.
 
 A run folder may come from someone else, so nothing in it is trusted: only regular files of bounded
 size are read, the model's sizes are bounded and checked against the weights' own header before
@@ -23,19 +23,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
-from safetensors.torch import save as st_save_bytes
 
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, ParameterError
-from samplegen.files import open_regular, parse_json, read_regular_file, regular_file_mode
+from samplegen.files import open_regular, parse_json, read_regular_file, save_tensors, write_json
 from samplegen.model.network import ModelConfig, SampleModel
 from samplegen.spectral.features import FeatureStats
 
@@ -62,42 +60,6 @@ MAX_TENSOR_FILE_BYTES = 3 * MAX_MODEL_BYTES + 64 * 1024**2
 HEADER_ROOM = 64 * 1024**2
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Write through ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to {path.parent}: {exc.strerror}; choose a writable output folder") from None
-    try:
-        os.fchmod(fd, regular_file_mode())
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _silent_unlink(tmp)
-        raise CheckpointError(f"cannot write {path}: {exc.strerror}; check free space and permissions") from None
-    except BaseException:
-        _silent_unlink(tmp)
-        raise
-    return path
-
-
-def _silent_unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    return atomic_write(path, lambda fh: fh.write(text), mode="w")
-
-
 def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """A JSON file of a run folder: a regular file of at most ``max_bytes``; anything else is a CheckpointError."""
     path = Path(path)
@@ -108,12 +70,6 @@ def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
     return parse_json(raw, path, CheckpointError)
-
-
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Atomically write a safetensors file (tensors made contiguous and moved to the CPU)."""
-    data = st_save_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def _damaged(path: Path, why: object) -> CheckpointError:

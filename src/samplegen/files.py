@@ -1,4 +1,5 @@
-"""File-system details shared by every writer: file modes, names from data made safe, leftovers of killed writes."""
+"""File-system details shared by every writer: atomic writes (JSON, safetensors), file modes, names from data
+made safe, leftovers of killed writes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import json
 import os
 import re
 import stat
+import tempfile
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from samplegen.errors import SampleGenError
+import torch
+from safetensors.torch import save as st_save_bytes
+
+from samplegen.errors import CheckpointError, SampleGenError
 
 #: Longest stem :func:`safe_file_stem` returns (bytes), leaving room for suffixes such as
 #: ``_original.wav`` or ``.latent.json`` under the 255-byte limit of common file systems.
@@ -31,6 +36,62 @@ def regular_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def _reason(exc: OSError) -> str:
+    """The system's words for a failed write (``strerror``), else the exception's first line."""
+    if exc.strerror:
+        return exc.strerror
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb", *, newline: str | None = None,
+                 error: type[SampleGenError] = CheckpointError) -> Path:
+    """Write through ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename.
+
+    A crash, a kill or a full disk leaves either the old file or the new one at ``path``, never half of one;
+    the temp file (``.NAME.*.tmp``) is removed on failure. ``error`` is what a failing file system raises.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise error(f"cannot write to {path.parent}: {_reason(exc)}; choose a writable output folder") from None
+    try:
+        os.fchmod(fd, regular_file_mode())
+        with os.fdopen(fd, mode, newline=newline) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _silent_unlink(tmp)
+        raise error(f"cannot write {path}: {_reason(exc)}; check free space and permissions") from None
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+    return path
+
+
+def _silent_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON, written atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Atomically write a safetensors file (tensors made contiguous and moved to the CPU)."""
+    data = st_save_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def _digest(name: str) -> str:

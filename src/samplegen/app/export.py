@@ -23,9 +23,9 @@ from samplegen.audio import audio_io
 from samplegen.audio.corpus import cents_from_c
 from samplegen.audio.soundfont import Sf2Sound, sf2_bytes
 from samplegen.audio.sustain_loop import Loop, crossfaded, find_loop
-from samplegen.checkpoint import Run, atomic_write, write_json
+from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
-from samplegen.files import remove_temp_files, sha256_file, unique_stems
+from samplegen.files import atomic_write, remove_temp_files, sha256_file, unique_stems, write_json
 from samplegen.generation.generate import decode, resolve
 from samplegen.spectral import stft as spectral
 from samplegen.spectral.features import LOG_FLOOR

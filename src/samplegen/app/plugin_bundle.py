@@ -28,9 +28,9 @@ from torch import nn
 
 from samplegen.app.export import decoder_recipe
 from samplegen.app.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHBOURS, Instrument
-from samplegen.checkpoint import Run, save_tensors, write_json
+from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
-from samplegen.files import remove_temp_files, sha256_file
+from samplegen.files import remove_temp_files, save_tensors, sha256_file, write_json
 from samplegen.spectral import stft as spectral
 
 BUNDLE_FORMAT = "samplegen-plugin-bundle"

@@ -25,6 +25,7 @@ from samplegen.config import RunConfig
 from samplegen.errors import ParameterError
 from samplegen.evaluation import metrics
 from samplegen.evaluation.evaluate import generation_health
+from samplegen.files import atomic_write, write_json
 from samplegen.generation.generate import decode
 from samplegen.model.network import ModelConfig
 from samplegen.spectral.stft import StftConfig
@@ -243,7 +244,7 @@ def _write_outputs(study: Any, out: Path, study_name: str, storage: str) -> Tune
     if best is not None:
         cfg = dict(best.user_attrs["config"])
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "epochs"}  # choose the length when training
-        best_path = ckpt.write_json(out / BEST_CONFIG, cfg)
+        best_path = write_json(out / BEST_CONFIG, cfg)
     plots = _plots(study, out)
     states = [t.state for t in study.trials]
     rows = "".join(
@@ -262,7 +263,7 @@ def _write_outputs(study: Any, out: Path, study_name: str, storage: str) -> Tune
         + "<h2>Trials</h2><table><tr><th>#</th><th>state</th><th>LSD (dB)</th><th>silent</th><th>noise-like</th>"
         f"<th>dipping</th></tr>{rows}</table><p>Storage: <code>{storage}</code></p>"
     )
-    summary = ckpt.atomic_write(out / "summary.html", lambda fh: fh.write(html), mode="w")
+    summary = atomic_write(out / "summary.html", lambda fh: fh.write(html), mode="w")
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     return TuneResult(study_name, storage, len(finished), best.value if best else None, best_path, summary)
 
@@ -301,4 +302,4 @@ def _plots(study: Any, out: Path) -> list[tuple[str, str]]:
 
 
 def _save_png(path: Path, fig: Any) -> None:
-    ckpt.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=90))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=90))

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import stat
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import soundfile as sf
 import soxr
 
 from samplegen.errors import AudioError, ParameterError
-from samplegen.files import regular_file_mode
+from samplegen.files import atomic_write
 
 SAMPLE_RATE = 44100
 DEFAULT_DURATION_S = 2.0
@@ -239,29 +237,8 @@ def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: s
     A crash or a full disk never leaves a partial file at ``path``. With ``loop`` = (start, end), end
     exclusive, a 'smpl' chunk records the forward sustain loop and the root key, which samplers read.
     """
-    path = Path(path)
     raw = wav_bytes(y, sr, subtype=subtype, loop=loop, root_key=root_key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
-    except OSError as exc:
-        raise AudioError(f"cannot write to {path.parent}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, regular_file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise AudioError(f"cannot write {path}: {_first_line(exc)}; check free space and permissions") from None
-        raise
-    return path
+    return atomic_write(path, lambda fh: fh.write(raw), error=AudioError)
 
 
 def wav_bytes(y: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_24", loop: tuple[int, int] | None = None,

@@ -32,9 +32,8 @@ import soxr
 from samplegen.audio import audio_io
 from samplegen.audio.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
                                        default_soundfont, read_presets, render_note)
-from samplegen.checkpoint import atomic_write
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe
+from samplegen.files import atomic_write, inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "corpus_report.txt"
@@ -366,9 +365,10 @@ def _start_build(out: Path) -> None:
     """Mark ``out`` as being built and remove the temporary files a killed build left in it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        remove_temp_files(out, (".*.wav.tmp", f".{MANIFEST_NAME}.*.tmp", f".{REPORT_NAME}.*.tmp"))
+        # .NAME.wav.*.tmp from files.atomic_write; .NAME.*.wav.tmp from earlier versions
+        remove_temp_files(out, (".*.wav*.tmp", f".{MANIFEST_NAME}.*.tmp", f".{REPORT_NAME}.*.tmp"))
         if (out / ORIGINALS_DIR).is_dir():
-            remove_temp_files(out / ORIGINALS_DIR, (".*.wav.tmp",))
+            remove_temp_files(out / ORIGINALS_DIR, (".*.wav*.tmp",))
         (out / BUILDING_NAME).write_text("a corpus build is writing this folder, or was interrupted: build it again\n")
     except OSError as exc:
         raise CorpusError(f"cannot write to {out}: {exc.strerror}; choose a writable output folder") from None

@@ -18,7 +18,6 @@ import contextlib
 import csv
 import html
 import io
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from samplegen.checkpoint import Run, load_run
 from samplegen.errors import CorpusError, ParameterError
 from samplegen.evaluation import generation_measures as GM
 from samplegen.evaluation import metrics as M
-from samplegen.files import spreadsheet_safe, unique_stems
+from samplegen.files import atomic_write, spreadsheet_safe, unique_stems, write_json
 from samplegen.generation.generate import decode, interpolation_path
 from samplegen.model.baselines import PCABaseline
 from samplegen.spectral.phase_features import audio_to_features, features_to_waveform
@@ -444,7 +443,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     audio_rows = _write_worst_audio(out, sets, art)
     _write_per_note(out / "per_note.csv", sets, art)
     result["seconds"] = time.perf_counter() - t0
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "metrics.json", result)
     write_report(out, [result], figures, audio_rows)
     return result
 
@@ -485,7 +484,7 @@ def compare(run_a: str | Path, run_b: str | Path, out_dir: str | Path, **kwargs)
         sub = _report_assets(out / label)
         figures += [(f"{Path(run).name}: {title}", f"{label}/{src}") for title, src in sub[0]]
         audio_rows += [(f"{Path(run).name}: {title}", [(n, f"{label}/{s}") for n, s in srcs]) for title, srcs in sub[1]]
-    (out / "metrics.json").write_text(json.dumps({"compare": results}, indent=2) + "\n")
+    write_json(out / "metrics.json", {"compare": results})
     write_report(out, results, figures, audio_rows)
     return results
 
@@ -499,6 +498,10 @@ def _run_corpus(run: Run):
     if [e.name for e in corpus.entries] != run.corpus.names:
         raise CorpusError(f"the corpus in {path} has changed since training; evaluate against the corpus it was trained on")
     return corpus
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=80))
 
 
 def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
@@ -524,7 +527,7 @@ def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
         ax.set_title(f"z{d}", fontsize=9)
     fig.suptitle("posterior means per latent dimension against N(0, 1)")
     fig.tight_layout()
-    fig.savefig(out / "latent_histograms.png", dpi=80)
+    _save_figure(fig, out / "latent_histograms.png")
     plt.close(fig)
     figs.append(("Posterior means against N(0, 1)", "latent_histograms.png"))
 
@@ -540,7 +543,7 @@ def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
     ax.legend(fontsize=7, markerscale=2, ncol=2)
     ax.set_title("corpus in latent space (first two principal axes of the posterior means)")
     fig.tight_layout()
-    fig.savefig(out / "latent_map.png", dpi=80)
+    _save_figure(fig, out / "latent_map.png")
     plt.close(fig)
     figs.append(("Latent map coloured by family", "latent_map.png"))
 
@@ -551,7 +554,7 @@ def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
     ax.set_ylabel("RMS (dBFS)")
     ax.set_title("level along an interpolation path (a dipping one if any)")
     fig.tight_layout()
-    fig.savefig(out / "path_levels.png", dpi=80)
+    _save_figure(fig, out / "path_levels.png")
     plt.close(fig)
     figs.append(("Level along an interpolation path", "path_levels.png"))
     return figs
@@ -578,13 +581,15 @@ def _safe(wav: np.ndarray) -> np.ndarray:
 
 
 def _write_per_note(path: Path, sets: dict[str, QualitySet], art: dict) -> None:
-    with open(path, "w", newline="") as fh:
+    def write(fh: Any) -> None:
         w = csv.writer(fh)
         w.writerow(["split", "name", *[f"{sys}_{m}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
         for split, s in sets.items():
             for i, name in enumerate(s.names):
                 w.writerow([split, spreadsheet_safe(name),
                             *[f"{s.values[sys][m][i]:.4f}" for sys in ("model", "pca", "oracle") for m in MEASURES]])
+
+    atomic_write(path, write, mode="w", newline="")
 
 
 def _report_assets(folder: Path) -> tuple[list[tuple[str, str]], list[tuple[str, list[tuple[str, str]]]]]:
@@ -715,6 +720,5 @@ def write_report(out: Path, results: Sequence[dict], figures: list[tuple[str, st
             f"<td><audio controls preload='none' src='{e(cells[k])}'></audio></td>" if k in cells else "<td></td>"
             for k in ("original", "oracle", "model")) + "</tr>")
     parts.append("</table></body></html>")
-    path = out / "report.html"
-    path.write_text("\n".join(parts))
-    return path
+    page = "\n".join(parts)
+    return atomic_write(out / "report.html", lambda fh: fh.write(page), mode="w")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from samplegen.audio import audio_io
-from samplegen.checkpoint import Run, write_json
+from samplegen.checkpoint import Run
 from samplegen.errors import AudioError, CheckpointError, ParameterError
-from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems
+from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems, write_json
 from samplegen.spectral.features import magnitude_from_log
 from samplegen.spectral.phase_features import audio_to_features, features_to_waveform, split_features
 

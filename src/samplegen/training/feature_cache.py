@@ -46,9 +46,8 @@ import torch
 from samplegen.audio import audio_io
 from samplegen.audio.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, CorpusEntry, _audio_files,
                                     _entry_from_row, _slug, check_finished, family_from_path)
-from samplegen.checkpoint import write_json
 from samplegen.errors import AudioError, CorpusError, ParameterError
-from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file
+from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file, write_json
 from samplegen.spectral.phase_features import PhaseConfig, audio_to_features
 from samplegen.spectral.stft import StftConfig
 

@@ -30,6 +30,7 @@ from samplegen import checkpoint as ckpt
 from samplegen.audio.corpus import Corpus
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, SampleGenError
+from samplegen.files import atomic_write, save_tensors, write_json
 from samplegen.model.network import SampleModel
 from samplegen.spectral.features import FeatureStats
 from samplegen.spectral.phase_features import adjust_stats, audio_to_features
@@ -294,8 +295,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
             ckpt.save_run_config(run_dir, cfg)
             if math.isfinite(best_val):
                 ckpt.save_model(run_dir, model)  # the PCA start, best until an epoch validates better
-        ckpt.write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(feats, val_mask).to_json())
-        ckpt.save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
+        write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(feats, val_mask).to_json())
+        save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
     net: torch.nn.Module = model
     if ctx.distributed:
         # DDP starts every process from rank 0's weights and averages gradients in buckets during backward.
@@ -433,7 +434,7 @@ def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats
     tensors = {"mu": torch.cat(mus)}
     if model.is_variational:
         tensors["logvar"] = torch.cat(logvars)
-    ckpt.save_tensors(run_dir / ckpt.LATENTS_NAME, tensors)
+    save_tensors(run_dir / ckpt.LATENTS_NAME, tensors)
 
 
 def _batches(feats: NoteFeatures, resident: torch.Tensor | None, idx: np.ndarray, size: int, device: str | torch.device
@@ -556,7 +557,7 @@ def _save_train_state(path: Path, weights: dict[str, torch.Tensor], opt_state: d
         "param_groups": json.dumps(opt_state["param_groups"]),
         "history": json.dumps(history),
     }
-    ckpt.save_tensors(path, tensors, metadata=meta)
+    save_tensors(path, tensors, metadata=meta)
 
 
 def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Optimizer
@@ -593,7 +594,7 @@ def _write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
     for row in history:
         writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in HISTORY_FIELDS})
     text = buf.getvalue()
-    ckpt.atomic_write(path, lambda fh: fh.write(text), mode="w")
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def _plot_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -619,4 +620,4 @@ def _plot_history(path: Path, history: list[dict[str, float]]) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    ckpt.atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
