@@ -36,6 +36,7 @@ plugin: system-deps $(STAMP)
 
 test: $(STAMP) system-deps plugin
 	$(PY) -m mypy
+	$(PY) -m ruff check
 	$(PY) -m pytest
 
 bench: $(STAMP)

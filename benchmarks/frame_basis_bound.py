@@ -46,8 +46,8 @@ def main() -> None:
     n_bins = log_mag.shape[-1]
     measured = torch.arange(0, len(log_mag), args.every)
     domains = {
-        "magnitude^0.7": (lambda l: torch.exp(0.7 * l), lambda c: torch.log(c.clamp_min(1e-4**0.7)) / 0.7),
-        "log magnitude": (lambda l: l, lambda c: c),
+        "magnitude^0.7": (lambda v: torch.exp(0.7 * v), lambda c: torch.log(c.clamp_min(1e-4**0.7)) / 0.7),
+        "log magnitude": (lambda v: v, lambda c: c),
     }
     print("| domain | " + " | ".join(f"k = {k}" for k in args.ks.split(",")) + " |")
     print("|---|" + "---:|" * len(args.ks.split(",")))

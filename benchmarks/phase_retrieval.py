@@ -38,7 +38,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from samplegen.evaluation.metrics import spectral_convergence_db  # noqa: E402
-from samplegen.spectral import stft as spectral
+from samplegen.spectral import stft as spectral  # noqa: E402
 
 SR = 44100
 CFG = spectral.StftConfig(2048, 512)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         random_state=0))
             secs.append(dt)
             sc.append(spectral_convergence_db(audio[i], wav))
-        lib_rows.append((f"librosa.griffinlim (momentum 0.99)", it, np.array(sc), float(np.median(secs)), None))
+        lib_rows.append(("librosa.griffinlim (momentum 0.99)", it, np.array(sc), float(np.median(secs)), None))
         print(f"librosa {it:4d}  SC mean {np.mean(sc):6.1f} dB  {np.median(secs) * 1e3:7.1f} ms/note", file=sys.stderr)
 
     default = next(r for r in rows if r[0] == spectral.DEFAULT_METHOD and r[1] == spectral.DEFAULT_ITERS) \

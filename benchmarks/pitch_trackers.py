@@ -27,7 +27,6 @@ import argparse
 import json
 import time
 import zipfile
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

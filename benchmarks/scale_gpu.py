@@ -41,12 +41,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from samplegen import checkpoint
+from samplegen import checkpoint  # noqa: E402
 import samplegen  # noqa: E402
 from samplegen.audio.corpus import CorpusEntry  # noqa: E402
 from samplegen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from samplegen.generation.generate import decode  # noqa: E402
-from samplegen.spectral import stft as spectral
+from samplegen.spectral import stft as spectral  # noqa: E402
 from samplegen.spectral.features import audio_to_log_features  # noqa: E402
 from samplegen.training.feature_cache import NoteFeatures  # noqa: E402
 from samplegen.training.train import train  # noqa: E402

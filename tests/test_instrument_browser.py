@@ -238,7 +238,10 @@ def drag_on_pad(page, seconds: float, every_ms: int = 16) -> tuple[float, float]
     import math
 
     box = page.locator("#pad").bounding_box()
-    at = lambda a: (box["x"] + box["width"] * (0.5 + 0.35 * math.cos(a)), box["y"] + box["height"] * (0.5 + 0.35 * math.sin(a)))
+
+    def at(a: float) -> tuple[float, float]:
+        return box["x"] + box["width"] * (0.5 + 0.35 * math.cos(a)), box["y"] + box["height"] * (0.5 + 0.35 * math.sin(a))
+
     page.mouse.move(*at(0.0))
     page.mouse.down()
     start = page.evaluate("performance.now()")

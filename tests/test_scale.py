@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from samplegen.training import distributed
 from samplegen.training.data_stats import fit_stats, init_model_from_pca
 from samplegen.training.feature_cache import INDEX_NAME, FeatureSettings, NoteFeatures, build_features
 from samplegen.training.train import train
-from synth import SR, note_family
 
 
 def _settings(duration_s: float = 0.5, **kw) -> FeatureSettings:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from samplegen.app import export, plugin_bundle
 from samplegen.app import tune as tuning
-from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, load_corpus,
-                                    render_soundfont_corpus)
+from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, render_soundfont_corpus)
 from samplegen.checkpoint import (CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, check_model_size, load_run,
                                   read_json)
 from samplegen.config import RunConfig, load_config_file
@@ -23,7 +22,7 @@ from samplegen.errors import ParameterError
 from samplegen.generation import generate
 from samplegen.model.network import MODEL_KINDS
 from samplegen.training.from_folder import folder_features, train_folder
-from samplegen.training.train import TrainResult, train
+from samplegen.training.train import TrainResult
 
 #: Most processes reading batches ahead (torch's DataLoader refuses a negative number with a traceback).
 MAX_LOADER_WORKERS = 64

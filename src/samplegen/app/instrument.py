@@ -412,7 +412,6 @@ class Instrument:
         mean, axes, sd = principal_axes(self.run.latent_mu, self.latent_dim)
         keep = sd > 1e-6 * sd[0]  # directions the corpus does not move along cannot be whitened
         axes, sd = axes[keep], sd[keep]
-        cfg = self.run.config.stft
         spread = self._describe_points(self.mu)
         scores = (self.mu - mean) @ axes.T / sd
         rotation, aims = descriptor_rotation(scores, spread, min(n, len(sd)), min_correlation)

@@ -27,7 +27,6 @@ from samplegen.evaluation import metrics
 from samplegen.evaluation.evaluate import generation_health
 from samplegen.files import atomic_write, write_json
 from samplegen.generation.generate import decode
-from samplegen.model.network import ModelConfig
 from samplegen.spectral.stft import StftConfig
 from samplegen.training.train import train
 

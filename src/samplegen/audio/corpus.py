@@ -30,7 +30,7 @@ import numpy as np
 import soxr
 
 from samplegen.audio import audio_io
-from samplegen.audio.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, Preset, check_samples,
+from samplegen.audio.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, check_samples,
                                        default_soundfont, read_presets, render_note)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import atomic_write, inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import html
-import io
 import math
 import time
 from dataclasses import dataclass

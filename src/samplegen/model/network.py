@@ -23,7 +23,7 @@ the transposes otherwise cost 40 % of a training step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 import torch
