@@ -37,6 +37,7 @@ from samplegen.evaluation import metrics as M
 from samplegen.files import atomic_write, spreadsheet_safe, unique_stems, write_json
 from samplegen.generation.generate import decode, interpolation_path
 from samplegen.model.baselines import PCABaseline
+from samplegen.model.network import kl_divergence
 from samplegen.spectral.phase_features import audio_to_features, features_to_waveform
 
 T = TypeVar("T")
@@ -225,7 +226,7 @@ def latent_distribution(run: Run) -> dict:
     mu = run.latent_mu.double()
     if run.latent_logvar is not None:
         lv = run.latent_logvar.double()
-        kl = (0.5 * (mu.pow(2) + lv.exp() - lv - 1.0)).mean(dim=0)
+        kl = kl_divergence(mu, lv).mean(dim=0)
     else:
         kl = None  # the plain auto-encoder has no posterior variance
     var = mu.var(dim=0)

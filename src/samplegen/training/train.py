@@ -31,7 +31,7 @@ from samplegen.audio.corpus import Corpus
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.files import atomic_write, save_tensors, write_json
-from samplegen.model.network import SampleModel
+from samplegen.model.network import SampleModel, kl_divergence
 from samplegen.spectral.features import FeatureStats
 from samplegen.spectral.phase_features import adjust_stats, audio_to_features
 from samplegen.training import distributed
@@ -470,7 +470,7 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
             if model.feature_stats is not None:
                 recon_t += cfg.train.log_weight * model.log_magnitude_l1(out, raw).double() * len(x)
             if logvar is not None:
-                kl_t += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)).sum().double()
+                kl_t += kl_divergence(mu, logvar).sum().double()
         sums[0], sums[1] = recon_t.item(), kl_t.item()
     distributed.all_reduce_sum(sums, ctx)
     n = len(val_idx)
