@@ -11,7 +11,18 @@ import soundfile as sf
 from samplegen.app.cli import main
 from synth import SR, harmonic_note
 
-VERBS = ["corpus", "train", "reconstruct", "interpolate", "sample", "perturb", "info", "demo"]
+VERBS = ["corpus", "demo", "evaluate", "export", "features", "info", "interpolate", "perturb", "play", "reconstruct",
+         "roundtrip", "sample", "train", "tune"]
+
+
+def test_the_verb_list_is_every_verb_the_command_has():
+    # A verb added to the parser without joining VERBS would escape the help test below.
+    import argparse
+
+    from samplegen.app.cli import build_parser
+
+    subparsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(subparsers) == 1 and sorted(subparsers[0].choices) == sorted(VERBS)
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -66,16 +67,23 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_
     assert "report.html" in capsys.readouterr().out
 
 
-def test_compare_puts_two_runs_in_one_report(tiny_run, tmp_path):
+def test_compare_puts_two_runs_in_one_report(tiny_run, tiny_samples_dir, tiny_config_file, tmp_path):
+    from samplegen.app import api
+
+    ae = tmp_path / "ae"
+    api.train_run(tiny_samples_dir, ae, config=tiny_config_file, model="ae", show_progress=False)
     out = tmp_path / "cmp"
-    assert main(["evaluate", "--compare", str(tiny_run), str(tiny_run), "--out", str(out), "--draws", "8",
+    assert main(["evaluate", "--compare", str(tiny_run), str(ae), "--out", str(out), "--draws", "8",
                  "--paths", "2", "--steps", "4"]) == 0
     data = json.loads((out / "metrics.json").read_text())["compare"]
-    assert len(data) == 2
-    # same draws and pairs: the same run gives the same health figures twice
-    assert data[0]["health"] == data[1]["health"]
-    assert data[0]["generated"]["sets"]["draws"] == data[1]["generated"]["sets"]["draws"]
-    assert "Side by side" in (out / "report.html").read_text()
+    assert [Path(d["run"]).name for d in data] == ["tiny", "ae"]
+    # Each run measured as itself: only the VAE has a posterior variance, so only it has a KL.
+    assert data[0]["latent"]["kl_per_dim"] is not None and data[1]["latent"]["kl_per_dim"] is None
+    assert data[0]["quality"] != data[1]["quality"]
+    # ... on the same real notes: the reference set is the same for both
+    assert data[0]["generated"]["sets"]["heldout"] == data[1]["generated"]["sets"]["heldout"]
+    html = (out / "report.html").read_text()
+    assert "Side by side" in html and "tiny" in html and ">ae" in html.replace(" ", "")
     for f in _referenced_files(out / "report.html"):
         assert (out / f).is_file(), f
 
