@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +291,21 @@ def _load_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], where:
     _check_shapes(where, {k: tuple(v.shape) for k, v in weights.items()},
                   {k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(weights)
+
+
+def saved_run_config(run_dir: str | Path, epochs: int | None = None) -> RunConfig | None:
+    """The configuration a run folder was started with, or None when it holds none.
+
+    The one place a resumed run's settings come from (the command, the folder launcher and the
+    training loop all ask here): only ``train.epochs`` may be raised, to ``epochs``; the folder may
+    not be the user's own, so its sizes are checked before anything is built from them.
+    """
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    cfg = RunConfig.from_dict(read_json(path))
+    check_model_size(cfg)
+    if epochs is not None and epochs != cfg.train.epochs:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
+    return cfg
+

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from samplegen.app import export, plugin_bundle
 from samplegen.app import tune as tuning
 from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, render_soundfont_corpus)
-from samplegen.checkpoint import (CONFIG_NAME, LATENTS_NAME, MODEL_NAME, STATE_NAME, check_model_size, load_run,
-                                  read_json)
+from samplegen.checkpoint import LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, saved_run_config
 from samplegen.config import RunConfig, load_config_file
 from samplegen.errors import ParameterError
 from samplegen.generation import generate
@@ -94,12 +93,8 @@ def train_run(data: str | Path, out: str | Path, *, model: str | None = None, ep
     """
     if not isinstance(loader_workers, int) or not 0 <= loader_workers <= MAX_LOADER_WORKERS:
         raise ParameterError(f"loader_workers={loader_workers!r} must be an integer from 0 to {MAX_LOADER_WORKERS}")
-    saved = Path(out) / CONFIG_NAME
-    if resume and saved.is_file():
-        cfg = resolve_config(RunConfig.from_dict(read_json(saved)), epochs=epochs)
-        check_model_size(cfg)  # the run folder may not be the user's own
-    else:
-        cfg = resolve_config(config, model=model, epochs=epochs, seed=seed)
+    saved = saved_run_config(out, epochs) if resume else None
+    cfg = saved if saved is not None else resolve_config(config, model=model, epochs=epochs, seed=seed)
     if precision is not None:
         cfg = replace(cfg, train=replace(cfg.train, precision=precision))
 

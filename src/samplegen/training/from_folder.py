@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from samplegen.checkpoint import read_json
+from samplegen.checkpoint import saved_run_config
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError, SampleGenError
 from samplegen.training import distributed
@@ -62,9 +62,8 @@ def folder_features(data: str | Path, cfg: RunConfig, *, cache: str | Path | Non
 
 def _config_for(data_cfg: RunConfig, out: Path, resume: bool) -> RunConfig:
     """A resumed run computes features with its saved settings, not the command line's."""
-    if resume and (out / "config.json").is_file():
-        return RunConfig.from_dict(read_json(out / "config.json"))
-    return data_cfg
+    saved = saved_run_config(out) if resume else None
+    return data_cfg if saved is None else saved
 
 
 def train_in_group(data: str | Path, out: str | Path, cfg: RunConfig, *, resume: bool = False,

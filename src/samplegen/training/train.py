@@ -142,11 +142,9 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 
 def _resolve_config(run_dir: Path, config: RunConfig | None, resume: bool, check_empty: bool) -> RunConfig:
     if resume:
-        if not (run_dir / ckpt.CONFIG_NAME).exists():
+        saved = ckpt.saved_run_config(run_dir, None if config is None else config.train.epochs)
+        if saved is None:
             raise TrainingError(f"{run_dir} holds no run to resume; drop --resume to start a new run")
-        saved = RunConfig.from_dict(ckpt.read_json(run_dir / ckpt.CONFIG_NAME))
-        if config is not None and config.train.epochs != saved.train.epochs:
-            saved = replace(saved, train=replace(saved.train, epochs=config.train.epochs))
         return saved.resolved()
     if check_empty and run_dir.exists() and any(run_dir.iterdir()):
         raise TrainingError(f"{run_dir} is not empty; pass --resume to continue that run or choose a new --out folder")
