@@ -273,6 +273,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     optimiser = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, betas=(0.9, tc.adam_beta2))
     steps_per_epoch = math.ceil(len(train_idx) / tc.batch_size)
 
+    resident = _resident_features(feats, device)
     history: list[dict[str, float]] = []
     first_epoch, best_val, best_epoch, bad_epochs = 1, math.inf, 0, 0
     if resume:
@@ -280,7 +281,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         first_epoch += 1
     elif tc.pca_init and len(val_idx):
         # The PCA start is the best model until an epoch validates better: training never ends worse than it.
-        best_val = _validate(model, feats, val_idx, stats, cfg, ctx)["val_loss"]
+        best_val = _validate(model, feats, val_idx, stats, cfg, ctx, resident)["val_loss"]
     if ctx.is_main:
         if resume:
             # Latents are written last and mark a finished run; a resumed run is unfinished again.
@@ -301,7 +302,6 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
 
     bf16 = _use_bf16(device, tc.precision)
-    resident = _resident_features(feats, device)
     if device.startswith("cuda"):
         # TF32 tensor cores for float32 matrix products (nanoGPT does the same); CPUs are unaffected.
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -391,7 +391,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     if ctx.is_main:
         _write_latents(run_dir, model, feats, stats, device, resident)
         _plot_history(run_dir / ckpt.HISTORY_PNG, history)
-        check = _check_against_pca(model, cfg, feats, stats, train_idx, val_idx)
+        check = _check_against_pca(model, cfg, feats, stats, train_idx, val_idx, resident)
         if check.worse:
             warnings.warn(check.message(), stacklevel=2)
     distributed.barrier(ctx)
@@ -403,7 +403,7 @@ PCA_CHECK_NOTES = 256
 
 
 def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, stats: FeatureStats,
-                       train_idx: np.ndarray, val_idx: np.ndarray) -> PcaCheck:
+                       train_idx: np.ndarray, val_idx: np.ndarray, resident: torch.Tensor | None = None) -> PcaCheck:
     """The best weights (loaded in ``model`` by :func:`_write_latents`) against the PCA start, rebuilt here."""
     rows, notes = (val_idx, "held-out") if len(val_idx) else (train_idx[:PCA_CHECK_NOTES], "training")
     device = next(model.parameters()).device
@@ -413,8 +413,8 @@ def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, 
         start.attach_feature_stats(*model.feature_stats)
     init_model_from_pca(start, feats, pca_rows(train_idx, cfg.train.seed), stats)
     alone = distributed.Context()
-    trained = _validate(model, feats, rows, stats, cfg, alone)["val_recon"]
-    return PcaCheck(trained, _validate(start.to(device), feats, rows, stats, cfg, alone)["val_recon"], notes)
+    trained = _validate(model, feats, rows, stats, cfg, alone, resident)["val_recon"]
+    return PcaCheck(trained, _validate(start.to(device), feats, rows, stats, cfg, alone, resident)["val_recon"], notes)
 
 
 def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str,
