@@ -38,6 +38,9 @@ Tensor = torch.Tensor
 LSD_FLOOR_NEPERS = 80.0 / 20.0 * math.log(10.0)
 
 MODEL_KINDS = ("vae", "ae")
+#: With ``log_head``: bins more than this far below the note's loudest come from the log-domain head.
+QUIET_GATE_DB = -50.0
+QUIET_GATE_WIDTH_DB = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
     frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
+    log_head: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -115,11 +119,27 @@ class Decoder(nn.Module):
         # Beside the linear frame layer: a per-frame MLP, so each frame is no longer a mix of frame_dim spectra.
         self.frame_mlp = (nn.Sequential(nn.Linear(cfg.frame_dim, cfg.frame_hidden), nn.GELU(),
                                         nn.Linear(cfg.frame_hidden, cfg.n_bins)) if cfg.frame_hidden else None)
+        if cfg.log_head:  # quiet bins in the log domain, where a frame basis fits them far better
+            self.log_frame = nn.Linear(cfg.frame_dim, cfg.n_bins)
+            self.register_buffer("feat_mean", torch.zeros(cfg.n_bins))
+            self.register_buffer("feat_std", torch.ones(cfg.n_bins))
+            self.register_buffer("feat_power", torch.ones(()))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
         out = self.frame(h)
-        return out if self.frame_mlp is None else out + self.frame_mlp(h)
+        out = out if self.frame_mlp is None else out + self.frame_mlp(h)
+        if not self.cfg.log_head:
+            return out
+        p = self.feat_power
+        v = (self.feat_mean + self.feat_std * out).clamp_min(LOG_FLOOR**p)  # m^p
+        log_loud = v.log() / p
+        peak = log_loud.detach().amax(dim=(1, 2), keepdim=True)
+        w = torch.sigmoid(((log_loud - peak) * (20.0 / math.log(10.0)) - QUIET_GATE_DB) / QUIET_GATE_WIDTH_DB)
+        cap = peak + QUIET_GATE_DB / 20.0 * math.log(10.0) + 1.0  # quiet bins stay quiet: a soft cap, never a dead gradient
+        log_quiet = cap - nn.functional.softplus(cap - self.log_frame(h))
+        log_m = w * log_loud + (1.0 - w) * log_quiet
+        return (torch.exp(p * log_m) - self.feat_mean) / self.feat_std
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -299,6 +319,22 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
         last = cast(nn.Linear, dec.frame_mlp[-1])
         last.weight.zero_()
         last.bias.zero_()
+    if cfg.log_head:
+        dec.log_frame.weight.zero_()
+
+
+@torch.no_grad()
+def init_log_head(model: SampleModel, mean: torch.Tensor, std: torch.Tensor, power: float, log_mean: torch.Tensor) -> None:
+    """Give a ``log_head`` decoder the feature map and start its quiet bins at each bin's mean log magnitude."""
+    dec = model.decoder
+    if not model.cfg.log_head:
+        return
+    if power <= 0:
+        raise ParameterError("model.log_head needs compressed features (features.magnitude_power > 0)")
+    dec.feat_mean.copy_(mean)
+    dec.feat_std.copy_(std)
+    dec.feat_power.fill_(power)
+    dec.log_frame.bias.copy_(log_mean)
 
 
 @torch.no_grad()

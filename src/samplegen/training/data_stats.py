@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from samplegen.model.network import SampleModel, init_frame_layers, init_linear_paths
+from samplegen.model.network import SampleModel, init_frame_layers, init_linear_paths, init_log_head
 from samplegen.spectral.features import FeatureStats, compress_log
 from samplegen.training import distributed
 from samplegen.training.feature_cache import NoteFeatures
@@ -66,6 +66,7 @@ def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarra
     n_frames, n_bins = feats.frame_shape
     s1 = torch.zeros(n_bins, dtype=torch.float64)
     s2 = torch.zeros(n_bins, n_bins, dtype=torch.float64)
+    s_log = torch.zeros(n_bins, dtype=torch.float64)
     count = 0
     done = 0
     for batch in feats.batches(rows, STREAM_BATCH):
@@ -75,10 +76,13 @@ def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarra
         frames = x.reshape(-1, n_bins)[first::frame_stride].double()
         s1 += frames.sum(dim=0)
         s2 += frames.T @ frames
+        raw = batch.reshape(-1, n_bins)[first::frame_stride].double()
+        s_log += raw.sum(dim=0)  # the log head starts at each bin's mean log magnitude
         count += frames.shape[0]
         done += len(batch)
     mean = s1 / count
     cov = s2 / count - torch.outer(mean, mean)
     init_frame_layers(model, mean, cov)
+    init_log_head(model, stats.mean[:n_bins], stats.std[:n_bins], stats.magnitude_power, (s_log / count).float())
     coeffs = torch.cat([model.encoder.frame(stats.normalise(b)).flatten(1) for b in feats.batches(rows, STREAM_BATCH)])
     init_linear_paths(model, coeffs)
