@@ -236,7 +236,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     model.to(device).eval()
     stats_t, _ = load_tensors(run_dir / STATS_NAME, max_bytes=16 * config.model.n_bins + HEADER_ROOM)
     try:
-        stats = FeatureStats.from_tensors(stats_t, config.model.n_bins, config.features.magnitude_power)
+        stats = FeatureStats.from_tensors(stats_t, config.model.n_bins, config.features.magnitude_power,
+                                          config.stft.n_bins)
     except ParameterError as exc:
         raise CheckpointError(f"{run_dir / STATS_NAME}: {exc}") from None
     corpus = CorpusIndex.from_json(read_json(run_dir / CORPUS_NAME))

@@ -171,8 +171,8 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
 
 
 def _denormalise_recipe(run: Run) -> dict[str, Any]:
-    """Decoder output → linear magnitude, for the run's compression (``config.features.magnitude_power``)."""
-    p = run.config.features.magnitude_power
+    """Decoder output → linear magnitude, for the run's compression (``stats.magnitude_power``)."""
+    p = run.stats.magnitude_power
     stats = {"mean": [float(v) for v in run.stats.mean], "std": [float(v) for v in run.stats.std]}
     if p == 0.0:
         return {"formula": "magnitude = exp(features * std[bin] + mean[bin])", "magnitude_power": 0.0,

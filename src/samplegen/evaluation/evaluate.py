@@ -38,7 +38,7 @@ from samplegen.files import atomic_write, spreadsheet_safe, unique_stems, write_
 from samplegen.generation.generate import decode, interpolation_path
 from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import kl_divergence
-from samplegen.spectral.phase_features import audio_to_features, features_to_waveform
+from samplegen.spectral.features import audio_to_features, features_to_waveform
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -20,8 +20,7 @@ from samplegen.audio import audio_io
 from samplegen.checkpoint import Run
 from samplegen.errors import AudioError, CheckpointError, ParameterError
 from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems, write_json
-from samplegen.spectral.features import magnitude_from_log
-from samplegen.spectral.phase_features import audio_to_features, features_to_waveform, split_features
+from samplegen.spectral.features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
 #: Most sounds one call makes: they are decoded as one batch (a 2-second note's spectrogram is 0.7 MB, its
@@ -50,7 +49,7 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     z : (B, L) or (L,) latent points
     method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.stft.DEFAULT_METHOD`
         and ``DEFAULT_ITERS`` for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
-        run that learned instantaneous frequency; see :func:`samplegen.spectral.phase_features.features_to_waveform`)
+        run that learned instantaneous frequency; see :func:`samplegen.spectral.features.features_to_waveform`)
 
     Returns
     -------
@@ -67,7 +66,7 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
 
 
 def decode_features(run: Run, z: torch.Tensor) -> torch.Tensor:
-    """Latent points Tensor[B x L] → the run's un-normalised features Tensor[B x T x C·F] (log magnitude, and
+    """Latent points Tensor[B x L] → the run's decoded features Tensor[B x T x C·F] (linear magnitude, and
     instantaneous frequency for a phase-aware run), on the CPU."""
     if not torch.isfinite(z).all():
         raise ParameterError("latent points must be finite numbers")
@@ -86,8 +85,8 @@ def decode_magnitude(run: Run, z: torch.Tensor) -> torch.Tensor:
 
 
 def magnitude_from_features(run: Run, feats: torch.Tensor) -> torch.Tensor:
-    """Un-normalised features Tensor[B x T x C·F] → linear magnitudes Tensor[B x F x T]."""
-    return magnitude_from_log(split_features(feats, run.config.stft.n_bins)[0]).transpose(1, 2)
+    """Decoded features Tensor[B x T x C·F] (see :func:`decode_features`) → linear magnitudes Tensor[B x F x T]."""
+    return split_features(feats, run.config.stft.n_bins)[0].transpose(1, 2)
 
 
 def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:

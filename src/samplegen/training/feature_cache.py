@@ -48,7 +48,8 @@ from samplegen.audio.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, C
                                     _entry_from_row, _slug, check_finished, family_from_path)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file, write_json
-from samplegen.spectral.phase_features import PhaseConfig, audio_to_features
+from samplegen.spectral.features import audio_to_features
+from samplegen.spectral.phase_features import PhaseConfig
 from samplegen.spectral.stft import StftConfig
 
 #: Bump when the feature computation changes: old caches are then ignored, not misread.
@@ -170,7 +171,7 @@ def note_features(path: str | Path, settings: FeatureSettings) -> np.ndarray:
     """Decode, resample, prepare and transform one file: float32 (T, F) log magnitudes ((T, 2F) with IF).
 
     The same computation as the in-memory path (``load_corpus`` then
-    :func:`samplegen.spectral.phase_features.audio_to_features`), one note at a time.
+    :func:`samplegen.spectral.features.audio_to_features`), one note at a time.
     """
 
     y = audio_io.read_audio(path)

@@ -32,8 +32,7 @@ from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.files import atomic_write, save_tensors, write_json
 from samplegen.model.network import SampleModel, kl_divergence
-from samplegen.spectral.features import FeatureStats
-from samplegen.spectral.phase_features import adjust_stats, audio_to_features
+from samplegen.spectral.features import FeatureStats, adjust_stats, audio_to_features
 from samplegen.training import distributed
 from samplegen.training.data_stats import fit_stats, init_model_from_pca, pca_rows
 from samplegen.training.feature_cache import NoteFeatures
