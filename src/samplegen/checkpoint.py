@@ -34,6 +34,7 @@ from safetensors.torch import load as st_load_bytes
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, ParameterError
 from samplegen.files import open_regular, parse_json, read_regular_file, save_tensors, write_json
+from samplegen.formats import CORPUS_INDEX, MODEL, check_version
 from samplegen.model.network import ModelConfig, SampleModel
 from samplegen.spectral.features import FeatureStats
 
@@ -144,6 +145,7 @@ class CorpusIndex:
         pitches = self.pitches_hz or [None] * n
         shifts = self.retuned_cents or [0.0] * n
         return {
+            "format_version": CORPUS_INDEX.current,
             "corpus_path": self.corpus_path,
             "notes": [
                 {"name": n, "family": f, "preset": p, "split": s, "file": fi, "pitch_hz": hz, "retuned_cents": c}
@@ -153,7 +155,9 @@ class CorpusIndex:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "CorpusIndex":
+    def from_json(cls, data: Any, where: str | Path = CORPUS_NAME) -> "CorpusIndex":
+        if isinstance(data, dict):
+            check_version(CORPUS_INDEX, data.get("format_version"), where)
         try:
             notes = data["notes"]
             return cls(
@@ -209,7 +213,14 @@ def save_run_config(run_dir: Path, config: RunConfig) -> None:
 def save_model(run_dir: Path, model: SampleModel, weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``model``'s weights (or a copy of them taken earlier, ``weights``) as the run's model file."""
     save_tensors(run_dir / MODEL_NAME, model.state_dict() if weights is None else weights,
-                 metadata={"format": "samplegen-model", "kind": model.cfg.kind})
+                 metadata={"format": "samplegen-model", "format_version": str(MODEL.current), "kind": model.cfg.kind})
+
+
+def load_weights(path: Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> dict[str, torch.Tensor]:
+    """A run's model file (see :func:`load_tensors`), once its format version is one this SampleGen reads."""
+    weights, metadata = load_tensors(path, max_bytes)
+    check_version(MODEL, metadata.get("format_version"), path)
+    return weights
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -230,7 +241,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     expected = expected_shapes(config.model)
     _check_shapes(run_dir / MODEL_NAME, tensor_shapes(run_dir / MODEL_NAME), expected)
     n_bytes = 4 * sum(math.prod(shape) for shape in expected.values())
-    weights, _ = load_tensors(run_dir / MODEL_NAME, max_bytes=n_bytes + HEADER_ROOM)
+    weights = load_weights(run_dir / MODEL_NAME, max_bytes=n_bytes + HEADER_ROOM)
     model = SampleModel(config.model)
     _load_state(model, weights, run_dir / MODEL_NAME)
     model.to(device).eval()
@@ -240,7 +251,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
                                           config.stft.n_bins)
     except ParameterError as exc:
         raise CheckpointError(f"{run_dir / STATS_NAME}: {exc}") from None
-    corpus = CorpusIndex.from_json(read_json(run_dir / CORPUS_NAME))
+    corpus = CorpusIndex.from_json(read_json(run_dir / CORPUS_NAME), run_dir / CORPUS_NAME)
     latent_shape = (len(corpus.names), config.model.latent_dim)
     latents, _ = load_tensors(run_dir / LATENTS_NAME, max_bytes=16 * math.prod(latent_shape) + HEADER_ROOM)
     mu = latents.get("mu")

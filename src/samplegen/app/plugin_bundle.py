@@ -31,11 +31,12 @@ from samplegen.app.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHB
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.files import remove_temp_files, save_tensors, sha256_file, write_json
+from samplegen.formats import PLUGIN_BUNDLE
 from samplegen.spectral import stft as spectral
 
 BUNDLE_FORMAT = "samplegen-plugin-bundle"
 #: 1: dense decoder (stack + linear path, frame layer, optional per-frame GELU MLP), PGHI + FGLA.
-BUNDLE_FORMAT_VERSION = 2  # 2: a neighbour-preserving map and knobs moved along rotated, named directions
+BUNDLE_FORMAT_VERSION = PLUGIN_BUNDLE.current  # what each version changed: samplegen.formats.PLUGIN_BUNDLE
 MANIFEST_NAME = "bundle.json"
 TENSORS_NAME = "tensors.safetensors"
 

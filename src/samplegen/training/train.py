@@ -31,6 +31,7 @@ from samplegen.audio.corpus import Corpus
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.files import atomic_write, save_tensors, write_json
+from samplegen.formats import TRAIN_STATE, check_version
 from samplegen.model.network import SampleModel, kl_divergence
 from samplegen.spectral.features import FeatureStats, adjust_stats, audio_to_features
 from samplegen.training import distributed
@@ -419,7 +420,7 @@ def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, 
 def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str,
                    resident: torch.Tensor | None = None) -> None:
     """The best weights encode the whole corpus: these latents feed maps, the instrument and names on the CLI."""
-    best, _ = ckpt.load_tensors(run_dir / ckpt.MODEL_NAME)
+    best = ckpt.load_weights(run_dir / ckpt.MODEL_NAME)
     model.load_state_dict(best)
     model.eval()
     with torch.no_grad():
@@ -547,6 +548,7 @@ def _save_train_state(path: Path, weights: dict[str, torch.Tensor], opt_state: d
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
     meta = {
         "format": "samplegen-train-state",
+        "format_version": str(TRAIN_STATE.current),
         "epoch": str(epoch),
         "best_val": repr(best_val),
         "best_epoch": str(best_epoch),
@@ -563,6 +565,7 @@ def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Opt
     try:
         if meta.get("format") != "samplegen-train-state":
             raise ValueError("not a training state")
+        check_version(TRAIN_STATE, meta.get("format_version"), path)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(weights)
         state: dict[int, dict[str, torch.Tensor]] = {}
