@@ -34,7 +34,7 @@ from safetensors.torch import load as st_load_bytes
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, ParameterError
 from samplegen.files import open_regular, parse_json, read_regular_file, save_tensors, write_json
-from samplegen.formats import CORPUS_INDEX, MODEL, check_version
+from samplegen.formats import CORPUS_INDEX, MODEL, RUN_CONFIG, check_version
 from samplegen.model.network import ModelConfig, SampleModel
 from samplegen.spectral.features import FeatureStats
 
@@ -53,6 +53,8 @@ MAX_MODEL_BYTES = 2 * 1024**3
 #: on the meta device to learn its shapes is itself quick). Far above any model trained here.
 MODEL_SIZE_BOUNDS = {"n_bins": 16385, "n_frames": 16384, "frame_dim": 4096, "latent_dim": 1024,
                      "frame_hidden": 65536, "hidden width": 65536, "hidden layers": 32}
+#: Largest config.json read from a run folder (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1024**2
 #: Largest JSON file read from a run folder (corpus.json of about 400,000 notes).
 MAX_JSON_BYTES = 64 * 1024**2
 #: Largest safetensors file read without a tighter bound: train_state holds the weights and Adam's two moments.
@@ -233,11 +235,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; pass the --out folder of `samplegen train`")
-    try:
-        config = RunConfig.from_dict(read_json(run_dir / CONFIG_NAME, max_bytes=1024**2))
-        check_model_size(config)
-    except ParameterError as exc:
-        raise CheckpointError(f"{run_dir / CONFIG_NAME}: {exc}") from None
+    config = read_run_config(run_dir / CONFIG_NAME)
     expected = expected_shapes(config.model)
     _check_shapes(run_dir / MODEL_NAME, tensor_shapes(run_dir / MODEL_NAME), expected)
     n_bytes = 4 * sum(math.prod(shape) for shape in expected.values())
@@ -259,6 +257,18 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if mu is None or mu.shape != latent_shape or (logvar is not None and logvar.shape != latent_shape):
         raise CheckpointError(f"{run_dir / LATENTS_NAME} does not match {CORPUS_NAME} and the config")
     return Run(run_dir, config, model, stats, mu.float(), None if logvar is None else logvar.float(), corpus)
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """A run folder's config.json, its format version, keys and sizes checked; CheckpointError naming the file."""
+    data = read_json(path, max_bytes=MAX_CONFIG_BYTES)
+    check_version(RUN_CONFIG, data.get("format_version") if isinstance(data, dict) else None, path)
+    try:
+        config = RunConfig.from_dict(data)
+        check_model_size(config)
+    except ParameterError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return config
 
 
 def check_model_size(config: RunConfig) -> None:
@@ -315,8 +325,7 @@ def saved_run_config(run_dir: str | Path, epochs: int | None = None) -> RunConfi
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         return None
-    cfg = RunConfig.from_dict(read_json(path))
-    check_model_size(cfg)
+    cfg = read_run_config(path)
     if epochs is not None and epochs != cfg.train.epochs:
         cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
     return cfg

@@ -168,7 +168,7 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, require_version: bool = True, where: str = "config") -> "RunConfig":
+    def from_dict(cls, data: Any, require_version: bool = True) -> "RunConfig":
         """Validate and build; unknown sections or keys and wrong types are errors.
 
         The format version is checked against :data:`samplegen.formats.RUN_CONFIG` (a user's file
@@ -185,7 +185,7 @@ class RunConfig:
         found = data.get("format_version")
         version = None
         if require_version or found is not None:
-            version = check_version(RUN_CONFIG, found, where, ParameterError)
+            version = check_version(RUN_CONFIG, found, "config", ParameterError)
         features = data.get("features", {"magnitude_power": LEGACY_MAGNITUDE_POWER} if version == 1 else {})
         model, train = data.get("model", {}), data.get("train", {})
         if version in (1, 2) and isinstance(model, dict) and isinstance(train, dict):

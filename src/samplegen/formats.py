@@ -47,7 +47,7 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats, latents and corpus.json follow it", 3,
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 3,
     (1, 2, 3), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
     "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then)")
@@ -61,7 +61,8 @@ CORPUS_INDEX = FileFormat(
     "run corpus index", "corpus.json of a run folder (`format_version`)", 1, (1,), 1, "train the run again",
     "1: the first (pitch_hz and retuned_cents may be missing)")
 LATENT_POINT = FileFormat(
-    "latent point", "NAME.latent.json beside a generated WAV (`format_version`)", 1, (1,), 1,
+    "latent point", "NAME.latent.json of a generated sound, the instrument or the plug-in (`format_version`)", 1,
+    (1,), 1,
     "generate the sound again", "1: the first")
 FEATURE_CACHE = FileFormat(
     "feature cache", "index.json of a feature-cache folder (`format`, also hashed into the folder name)", 1, (1,),
