@@ -2,7 +2,7 @@
 
 Layout of a run folder::
 
-    config.json            resolved RunConfig (format_version checked on load)
+    config.json            resolved RunConfig (format_version checked on load, see samplegen.formats)
     model.safetensors      best weights (by validation loss)
     stats.safetensors      per-bin mean/std of the compressed magnitude (config.features)
     latents.safetensors    posterior means (and log-variances) of every corpus note

@@ -73,6 +73,7 @@ DECODER_RECIPE = FileFormat(
 PLUGIN_BUNDLE = FileFormat(
     "plug-in bundle", "bundle.json of `samplegen export plugin` (`format_version`; read by the plug-in, Bundle.h)",
     2, (2,), None, "export the plug-in bundle again",
+    "1: dense decoder (stack + linear path, frame layer, optional per-frame MLP), PGHI + FGLA; "
     "2: a neighbour-preserving map and knobs moved along rotated, named directions")
 
 #: The table, in the order docs/design.md lists it.
