@@ -67,6 +67,14 @@ def test_stats_whiten_the_compressed_magnitude_and_invert(power):
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("bins", (0, 9, 34))
+def test_stats_know_which_bins_are_magnitude(bins):
+    with pytest.raises(ParameterError, match="magnitude_bins"):
+        FeatureStats(mean=torch.zeros(17), std=torch.ones(17), magnitude_power=0.7, magnitude_bins=bins)
+    with pytest.raises(ParameterError, match="power"):
+        FeatureStats(mean=torch.zeros(17), std=torch.ones(17), magnitude_power=1.5, magnitude_bins=17)
+
+
 def test_a_blend_of_two_disjoint_notes_dips_by_a_known_amount():
     """Why the representation matters: the mid-point of two equally loud notes that share no bins.
 
@@ -122,7 +130,8 @@ def test_a_format_1_run_folder_loads_and_decodes_as_log(tiny_run, tmp_path):
     (old / CONFIG_NAME).write_text(json.dumps(data))
     new_run, old_run = load_run(tiny_run), load_run(old)
     assert old_run.config.features.magnitude_power == old_run.stats.magnitude_power == 0.0
-    assert new_run.stats.magnitude_power == new_run.config.features.magnitude_power
+    assert new_run.stats.magnitude_power == new_run.config.features.magnitude_power == 0.7
+    assert new_run.stats.magnitude_bins == new_run.config.model.n_bins
     with torch.no_grad():
         z = torch.zeros(1, old_run.config.model.latent_dim)
         # the model's output is the whitened log itself, as format 1 decoded it

@@ -183,6 +183,8 @@ def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_p
 
     saved = json.loads((if_run / "config.json").read_text())
     assert saved["phase"] == {"mode": "if", "if_floor_db": -60.0, "if_weight": 1.0, "n_iter": 2}
+    loaded = load_run(if_run)
+    assert loaded.stats.magnitude_bins == loaded.config.stft.n_bins == loaded.config.model.n_bins // 2
     run = load_run(if_run)
     n = run.config.data.n_samples
     assert run.model.cfg.n_bins == 2 * run.config.stft.n_bins

@@ -178,7 +178,7 @@ class FeatureStats:
     def __post_init__(self) -> None:
         _check_power(self.magnitude_power)
         n = self.mean.shape[0]
-        if self.magnitude_bins not in (n, n // 2) or self.magnitude_bins < 1:
+        if self.magnitude_bins < 1 or n not in (self.magnitude_bins, 2 * self.magnitude_bins):
             raise ParameterError(f"magnitude_bins={self.magnitude_bins} must be all {n} bins or half of them (IF after)")
 
     @classmethod
