@@ -68,6 +68,21 @@ def current() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), local, device)
 
 
+#: What ``--device`` accepts.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when a GPU is visible, else "cpu"; a clear error for "cuda" without one."""
+    if device not in DEVICES:
+        raise ParameterError(f"device={device!r} must be one of {DEVICES}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device='cuda' but CUDA is not available; use --device cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def join_from_env(device: str = "auto") -> Context:
     """Join the process group described by the environment (torchrun's variables).
 
@@ -79,9 +94,7 @@ def join_from_env(device: str = "auto") -> Context:
     if dist.is_initialized():
         return current()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    if device == "cuda" and not use_cuda:
-        raise ParameterError("device='cuda' but CUDA is not available; use --device cpu")
+    use_cuda = resolve_device(device) == "cuda"
     if use_cuda:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
