@@ -154,7 +154,15 @@ class BetaSchedule:
 
 def learning_rate_at(epoch: int, cfg: RunConfig, step_in_epoch: int | None = None, steps_per_epoch: int = 1) -> float:
     """Cosine decay from ``train.learning_rate`` to a tenth of it at the last epoch; during the first
-    ``train.lr_warmup_epochs`` it is scaled by a linear ramp over the steps (given ``step_in_epoch``)."""
+    ``train.lr_warmup_epochs`` it is scaled by a linear ramp over the steps (given ``step_in_epoch``).
+
+    >>> from samplegen.config import TrainConfig
+    >>> cfg = RunConfig(train=TrainConfig(epochs=11, learning_rate=1e-3, lr_warmup_epochs=1))
+    >>> learning_rate_at(1, cfg), learning_rate_at(6, cfg), learning_rate_at(11, cfg)
+    (0.001, 0.00055, 0.0001)
+    >>> [learning_rate_at(1, cfg, step, steps_per_epoch=4) for step in range(4)]  # the warm-up, step by step
+    [0.00025, 0.0005, 0.00075, 0.001]
+    """
     progress = (epoch - 1) / max(1, cfg.train.epochs - 1)
     lr = cfg.train.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
     warm = cfg.train.lr_warmup_epochs * steps_per_epoch
