@@ -7,12 +7,10 @@ import runpy
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 
 from samplegen import checkpoint
 from samplegen.app.cli import main
 from samplegen.config import load_config_file
-from synth import SR, note_family
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -25,16 +23,8 @@ def test_the_four_examples_are_shipped():
     assert sorted(EXAMPLES["VARIANTS"]) == [name.removesuffix(".json") for name in SHIPPED]
 
 
-@pytest.fixture(scope="module")
-def few_notes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("few-notes")
-    for i, note in enumerate(note_family(8, seconds=0.6, seed=4)):
-        sf.write(folder / f"n{i}.wav", note, SR, subtype="PCM_16")
-    return folder
-
-
 @pytest.mark.parametrize("name", SHIPPED)
-def test_a_shipped_config_is_current_and_trains(name, few_notes, tmp_path):
+def test_a_shipped_config_is_current_and_trains(name, tiny_samples_dir, tmp_path):
     shipped = json.loads((CONFIGS / name).read_text())
     # Full and current: what scripts/example_configs.py writes from today's defaults, read back unchanged.
     assert shipped == EXAMPLES["example"](name.removesuffix(".json")), \
@@ -47,9 +37,9 @@ def test_a_shipped_config_is_current_and_trains(name, few_notes, tmp_path):
              "train": {**shipped["train"], "epochs": 1, "batch_size": 4}}
     (tmp_path / "small.json").write_text(json.dumps(small))
     run = tmp_path / "run"
-    assert main(["train", "--data", str(few_notes), "--out", str(run), "--config", str(tmp_path / "small.json"),
+    assert main(["train", "--data", str(tiny_samples_dir), "--out", str(run), "--config", str(tmp_path / "small.json"),
                  "--workers", "1", "--device", "cpu", "--quiet"]) == 0
     loaded = checkpoint.load_run(run)
     assert loaded.config.model.kind == cfg.model.kind and loaded.config.phase == cfg.phase
-    assert loaded.config.features == cfg.features and loaded.latent_mu.shape == (8, 3)
+    assert loaded.config.features == cfg.features and loaded.latent_mu.shape == (16, 3)
     assert (run / checkpoint.HISTORY_CSV).read_text().count("\n") == 2  # the header and the one epoch
