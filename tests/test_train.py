@@ -108,9 +108,19 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tiny_samples_dir, tiny_c
         train(corpus, tmp_path / "part", cfg, show_progress=False)
     monkeypatch.setattr(train_module, "_write_history_csv", real_write)
     assert api.run_is_partial(tmp_path / "part")
-    train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False)
+    before_kill = list(csv.DictReader(open(tmp_path / "part" / "history.csv")))
+    trained = []
+    result = train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False,
+                   on_epoch=lambda epoch, row: trained.append(epoch))
+    # It went on from the saved epoch: only epochs 3 and 4 were trained, and the log continues the killed run's
+    # (epochs 1 and 2 keep the times measured before the kill, which a run started over would measure again).
+    assert trained == [3, 4] and result.epochs_run == 4
+    after = list(csv.DictReader(open(tmp_path / "part" / "history.csv")))
+    assert [int(r["epoch"]) for r in after] == [1, 2, 3, 4] and after[:2] == before_kill
+    # ... and it ends exactly where the uninterrupted run does.
     full, _ = checkpoint.load_tensors(tmp_path / "full" / "train_state.safetensors")
     part, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
+    assert full.keys() == part.keys()
     for key in full:
         assert torch.equal(full[key], part[key]), key
 

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 
 from samplegen.config import RunConfig
-from samplegen.errors import CheckpointError, ParameterError
+from samplegen.errors import CheckpointError, ParameterError, did_you_mean
 from samplegen.files import open_regular, parse_json, read_regular_file, save_tensors, write_json
 from samplegen.formats import CORPUS_INDEX, MODEL, RUN_CONFIG, check_version
 from samplegen.model.network import ModelConfig, SampleModel
@@ -201,10 +201,7 @@ class Run:
         try:
             return self.corpus.names.index(name)
         except ValueError:
-            import difflib
-
-            close = difflib.get_close_matches(name, self.corpus.names, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; `samplegen info RUN` lists them"
+            hint = did_you_mean(name, self.corpus.names, otherwise="; `samplegen info RUN` lists them")
             raise ParameterError(f"'{name}' is neither an audio file nor a note of this run's corpus{hint}") from None
 
 

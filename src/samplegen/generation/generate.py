@@ -252,9 +252,7 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None =
         raise ParameterError(f"cannot create output folder {out}: {exc.strerror}") from None
     paths = []
     for s, stem in zip(sounds, unique_stems(s.name for s in sounds)):
-        peak = float(np.max(np.abs(s.audio))) if s.audio.size else 0.0
-        wav = s.audio / peak * 0.99 if peak > 0.99 else s.audio
-        paths.append(audio_io.write_wav(out / f"{stem}.wav", wav))
+        paths.append(audio_io.write_wav(out / f"{stem}.wav", audio_io.limited_peak(s.audio)))
         write_json(out / f"{stem}.latent.json",
                    latent_point(s.z, s.source, str(run.path.resolve()) if run is not None else ""))
     return paths

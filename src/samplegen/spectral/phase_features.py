@@ -182,7 +182,7 @@ def phase_from_if(if_dev: torch.Tensor, cfg: "StftConfig", mag: torch.Tensor | N
     if mag.shape != if_dev.shape:
         raise ParameterError(f"mag {tuple(mag.shape)} and if_dev {tuple(if_dev.shape)} must have the same shape")
     # Frame-major (B x T x F) so that each step of the recursion reads and writes contiguous rows.
-    owner = nearest_peak(mag.to(if_dev.device)).transpose(1, 2).contiguous()  # B x T x F, long
+    owner = spectral.nearest_peak(mag.to(if_dev.device)).transpose(1, 2).contiguous()  # B x T x F, long
     step = (expected_advance(cfg, if_dev.device).double().view(1, 1, f) + math.pi * dev.transpose(1, 2))
     turn = math.pi * (k.view(1, 1, f) - owner.double())
     # phase[t, k] = phase[t-1, p] + step[t, p] + π(k − p), with p = owner[t, k]: the gathered step is
@@ -194,21 +194,6 @@ def phase_from_if(if_dev: torch.Tensor, cfg: "StftConfig", mag: torch.Tensor | N
     for i in range(1, t):
         rows.append(torch.gather(rows[-1], 1, owner[:, i]) + jump[:, i])
     return torch.remainder(torch.stack(rows, dim=2), 2 * math.pi).float()
-
-
-def nearest_peak(mag: torch.Tensor) -> torch.Tensor:
-    """For every bin of Tensor[B x F x T], the index of the nearest local maximum of its frame (itself if none)."""
-    b, f, t = mag.shape
-    m = mag.float()
-    is_peak = torch.zeros_like(m, dtype=torch.bool)
-    is_peak[:, 1:-1] = (m[:, 1:-1] > m[:, :-2]) & (m[:, 1:-1] >= m[:, 2:]) & (m[:, 1:-1] > 0)
-    bins = torch.arange(f, device=m.device).view(1, f, 1).expand(b, f, t)
-    left = torch.where(is_peak, bins, torch.full_like(bins, -1)).cummax(dim=1).values
-    right = torch.flip(torch.flip(torch.where(is_peak, bins, torch.full_like(bins, 4 * f)), [1])
-                       .cummin(dim=1).values, [1])
-    use_left = (left >= 0) & ((right >= f) | ((bins - left) <= (right - bins)))
-    owner = torch.where(use_left, left, right)
-    return torch.where((owner >= 0) & (owner < f), owner, bins).contiguous()
 
 
 def waveform_from_if(mag: torch.Tensor, if_dev: torch.Tensor, cfg: "StftConfig", length: int,

@@ -274,10 +274,6 @@ class NoteFeatures:
     def __len__(self) -> int:
         return len(self.entries)
 
-    @property
-    def on_disk(self) -> bool:
-        return self._tensor is None
-
     def read(self, indices: "np.ndarray | Sequence[int]") -> torch.Tensor:
         """Rows ``indices`` (in that order) as float32 Tensor[B x T x F] on the CPU."""
         idx = np.asarray(indices, dtype=np.int64)
