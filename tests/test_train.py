@@ -125,6 +125,31 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tiny_samples_dir, tiny_c
         assert torch.equal(full[key], part[key]), key
 
 
+def test_a_kill_between_the_last_state_and_its_history_row_loses_no_row(tiny_samples_dir, tiny_config_file,
+                                                                        tmp_path, monkeypatch):
+    import samplegen.training.train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=2, patience=100))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    real_write = train_module._write_history_csv
+
+    def killed_before_the_last_row(path, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt  # the final epoch's state is on disk, its history row is not
+        real_write(path, history)
+
+    monkeypatch.setattr(train_module, "_write_history_csv", killed_before_the_last_row)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path / "run", cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "_write_history_csv", real_write)
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "history.csv")))) == 1
+    trained = []
+    train(corpus, tmp_path / "run", cfg, resume=True, show_progress=False, on_epoch=lambda e, row: trained.append(e))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert trained == [] and [int(r["epoch"]) for r in rows] == [1, 2]
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_samples_dir, tiny_config_file,
                                                                                tmp_path, monkeypatch):
     cfg = load_config_file(tiny_config_file)

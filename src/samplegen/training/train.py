@@ -343,7 +343,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
                  model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), False, loader_workers)
     progress = _starting_progress(s, run_dir / ckpt.STATE_NAME, resume)
     if ctx.is_main:
-        _prepare_run_folder(run_dir, s, val_mask, resume, pca_is_best=math.isfinite(progress.best_val) and not resume)
+        _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
+                            pca_is_best=math.isfinite(progress.best_val) and not resume)
     s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
     s.bf16 = _use_bf16(device, cfg.train.precision)
     _allow_tf32(device)
@@ -407,11 +408,14 @@ def _starting_progress(s: _Session, state_path: Path, resume: bool) -> _Progress
     return progress
 
 
-def _prepare_run_folder(run_dir: Path, s: _Session, val_mask: np.ndarray, resume: bool, pca_is_best: bool) -> None:
+def _prepare_run_folder(run_dir: Path, s: _Session, val_mask: np.ndarray, resume: bool,
+                        history: list[dict[str, float]], pca_is_best: bool) -> None:
     """Rank 0's files before the first epoch: config, the corpus index and the statistics."""
     if resume:
         # Latents are written last and mark a finished run; a resumed run is unfinished again.
         (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
+        # The saved state is the record: a kill between its write and history.csv's leaves the csv an epoch short.
+        _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
     else:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
