@@ -33,11 +33,11 @@ from samplegen.generation.generate import decode
 from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import parameter_count
 from samplegen.spectral import stft as spectral
-from samplegen.spectral.features import audio_to_log_features, magnitude_from_log
+from samplegen.spectral.features import audio_to_features
 
 
 def _to_wave(run, feats_norm: torch.Tensor) -> np.ndarray:
-    mag = magnitude_from_log(run.stats.denormalise(feats_norm)).transpose(1, 2)
+    mag = run.stats.denormalise(feats_norm).transpose(1, 2)
     out = []
     for start in range(0, len(mag), 32):
         out.append(spectral.retrieve_phase(mag[start : start + 32], run.config.stft, run.config.data.n_samples).numpy())
@@ -50,7 +50,7 @@ def held_out_quality(run, corpus) -> dict[str, float]:
     names = [e.name for e in corpus.entries]
     if names != run.corpus.names:
         raise SystemExit("the corpus does not match the run's corpus.json")
-    feats = run.stats.normalise(audio_to_log_features(corpus.audio, run.config.stft))
+    feats = run.stats.normalise(audio_to_features(corpus.audio, run.config.stft))
     train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     ref = corpus.audio[val_idx]
     pca = PCABaseline.fit(feats[train_idx], run.config.model.latent_dim)

@@ -23,7 +23,7 @@ import torch
 
 from samplegen.audio.corpus import load_corpus
 from samplegen.config import RunConfig
-from samplegen.spectral.features import audio_to_log_features
+from samplegen.spectral.features import audio_to_features
 
 
 def lsd_db(log_ref: torch.Tensor, log_hat: torch.Tensor) -> float:
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="measure every n-th note (all notes fit the axes)")
     args = ap.parse_args()
     cfg = RunConfig().resolved()
-    log_mag = audio_to_log_features(load_corpus(args.corpus).audio, cfg.stft)  # N x T x F, natural log
+    log_mag = audio_to_features(load_corpus(args.corpus).audio, cfg.stft)  # N x T x F, natural log
     n_bins = log_mag.shape[-1]
     measured = torch.arange(0, len(log_mag), args.every)
     domains = {

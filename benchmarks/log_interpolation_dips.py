@@ -20,7 +20,7 @@ import torch
 from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import load_run
 from samplegen.generation.generate import interpolation_path
-from samplegen.spectral.features import audio_to_log_features
+from samplegen.spectral.features import audio_to_features
 
 
 def _dips(levels_db: list[np.ndarray]) -> float:
@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     corpus = load_corpus(args.corpus, duration_s=run.config.data.duration_s)
-    mags = torch.exp(audio_to_log_features(corpus.audio, run.config.stft)).double()
+    mags = torch.exp(audio_to_features(corpus.audio, run.config.stft)).double()
     g = torch.Generator().manual_seed(0)
     pairs: list[tuple[int, int]] = []
     while len(pairs) < args.pairs:
@@ -54,9 +54,9 @@ def main() -> None:
                                               for a, b in pairs])))
     rows.append(("linear magnitude", _dips([level((1 - t) * mags[a] + t * mags[b]) for a, b in pairs])))
     with torch.no_grad():
-        model = [level(torch.exp(run.stats.denormalise(run.model.decode(
-            interpolation_path(run.latent_mu[a], run.latent_mu[b], 8)))).double()) for a, b in pairs]
-    power = run.config.features.magnitude_power
+        model = [level(run.stats.denormalise(run.model.decode(
+            interpolation_path(run.latent_mu[a], run.latent_mu[b], 8))).double()) for a, b in pairs]
+    power = run.stats.magnitude_power
     rows.append((f"the run's latent paths ({args.run}, magnitude^{power})", _dips(model)))
     print(f"| interpolated in | dipping paths ({args.pairs} random pairs) |\n|---|---:|")
     for name, frac in rows:

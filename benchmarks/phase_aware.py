@@ -44,8 +44,8 @@ from samplegen.config import RunConfig
 from samplegen.evaluation.evaluate import MEASURES
 from samplegen.generation.generate import decode
 from samplegen.spectral import stft as spectral
-from samplegen.spectral.features import LEGACY_MAGNITUDE_POWER
-from samplegen.spectral.phase_features import PhaseConfig, audio_to_features, features_to_waveform
+from samplegen.spectral.features import LEGACY_MAGNITUDE_POWER, audio_to_features, features_to_waveform
+from samplegen.spectral.phase_features import PhaseConfig
 
 
 def _train(corpus: Path, out: Path, cfg: RunConfig) -> float:
@@ -71,6 +71,12 @@ def _median_ms(fn, zs: torch.Tensor) -> float:
         fn(z[None])
         times.append(time.perf_counter() - t0)
     return 1000 * statistics.median(times)
+
+
+def true_features(audio: np.ndarray, stft, phase: PhaseConfig) -> torch.Tensor:
+    """A note's own features as a decoder would give them: linear magnitude (and IF), no model in between."""
+    feats = audio_to_features(audio, stft, phase)
+    return torch.cat([feats[..., : stft.n_bins].exp(), feats[..., stft.n_bins :]], dim=-1)
 
 
 def oracle_study(corpus_dir: Path, n_notes: int, floors: list[float], iters: list[int]) -> str:
@@ -99,13 +105,13 @@ def oracle_study(corpus_dir: Path, n_notes: int, floors: list[float], iters: lis
         lines.append(f"| {label} | {floor} | {v['sc_db'].mean():.2f} | {np.median(v['sc_db']):.2f} | "
                      f"{v['sc_db'].max():.2f} | {v['lsd_db'].mean():.2f} | {statistics.median(times):.1f} |")
 
-    mag_only = audio_to_features(ref, stft, PhaseConfig())
+    mag_only = true_features(ref, stft, PhaseConfig())
     for method, it in (("pghi", 0), (spectral.DEFAULT_METHOD, spectral.DEFAULT_ITERS)):
         add(f"{method} + {it} (magnitude only)", "", mag_only,
             lambda f, m=method, i=it: features_to_waveform(f, stft, PhaseConfig(), n, method=m, n_iter=i))
     for floor in floors:
         ph = PhaseConfig(mode="if", if_floor_db=floor)
-        feats = audio_to_features(ref, stft, ph)
+        feats = true_features(ref, stft, ph)
         for it in iters:
             add(f"if + {it}", f"{floor:g}", feats,
                 lambda f, i=it, p=ph: features_to_waveform(f, stft, p, n, method="if", n_iter=i))
@@ -190,8 +196,8 @@ def main() -> None:
         run = runs[key]
         wav = _batched(lambda z: decode(run, z, method=method, n_iter=it), mus[key])
         rows.append((label, f"{method} + {it}", _measure(ref, wav)))
-    true_mag = audio_to_features(ref, stft, PhaseConfig())
-    true_if = audio_to_features(ref, stft, phase)
+    true_mag = true_features(ref, stft, PhaseConfig())
+    true_if = true_features(ref, stft, phase)
     oracle_rows = [("oracle: true magnitude", f"{default[0]} + {default[1]}",
                     _measure(ref, _batched(lambda f: features_to_waveform(f, stft, PhaseConfig(), n).numpy(), true_mag)))]
     for it in iters:

@@ -47,7 +47,7 @@ from samplegen.audio.corpus import CorpusEntry  # noqa: E402
 from samplegen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from samplegen.generation.generate import decode  # noqa: E402
 from samplegen.spectral import stft as spectral  # noqa: E402
-from samplegen.spectral.features import audio_to_log_features  # noqa: E402
+from samplegen.spectral.features import audio_to_features  # noqa: E402
 from samplegen.training.feature_cache import NoteFeatures  # noqa: E402
 from samplegen.training.train import train  # noqa: E402
 from synth import note_family  # noqa: E402
@@ -123,7 +123,7 @@ def generation_figures(run_dir: Path, device: str, batch: int, repeats: int) -> 
 def tiled_features(workdir: Path, notes: int, distinct: int, device: str) -> tuple[NoteFeatures, torch.Tensor]:
     """``notes`` rows of features: ``distinct`` synthetic notes repeated, each copy at its own gain."""
     audio = torch.from_numpy(np.stack(note_family(distinct, seconds=2.0, seed=0)))
-    base = audio_to_log_features(audio.to(device), spectral.StftConfig()).cpu()
+    base = audio_to_features(audio.to(device), spectral.StftConfig()).cpu()
     reps = -(-notes // distinct)
     gains = torch.from_numpy(np.random.default_rng(0).uniform(-1.5, 1.5, reps * distinct)).float()
     tensor = (base.repeat(reps, 1, 1) + gains[:, None, None])[:notes]  # log magnitude: a gain adds

@@ -11,11 +11,8 @@ import soundfile as sf
 
 from synth import SR, note_family
 
-TINY_CONFIG = {
-    "data": {"duration_s": 0.5},
-    "model": {"frame_dim": 4, "hidden": [32, 16, 16, 8], "latent_dim": 3},
-    "train": {"epochs": 4, "batch_size": 8, "kl_warmup_epochs": 1, "patience": 10, "val_fraction": 0.25},
-}
+#: The shipped tiny example (configs/tiny.json): a model that trains in seconds, for every test that needs a run.
+TINY_CONFIG = json.loads((Path(__file__).resolve().parent.parent / "configs" / "tiny.json").read_text())
 
 
 @pytest.fixture(scope="session")

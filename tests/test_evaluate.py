@@ -2,6 +2,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -59,6 +60,17 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_
     corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
     assert heldout_lsd_db(tiny_run, corpus) == pytest.approx(metrics["quality"]["heldout"]["model"]["lsd_db"]["mean"],
                                                              abs=0.01)
+    # ... and judges generation health by the thresholds the report states, from the training notes alone
+    from samplegen.checkpoint import load_run
+    from samplegen.evaluation.evaluate import health_thresholds
+
+    run = load_run(tiny_run)
+    th = health_thresholds(run, corpus.audio)
+    assert (th.silent_rms_db, th.noise_flatness) == (h["thresholds"]["silent_rms_db"], h["thresholds"]["noise_flatness"])
+    held_out = np.array(run.corpus.splits) == "val"
+    noisy = corpus.audio.copy()
+    noisy[held_out] = np.random.default_rng(0).standard_normal(noisy[held_out].shape).astype(noisy.dtype)
+    assert held_out.any() and health_thresholds(run, noisy) == th
     files = _referenced_files(out / "report.html")
     assert any(f.endswith(".png") for f in files) and any(f.endswith(".wav") for f in files)
     for f in files:

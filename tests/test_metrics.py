@@ -68,12 +68,12 @@ def test_mismatched_or_broken_input_is_refused():
 
 
 def test_health_measures_on_known_cases():
-    from samplegen.evaluation.metrics import (health_thresholds, is_noise_like, is_silent, path_dips, rms_db,
-                                   spectral_flatness)
+    from samplegen.evaluation.metrics import (is_noise_like, is_silent, path_dips, rms_db, spectral_flatness,
+                                              thresholds_from)
 
     rng = np.random.default_rng(2)
     tones = np.stack([harmonic_note(0.5, tilt=t, decay=d) for t, d in [(0.8, 1), (1.5, 3), (2.0, 0.5), (1.0, 5)]])
-    th = health_thresholds(tones)
+    th = thresholds_from(rms_db(tones), spectral_flatness(tones))
     noise = 0.1 * rng.standard_normal(tones.shape[1])
     assert spectral_flatness(tones[0]) < 0.01
     assert spectral_flatness(noise) == pytest.approx(np.exp(-np.euler_gamma), abs=0.03)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import TINY_CONFIG
-from samplegen.spectral.features import FeatureConfig
+from samplegen.spectral.features import (LOG_FLOOR, FeatureConfig, FeatureStats, adjust_stats, audio_to_features,
+                                         split_features)
 from synth import SR, harmonic_note
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError
@@ -98,16 +99,30 @@ def test_batched_equals_one_by_one():
 
 
 def test_features_are_log_magnitude_then_if():
-    from samplegen.spectral.features import audio_to_log_features
-
     audio = np.stack([harmonic_note(0.5), harmonic_note(0.5, decay=0.5)])
-    plain = P.audio_to_features(audio, CFG, P.PhaseConfig())
-    assert torch.equal(plain, audio_to_log_features(audio, CFG))
-    both = P.audio_to_features(audio, CFG, P.PhaseConfig(mode="if"))
+    plain = audio_to_features(audio, CFG, P.PhaseConfig())
+    assert torch.equal(plain, audio_to_features(audio, CFG))
+    torch.testing.assert_close(plain, torch.log(torch.clamp(stft(torch.from_numpy(audio).float(), CFG).abs(),
+                                                            min=LOG_FLOOR)).transpose(1, 2))
+    both = audio_to_features(audio, CFG, P.PhaseConfig(mode="if"))
     assert both.shape == (2, CFG.n_frames(len(audio[0])), 2 * CFG.n_bins)
     assert torch.allclose(both[..., : CFG.n_bins], plain)
-    mag, ifd = P.split_features(both, CFG.n_bins)
+    mag, ifd = split_features(both, CFG.n_bins)
     assert ifd is not None and float(ifd.abs().max()) <= 1.0
+
+
+def test_an_if_runs_stats_whiten_if_without_compressing_it():
+    audio = np.stack([harmonic_note(0.5), harmonic_note(0.5, decay=0.5)])
+    phase = P.PhaseConfig(mode="if", if_weight=4.0)
+    feats = audio_to_features(audio, CFG, phase)
+    stats = adjust_stats(FeatureStats.fit(feats, magnitude_power=0.0), phase)
+    assert stats.magnitude_bins == CFG.n_bins
+    assert torch.all(stats.mean[CFG.n_bins :] == 0) and torch.allclose(stats.std[CFG.n_bins :],
+                                                                       torch.tensor(P.IF_SCALE / 2))
+    decoded = stats.denormalise(stats.normalise(feats))
+    # magnitude comes back linear (the log undone once), IF as it went in
+    torch.testing.assert_close(decoded[..., : CFG.n_bins], feats[..., : CFG.n_bins].exp(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(decoded[..., CFG.n_bins :], feats[..., CFG.n_bins :], rtol=0, atol=1e-6)
 
 
 def test_phase_config_round_trip_and_old_configs_load():
@@ -168,6 +183,8 @@ def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_p
 
     saved = json.loads((if_run / "config.json").read_text())
     assert saved["phase"] == {"mode": "if", "if_floor_db": -60.0, "if_weight": 1.0, "n_iter": 2}
+    loaded = load_run(if_run)
+    assert loaded.stats.magnitude_bins == loaded.config.stft.n_bins == loaded.config.model.n_bins // 2
     run = load_run(if_run)
     n = run.config.data.n_samples
     assert run.model.cfg.n_bins == 2 * run.config.stft.n_bins
@@ -178,7 +195,7 @@ def test_tiny_phase_aware_run_trains_generates_and_evaluates(if_run: Path, tmp_p
     paths = api.sample(if_run, tmp_path / "new", n=2)
     assert len([p for p in paths if p.suffix == ".wav"]) == 2
     corpus = load_corpus(tiny_samples_dir, duration_s=run.config.data.duration_s)
-    feats = P.audio_to_features(corpus.audio[:4], run.config.stft, run.config.phase)
+    feats = audio_to_features(corpus.audio[:4], run.config.stft, run.config.phase)
     pca = PCABaseline.fit(run.stats.normalise(feats), 2)
     q = sound_quality(run, corpus.audio[:4], [e.name for e in corpus.entries[:4]], pca)
     # True magnitude + true IF through the integration: the oracle is close to the original.

@@ -71,9 +71,16 @@ def test_killed_before_the_first_epoch_ended_resumes_from_the_start(tiny_samples
     run = tmp_path / "run"
     run.mkdir()
     checkpoint.save_run_config(run, cfg.resolved())  # what a run killed in its first epoch leaves behind
-    result = train(corpus, run, None, resume=True, show_progress=False)
-    assert result.epochs_run == cfg.train.epochs or result.stopped_early
-    assert (run / checkpoint.LATENTS_NAME).exists()
+    trained = []
+    result = train(corpus, run, None, resume=True, show_progress=False,
+                   on_epoch=lambda epoch, row: trained.append(epoch))
+    # Started over from epoch 1 with the saved settings, and ended where a run never killed ends.
+    assert trained == list(range(1, result.epochs_run + 1)) and trained[0] == 1
+    train(corpus, tmp_path / "uninterrupted", cfg, show_progress=False)
+    for name in (checkpoint.STATE_NAME, checkpoint.MODEL_NAME, checkpoint.LATENTS_NAME):
+        a, _ = checkpoint.load_tensors(tmp_path / "uninterrupted" / name)
+        b, _ = checkpoint.load_tensors(run / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_a_full_disk_is_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_samples_dir, tiny_config_file, tmp_path,

@@ -108,11 +108,46 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tiny_samples_dir, tiny_c
         train(corpus, tmp_path / "part", cfg, show_progress=False)
     monkeypatch.setattr(train_module, "_write_history_csv", real_write)
     assert api.run_is_partial(tmp_path / "part")
-    train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False)
+    before_kill = list(csv.DictReader(open(tmp_path / "part" / "history.csv")))
+    trained = []
+    result = train(corpus, tmp_path / "part", cfg, resume=True, show_progress=False,
+                   on_epoch=lambda epoch, row: trained.append(epoch))
+    # It went on from the saved epoch: only epochs 3 and 4 were trained, and the log continues the killed run's
+    # (epochs 1 and 2 keep the times measured before the kill, which a run started over would measure again).
+    assert trained == [3, 4] and result.epochs_run == 4
+    after = list(csv.DictReader(open(tmp_path / "part" / "history.csv")))
+    assert [int(r["epoch"]) for r in after] == [1, 2, 3, 4] and after[:2] == before_kill
+    # ... and it ends exactly where the uninterrupted run does.
     full, _ = checkpoint.load_tensors(tmp_path / "full" / "train_state.safetensors")
     part, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
+    assert full.keys() == part.keys()
     for key in full:
         assert torch.equal(full[key], part[key]), key
+
+
+def test_a_kill_between_the_last_state_and_its_history_row_loses_no_row(tiny_samples_dir, tiny_config_file,
+                                                                        tmp_path, monkeypatch):
+    import samplegen.training.train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=2, patience=100))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    real_write = train_module._write_history_csv
+
+    def killed_before_the_last_row(path, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt  # the final epoch's state is on disk, its history row is not
+        real_write(path, history)
+
+    monkeypatch.setattr(train_module, "_write_history_csv", killed_before_the_last_row)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path / "run", cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "_write_history_csv", real_write)
+    assert len(list(csv.DictReader(open(tmp_path / "run" / "history.csv")))) == 1
+    trained = []
+    train(corpus, tmp_path / "run", cfg, resume=True, show_progress=False, on_epoch=lambda e, row: trained.append(e))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert trained == [] and [int(r["epoch"]) for r in rows] == [1, 2]
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_samples_dir, tiny_config_file,

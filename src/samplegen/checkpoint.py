@@ -2,7 +2,7 @@
 
 Layout of a run folder::
 
-    config.json            resolved RunConfig (format_version checked on load)
+    config.json            resolved RunConfig (format_version checked on load, see samplegen.formats)
     model.safetensors      best weights (by validation loss)
     stats.safetensors      per-bin mean/std of the compressed magnitude (config.features)
     latents.safetensors    posterior means (and log-variances) of every corpus note
@@ -32,8 +32,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 
 from samplegen.config import RunConfig
-from samplegen.errors import CheckpointError, ParameterError
+from samplegen.errors import CheckpointError, ParameterError, did_you_mean
 from samplegen.files import open_regular, parse_json, read_regular_file, save_tensors, write_json
+from samplegen.formats import CORPUS_INDEX, MODEL, RUN_CONFIG, check_version
 from samplegen.model.network import ModelConfig, SampleModel
 from samplegen.spectral.features import FeatureStats
 
@@ -52,6 +53,8 @@ MAX_MODEL_BYTES = 2 * 1024**3
 #: on the meta device to learn its shapes is itself quick). Far above any model trained here.
 MODEL_SIZE_BOUNDS = {"n_bins": 16385, "n_frames": 16384, "frame_dim": 4096, "latent_dim": 1024,
                      "frame_hidden": 65536, "hidden width": 65536, "hidden layers": 32}
+#: Largest config.json read from a run folder (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1024**2
 #: Largest JSON file read from a run folder (corpus.json of about 400,000 notes).
 MAX_JSON_BYTES = 64 * 1024**2
 #: Largest safetensors file read without a tighter bound: train_state holds the weights and Adam's two moments.
@@ -144,6 +147,7 @@ class CorpusIndex:
         pitches = self.pitches_hz or [None] * n
         shifts = self.retuned_cents or [0.0] * n
         return {
+            "format_version": CORPUS_INDEX.current,
             "corpus_path": self.corpus_path,
             "notes": [
                 {"name": n, "family": f, "preset": p, "split": s, "file": fi, "pitch_hz": hz, "retuned_cents": c}
@@ -153,7 +157,9 @@ class CorpusIndex:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "CorpusIndex":
+    def from_json(cls, data: Any, where: str | Path = CORPUS_NAME) -> "CorpusIndex":
+        if isinstance(data, dict):
+            check_version(CORPUS_INDEX, data.get("format_version"), where)
         try:
             notes = data["notes"]
             return cls(
@@ -195,10 +201,7 @@ class Run:
         try:
             return self.corpus.names.index(name)
         except ValueError:
-            import difflib
-
-            close = difflib.get_close_matches(name, self.corpus.names, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; `samplegen info RUN` lists them"
+            hint = did_you_mean(name, self.corpus.names, otherwise="; `samplegen info RUN` lists them")
             raise ParameterError(f"'{name}' is neither an audio file nor a note of this run's corpus{hint}") from None
 
 
@@ -209,7 +212,14 @@ def save_run_config(run_dir: Path, config: RunConfig) -> None:
 def save_model(run_dir: Path, model: SampleModel, weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``model``'s weights (or a copy of them taken earlier, ``weights``) as the run's model file."""
     save_tensors(run_dir / MODEL_NAME, model.state_dict() if weights is None else weights,
-                 metadata={"format": "samplegen-model", "kind": model.cfg.kind})
+                 metadata={"format": "samplegen-model", "format_version": str(MODEL.current), "kind": model.cfg.kind})
+
+
+def load_weights(path: Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> dict[str, torch.Tensor]:
+    """A run's model file (see :func:`load_tensors`), once its format version is one this SampleGen reads."""
+    weights, metadata = load_tensors(path, max_bytes)
+    check_version(MODEL, metadata.get("format_version"), path)
+    return weights
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -222,24 +232,21 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder; pass the --out folder of `samplegen train`")
-    try:
-        config = RunConfig.from_dict(read_json(run_dir / CONFIG_NAME, max_bytes=1024**2))
-        check_model_size(config)
-    except ParameterError as exc:
-        raise CheckpointError(f"{run_dir / CONFIG_NAME}: {exc}") from None
+    config = read_run_config(run_dir / CONFIG_NAME)
     expected = expected_shapes(config.model)
     _check_shapes(run_dir / MODEL_NAME, tensor_shapes(run_dir / MODEL_NAME), expected)
     n_bytes = 4 * sum(math.prod(shape) for shape in expected.values())
-    weights, _ = load_tensors(run_dir / MODEL_NAME, max_bytes=n_bytes + HEADER_ROOM)
+    weights = load_weights(run_dir / MODEL_NAME, max_bytes=n_bytes + HEADER_ROOM)
     model = SampleModel(config.model)
     _load_state(model, weights, run_dir / MODEL_NAME)
     model.to(device).eval()
     stats_t, _ = load_tensors(run_dir / STATS_NAME, max_bytes=16 * config.model.n_bins + HEADER_ROOM)
     try:
-        stats = FeatureStats.from_tensors(stats_t, config.model.n_bins, config.features.magnitude_power)
+        stats = FeatureStats.from_tensors(stats_t, config.model.n_bins, config.features.magnitude_power,
+                                          config.stft.n_bins)
     except ParameterError as exc:
         raise CheckpointError(f"{run_dir / STATS_NAME}: {exc}") from None
-    corpus = CorpusIndex.from_json(read_json(run_dir / CORPUS_NAME))
+    corpus = CorpusIndex.from_json(read_json(run_dir / CORPUS_NAME), run_dir / CORPUS_NAME)
     latent_shape = (len(corpus.names), config.model.latent_dim)
     latents, _ = load_tensors(run_dir / LATENTS_NAME, max_bytes=16 * math.prod(latent_shape) + HEADER_ROOM)
     mu = latents.get("mu")
@@ -247,6 +254,18 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     if mu is None or mu.shape != latent_shape or (logvar is not None and logvar.shape != latent_shape):
         raise CheckpointError(f"{run_dir / LATENTS_NAME} does not match {CORPUS_NAME} and the config")
     return Run(run_dir, config, model, stats, mu.float(), None if logvar is None else logvar.float(), corpus)
+
+
+def read_run_config(path: Path) -> RunConfig:
+    """A run folder's config.json, its format version, keys and sizes checked; CheckpointError naming the file."""
+    data = read_json(path, max_bytes=MAX_CONFIG_BYTES)
+    check_version(RUN_CONFIG, data.get("format_version") if isinstance(data, dict) else None, path)
+    try:
+        config = RunConfig.from_dict(data)
+        check_model_size(config)
+    except ParameterError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return config
 
 
 def check_model_size(config: RunConfig) -> None:
@@ -303,8 +322,7 @@ def saved_run_config(run_dir: str | Path, epochs: int | None = None) -> RunConfi
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         return None
-    cfg = RunConfig.from_dict(read_json(path))
-    check_model_size(cfg)
+    cfg = read_run_config(path)
     if epochs is not None and epochs != cfg.train.epochs:
         cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
     return cfg

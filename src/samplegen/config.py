@@ -15,15 +15,12 @@ from typing import Any
 
 from samplegen import dataclass_io
 from samplegen.errors import ParameterError
+from samplegen.formats import RUN_CONFIG, check_version
 from samplegen.model.network import ModelConfig
 from samplegen.spectral.features import LEGACY_MAGNITUDE_POWER, FeatureConfig
 from samplegen.spectral.phase_features import PhaseConfig
 from samplegen.spectral.stft import StftConfig
 
-#: 2 added the "features" section (magnitude compression); format 1 runs were trained on the log.
-#: 3 added model.frame_hidden and train.log_weight; runs before it had neither (both 0).
-RUN_FORMAT_VERSION = 3
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
 #: Keys a run saved before format 3 lacks, with the values it was trained with (not today's defaults).
 BEFORE_FORMAT_3: dict[str, dict[str, Any]] = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0, "adam_beta2": 0.999, "lr_warmup_epochs": 0}}
 SPLITS = ("note", "instrument")
@@ -161,7 +158,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format_version": RUN_FORMAT_VERSION,
+            "format_version": RUN_CONFIG.current,
             "data": dataclass_io.to_dict(self.data),
             "stft": self.stft.to_dict(),
             "features": dataclass_io.to_dict(self.features),
@@ -174,7 +171,10 @@ class RunConfig:
     def from_dict(cls, data: Any, require_version: bool = True) -> "RunConfig":
         """Validate and build; unknown sections or keys and wrong types are errors.
 
-        A run saved in format 1 has no "features" section: it was trained on the log magnitude.
+        The format version is checked against :data:`samplegen.formats.RUN_CONFIG` (a user's file
+        may leave it out when ``require_version`` is false). A run saved in format 1 has no "features"
+        section: it was trained on the log magnitude; one saved before format 3 lacks the keys in
+        :data:`BEFORE_FORMAT_3`.
         """
         if not isinstance(data, dict):
             raise ParameterError("config must be a JSON object")
@@ -182,13 +182,10 @@ class RunConfig:
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ParameterError(f"config has unknown section(s) {unknown}; allowed: {sorted(allowed)}")
-        version = data.get("format_version")
-        if require_version or version is not None:
-            if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
-                raise ParameterError(
-                    f"config format_version={version!r} is not supported (this SampleGen reads "
-                    f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
-                )
+        found = data.get("format_version")
+        version = None
+        if require_version or found is not None:
+            version = check_version(RUN_CONFIG, found, "config", ParameterError)
         features = data.get("features", {"magnitude_power": LEGACY_MAGNITUDE_POWER} if version == 1 else {})
         model, train = data.get("model", {}), data.get("train", {})
         if version in (1, 2) and isinstance(model, dict) and isinstance(train, dict):

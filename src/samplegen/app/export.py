@@ -26,6 +26,7 @@ from samplegen.audio.sustain_loop import Loop, crossfaded, find_loop
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.files import atomic_write, remove_temp_files, sha256_file, unique_stems, write_json
+from samplegen.formats import DECODER_RECIPE, check_version
 from samplegen.generation.generate import decode, resolve
 from samplegen.spectral import stft as spectral
 from samplegen.spectral.features import LOG_FLOOR
@@ -149,7 +150,7 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
     cfg = run.config
     return {
         "format": "samplegen-decoder",
-        "format_version": 2,
+        "format_version": DECODER_RECIPE.current,
         "input": {"name": "z", "shape": ["batch", cfg.model.latent_dim], "dtype": "float32",
                   "prior": "standard normal: draw z ~ N(0, I) for a new sound"},
         "output": {"name": "features", "shape": ["batch", cfg.model.n_frames, cfg.model.n_bins], "dtype": "float32",
@@ -171,8 +172,8 @@ def decoder_recipe(run: Run) -> dict[str, Any]:
 
 
 def _denormalise_recipe(run: Run) -> dict[str, Any]:
-    """Decoder output → linear magnitude, for the run's compression (``config.features.magnitude_power``)."""
-    p = run.config.features.magnitude_power
+    """Decoder output → linear magnitude, for the run's compression (``stats.magnitude_power``)."""
+    p = run.stats.magnitude_power
     stats = {"mean": [float(v) for v in run.stats.mean], "std": [float(v) for v in run.stats.std]}
     if p == 0.0:
         return {"formula": "magnitude = exp(features * std[bin] + mean[bin])", "magnitude_power": 0.0,
@@ -258,13 +259,22 @@ def check_decoder_bundle(folder: str | Path) -> dict[str, Any]:
     """
     folder = Path(folder)
     redo = f"export it again with `samplegen export onnx RUN --out {folder}`"
+
+    def incomplete(exc: Exception) -> ParameterError:
+        return ParameterError(f"{folder} holds no complete decoder export ({type(exc).__name__}: {exc}); {redo}")
+
     try:
         recipe = json.loads((folder / RECIPE_NAME).read_text())
+        version = recipe.get("format_version")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise incomplete(exc) from None
+    check_version(DECODER_RECIPE, version, folder / RECIPE_NAME, ParameterError)
+    try:
         listed = [recipe["files"][key] for key in ("onnx", "torchscript")]
         same = all(Path(f["name"]).name == f["name"] and (folder / f["name"]).stat().st_size == f["bytes"]
                    and sha256_file(folder / f["name"]) == f["sha256"] for f in listed)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ParameterError(f"{folder} holds no complete decoder export ({type(exc).__name__}: {exc}); {redo}") from None
+        raise incomplete(exc) from None
     if not same:
         raise ParameterError(f"the graph files in {folder} are not the ones its {RECIPE_NAME} was written for; {redo}")
     return recipe

@@ -35,7 +35,7 @@ from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.generation.generate import decode_features, decode_magnitude, encode_audio, magnitude_from_features
 from samplegen.spectral import stft as spectral
-from samplegen.spectral.phase_features import features_to_waveform
+from samplegen.spectral.features import features_to_waveform
 
 MAX_KNOBS = 8
 #: Knob positions are in standard deviations of the corpus along the knob's axis.

@@ -14,7 +14,8 @@ written last with the size and SHA-256 of the tensors, so a bundle killed half-w
 The decoder is written out as its layers rather than as an opaque graph: the plug-in runs the same dense
 forward pass (plugin/src/Decoder.cpp), and tests/test_plugin_engine.py checks that it gives what PyTorch
 gives for the same points, so a change to :class:`samplegen.model.network.Decoder` that this file does not follow
-fails there. :data:`BUNDLE_FORMAT_VERSION` goes up with any change the plug-in must know about.
+fails there. Its version (:data:`samplegen.formats.PLUGIN_BUNDLE`, with Bundle.h's ``formatVersion``) goes up
+with any change the plug-in must know about.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from samplegen.app.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHB
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.files import remove_temp_files, save_tensors, sha256_file, write_json
+from samplegen.formats import PLUGIN_BUNDLE
 from samplegen.spectral import stft as spectral
 
 BUNDLE_FORMAT = "samplegen-plugin-bundle"
-#: 1: dense decoder (stack + linear path, frame layer, optional per-frame GELU MLP), PGHI + FGLA.
-BUNDLE_FORMAT_VERSION = 2  # 2: a neighbour-preserving map and knobs moved along rotated, named directions
 MANIFEST_NAME = "bundle.json"
 TENSORS_NAME = "tensors.safetensors"
 
@@ -110,7 +110,7 @@ def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
     denorm = {k: v for k, v in recipe["denormalise"].items() if k not in ("mean", "std")}
     manifest = {
         "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_FORMAT_VERSION,
+        "format_version": PLUGIN_BUNDLE.current,
         "run": run.path.name,
         "decoder": decoder_graph(run),
         "denormalise": {**denorm, "mean": "norm.mean", "std": "norm.std"},

@@ -46,7 +46,8 @@ from samplegen.app.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MA
 from samplegen.audio.audio_io import SUPPORTED_EXTENSIONS, read_audio
 from samplegen.checkpoint import load_run
 from samplegen.errors import AudioError, ParameterError
-from samplegen.files import safe_file_stem
+from samplegen.files import atomic_write, safe_file_stem
+from samplegen.generation.generate import latent_point
 
 #: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
 MAX_BODY_BYTES = 16_384
@@ -371,8 +372,9 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
         start = time.perf_counter()
         note = scheduler.run(req.client, req.seq, job)
-        z = [round(float(v), 6) for v in note.z]
-        latent = json.dumps({"z": z, "source": source, "run": run.path.name}, indent=2).encode()
+        point = latent_point(note.z, source, run.path.name)
+        z = point["z"]
+        latent = json.dumps(point, indent=2).encode()
         rid = store.put(Stored(wav=note.wav, latent=latent, stem=f"samplegen-{safe_file_stem(source)}"))
         spec = note.spectrogram
         return RenderResponse(
@@ -455,8 +457,7 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
         def point() -> np.ndarray:
             with TemporaryDirectory(prefix="samplegen-drop-") as tmp:
-                path = Path(tmp) / f"drop{suffix}"
-                path.write_bytes(data)
+                path = atomic_write(Path(tmp) / f"drop{suffix}", lambda fh: fh.write(data), error=ParameterError)
                 try:
                     audio = read_audio(path)
                 except AudioError as exc:

@@ -24,7 +24,7 @@ from samplegen.audio.corpus import Corpus, load_corpus
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError
 from samplegen.evaluation import metrics
-from samplegen.evaluation.evaluate import generation_health
+from samplegen.evaluation.evaluate import generation_health, health_thresholds
 from samplegen.files import atomic_write, write_json
 from samplegen.generation.generate import decode
 from samplegen.spectral.stft import StftConfig
@@ -118,11 +118,12 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
 
 
 def health(run_dir: Path, corpus: Corpus) -> dict[str, float]:
-    """Silent and noise-like fractions of prior draws and dipping paths (fewer draws than `evaluate`)."""
+    """Silent and noise-like fractions of prior draws and dipping paths, judged as `samplegen evaluate` judges them
+    (thresholds from the run's training notes), on fewer draws."""
 
     run = ckpt.load_run(run_dir)
-    thresholds = metrics.health_thresholds(corpus.audio[: min(200, len(corpus.audio))])
-    h = generation_health(run, thresholds, n_draws=N_HEALTH_DRAWS, n_paths=N_HEALTH_PATHS, steps=8)
+    h = generation_health(run, health_thresholds(run, corpus.audio), n_draws=N_HEALTH_DRAWS, n_paths=N_HEALTH_PATHS,
+                          steps=8)
     return {k: float(h[k]) for k in ("silent_fraction", "noise_like_fraction", "dipping_path_fraction")}
 
 

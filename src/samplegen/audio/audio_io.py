@@ -10,6 +10,7 @@ import math
 import stat
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -17,6 +18,12 @@ import soxr
 
 from samplegen.errors import AudioError, ParameterError
 from samplegen.files import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+
+#: Samples as numpy arrays or torch tensors (what :func:`frame_power` reads).
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, "torch.Tensor")
 
 SAMPLE_RATE = 44100
 DEFAULT_DURATION_S = 2.0
@@ -123,12 +130,26 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _frame_rms_db(y: np.ndarray, frame: int) -> np.ndarray:
-    n = len(y) // frame
-    if n == 0:
+def frame_power(y: ArrayOrTensor, frame: int) -> ArrayOrTensor:
+    """Mean square of each whole ``frame``-sample frame along the last axis (a numpy array or a torch tensor).
+
+    >>> frame_power(np.array([1.0, -1.0, 2.0, 2.0, 3.0]), 2).tolist()
+    [1.0, 4.0]
+    """
+    n = y.shape[-1] // frame
+    return (y[..., : n * frame].reshape(*y.shape[:-1], n, frame) ** 2).mean(-1)
+
+
+def frame_rms_db(y: np.ndarray, frame: int) -> np.ndarray:
+    """Level envelope of a note: RMS of each ``frame``-sample frame in dBFS, floored at −200 dB (the whole note's
+    level when it is shorter than a frame).
+
+    >>> frame_rms_db(np.array([0.5, -0.5, 0.0, 0.0]), 2).round(2).tolist()
+    [-6.02, -200.0]
+    """
+    if len(y) < frame:
         return np.array([20 * math.log10(max(float(np.sqrt(np.mean(y**2))) if len(y) else 0.0, 1e-10))])
-    rms = np.sqrt(np.mean(y[: n * frame].reshape(n, frame) ** 2, axis=1))
-    return 20 * np.log10(np.maximum(rms, 1e-10))
+    return 20 * np.log10(np.maximum(np.sqrt(frame_power(y, frame)), 1e-10))
 
 
 #: A recording's lead-in is taken for room noise (its floor) when its first ``NOISE_LEAD_S`` hold their level
@@ -143,7 +164,7 @@ def onset_sample(y: np.ndarray, sr: int = SAMPLE_RATE, threshold_db: float = -40
     """First sample of the note: the first 2.9 ms frame within ``threshold_db`` of the loudest frame, or,
     when the recording opens on room noise louder than that, the end of the noise (:func:`noise_lead_in`)."""
     frame = max(1, int(sr * 0.0029))
-    env = _frame_rms_db(y, frame)
+    env = frame_rms_db(y, frame)
     return max(int(np.argmax(env >= env.max() + threshold_db)) * frame, noise_lead_in(y, sr))
 
 
@@ -155,7 +176,7 @@ def noise_lead_in(y: np.ndarray, sr: int = SAMPLE_RATE) -> int:
     loudest frame and holds for ``NOISE_LEAD_S`` or more, so a note that starts on its first sample keeps it.
     """
     frame = max(1, int(sr * 0.01))
-    env = _frame_rms_db(y, frame)
+    env = frame_rms_db(y, frame)
     first = max(1, int(round(NOISE_LEAD_S / 0.01)))
     if len(env) <= first:
         return 0
@@ -168,7 +189,7 @@ def noise_lead_in(y: np.ndarray, sr: int = SAMPLE_RATE) -> int:
         return 0
     # Within the 10 ms frame that rises: the first millisecond above the floor.
     fine = max(1, int(sr * 0.001))
-    sub = _frame_rms_db(y[end * frame : (end + 1) * frame], fine)
+    sub = frame_rms_db(y[end * frame : (end + 1) * frame], fine)
     return end * frame + int(np.argmax(sub > floor + NOISE_RISE_DB)) * fine
 
 
@@ -215,7 +236,7 @@ def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAU
     else:
         y = np.pad(y, (0, n - len(y)))
     frame = max(1, int(sr * 0.0232))
-    env = _frame_rms_db(y, frame)
+    env = frame_rms_db(y, frame)
     loud = env >= env.max() - 30.0
     usable = len(y) // frame * frame
     frames = y[:usable].reshape(-1, frame)[loud[: usable // frame]] if usable else y[None]
@@ -228,6 +249,16 @@ def prepare_note(y: np.ndarray, sr: int = SAMPLE_RATE, duration_s: float = DEFAU
     if peak > ceiling:
         y = y * (ceiling / peak)
     return y.astype(np.float32)
+
+
+def limited_peak(y: np.ndarray, ceiling: float = 0.99) -> np.ndarray:
+    """``y`` scaled down to a peak of ``ceiling`` when it is louder (a WAV would clip it at 1); else ``y`` itself.
+
+    >>> limited_peak(np.array([0.5, -2.0])).tolist()
+    [0.2475, -0.99]
+    """
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    return y / peak * ceiling if peak > ceiling else y
 
 
 def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE, subtype: str = "PCM_24",
@@ -261,22 +292,21 @@ def _with_smpl_chunk(wav: bytes, sr: int, loop: tuple[int, int], root_key: int) 
     return out[:4] + struct.pack("<I", len(out) - 8) + out[8:]
 
 
-def read_wav_loop(path: str | Path) -> tuple[int, int] | None:
-    """The first loop of a WAV's 'smpl' chunk as (start, end exclusive), or None."""
-    raw = Path(path).read_bytes()
-    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        raise AudioError(f"{path} is not a RIFF WAVE file")
-    pos = 12
-    while pos + 8 <= len(raw):
-        cid, size = raw[pos : pos + 4], struct.unpack("<I", raw[pos + 4 : pos + 8])[0]
-        if cid == b"smpl" and size >= 60:
-            n_loops = struct.unpack("<I", raw[pos + 8 + 28 : pos + 8 + 32])[0]
-            if n_loops:
-                start, end = struct.unpack("<2I", raw[pos + 8 + 36 + 8 : pos + 8 + 36 + 16])
-                return start, end + 1
-            return None
+def riff_chunks(data: bytes, start: int = 12, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(id, offset of its body, size) of each RIFF chunk from ``start`` (past the 12-byte file header) to ``end``.
+
+    Bodies of odd size are followed by a pad byte (SoundFont reading and the tests' WAV 'smpl' reader use it).
+
+    >>> riff = b"RIFF" + bytes(4) + b"WAVE" + b"abcd" + struct.pack("<I", 1) + b"x\\0" + b"efgh" + bytes(4)
+    >>> list(riff_chunks(riff))
+    [(b'abcd', 20, 1), (b'efgh', 30, 0)]
+    """
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        yield data[pos : pos + 4], pos + 8, size
         pos += 8 + size + (size & 1)
-    return None
 
 
 def estimate_pitch_hz(y: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 50.0, fmax: float = 2000.0) -> float | None:

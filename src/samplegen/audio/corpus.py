@@ -32,7 +32,7 @@ import soxr
 from samplegen.audio import audio_io
 from samplegen.audio.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, check_samples,
                                        default_soundfont, read_presets, render_note)
-from samplegen.errors import AudioError, CorpusError, ParameterError
+from samplegen.errors import AudioError, CorpusError, ParameterError, did_you_mean
 from samplegen.files import atomic_write, inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe
 
 MANIFEST_NAME = "manifest.csv"
@@ -89,10 +89,7 @@ class Corpus:
         for i, e in enumerate(self.entries):
             if e.name == name:
                 return i
-        import difflib
-
-        close = difflib.get_close_matches(name, [e.name for e in self.entries], n=3)
-        raise CorpusError(f"no note '{name}' in {self.root}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        raise CorpusError(f"no note '{name}' in {self.root}" + did_you_mean(name, (e.name for e in self.entries)))
 
     @property
     def families(self) -> list[str]:

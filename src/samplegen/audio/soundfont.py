@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from samplegen.audio.audio_io import riff_chunks
 from samplegen.errors import CorpusError, ParameterError
 
 GM_FAMILIES = (
@@ -49,16 +50,11 @@ def _chunks(sf2: bytes) -> dict[bytes, bytes]:
     if len(sf2) < 12 or sf2[:4] != b"RIFF" or sf2[8:12] != b"sfbk":
         raise CorpusError("not a SoundFont 2 file (no RIFF 'sfbk' header)")
     found: dict[bytes, bytes] = {}
-    pos, end = 12, min(len(sf2), 8 + struct.unpack("<I", sf2[4:8])[0])
-    while pos + 8 <= end:
-        cid, size = sf2[pos : pos + 4], struct.unpack("<I", sf2[pos + 4 : pos + 8])[0]
-        if cid == b"LIST":
-            sub, sub_end = pos + 12, min(end, pos + 8 + size)
-            while sub + 8 <= sub_end:
-                sid, ssize = sf2[sub : sub + 4], struct.unpack("<I", sf2[sub + 4 : sub + 8])[0]
-                found.setdefault(sid, sf2[sub + 8 : sub + 8 + ssize])
-                sub += 8 + ssize + (ssize & 1)
-        pos += 8 + size + (size & 1)
+    end = min(len(sf2), 8 + struct.unpack("<I", sf2[4:8])[0])
+    for cid, at, size in riff_chunks(sf2, 12, end):
+        if cid == b"LIST":  # its body: a 4-byte list type, then sub-chunks
+            for sid, sub_at, sub_size in riff_chunks(sf2, at + 4, min(end, at + size)):
+                found.setdefault(sid, sf2[sub_at : sub_at + sub_size])
     return found
 
 

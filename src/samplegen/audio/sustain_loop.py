@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import correlate
 
+from samplegen.audio.audio_io import frame_power
 from samplegen.errors import ParameterError
 
 FRAME_S = 0.01
@@ -75,11 +76,6 @@ class Loop:
     crossfade: int = 0
 
 
-def _power_frames(y: np.ndarray, frame: int) -> np.ndarray:
-    n = len(y) // frame
-    return np.mean(y[: n * frame].reshape(n, frame) ** 2, axis=1)
-
-
 def _db(power: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.maximum(power, 1e-20))
 
@@ -92,7 +88,7 @@ def _sustain(y: np.ndarray, sr: int, tail_s: float) -> tuple[int, int] | None:
     """The loop's stretch in samples: the last ``MAX_LOOP_S`` of the longest stretch that sustains by (a) and (b),
     or None when no stretch does for ``SUSTAIN_SHARE`` of the note."""
     frame = int(FRAME_S * sr)
-    power = _power_frames(y, frame)
+    power = frame_power(y, frame)
     width = max(1, int(round(LEVEL_S / FRAME_S)))
     if len(power) < 2 * width:
         return None
@@ -143,7 +139,7 @@ def _envelope_mismatch_db(y: np.ndarray, points: np.ndarray, end: int, sr: int) 
     k = int(round(MATCH_ENVELOPE_S / FRAME_S))
 
     def env(at: int) -> np.ndarray:
-        return _db(_power_frames(y[at - k * frame : at], frame))
+        return _db(frame_power(y[at - k * frame : at], frame))
 
     ref = env(end)
     return np.array([float(np.mean(np.abs(env(int(p)) - ref))) for p in points])

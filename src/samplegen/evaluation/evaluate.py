@@ -38,7 +38,7 @@ from samplegen.files import atomic_write, spreadsheet_safe, unique_stems, write_
 from samplegen.generation.generate import decode, interpolation_path
 from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import kl_divergence
-from samplegen.spectral.phase_features import audio_to_features, features_to_waveform
+from samplegen.spectral.features import audio_to_features, features_to_waveform
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -117,8 +117,11 @@ def _quality_measures(reference: np.ndarray, outputs: dict[str, np.ndarray]) -> 
     return {k: {m: np.concatenate([p[k][m] for p in parts]) for m in M.QUALITY_MEASURES} for k in outputs}
 
 
-def _health_thresholds(training_audio: np.ndarray) -> M.HealthThresholds:
-    """:func:`samplegen.evaluation.metrics.health_thresholds` over parallel batches of notes."""
+def health_thresholds(run: Run, corpus_audio: np.ndarray) -> M.HealthThresholds:
+    """What generation health judges outputs by (:func:`samplegen.evaluation.metrics.thresholds_from`): the levels
+    and flatness of the run's training notes, never its held-out ones; ``corpus_audio`` holds every corpus note in
+    the run's order. Measured over parallel batches of notes."""
+    training_audio = corpus_audio[np.flatnonzero(np.array(run.corpus.splits) == "train")]
     parts = parallel_map(lambda s: (np.atleast_1d(M.rms_db(training_audio[s : s + M.MEASURE_BATCH])),
                                     np.atleast_1d(M.spectral_flatness(training_audio[s : s + M.MEASURE_BATCH]))),
                          range(0, len(training_audio), M.MEASURE_BATCH))
@@ -204,8 +207,7 @@ def artefacts(reference: np.ndarray, oracle: np.ndarray, names: list[str], n_wor
     vals["attack_smearing_db"] = np.atleast_1d(M.onset_envelope_error_db(reference, oracle))
     vals["pre_echo_db"] = np.atleast_1d(M.pre_echo_db(reference, oracle))
     worst = np.argsort(vals["sc_db"])[::-1][:n_worst]
-    return {"n": len(names), **{k: _summary(v) for k, v in vals.items()}, "worst": [names[i] for i in worst],
-            "_values": vals}
+    return {"n": len(names), **{k: _summary(v) for k, v in vals.items()}, "worst": [names[i] for i in worst]}
 
 
 def onset_clicks(sets: dict[str, QualitySet]) -> dict[str, float]:
@@ -268,10 +270,10 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         if a != b:
             pairs.append((a, b))
     path_z = torch.cat([interpolation_path(run.latent_mu[a], run.latent_mu[b], steps) for a, b in pairs])
-    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    def draws(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         wav = np.atleast_2d(decode(run, z[s : s + DECODE_BATCH], *phase))
         return (np.atleast_1d(M.is_silent(wav, thresholds)), np.atleast_1d(M.is_noise_like(wav, thresholds)),
-                np.atleast_1d(M.has_onset_click(wav)), wav[:4], _mels_and_pitches(wav) if keep_notes else None)
+                np.atleast_1d(M.has_onset_click(wav)), _mels_and_pitches(wav) if keep_notes else None)
 
     def path_levels(s: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         wav = np.atleast_2d(decode(run, path_z[s : s + DECODE_BATCH], *phase))
@@ -281,14 +283,13 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
     silent = np.concatenate([m[0] for m in measured])
     noisy = np.concatenate([m[1] for m in measured])
     clicks = np.concatenate([m[2] for m in measured])
-    first_draws = measured[0][3]
     on_paths = parallel_map(path_levels, range(0, len(path_z), DECODE_BATCH))
     levels = np.concatenate([m[0] for m in on_paths]).reshape(n_paths, steps)
     dips = np.array([M.path_dips_from_levels(lv) for lv in levels])
     shown = int(np.argmax(dips)) if dips.any() else 0
     kept: dict[str, Any] = {}
     if keep_notes:
-        drawn = [m[4] for m in measured if m[4] is not None]
+        drawn = [m[3] for m in measured if m[3] is not None]
         stepped = [m[1] for m in on_paths if m[1] is not None]
         kept["_draws_measured"] = tuple(np.concatenate([d[k] for d in drawn]) for k in (0, 1))
         path_mels, path_hz = (np.concatenate([d[k] for d in stepped]) for k in (0, 1))
@@ -300,7 +301,7 @@ def generation_health(run: Run, thresholds: M.HealthThresholds, n_draws: int = 1
         "dipping_path_fraction": float(dips.mean()), "onset_click_fraction": float(clicks.mean()),
         "thresholds": {"silent_rms_db": thresholds.silent_rms_db, "noise_flatness": thresholds.noise_flatness,
                        "click_jump": M.CLICK_JUMP, "click_hf_db": M.CLICK_HF_DB},
-        "_draws": first_draws, "_path_levels": levels[shown],
+        "_path_levels": levels[shown],
     }
 
 
@@ -416,7 +417,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
                     [n for s in sets.values() for n in s.names],
                     oracle_values={m: np.concatenate([s.values["oracle"][m] for s in sets.values()]) for m in MEASURES})
     log(f"generation health: {n_draws} prior draws, {n_paths} interpolation paths ...")
-    health = generation_health(run, _health_thresholds(corpus.audio[train_idx]), n_draws, n_paths, steps, seed,
+    health = generation_health(run, health_thresholds(run, corpus.audio), n_draws, n_paths, steps, seed,
                                keep_notes=True)
     generated = judge_generated(run, corpus, sets, pca, health, seed, log)
     latent = latent_distribution(run)
@@ -434,14 +435,14 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
             **_generated_headline(generated),
         },
         "quality": {k: s.summary() for k, s in sets.items()},
-        "artefacts": {**{k: v for k, v in art.items() if not k.startswith("_")}, "onset_clicks": onset_clicks(sets)},
+        "artefacts": {**art, "onset_clicks": onset_clicks(sets)},
         "latent": latent,
         "health": {k: v for k, v in health.items() if not k.startswith("_")},
         "generated": generated,
     }
     figures = _figures(run, out, health)
-    audio_rows = _write_worst_audio(out, sets, art)
-    _write_per_note(out / "per_note.csv", sets, art)
+    audio_rows = _write_worst_audio(out, sets)
+    _write_per_note(out / "per_note.csv", sets)
     result["seconds"] = time.perf_counter() - t0
     write_json(out / "metrics.json", result)
     write_report(out, [result], figures, audio_rows)
@@ -560,7 +561,7 @@ def _figures(run: Run, out: Path, health: dict) -> list[tuple[str, str]]:
     return figs
 
 
-def _write_worst_audio(out: Path, sets: dict[str, QualitySet], art: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+def _write_worst_audio(out: Path, sets: dict[str, QualitySet]) -> list[tuple[str, list[tuple[str, str]]]]:
     rows = []
     for split, s in sets.items():
         worst = np.argsort(-s.values["model"]["lsd_db"])[:5]
@@ -569,18 +570,13 @@ def _write_worst_audio(out: Path, sets: dict[str, QualitySet], art: dict) -> lis
             files = []
             for label, wav in (("original", s.reference[i]), ("oracle", s.outputs["oracle"][i]), ("model", s.outputs["model"][i])):
                 name = f"audio/{split}_{stem}_{label}.wav"
-                audio_io.write_wav(out / name, _safe(wav))
+                audio_io.write_wav(out / name, audio_io.limited_peak(wav))
                 files.append((label, name))
             rows.append((f"{split}: {s.names[i]} (model LSD {s.values['model']['lsd_db'][i]:.2f} dB)", files))
     return rows
 
 
-def _safe(wav: np.ndarray) -> np.ndarray:
-    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
-    return wav / peak * 0.99 if peak > 0.99 else wav
-
-
-def _write_per_note(path: Path, sets: dict[str, QualitySet], art: dict) -> None:
+def _write_per_note(path: Path, sets: dict[str, QualitySet]) -> None:
     def write(fh: Any) -> None:
         w = csv.writer(fh)
         w.writerow(["split", "name", *[f"{sys}_{m}" for sys in ("model", "pca", "oracle") for m in MEASURES]])

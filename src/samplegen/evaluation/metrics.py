@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from samplegen.audio.audio_io import frame_power
 from samplegen.errors import ParameterError
 
 ANALYSIS_N_FFT = 2048
@@ -199,13 +200,9 @@ class HealthThresholds:
     noise_flatness: float
 
 
-def health_thresholds(training_audio) -> HealthThresholds:
-    """From the training notes: median RMS − 40 dB, and the 99th percentile of their flatness."""
-    return thresholds_from(np.atleast_1d(rms_db(training_audio)), np.atleast_1d(spectral_flatness(training_audio)))
-
-
 def thresholds_from(levels_db: np.ndarray, flatness: np.ndarray) -> HealthThresholds:
-    """:func:`health_thresholds` from the training notes' ``rms_db`` and ``spectral_flatness`` values."""
+    """From the training notes' :func:`rms_db` and :func:`spectral_flatness` values: their median level − 40 dB,
+    and the 99th percentile of their flatness."""
     return HealthThresholds(float(np.median(levels_db) - 40.0), float(np.percentile(flatness, 99)))
 
 
@@ -242,9 +239,7 @@ ONSET_WINDOW_S = 0.05
 
 def _envelope_db(x: torch.Tensor, hop: int = ENVELOPE_HOP) -> torch.Tensor:
     """Short-frame energy envelope in dB, Tensor[B x frames] (frames of ``hop`` samples)."""
-    n = x.shape[1] // hop
-    energy = x[:, : n * hop].reshape(x.shape[0], n, hop).pow(2).mean(dim=2)
-    return 10 * torch.log10(energy.clamp_min(1e-20))
+    return 10 * torch.log10(frame_power(x, hop).clamp_min(1e-20))
 
 
 def onset_index(audio, threshold_db: float = -30.0) -> int | np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,8 @@ from samplegen.audio import audio_io
 from samplegen.checkpoint import Run
 from samplegen.errors import AudioError, CheckpointError, ParameterError
 from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems, write_json
-from samplegen.spectral.features import magnitude_from_log
-from samplegen.spectral.phase_features import audio_to_features, features_to_waveform, split_features
+from samplegen.formats import LATENT_POINT, check_version
+from samplegen.spectral.features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
 #: Most sounds one call makes: they are decoded as one batch (a 2-second note's spectrogram is 0.7 MB, its
@@ -50,7 +50,7 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     z : (B, L) or (L,) latent points
     method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.stft.DEFAULT_METHOD`
         and ``DEFAULT_ITERS`` for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
-        run that learned instantaneous frequency; see :func:`samplegen.spectral.phase_features.features_to_waveform`)
+        run that learned instantaneous frequency; see :func:`samplegen.spectral.features.features_to_waveform`)
 
     Returns
     -------
@@ -67,7 +67,7 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
 
 
 def decode_features(run: Run, z: torch.Tensor) -> torch.Tensor:
-    """Latent points Tensor[B x L] → the run's un-normalised features Tensor[B x T x C·F] (log magnitude, and
+    """Latent points Tensor[B x L] → the run's decoded features Tensor[B x T x C·F] (linear magnitude, and
     instantaneous frequency for a phase-aware run), on the CPU."""
     if not torch.isfinite(z).all():
         raise ParameterError("latent points must be finite numbers")
@@ -86,8 +86,8 @@ def decode_magnitude(run: Run, z: torch.Tensor) -> torch.Tensor:
 
 
 def magnitude_from_features(run: Run, feats: torch.Tensor) -> torch.Tensor:
-    """Un-normalised features Tensor[B x T x C·F] → linear magnitudes Tensor[B x F x T]."""
-    return magnitude_from_log(split_features(feats, run.config.stft.n_bins)[0]).transpose(1, 2)
+    """Decoded features Tensor[B x T x C·F] (see :func:`decode_features`) → linear magnitudes Tensor[B x F x T]."""
+    return split_features(feats, run.config.stft.n_bins)[0].transpose(1, 2)
 
 
 def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:
@@ -124,12 +124,24 @@ def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
     return item, run.latent_mu[idx].clone(), original
 
 
+def latent_point(z: Sequence[float] | np.ndarray, source: str, run: str) -> dict[str, Any]:
+    """A ``.latent.json``'s content (:data:`samplegen.formats.LATENT_POINT`): the point, rounded to 6 decimals,
+    where it came from and the run it belongs to; :func:`load_latent` reads it back."""
+    return {"format_version": LATENT_POINT.current, "z": [round(float(v), 6) for v in z], "source": source,
+            "run": run}
+
+
 def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
     """Read a ``.latent.json`` point; its size must match the run's latent size."""
     try:
         data = parse_json(read_regular_file(path, MAX_LATENT_FILE_BYTES, ParameterError), path, ParameterError)
+    except OSError as exc:
+        raise ParameterError(f"{path} is not a latent point file ({exc})") from None
+    if isinstance(data, dict):
+        check_version(LATENT_POINT, data.get("format_version"), path, ParameterError)
+    try:
         z = torch.tensor([float(v) for v in data["z"]], dtype=torch.float32)
-    except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:  # 10^400 written as an integer overflows
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # 10^400 written as an integer overflows
         raise ParameterError(f"{path} is not a latent point file ({exc})") from None
     if z.shape != (latent_dim,) or not torch.isfinite(z).all():
         raise ParameterError(f"{path} holds a point of size {tuple(z.shape)}; this run needs {latent_dim} finite numbers")
@@ -240,12 +252,7 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None =
         raise ParameterError(f"cannot create output folder {out}: {exc.strerror}") from None
     paths = []
     for s, stem in zip(sounds, unique_stems(s.name for s in sounds)):
-        peak = float(np.max(np.abs(s.audio))) if s.audio.size else 0.0
-        wav = s.audio / peak * 0.99 if peak > 0.99 else s.audio
-        paths.append(audio_io.write_wav(out / f"{stem}.wav", wav))
-        write_json(out / f"{stem}.latent.json", {
-            "z": [round(float(v), 6) for v in s.z],
-            "source": s.source,
-            "run": str(run.path.resolve()) if run is not None else "",
-        })
+        paths.append(audio_io.write_wav(out / f"{stem}.wav", audio_io.limited_peak(s.audio)))
+        write_json(out / f"{stem}.latent.json",
+                   latent_point(s.z, s.source, str(run.path.resolve()) if run is not None else ""))
     return paths

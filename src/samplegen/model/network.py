@@ -88,7 +88,7 @@ def _dense_stack(widths: list[int]) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """Tensor[B x T x F] normalised log magnitude → (μ, log σ²), each Tensor[B x L]."""
+    """Tensor[B x T x F] normalised features (compressed magnitude, see samplegen.spectral.features) → (μ, log σ²), each Tensor[B x L]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -106,7 +106,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Tensor[B x L] latent → Tensor[B x T x F] normalised log magnitude."""
+    """Tensor[B x L] latent → Tensor[B x T x F] normalised features."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -208,7 +208,7 @@ class SampleModel(nn.Module):
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent Tensor[B x L] → normalised log magnitude Tensor[B x T x F]."""
+        """Latent Tensor[B x L] → normalised features Tensor[B x T x F] (see samplegen.spectral.features)."""
         if z.ndim != 2 or z.shape[1] != self.cfg.latent_dim:
             raise ParameterError(f"z must have shape (B, {self.cfg.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z)

@@ -1,16 +1,22 @@
-"""Compressed, normalised STFT magnitudes: what the model sees and emits.
+"""The feature codec, both ways: audio → the model's features → waveform, in one place.
 
-Kept apart from `spectral` (which knows nothing of models) so that the
-normalisation statistics travel with a run and the same code maps
-magnitudes in and out of the model's space on any device.
+Every run goes through these, in this order::
 
-Two layers, so the feature cache and every run share one stored quantity:
+    audio ──audio_to_features──► log features ──FeatureStats.normalise──► model ─┐
+                                 (cached on disk)                                │
+    audio ◄──features_to_waveform── magnitude (+ IF) ◄──FeatureStats.denormalise─┘
 
-- stored and cached: the natural log of the linear magnitude, floored at
-  :data:`LOG_FLOOR` (:func:`audio_to_log_features`);
-- the model's space: that magnitude compressed by the run's
-  :class:`FeatureConfig` (``magnitude**p``, or the log for ``p = 0``), then
-  whitened per frequency bin (:class:`FeatureStats`).
+- log features, stored and cached: the natural log of the linear STFT magnitude, floored at
+  :data:`LOG_FLOOR`, and for a run that learns phase (``phase.mode = "if"``) the instantaneous
+  frequency after it (:mod:`samplegen.spectral.phase_features` holds the IF arithmetic);
+- the model's space: that magnitude compressed (``magnitude**p``, or the log for ``p = 0``), then
+  whitened per frequency bin (:class:`FeatureStats`, saved with each run as ``stats.safetensors``);
+- decoded: :meth:`FeatureStats.denormalise` gives the linear magnitude (and the IF) that phase
+  retrieval or IF integration needs, so nothing goes back through the log on the way out.
+
+``p`` is chosen by the config (:class:`FeatureConfig`, when a run's statistics are fitted) and
+owned by the run's :class:`FeatureStats` from then on: every stage after training reads
+``stats.magnitude_power``.
 
 Why a power and not the log: the model blends sounds by averaging features.
 The mean of two notes' *logs* is quieter than either where their energy does
@@ -32,14 +38,16 @@ one family, one number.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from samplegen.errors import ParameterError
-from samplegen.spectral.stft import StftConfig, magnitude
+from samplegen.spectral import stft as spectral
+from samplegen.spectral.phase_features import IF_SCALE, PhaseConfig, instantaneous_frequency, waveform_from_if
+from samplegen.spectral.stft import StftConfig
 
 #: Magnitudes below this are treated as silence before the log.  The corpus
 #: is loudness-normalised (peaks near -1 dBFS), so STFT magnitudes of a
@@ -55,7 +63,8 @@ DEFAULT_MAGNITUDE_POWER = 0.7
 class FeatureConfig:
     """How magnitudes are compressed before the per-bin normalisation.
 
-    magnitude_power : p in [0, 1]; the model sees ``max(magnitude, LOG_FLOOR)**p``, and for
+    magnitude_power : p in [0, 1], chosen here when a run's statistics are fitted (the run's
+        :class:`FeatureStats` carries it from then on); the model sees ``max(magnitude, LOG_FLOOR)**p``, and for
         ``p = 0`` the natural log of it (the Box–Cox limit, the representation of format-1
         runs).  From 2/3 on, averaging two notes never dips more than 6 dB below the quieter
         one; 1 is the linear magnitude.  Lower values weigh quiet bins more (a lower
@@ -107,7 +116,8 @@ def expand_magnitude(values: torch.Tensor, power: float) -> torch.Tensor:
     """Inverse of :func:`compress_magnitude`: compressed values → linear magnitude.
 
     Values below the compressed floor (a decoder may emit them) come back as
-    :data:`LOG_FLOOR`, never as NaN.
+    :data:`LOG_FLOOR`, never as NaN.  ``values**(1/p)`` is computed as ``exp(log(values)/p)``,
+    bit for bit what runs decoded before this function was the way out.
 
     Example
     -------
@@ -117,7 +127,7 @@ def expand_magnitude(values: torch.Tensor, power: float) -> torch.Tensor:
     p = _check_power(power)
     if p == 0.0:
         return torch.exp(values)
-    return torch.clamp(values, min=LOG_FLOOR**p).pow(1.0 / p)
+    return torch.exp(torch.log(torch.clamp(values, min=LOG_FLOOR**p)) / p)
 
 
 def log_magnitude(mag: torch.Tensor) -> torch.Tensor:
@@ -134,11 +144,6 @@ def log_magnitude(mag: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.clamp(mag, min=LOG_FLOOR))
 
 
-def magnitude_from_log(log_mag: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`log_magnitude` (values at the floor come back as the floor)."""
-    return torch.exp(log_mag)
-
-
 def compress_log(log_mag: torch.Tensor, power: float) -> torch.Tensor:
     """Log magnitude (as :func:`log_magnitude` gives) → the compressed magnitude of :func:`compress_magnitude`.
 
@@ -150,63 +155,77 @@ def compress_log(log_mag: torch.Tensor, power: float) -> torch.Tensor:
     return torch.exp(torch.clamp(log_mag, min=math.log(LOG_FLOOR)) * p)
 
 
-def log_from_compressed(values: torch.Tensor, power: float) -> torch.Tensor:
-    """Compressed magnitude → floored natural log magnitude (inverse of :func:`compress_log`)."""
-    p = _check_power(power)
-    if p == 0.0:
-        return values
-    return torch.log(torch.clamp(values, min=LOG_FLOOR**p)) / p
-
-
-@dataclass
+@dataclass(frozen=True)
 class FeatureStats:
-    """The map between log magnitudes and the model's space: compression, then per-bin whitening.
+    """The map between log features and the model's space: compression, then per-bin whitening.
 
     Per-frequency-bin mean and standard deviation of the compressed magnitude
     (over notes and frames) whiten the strong spectral tilt of instrument
     notes, so high bins are not drowned out by the low harmonics in a
-    mean-squared-error loss.  ``magnitude_power`` is the run's
-    :attr:`FeatureConfig.magnitude_power` (0: the log itself).
+    mean-squared-error loss.
+
+    magnitude_power : the run's compression, fixed when the statistics were fitted (see
+        :class:`FeatureConfig`; 0: the log itself); every stage after training reads it here
+    magnitude_bins : how many of a frame's values are magnitude; those after them (the IF of a
+        run that learns phase) are whitened but neither compressed nor expanded
     """
 
-    mean: torch.Tensor  # (F,)
-    std: torch.Tensor  # (F,)
-    magnitude_power: float = 0.0
+    mean: torch.Tensor  # (C·F,)
+    std: torch.Tensor  # (C·F,)
+    magnitude_power: float
+    magnitude_bins: int
+
+    def __post_init__(self) -> None:
+        _check_power(self.magnitude_power)
+        n = self.mean.shape[0]
+        if self.magnitude_bins < 1 or n not in (self.magnitude_bins, 2 * self.magnitude_bins):
+            raise ParameterError(f"magnitude_bins={self.magnitude_bins} must be all {n} bins or half of them (IF after)")
 
     @classmethod
-    def fit(cls, log_mag: torch.Tensor, min_std: float = 1e-2, magnitude_power: float = 0.0) -> "FeatureStats":
-        """Fit on training features.
+    def fit(cls, log_mag: torch.Tensor, magnitude_power: float, min_std: float = 1e-2) -> "FeatureStats":
+        """Fit on training features (magnitude only; see :func:`adjust_stats` for a run that learns IF).
 
         Parameters
         ----------
         log_mag : Tensor[N x T x F], frame-major log magnitudes of the training notes
-        min_std : floor on the per-bin deviation, so constant bins do not explode
         magnitude_power : the compression (see :class:`FeatureConfig`)
+        min_std : floor on the per-bin deviation, so constant bins do not explode
         """
         if log_mag.ndim != 3 or log_mag.shape[0] < 1:
             raise ParameterError(f"log_mag must have shape (N, T, F) with N >= 1, got {tuple(log_mag.shape)}")
         x = compress_log(log_mag, magnitude_power)
         mean = x.mean(dim=(0, 1))
         std = x.std(dim=(0, 1), unbiased=False).clamp(min=min_std)
-        return cls(mean=mean.float().contiguous(), std=std.float().contiguous(), magnitude_power=float(magnitude_power))
+        return cls(mean=mean.float().contiguous(), std=std.float().contiguous(), magnitude_power=float(magnitude_power),
+                   magnitude_bins=log_mag.shape[-1])
 
-    def compress(self, log_mag: torch.Tensor) -> torch.Tensor:
-        """Tensor log magnitude → compressed magnitude (before whitening)."""
-        return compress_log(log_mag, self.magnitude_power)
-
-    def normalise(self, log_mag: torch.Tensor) -> torch.Tensor:
-        """Tensor[B x T x F] log magnitude → the model's features: compressed, zero-mean, unit-variance per bin."""
-        return (self.compress(log_mag) - self.mean.to(log_mag)) / self.std.to(log_mag)
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """Log features Tensor[B x T x C·F] (as :func:`audio_to_features` gives) → the model's features:
+        magnitude compressed, then every bin zero-mean, unit-variance."""
+        m = self.magnitude_bins
+        if feats.shape[-1] == m:
+            values = compress_log(feats, self.magnitude_power)
+        else:
+            values = torch.cat([compress_log(feats[..., :m], self.magnitude_power), feats[..., m:]], dim=-1)
+        return (values - self.mean.to(feats)) / self.std.to(feats)
 
     def denormalise(self, feats: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`normalise`: the model's features → log magnitude (floored at log LOG_FLOOR for p > 0)."""
-        return log_from_compressed(feats * self.std.to(feats) + self.mean.to(feats), self.magnitude_power)
+        """The model's features Tensor[B x T x C·F] → linear magnitude (floored at :data:`LOG_FLOOR`), with
+        the IF after it for a run that learns phase: what :func:`features_to_waveform` reads."""
+        values = feats * self.std.to(feats) + self.mean.to(feats)
+        m = self.magnitude_bins
+        if values.shape[-1] == m:
+            return expand_magnitude(values, self.magnitude_power)
+        return torch.cat([expand_magnitude(values[..., :m], self.magnitude_power), values[..., m:]], dim=-1)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean.contiguous(), "std": self.std.contiguous()}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], n_bins: int, magnitude_power: float = 0.0) -> "FeatureStats":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], n_bins: int, magnitude_power: float,
+                     magnitude_bins: int) -> "FeatureStats":
+        """A run's saved statistics (``stats.safetensors``), checked: ``n_bins`` values a frame, the first
+        ``magnitude_bins`` of them magnitude compressed by ``magnitude_power`` (both from the run's config)."""
         for key in ("mean", "std"):
             if key not in tensors:
                 raise ParameterError(f"normalisation statistics lack '{key}'")
@@ -218,24 +237,52 @@ class FeatureStats:
                 raise ParameterError(f"normalisation '{key}' holds NaN or Inf")
         if (tensors["std"] <= 0).any():
             raise ParameterError("normalisation 'std' must be positive")
-        return cls(mean=tensors["mean"].float(), std=tensors["std"].float(), magnitude_power=float(magnitude_power))
+        return cls(mean=tensors["mean"].float(), std=tensors["std"].float(), magnitude_power=float(magnitude_power),
+                   magnitude_bins=magnitude_bins)
 
 
-def audio_to_log_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftConfig", batch_size: int = 64,
-                          device: str | torch.device = "cpu") -> torch.Tensor:
-    """Waveforms → frame-major log magnitudes, computed in batches to bound memory.
+def adjust_stats(stats: FeatureStats, phase: PhaseConfig) -> FeatureStats:
+    """Statistics fitted over every bin → a run's: for a run that learns IF, per-bin statistics for the log
+    magnitude and one fixed scale for the IF after it (see :data:`samplegen.spectral.phase_features.IF_SCALE`).
+
+    Leaves a magnitude-only run's statistics as they are.
+    """
+
+    if phase.mode == "none":
+        return stats
+    n = stats.mean.shape[0] // 2
+    mean = stats.mean.clone()
+    std = stats.std.clone()
+    mean[n:] = 0.0
+    std[n:] = IF_SCALE / math.sqrt(phase.if_weight)
+    return replace(stats, mean=mean, std=std, magnitude_bins=n)
+
+
+def audio_to_features(audio: "np.ndarray | torch.Tensor", stft_cfg: StftConfig, phase: PhaseConfig | None = None,
+                      batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Waveforms → a run's log features, frame-major, computed in batches to bound memory.
 
     Parameters
     ----------
-    audio : float array (N, n_samples) at 44.1 kHz
+    audio : float array (N, n_samples), or one note (n_samples,), at 44.1 kHz
     stft_cfg : the run's STFT settings
+    phase : the run's phase settings (None: magnitude only)
 
     Returns
     -------
-    Tensor[N x T x F] float32 on ``device``
+    Tensor[N x T x F] float32 log magnitudes on ``device`` (floored at :data:`LOG_FLOOR`), or
+    Tensor[N x T x 2F] (log magnitude, then IF) for ``phase.mode = "if"``.
     """
 
-    return map_note_batches(audio, lambda wav: log_magnitude(magnitude(wav, stft_cfg)), batch_size, device)
+    if phase is None or phase.mode == "none":
+        return map_note_batches(audio, lambda wav: log_magnitude(spectral.magnitude(wav, stft_cfg)), batch_size, device)
+    if_floor_db = phase.if_floor_db
+
+    def log_magnitude_and_if(wav: torch.Tensor) -> torch.Tensor:
+        spec = spectral.stft(wav, stft_cfg)
+        return torch.cat([log_magnitude(spec.abs()), instantaneous_frequency(spec, stft_cfg, if_floor_db)], dim=1)
+
+    return map_note_batches(audio, log_magnitude_and_if, batch_size, device)
 
 
 def map_note_batches(audio: "np.ndarray | torch.Tensor", per_batch: Callable[[torch.Tensor], torch.Tensor],
@@ -250,3 +297,39 @@ def map_note_batches(audio: "np.ndarray | torch.Tensor", per_batch: Callable[[to
     chunks = [per_batch(wav[start : start + batch_size].to(device)).transpose(1, 2).contiguous()
               for start in range(0, wav.shape[0], batch_size)]
     return torch.cat(chunks)
+
+
+def split_features(feats: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Tensor[B x T x C·F] → (magnitude part Tensor[B x T x F], IF Tensor[B x T x F] or None).
+
+    Works on either side of the model: log features in, decoded (linear) features out.
+    """
+    if feats.shape[-1] == n_bins:
+        return feats, None
+    if feats.shape[-1] != 2 * n_bins:
+        raise ParameterError(f"features have {feats.shape[-1]} values per frame, expected {n_bins} or {2 * n_bins}")
+    return feats[..., :n_bins], feats[..., n_bins:]
+
+
+def features_to_waveform(feats: torch.Tensor, stft_cfg: StftConfig, phase: PhaseConfig, length: int,
+                         method: str | None = None, n_iter: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Decoded features (linear magnitude, and IF for a run that learns phase; what
+    :meth:`FeatureStats.denormalise` gives) Tensor[B x T x C·F] → waveforms Tensor[B x length].
+
+    method : None uses the run's own way back: IF integration (+ ``phase.n_iter`` iterations) when
+        the features hold IF, else :data:`samplegen.spectral.stft.DEFAULT_METHOD`; "if" asks for IF
+        integration; any :data:`samplegen.spectral.stft.PHASE_METHODS` name ignores the IF and
+        retrieves phase from the magnitude alone
+    n_iter : iterations (default: ``phase.n_iter`` for IF, ``spectral.DEFAULT_ITERS`` otherwise)
+    """
+
+    mag_frames, ifd = split_features(feats, stft_cfg.n_bins)
+    mag = mag_frames.transpose(1, 2)
+    use_if = method == "if" or (method is None and ifd is not None)
+    if use_if:
+        if ifd is None:
+            raise ParameterError("method='if' needs a run trained with phase.mode='if'")
+        iters = phase.n_iter if n_iter is None else n_iter
+        return waveform_from_if(mag, ifd.transpose(1, 2), stft_cfg, length, iters)
+    return spectral.retrieve_phase(mag, stft_cfg, length, method=method or spectral.DEFAULT_METHOD,
+                                   n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter, seed=seed)

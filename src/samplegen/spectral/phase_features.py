@@ -37,16 +37,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from samplegen.errors import ParameterError
 from samplegen.spectral import stft as spectral
-from samplegen.spectral.features import (FeatureStats, audio_to_log_features, log_magnitude, magnitude_from_log,
-                                         map_note_batches)
-from samplegen.spectral.stft import StftConfig, stft
+from samplegen.spectral.stft import StftConfig
 
 PHASE_MODES = ("none", "if")
+#: IF features are divided by this before the weight: the RMS of IF masked at −60 dB over 24
+#: notes of the default corpus is 0.144 (benchmarks/phase_aware.py --oracle-only), so magnitude
+#: and IF planes start with comparable spread.
+IF_SCALE = 0.15
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def phase_from_if(if_dev: torch.Tensor, cfg: "StftConfig", mag: torch.Tensor | N
     if mag.shape != if_dev.shape:
         raise ParameterError(f"mag {tuple(mag.shape)} and if_dev {tuple(if_dev.shape)} must have the same shape")
     # Frame-major (B x T x F) so that each step of the recursion reads and writes contiguous rows.
-    owner = nearest_peak(mag.to(if_dev.device)).transpose(1, 2).contiguous()  # B x T x F, long
+    owner = spectral.nearest_peak(mag.to(if_dev.device)).transpose(1, 2).contiguous()  # B x T x F, long
     step = (expected_advance(cfg, if_dev.device).double().view(1, 1, f) + math.pi * dev.transpose(1, 2))
     turn = math.pi * (k.view(1, 1, f) - owner.double())
     # phase[t, k] = phase[t-1, p] + step[t, p] + π(k − p), with p = owner[t, k]: the gathered step is
@@ -193,21 +194,6 @@ def phase_from_if(if_dev: torch.Tensor, cfg: "StftConfig", mag: torch.Tensor | N
     for i in range(1, t):
         rows.append(torch.gather(rows[-1], 1, owner[:, i]) + jump[:, i])
     return torch.remainder(torch.stack(rows, dim=2), 2 * math.pi).float()
-
-
-def nearest_peak(mag: torch.Tensor) -> torch.Tensor:
-    """For every bin of Tensor[B x F x T], the index of the nearest local maximum of its frame (itself if none)."""
-    b, f, t = mag.shape
-    m = mag.float()
-    is_peak = torch.zeros_like(m, dtype=torch.bool)
-    is_peak[:, 1:-1] = (m[:, 1:-1] > m[:, :-2]) & (m[:, 1:-1] >= m[:, 2:]) & (m[:, 1:-1] > 0)
-    bins = torch.arange(f, device=m.device).view(1, f, 1).expand(b, f, t)
-    left = torch.where(is_peak, bins, torch.full_like(bins, -1)).cummax(dim=1).values
-    right = torch.flip(torch.flip(torch.where(is_peak, bins, torch.full_like(bins, 4 * f)), [1])
-                       .cummin(dim=1).values, [1])
-    use_left = (left >= 0) & ((right >= f) | ((bins - left) <= (right - bins)))
-    owner = torch.where(use_left, left, right)
-    return torch.where((owner >= 0) & (owner < f), owner, bins).contiguous()
 
 
 def waveform_from_if(mag: torch.Tensor, if_dev: torch.Tensor, cfg: "StftConfig", length: int,
@@ -234,78 +220,3 @@ def waveform_from_if(mag: torch.Tensor, if_dev: torch.Tensor, cfg: "StftConfig",
     spec = torch.polar(mag, phase_from_if(if_dev.to(mag.device), cfg, mag if lock else None))
     return spectral.fast_griffin_lim(spec, mag, cfg, length, n_iter)
 
-
-# --------------------------------------------------------------------------- features of a run
-
-
-def audio_to_features(audio: "np.ndarray | torch.Tensor", stft_cfg: "StftConfig", phase: PhaseConfig,
-                      batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Waveforms → a run's un-normalised, frame-major features.
-
-    Returns Tensor[N x T x F] log magnitudes for ``mode="none"`` (exactly
-    :func:`samplegen.spectral.features.audio_to_log_features`), Tensor[N x T x 2F]
-    (log magnitude, then IF) for ``mode="if"``.
-    """
-
-    if phase.mode == "none":
-        return audio_to_log_features(audio, stft_cfg, batch_size=batch_size, device=device)
-
-    def log_magnitude_and_if(wav: torch.Tensor) -> torch.Tensor:
-        spec = stft(wav, stft_cfg)
-        return torch.cat([log_magnitude(spec.abs()), instantaneous_frequency(spec, stft_cfg, phase.if_floor_db)], dim=1)
-
-    return map_note_batches(audio, log_magnitude_and_if, batch_size, device)
-
-
-#: IF features are divided by this before the weight: the RMS of IF masked at −60 dB over 24
-#: notes of the default corpus is 0.144 (benchmarks/phase_aware.py --oracle-only), so magnitude
-#: and IF planes start with comparable spread.
-IF_SCALE = 0.15
-
-
-def adjust_stats(stats: "FeatureStats", phase: PhaseConfig) -> "FeatureStats":
-    """Per-bin statistics for the log magnitude, one fixed scale for IF (see the module docstring).
-
-    Leaves a magnitude-only run's statistics as they are.
-    """
-
-    if phase.mode == "none":
-        return stats
-    n = stats.mean.shape[0] // 2
-    mean = stats.mean.clone()
-    std = stats.std.clone()
-    mean[n:] = 0.0
-    std[n:] = IF_SCALE / math.sqrt(phase.if_weight)
-    return FeatureStats(mean=mean, std=std)
-
-
-def split_features(feats: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Un-normalised Tensor[B x T x C·F] → (log magnitude Tensor[B x T x F], IF Tensor[B x T x F] or None)."""
-    if feats.shape[-1] == n_bins:
-        return feats, None
-    if feats.shape[-1] != 2 * n_bins:
-        raise ParameterError(f"features have {feats.shape[-1]} values per frame, expected {n_bins} or {2 * n_bins}")
-    return feats[..., :n_bins], feats[..., n_bins:]
-
-
-def features_to_waveform(feats: torch.Tensor, stft_cfg: "StftConfig", phase: PhaseConfig, length: int,
-                         method: str | None = None, n_iter: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Un-normalised features (magnitude-only or with IF) → waveforms, Tensor[B x length].
-
-    method : None uses the run's own way back: IF integration (+ ``phase.n_iter`` iterations) when
-        the features hold IF, else :data:`samplegen.spectral.stft.DEFAULT_METHOD`; "if" asks for IF
-        integration; any :data:`samplegen.spectral.stft.PHASE_METHODS` name ignores the IF and
-        retrieves phase from the magnitude alone
-    n_iter : iterations (default: ``phase.n_iter`` for IF, ``spectral.DEFAULT_ITERS`` otherwise)
-    """
-
-    log_mag, ifd = split_features(feats, stft_cfg.n_bins)
-    mag = magnitude_from_log(log_mag).transpose(1, 2)
-    use_if = method == "if" or (method is None and ifd is not None)
-    if use_if:
-        if ifd is None:
-            raise ParameterError("method='if' needs a run trained with phase.mode='if'")
-        iters = phase.n_iter if n_iter is None else n_iter
-        return waveform_from_if(mag, ifd.transpose(1, 2), stft_cfg, length, iters)
-    return spectral.retrieve_phase(mag, stft_cfg, length, method=method or spectral.DEFAULT_METHOD,
-                                   n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter, seed=seed)

@@ -572,6 +572,27 @@ def pghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None = N
 # SPSI
 
 
+def nearest_peak(mag: torch.Tensor) -> torch.Tensor:
+    """For every bin of Tensor[B x F x T], the index of the nearest local maximum of its frame (itself if none).
+
+    A tie goes to the lower peak.
+
+    >>> nearest_peak(torch.tensor([[[0.0], [1.0], [0.0], [0.0], [2.0], [0.0]]])).flatten().tolist()
+    [1, 1, 1, 4, 4, 4]
+    """
+    b, f, t = mag.shape
+    m = mag.float()
+    is_peak = torch.zeros_like(m, dtype=torch.bool)
+    is_peak[:, 1:-1] = (m[:, 1:-1] > m[:, :-2]) & (m[:, 1:-1] >= m[:, 2:]) & (m[:, 1:-1] > 0)
+    bins = torch.arange(f, device=m.device).view(1, f, 1).expand(b, f, t)
+    left = torch.where(is_peak, bins, torch.full_like(bins, -1)).cummax(dim=1).values
+    right = torch.flip(torch.flip(torch.where(is_peak, bins, torch.full_like(bins, 4 * f)), [1])
+                       .cummin(dim=1).values, [1])
+    use_left = (left >= 0) & ((right >= f) | ((bins - left) <= (right - bins)))
+    owner = torch.where(use_left, left, right)
+    return torch.where((owner >= 0) & (owner < f), owner, bins).contiguous()
+
+
 def spsi_phase(mag: torch.Tensor, cfg: StftConfig) -> torch.Tensor:
     """Single Pass Spectrogram Inversion phase estimate for a Tensor[B x F x T] magnitude.
 
@@ -599,14 +620,9 @@ def spsi_phase(mag: torch.Tensor, cfg: StftConfig) -> torch.Tensor:
     offset[:, 1:-1] = torch.where(ok, 0.5 * (left - right) / denom.where(ok, torch.ones_like(denom)),
                                   torch.zeros_like(denom)).clamp(-0.5, 0.5)
     bins = torch.arange(f, device=m.device).view(1, f, 1).expand(b, f, t)
-    # Nearest peak of every bin: the closest peak on either side.
-    left_peak = torch.where(is_peak, bins, torch.full_like(bins, -1)).cummax(dim=1).values
-    right_peak = torch.flip(torch.flip(torch.where(is_peak, bins, torch.full_like(bins, f * 4)), [1])
-                            .cummin(dim=1).values, [1])
-    use_left = (left_peak >= 0) & ((right_peak >= f) | ((bins - left_peak) <= (right_peak - bins)))
-    owner = torch.where(use_left, left_peak, right_peak)
-    has_owner = (owner >= 0) & (owner < f)
-    owner = owner.clamp(0, f - 1)
+    # A frame without a peak keeps its own frequencies, and every bin takes the phase of the top bin.
+    has_owner = is_peak.any(dim=1, keepdim=True)
+    owner = torch.where(has_owner, nearest_peak(m), f - 1)
     freq_bins = bins.float() + offset  # interpolated frequency at each peak, in bins
     inst = torch.where(has_owner, torch.gather(freq_bins, 1, owner), bins.float())
     advance = 2 * math.pi * inst * cfg.hop_length / cfg.n_fft

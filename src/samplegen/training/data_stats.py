@@ -24,12 +24,13 @@ PCA_NOTES = 4096
 STREAM_BATCH = 64
 
 
-def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, min_std: float = 1e-2,
-              magnitude_power: float = 0.0) -> FeatureStats:
+def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, magnitude_power: float,
+              min_std: float = 1e-2) -> FeatureStats:
     """Per-bin mean and standard deviation of the compressed magnitude over notes ``rows`` and all their frames.
 
     Each process sums its share (rows[rank::world]); the sums are added over
-    processes, so every process gets the same statistics.
+    processes, so every process gets the same statistics. Every bin is taken for magnitude: a run that
+    learns IF passes these through :func:`samplegen.spectral.features.adjust_stats`.
     """
     n_bins = feats.frame_shape[1]
     acc = torch.zeros(2 * n_bins + 1, dtype=torch.float64)
@@ -43,7 +44,7 @@ def fit_stats(feats: NoteFeatures, rows: np.ndarray, ctx: distributed.Context, m
     mean = acc[:n_bins] / count
     var = (acc[n_bins : 2 * n_bins] / count - mean.pow(2)).clamp_min(0.0)
     return FeatureStats(mean=mean.float().contiguous(), std=var.sqrt().float().clamp(min=min_std).contiguous(),
-                        magnitude_power=float(magnitude_power))
+                        magnitude_power=float(magnitude_power), magnitude_bins=n_bins)
 
 
 def pca_rows(rows: np.ndarray, seed: int, limit: int = PCA_NOTES) -> np.ndarray:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -67,6 +68,21 @@ def current() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), local, device)
 
 
+#: What ``--device`` accepts.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when a GPU is visible, else "cpu"; a clear error for "cuda" without one."""
+    if device not in DEVICES:
+        raise ParameterError(f"device={device!r} must be one of {DEVICES}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device='cuda' but CUDA is not available; use --device cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def join_from_env(device: str = "auto") -> Context:
     """Join the process group described by the environment (torchrun's variables).
 
@@ -78,9 +94,7 @@ def join_from_env(device: str = "auto") -> Context:
     if dist.is_initialized():
         return current()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    if device == "cuda" and not use_cuda:
-        raise ParameterError("device='cuda' but CUDA is not available; use --device cpu")
+    use_cuda = resolve_device(device) == "cuda"
     if use_cuda:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
@@ -115,6 +129,61 @@ def broadcast_flag(ok: bool, ctx: Context) -> bool:
     t = torch.tensor([1 if ok else 0], device=ctx.device)
     dist.broadcast(t, src=0)
     return bool(t.item())
+
+
+@dataclass(frozen=True)
+class BatchShard:
+    """This process's share of one global batch: the batch's rows ``rank, rank + world, ...``.
+
+    The global batch is the same whatever the number of processes. A process left without a row (a last
+    batch smaller than the world) reads the batch's first row and weighs it 0.
+    """
+
+    rows: np.ndarray  # positions in the epoch's order that this process reads
+    n_local: int  # rows that count (0 for a process left without one)
+    n_global: int  # rows in the global batch
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def loss_weight(self) -> float:
+        """DDP averages gradients over processes; weighing the loss by the local share makes that the global mean."""
+        return self.n_local * self.world / self.n_global
+
+    def noise(self, global_noise: torch.Tensor) -> torch.Tensor:
+        """This process's rows of noise drawn (the same on every process) for the whole global batch."""
+        return global_noise[self.rank :: self.world] if self.n_local else global_noise[:1]
+
+
+def shard_batches(order: np.ndarray, batch_size: int, ctx: Context) -> list[BatchShard]:
+    """Global batch b is ``order[b·B : (b+1)·B]`` whatever the number of processes: this process's share of each.
+
+    >>> shards = shard_batches(np.arange(5), 4, Context(rank=1, world=2))
+    >>> [s.rows.tolist() for s in shards], [s.n_local for s in shards]
+    ([[1, 3], [4]], [2, 0])
+    """
+    shards = []
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        mine = batch[ctx.rank :: ctx.world]
+        shards.append(BatchShard(mine if len(batch) > ctx.rank else batch[:1], len(mine), len(batch),
+                                 ctx.rank, ctx.world))
+    return shards
+
+
+def rows_of(rows: np.ndarray, ctx: Context) -> np.ndarray:
+    """This process's share of rows to measure (validation): ``rank, rank + world, ...``; the sums are added
+    over processes with :func:`all_reduce_sum`."""
+    return rows[ctx.rank :: ctx.world]
+
+
+def wrap(model: torch.nn.Module, ctx: Context) -> torch.nn.Module:
+    """The model as the optimiser's steps call it: in a distributed run wrapped in DDP, which starts every process
+    from rank 0's weights and averages gradients in buckets during backward; alone, the model itself."""
+    if not ctx.distributed:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.startswith("cuda")
+                                                     else None)
 
 
 def launch(entry: Callable[..., Any], args: tuple[Any, ...], *, devices: int, nodes: int = 1,

@@ -48,11 +48,11 @@ from samplegen.audio.corpus import (LINKED_FOLDER, MANIFEST_NAME, REPORT_NAME, C
                                     _entry_from_row, _slug, check_finished, family_from_path)
 from samplegen.errors import AudioError, CorpusError, ParameterError
 from samplegen.files import inside_folder, open_regular, parse_json, read_regular_file, sha256_file, write_json
-from samplegen.spectral.phase_features import PhaseConfig, audio_to_features
+from samplegen.formats import FEATURE_CACHE
+from samplegen.spectral.features import audio_to_features
+from samplegen.spectral.phase_features import PhaseConfig
 from samplegen.spectral.stft import StftConfig
 
-#: Bump when the feature computation changes: old caches are then ignored, not misread.
-FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 #: Rows per shard are chosen so a shard is about this size.
 SHARD_BYTES = 1 << 30
@@ -114,7 +114,7 @@ class FeatureSettings:
         return data
 
     def digest(self) -> str:
-        data = {"format": FORMAT_VERSION, **self.as_dict()}
+        data = {"format": FEATURE_CACHE.current, **self.as_dict()}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -170,7 +170,7 @@ def note_features(path: str | Path, settings: FeatureSettings) -> np.ndarray:
     """Decode, resample, prepare and transform one file: float32 (T, F) log magnitudes ((T, 2F) with IF).
 
     The same computation as the in-memory path (``load_corpus`` then
-    :func:`samplegen.spectral.phase_features.audio_to_features`), one note at a time.
+    :func:`samplegen.spectral.features.audio_to_features`), one note at a time.
     """
 
     y = audio_io.read_audio(path)
@@ -274,10 +274,6 @@ class NoteFeatures:
     def __len__(self) -> int:
         return len(self.entries)
 
-    @property
-    def on_disk(self) -> bool:
-        return self._tensor is None
-
     def read(self, indices: "np.ndarray | Sequence[int]") -> torch.Tensor:
         """Rows ``indices`` (in that order) as float32 Tensor[B x T x F] on the CPU."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -313,13 +309,15 @@ def _load_index(folder: Path, settings: FeatureSettings) -> dict[str, Any]:
     path = folder / INDEX_NAME
     try:
         index = parse_json(read_regular_file(path, MAX_INDEX_BYTES, CorpusError), path, CorpusError)
-        if (index.get("format") == FORMAT_VERSION and index.get("settings") == settings.as_dict()
+        # Raise FEATURE_CACHE's version when the feature computation changes: old caches are then
+        # computed again (in a folder of their own: the version is hashed into its name), never misread.
+        if (FEATURE_CACHE.reads(index.get("format")) and index.get("settings") == settings.as_dict()
                 and _well_formed(index)):
             index.setdefault("failed", {})
             return index
     except (OSError, CorpusError, AttributeError):
         pass
-    return {"format": FORMAT_VERSION, "settings": settings.as_dict(), "notes": {}, "files": {}, "failed": {}}
+    return {"format": FEATURE_CACHE.current, "settings": settings.as_dict(), "notes": {}, "files": {}, "failed": {}}
 
 
 def _well_formed(index: dict[str, Any]) -> bool:

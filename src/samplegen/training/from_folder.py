@@ -21,20 +21,6 @@ from samplegen.training import distributed
 from samplegen.training.feature_cache import FeatureSettings, NoteFeatures, build_features
 from samplegen.training.train import TrainingError, TrainResult, train
 
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when a GPU is visible, else "cpu"."""
-    if device not in DEVICES:
-        raise ParameterError(f"device={device!r} must be one of {DEVICES}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but CUDA is not available; use --device cpu")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def folder_features(data: str | Path, cfg: RunConfig, *, cache: str | Path | None = None, workers: int | None = None,
                     dtype: str = "float32", show_progress: bool = False) -> NoteFeatures:
     """The features of a corpus folder for a run's settings, from the cache (computed there when missing)."""
@@ -115,13 +101,10 @@ def train_folder(data: str | Path, out: str | Path, cfg: RunConfig, *, resume: b
         finally:
             distributed.leave()
     if devices * nodes == 1:
-        return train_in_group(data, out, cfg, device=resolve_device(device), **options)
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if torch.cuda.device_count() < devices:
-            raise ParameterError(f"devices={devices} but this machine has {torch.cuda.device_count()} GPU(s); "
-                                 "lower --devices or pass --device cpu")
-    elif device not in DEVICES:
-        raise ParameterError(f"device={device!r} must be one of {DEVICES}")
+        return train_in_group(data, out, cfg, device=distributed.resolve_device(device), **options)
+    if distributed.resolve_device(device) == "cuda" and torch.cuda.device_count() < devices:
+        raise ParameterError(f"devices={devices} but this machine has {torch.cuda.device_count()} GPU(s); "
+                             "lower --devices or pass --device cpu")
     options["device"] = "cpu" if device == "cpu" else "auto"
     # Processes share the cores: without this each would start one thread per core.
     saved = os.environ.get("OMP_NUM_THREADS")

@@ -18,9 +18,9 @@ import threading
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -31,9 +31,9 @@ from samplegen.audio.corpus import Corpus
 from samplegen.config import RunConfig
 from samplegen.errors import CheckpointError, SampleGenError
 from samplegen.files import atomic_write, save_tensors, write_json
+from samplegen.formats import TRAIN_STATE, check_version
 from samplegen.model.network import SampleModel, kl_divergence
-from samplegen.spectral.features import FeatureStats
-from samplegen.spectral.phase_features import adjust_stats, audio_to_features
+from samplegen.spectral.features import FeatureStats, adjust_stats, audio_to_features
 from samplegen.training import distributed
 from samplegen.training.data_stats import fit_stats, init_model_from_pca, pca_rows
 from samplegen.training.feature_cache import NoteFeatures
@@ -117,17 +117,52 @@ def split_groups(corpus: Corpus | NoteFeatures, val_fraction: float, seed: int, 
     return val
 
 
-def beta_at(step: int, cfg: RunConfig, steps_per_epoch: int) -> float:
-    """KL weight at a given optimisation step: linear warm-up to ``train.beta``."""
-    warm = cfg.train.kl_warmup_epochs * steps_per_epoch
-    if cfg.model.kind != "vae":
-        return 0.0
-    return cfg.train.beta if warm == 0 else cfg.train.beta * min(1.0, step / warm)
+@dataclass(frozen=True)
+class BetaSchedule:
+    """The KL weight β over a run: the one schedule the training steps, validation and early stopping read.
+
+    0 throughout for the plain auto-encoder. For a VAE a linear ramp from 0 over the first
+    ``train.kl_warmup_epochs`` epochs, step by step, up to ``train.beta``: a pure function of the step, so a
+    resumed run sees the same schedule. Validation weighs the KL term with the full β, and epochs of the
+    warm-up do not count against ``train.patience``, so the criterion does not move while β does.
+
+    >>> from samplegen.config import TrainConfig
+    >>> schedule = BetaSchedule.of(RunConfig(train=TrainConfig(beta=0.01, kl_warmup_epochs=2)), steps_per_epoch=4)
+    >>> schedule.at(0), schedule.at(4), schedule.at(8), schedule.full
+    (0.0, 0.005, 0.01, 0.01)
+    >>> schedule.warming_up(epoch=2), schedule.warming_up(epoch=3)
+    (True, False)
+    """
+
+    full: float
+    warmup_epochs: int
+    steps_per_epoch: int
+
+    @classmethod
+    def of(cls, cfg: RunConfig, steps_per_epoch: int) -> "BetaSchedule":
+        return cls(cfg.train.beta if cfg.model.kind == "vae" else 0.0, cfg.train.kl_warmup_epochs, steps_per_epoch)
+
+    def at(self, step: int) -> float:
+        """β at optimisation step ``step`` (0 is the first step of epoch 1)."""
+        warm = self.warmup_epochs * self.steps_per_epoch
+        return self.full if warm == 0 else self.full * min(1.0, step / warm)
+
+    def warming_up(self, epoch: int) -> bool:
+        """True while epoch ``epoch`` (from 1) starts before the ramp has reached the full β."""
+        return epoch <= self.warmup_epochs
 
 
 def learning_rate_at(epoch: int, cfg: RunConfig, step_in_epoch: int | None = None, steps_per_epoch: int = 1) -> float:
     """Cosine decay from ``train.learning_rate`` to a tenth of it at the last epoch; during the first
-    ``train.lr_warmup_epochs`` it is scaled by a linear ramp over the steps (given ``step_in_epoch``)."""
+    ``train.lr_warmup_epochs`` it is scaled by a linear ramp over the steps (given ``step_in_epoch``).
+
+    >>> from samplegen.config import TrainConfig
+    >>> cfg = RunConfig(train=TrainConfig(epochs=11, learning_rate=1e-3, lr_warmup_epochs=1))
+    >>> learning_rate_at(1, cfg), learning_rate_at(6, cfg), learning_rate_at(11, cfg)
+    (0.001, 0.00055, 0.0001)
+    >>> [learning_rate_at(1, cfg, step, steps_per_epoch=4) for step in range(4)]  # the warm-up, step by step
+    [0.00025, 0.0005, 0.00075, 0.001]
+    """
     progress = (epoch - 1) / max(1, cfg.train.epochs - 1)
     lr = cfg.train.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
     warm = cfg.train.lr_warmup_epochs * steps_per_epoch
@@ -200,6 +235,61 @@ class _StepBatches(torch.utils.data.Dataset):
         return self.feats.read(self.rows[i])
 
 
+@dataclass
+class _Progress:
+    """Where training stands after an epoch: what train_state.safetensors holds beside the weights."""
+
+    epoch: int = 0  # the last finished epoch
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, row: dict[str, float], held_out: bool, warming_up: bool) -> bool:
+        """Add an epoch's row; True when it validates better than every epoch before (always without held-out notes).
+
+        Epochs of the KL warm-up do not count against patience."""
+        self.epoch = int(row["epoch"])
+        self.history.append(row)
+        improved = row["val_loss"] < self.best_val - 1e-9 or not held_out
+        if improved:
+            self.best_val, self.best_epoch, self.bad_epochs = row["val_loss"], self.epoch, 0
+        elif not warming_up:
+            self.bad_epochs += 1
+        return improved
+
+    def snapshot(self) -> "_Progress":
+        """A copy that later epochs leave alone (for the checkpoint written in the background)."""
+        return replace(self, history=[dict(r) for r in self.history])
+
+
+@dataclass
+class _Session:
+    """What every epoch reads: the settings, the data, the model and this process's place among the others."""
+
+    cfg: RunConfig
+    ctx: distributed.Context
+    device: str
+    feats: NoteFeatures
+    stats: FeatureStats
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    resident: torch.Tensor | None
+    model: SampleModel
+    net: torch.nn.Module  # the model as the optimiser's steps see it (DDP-wrapped in a distributed run)
+    optimiser: torch.optim.Optimizer
+    beta: BetaSchedule
+    bf16: bool
+    loader_workers: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.beta.steps_per_epoch
+
+    def validate(self) -> dict[str, float]:
+        return _validate(self.model, self.feats, self.val_idx, self.stats, self.cfg, self.ctx, self.resident)
+
+
 def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | None = None, *, resume: bool = False,
           show_progress: bool = True, device: str | torch.device = "cpu", loader_workers: int = 0,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
@@ -229,173 +319,207 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     """
     started = time.perf_counter()
     ctx = distributed.current()
-    if ctx.distributed:
-        device = ctx.device
-    device = str(device)
+    device = ctx.device if ctx.distributed else str(device)
     run_dir = Path(out_dir)
-    state_path = run_dir / ckpt.STATE_NAME
+
+    # Settings: the saved ones when resuming. Killed before the first epoch ended: that same run starts over.
+    cfg = _agreed_config(run_dir, config, resume, ctx)
+    resume = resume and (run_dir / ckpt.STATE_NAME).exists()
+
+    # Data: held-out notes, statistics from the training part only, batches streamed or kept on the device.
+    feats = _checked_features(data, cfg)
+    val_mask = split_groups(feats, cfg.train.val_fraction, cfg.train.seed, cfg.train.split)
+    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if len(train_idx) == 0:
+        raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
+    if not resume:  # a resumed run keeps the settings it was started with (its config.json)
+        cfg = replace(cfg, train=cfg.train.for_corpus(len(train_idx)))
+    stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
+
+    # Model and optimiser, from the PCA start, or from the saved state when resuming.
+    model, optimiser = _model_and_optimiser(cfg, feats, train_idx, stats, device, pca_start=not resume)
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.train.batch_size)
+    s = _Session(cfg, ctx, device, feats, stats, train_idx, val_idx, _resident_features(feats, device), model,
+                 model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), False, loader_workers)
+    progress = _starting_progress(s, run_dir / ckpt.STATE_NAME, resume)
+    if ctx.is_main:
+        _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
+                            pca_is_best=math.isfinite(progress.best_val) and not resume)
+    s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
+    s.bf16 = _use_bf16(device, cfg.train.precision)
+    _allow_tf32(device)
+
+    # Epochs: train, validate, checkpoint (in the background); stop early after `patience` epochs without progress.
+    stopped_early = _train_epochs(s, run_dir, progress, show_progress, on_epoch)
+
+    # Finish: the best weights encode every note, and are measured against the PCA start.
+    check = _finish_run(s, run_dir, progress.history) if ctx.is_main else None
+    distributed.barrier(ctx)
+    return TrainResult(run_dir, len(progress.history), progress.best_epoch, progress.best_val, stopped_early,
+                       time.perf_counter() - started, check)
+
+
+def _agreed_config(run_dir: Path, config: RunConfig | None, resume: bool, ctx: distributed.Context) -> RunConfig:
+    """The run's settings; when rank 0 refuses to start (a folder in use, nothing to resume) every process stops."""
     refused: TrainingError | None = None
+    cfg = RunConfig()
     try:
         cfg = _resolve_config(run_dir, config, resume, check_empty=ctx.is_main)
     except TrainingError as exc:
         refused = exc
     if not distributed.broadcast_flag(refused is None, ctx) or refused is not None:
         raise refused or TrainingError("rank 0 refused to start (see its message)")
-    # Killed before the first epoch ended: nothing to continue, so start that same run over.
-    resume = resume and state_path.exists()
-    tc = cfg.train
+    return cfg
+
+
+def _checked_features(data: Corpus | NoteFeatures, cfg: RunConfig) -> NoteFeatures:
     feats = data if isinstance(data, NoteFeatures) else _features_in_memory(data, cfg)
     if feats.frame_shape != (cfg.model.n_frames, cfg.model.n_bins):
         raise TrainingError(
             f"features are {feats.frame_shape} (frames, bins), the config needs "
             f"{(cfg.model.n_frames, cfg.model.n_bins)}; compute them with the run's data and STFT settings"
         )
+    return feats
 
-    # Data: split by instrument, statistics from the training part only, streamed in batches.
-    val_mask = split_groups(feats, tc.val_fraction, tc.seed, tc.split)
-    train_idx = np.flatnonzero(~val_mask)
-    val_idx = np.flatnonzero(val_mask)
-    if len(train_idx) == 0:
-        raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
-    if not resume:  # a resumed run keeps the settings it was started with (its config.json)
-        cfg = replace(cfg, train=tc.for_corpus(len(train_idx)))
-        tc = cfg.train
-    stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
 
+def _model_and_optimiser(cfg: RunConfig, feats: NoteFeatures, train_idx: np.ndarray, stats: FeatureStats,
+                         device: str, pca_start: bool) -> tuple[SampleModel, torch.optim.Optimizer]:
+    """The model seeded with ``train.seed`` (at the PCA baseline when ``pca_start`` and ``train.pca_init``) and Adam."""
+    tc = cfg.train
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
     if tc.log_weight > 0:
         n_bins = cfg.stft.n_bins  # the magnitude's statistics; an IF run's follow them
         model.attach_feature_stats(stats.mean[:n_bins].to(device), stats.std[:n_bins].to(device), stats.magnitude_power)
-    if tc.pca_init and not resume:
+    if tc.pca_init and pca_start:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, betas=(0.9, tc.adam_beta2))
-    steps_per_epoch = math.ceil(len(train_idx) / tc.batch_size)
+    return model, torch.optim.Adam(model.parameters(), lr=tc.learning_rate, betas=(0.9, tc.adam_beta2))
 
-    resident = _resident_features(feats, device)
-    history: list[dict[str, float]] = []
-    first_epoch, best_val, best_epoch, bad_epochs = 1, math.inf, 0, 0
+
+def _starting_progress(s: _Session, state_path: Path, resume: bool) -> _Progress:
+    """The saved progress (and weights and optimiser state) when resuming; else a fresh start, where the PCA
+    start is the best model until an epoch validates better, so training never ends worse than it."""
     if resume:
-        first_epoch, best_val, best_epoch, bad_epochs, history = _load_train_state(state_path, model, optimiser)
-        first_epoch += 1
-    elif tc.pca_init and len(val_idx):
-        # The PCA start is the best model until an epoch validates better: training never ends worse than it.
-        best_val = _validate(model, feats, val_idx, stats, cfg, ctx, resident)["val_loss"]
-    if ctx.is_main:
-        if resume:
-            # Latents are written last and mark a finished run; a resumed run is unfinished again.
-            (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
-        else:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
-            ckpt.save_run_config(run_dir, cfg)
-            if math.isfinite(best_val):
-                ckpt.save_model(run_dir, model)  # the PCA start, best until an epoch validates better
-        write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(feats, val_mask).to_json())
-        save_tensors(run_dir / ckpt.STATS_NAME, stats.to_tensors())
-    net: torch.nn.Module = model
-    if ctx.distributed:
-        # DDP starts every process from rank 0's weights and averages gradients in buckets during backward.
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+        return _load_train_state(state_path, s.model, s.optimiser)
+    progress = _Progress()
+    if s.cfg.train.pca_init and len(s.val_idx):
+        progress.best_val = s.validate()["val_loss"]
+    return progress
 
-    bf16 = _use_bf16(device, tc.precision)
+
+def _prepare_run_folder(run_dir: Path, s: _Session, val_mask: np.ndarray, resume: bool,
+                        history: list[dict[str, float]], pca_is_best: bool) -> None:
+    """Rank 0's files before the first epoch: config, the corpus index and the statistics."""
+    if resume:
+        # Latents are written last and mark a finished run; a resumed run is unfinished again.
+        (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
+        # The saved state is the record: a kill between its write and history.csv's leaves the csv an epoch short.
+        _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
+    else:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
+        ckpt.save_run_config(run_dir, s.cfg)
+        if pca_is_best:
+            ckpt.save_model(run_dir, s.model)  # the PCA start, best until an epoch validates better
+    write_json(run_dir / ckpt.CORPUS_NAME, _corpus_index(s.feats, val_mask).to_json())
+    save_tensors(run_dir / ckpt.STATS_NAME, s.stats.to_tensors())
+
+
+def _allow_tf32(device: str) -> None:
+    """TF32 tensor cores for float32 matrix products on a GPU (nanoGPT does the same); CPUs are unaffected."""
     if device.startswith("cuda"):
-        # TF32 tensor cores for float32 matrix products (nanoGPT does the same); CPUs are unaffected.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    # A run killed after it had stopped early (while writing its latents) has no epoch left to train.
-    stopped_early = bad_epochs >= tc.patience
-    last_epoch = first_epoch - 1 if stopped_early else tc.epochs
+
+
+def _train_epochs(s: _Session, run_dir: Path, progress: _Progress, show_progress: bool,
+                  on_epoch: Callable[[int, dict[str, float]], None] | None) -> bool:
+    """Every epoch left to train; True when training stopped early (also when it had before it was resumed)."""
+    tc = s.cfg.train
+    if progress.bad_epochs >= tc.patience:  # killed after it had stopped early, while writing its latents
+        return True
     writer = _CheckpointWriter()
-    bar = tqdm(range(first_epoch, last_epoch + 1), initial=first_epoch - 1, total=tc.epochs,
-               desc="train", unit="epoch", disable=not (show_progress and ctx.is_main), dynamic_ncols=True)
+    bar = tqdm(range(progress.epoch + 1, tc.epochs + 1), initial=progress.epoch, total=tc.epochs, desc="train",
+               unit="epoch", disable=not (show_progress and s.ctx.is_main), dynamic_ncols=True)
+    stopped_early = False
     for epoch in bar:
         t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train_idx), generator=_epoch_generator(tc.seed, epoch, 0)).numpy()
-        noise = _epoch_generator(tc.seed, epoch, 1)
-        # Global batch b is order[b·B : (b+1)·B] whatever the number of processes; process r takes
-        # its rows r, r + world, ...  A process left without a row reads one and weighs it 0.
-        globals_ = [order[b * tc.batch_size : (b + 1) * tc.batch_size] for b in range(steps_per_epoch)]
-        mine = [g[ctx.rank :: ctx.world] if len(g) > ctx.rank else g[:1] for g in globals_]
-        rows = [train_idx[m] for m in mine]
-        if resident is not None:
-            loader: Any = (resident[torch.from_numpy(r).to(device)] for r in rows)
-        else:
-            loader = torch.utils.data.DataLoader(_StepBatches(feats, rows), batch_size=None,
-                                                 num_workers=loader_workers, pin_memory=device.startswith("cuda"))
-        # Loss sums stay on the device until the epoch ends: no host synchronisation per step.
-        sums = torch.zeros(3, dtype=torch.float64, device=device)
-        for b, raw in enumerate(loader):
-            step = (epoch - 1) * steps_per_epoch + b
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate_at(epoch, cfg, b, steps_per_epoch)
-            beta = beta_at(step, cfg, steps_per_epoch)
-            n_global = len(globals_[b])
-            n_local = len(globals_[b][ctx.rank :: ctx.world])
-            eps = None
-            if model.is_variational:
-                eps_global = torch.randn((n_global, cfg.model.latent_dim), generator=noise)
-                eps = (eps_global[ctx.rank :: ctx.world] if n_local else eps_global[:1]).to(device)
-            raw = raw.to(device, non_blocking=True)
-            batch = stats.normalise(raw)
-            with torch.autocast(device_type="cuda" if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16):
-                terms = net(batch, eps, raw if tc.log_weight > 0 else None)
-            recon = terms["recon"] + tc.log_weight * terms["log_l1"]
-            loss = recon + beta * terms["kl"]
-            sums += torch.stack([loss, recon, terms["kl"]]).detach().double() * n_local
-            optimiser.zero_grad(set_to_none=True)
-            # DDP averages over processes; weighing by the local share makes that the global batch mean.
-            weight = n_local * ctx.world / n_global
-            (loss if weight == 1.0 else loss * weight).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimiser.step()
-        # Sums over every process's rows, the same everywhere: the history, and a NaN stops all together
-        # before anything of this epoch is saved.
-        totals = distributed.all_reduce_sum(sums.cpu(), ctx).tolist()
-        if not all(math.isfinite(v) for v in totals):
+        totals = _train_epoch(s, epoch)
+        if not all(math.isfinite(v) for v in totals):  # the same on every process: all stop before saving
             writer.wait()
             raise TrainingError(
-                f"loss became {totals[0] / len(train_idx)} at epoch {epoch}; the last good checkpoint in {run_dir} "
+                f"loss became {totals[0] / len(s.train_idx)} at epoch {epoch}; the last good checkpoint in {run_dir} "
                 "is kept. Lower train.learning_rate or check the corpus for broken files, then --resume"
             )
-        row = {"epoch": epoch, "beta": beta, "lr": learning_rate_at(epoch, cfg)}
-        row.update({f"train_{k}": v / len(train_idx) for k, v in zip(("loss", "recon", "kl"), totals)})
-        row.update(_validate(model, feats, val_idx, stats, cfg, ctx, resident))
+        row = {"epoch": epoch, "beta": s.beta.at(epoch * s.steps_per_epoch - 1), "lr": learning_rate_at(epoch, s.cfg)}
+        row.update({f"train_{k}": v / len(s.train_idx) for k, v in zip(("loss", "recon", "kl"), totals)})
+        row.update(s.validate())
         row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-
-        improved = row["val_loss"] < best_val - 1e-9 or len(val_idx) == 0
-        if improved:
-            best_val, best_epoch, bad_epochs = row["val_loss"], epoch, 0
-        elif epoch > tc.kl_warmup_epochs:
-            bad_epochs += 1
-        if ctx.is_main:
-            writer.submit(_checkpoint_job(run_dir, model, optimiser, improved, epoch, best_val, best_epoch,
-                                          bad_epochs, history))
+        improved = progress.record(row, held_out=len(s.val_idx) > 0, warming_up=s.beta.warming_up(epoch))
+        if s.ctx.is_main:
+            writer.submit(_checkpoint_job(run_dir, s.model, s.optimiser, improved, progress.snapshot()))
         if on_epoch is not None:
             writer.wait()  # the callback is promised this epoch's checkpoint on disk
             on_epoch(epoch, row)
         bar.set_postfix(recon=f"{row['train_recon']:.3f}", kl=f"{row['train_kl']:.1f}",
                         val=f"{row['val_loss']:.3f}", refresh=False)
-        if bad_epochs >= tc.patience:
+        if progress.bad_epochs >= tc.patience:
             stopped_early = True
             break
     bar.close()
     writer.wait()
+    return stopped_early
 
-    check = None
-    if ctx.is_main:
-        _write_latents(run_dir, model, feats, stats, device, resident)
-        _plot_history(run_dir / ckpt.HISTORY_PNG, history)
-        check = _check_against_pca(model, cfg, feats, stats, train_idx, val_idx, resident)
-        if check.worse:
-            warnings.warn(check.message(), stacklevel=2)
-    distributed.barrier(ctx)
-    return TrainResult(run_dir, len(history), best_epoch, best_val, stopped_early, time.perf_counter() - started, check)
+
+def _train_epoch(s: _Session, epoch: int) -> list[float]:
+    """One pass over the training notes in this epoch's order; the sums of loss, reconstruction and KL over the
+    rows of every process (they stay on the device until the epoch ends: no host synchronisation per step)."""
+    tc, spe = s.cfg.train, s.steps_per_epoch
+    s.model.train()
+    order = torch.randperm(len(s.train_idx), generator=_epoch_generator(tc.seed, epoch, 0)).numpy()
+    noise = _epoch_generator(tc.seed, epoch, 1)
+    shards = distributed.shard_batches(order, tc.batch_size, s.ctx)
+    sums = torch.zeros(3, dtype=torch.float64, device=s.device)
+    for b, (shard, raw) in enumerate(zip(shards, _step_batches(s, [s.train_idx[sh.rows] for sh in shards]))):
+        for group in s.optimiser.param_groups:
+            group["lr"] = learning_rate_at(epoch, s.cfg, b, spe)
+        eps = None
+        if s.model.is_variational:
+            eps = shard.noise(torch.randn((shard.n_global, s.cfg.model.latent_dim), generator=noise)).to(s.device)
+        raw = raw.to(s.device, non_blocking=True)
+        with torch.autocast(device_type="cuda" if s.bf16 else "cpu", dtype=torch.bfloat16, enabled=s.bf16):
+            terms = s.net(s.stats.normalise(raw), eps, raw if tc.log_weight > 0 else None)
+        recon = terms["recon"] + tc.log_weight * terms["log_l1"]
+        loss = recon + s.beta.at((epoch - 1) * spe + b) * terms["kl"]
+        sums += torch.stack([loss, recon, terms["kl"]]).detach().double() * shard.n_local
+        s.optimiser.zero_grad(set_to_none=True)
+        weight = shard.loss_weight
+        (loss if weight == 1.0 else loss * weight).backward()
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
+        s.optimiser.step()
+    return distributed.all_reduce_sum(sums.cpu(), s.ctx).tolist()
+
+
+def _step_batches(s: _Session, rows: list[np.ndarray]) -> Iterable[torch.Tensor]:
+    """The features of each step's rows: indexed on the device where they live there, else read ahead by a DataLoader."""
+    if s.resident is not None:
+        resident = s.resident
+        return (resident[torch.from_numpy(r).to(s.device)] for r in rows)
+    return torch.utils.data.DataLoader(_StepBatches(s.feats, rows), batch_size=None, num_workers=s.loader_workers,
+                                       pin_memory=s.device.startswith("cuda"))
+
+
+def _finish_run(s: _Session, run_dir: Path, history: list[dict[str, float]]) -> "PcaCheck":
+    """Rank 0's last files (latents, the loss curves) and the end-of-training check against the PCA start."""
+    _write_latents(run_dir, s.model, s.feats, s.stats, s.device, s.resident)
+    _plot_history(run_dir / ckpt.HISTORY_PNG, history)
+    check = _check_against_pca(s.model, s.cfg, s.feats, s.stats, s.train_idx, s.val_idx, s.resident)
+    if check.worse:
+        warnings.warn(check.message(), stacklevel=3)
+    return check
 
 
 #: Training notes the end-of-training PCA check measures when no note is held out.
@@ -420,7 +544,7 @@ def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, 
 def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str,
                    resident: torch.Tensor | None = None) -> None:
     """The best weights encode the whole corpus: these latents feed maps, the instrument and names on the CLI."""
-    best, _ = ckpt.load_tensors(run_dir / ckpt.MODEL_NAME)
+    best = ckpt.load_weights(run_dir / ckpt.MODEL_NAME)
     model.load_state_dict(best)
     model.eval()
     with torch.no_grad():
@@ -460,7 +584,7 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
     with torch.no_grad():
         recon_t = torch.zeros((), dtype=torch.float64, device=device)
         kl_t = torch.zeros((), dtype=torch.float64, device=device)
-        for raw in _batches(feats, resident, val_idx[ctx.rank :: ctx.world], 128, device):
+        for raw in _batches(feats, resident, distributed.rows_of(val_idx, ctx), 128, device):
             x = stats.normalise(raw)
             mu, logvar = model.encode(x)
             out = model.decode(mu)
@@ -473,7 +597,7 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
     distributed.all_reduce_sum(sums, ctx)
     n = len(val_idx)
     recon, kl = float(sums[0]), float(sums[1])
-    beta = cfg.train.beta if cfg.model.kind == "vae" else 0.0
+    beta = BetaSchedule.of(cfg, steps_per_epoch=1).full
     return {"val_loss": recon / n + beta * kl / n, "val_recon": recon / n, "val_kl": kl / n}
 
 
@@ -519,9 +643,8 @@ class _CheckpointWriter:
             raise error
 
 
-def _checkpoint_job(run_dir: Path, model: SampleModel, optimiser: torch.optim.Optimizer, improved: bool, epoch: int,
-                    best_val: float, best_epoch: int, bad_epochs: int, history: list[dict[str, float]]
-                    ) -> Callable[[], None]:
+def _checkpoint_job(run_dir: Path, model: SampleModel, optimiser: torch.optim.Optimizer, improved: bool,
+                    progress: _Progress) -> Callable[[], None]:
     """Copies of this epoch's weights and optimiser state (training goes on changing the originals) and
     the writes that put them on disk: the best weights first, then the state that names them, then the history."""
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -529,41 +652,41 @@ def _checkpoint_job(run_dir: Path, model: SampleModel, optimiser: torch.optim.Op
     opt_state = {"state": {i: {k: torch.as_tensor(v).detach().to("cpu", copy=True) for k, v in slots.items()}
                            for i, slots in opt_state["state"].items()},
                  "param_groups": copy.deepcopy(opt_state["param_groups"])}
-    rows = [dict(r) for r in history]
 
     def job() -> None:
         if improved:
             ckpt.save_model(run_dir, model, weights)
-        _save_train_state(run_dir / ckpt.STATE_NAME, weights, opt_state, epoch, best_val, best_epoch, bad_epochs, rows)
-        _write_history_csv(run_dir / ckpt.HISTORY_CSV, rows)
+        _save_train_state(run_dir / ckpt.STATE_NAME, weights, opt_state, progress)
+        _write_history_csv(run_dir / ckpt.HISTORY_CSV, progress.history)
 
     return job
 
 
-def _save_train_state(path: Path, weights: dict[str, torch.Tensor], opt_state: dict[str, Any], epoch: int,
-                      best_val: float, best_epoch: int, bad_epochs: int, history: list[dict[str, float]]) -> None:
+def _save_train_state(path: Path, weights: dict[str, torch.Tensor], opt_state: dict[str, Any],
+                      progress: _Progress) -> None:
     tensors = {f"model.{k}": v for k, v in weights.items()}
     for idx, slots in opt_state["state"].items():
         for key, value in slots.items():
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
     meta = {
         "format": "samplegen-train-state",
-        "epoch": str(epoch),
-        "best_val": repr(best_val),
-        "best_epoch": str(best_epoch),
-        "bad_epochs": str(bad_epochs),
+        "format_version": str(TRAIN_STATE.current),
+        "epoch": str(progress.epoch),
+        "best_val": repr(progress.best_val),
+        "best_epoch": str(progress.best_epoch),
+        "bad_epochs": str(progress.bad_epochs),
         "param_groups": json.dumps(opt_state["param_groups"]),
-        "history": json.dumps(history),
+        "history": json.dumps(progress.history),
     }
     save_tensors(path, tensors, metadata=meta)
 
 
-def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Optimizer
-                      ) -> tuple[int, float, int, int, list[dict[str, float]]]:
+def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Optimizer) -> _Progress:
     tensors, meta = ckpt.load_tensors(path)
     try:
         if meta.get("format") != "samplegen-train-state":
             raise ValueError("not a training state")
+        check_version(TRAIN_STATE, meta.get("format_version"), path)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         model.load_state_dict(weights)
         state: dict[int, dict[str, torch.Tensor]] = {}
@@ -580,7 +703,8 @@ def _load_train_state(path: Path, model: SampleModel, optimiser: torch.optim.Opt
         history = json.loads(meta["history"])
         if not (isinstance(history, list) and all(isinstance(row, dict) for row in history)):
             raise ValueError("its history is not a list of epochs")
-        return int(meta["epoch"]), float(meta["best_val"]), int(meta["best_epoch"]), int(meta["bad_epochs"]), history
+        return _Progress(int(meta["epoch"]), float(meta["best_val"]), int(meta["best_epoch"]), int(meta["bad_epochs"]),
+                         history)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, RecursionError) as exc:
         raise CheckpointError(f"{path} cannot be resumed from ({exc}); start a new run") from None
 
