@@ -126,11 +126,15 @@ class Decoder(nn.Module):
             self.register_buffer("feat_power", torch.ones(()))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.parts(z)[1]
+
+    def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the compressed-magnitude branch alone, the output): they differ only with ``log_head``."""
         h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
         out = self.frame(h)
         out = out if self.frame_mlp is None else out + self.frame_mlp(h)
         if not self.cfg.log_head:
-            return out
+            return out, out
         p = self.feat_power
         v = (self.feat_mean + self.feat_std * out).clamp_min(LOG_FLOOR**p)  # m^p
         log_loud = v.log() / p
@@ -139,7 +143,7 @@ class Decoder(nn.Module):
         cap = peak + QUIET_GATE_DB / 20.0 * math.log(10.0) + 1.0  # quiet bins stay quiet: a soft cap, never a dead gradient
         log_quiet = cap - nn.functional.softplus(cap - self.log_frame(h))
         log_m = w * log_loud + (1.0 - w) * log_quiet
-        return (torch.exp(p * log_m) - self.feat_mean) / self.feat_std
+        return out, (torch.exp(p * log_m) - self.feat_mean) / self.feat_std
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -243,8 +247,9 @@ class SampleModel(nn.Module):
         else:
             z = mu
             kl = torch.zeros((), device=x.device)
-        out = self.decoder(z)
-        recon = nn.functional.mse_loss(out, x)
+        loud, out = self.decoder.parts(z)
+        # With a log head the squared error trains the compressed branch alone; the log head learns from log_l1.
+        recon = nn.functional.mse_loss(loud, x)
         if self.feature_stats is not None and log_target is not None:
             log_l1 = self.log_magnitude_l1(out, log_target)
         else:

@@ -587,8 +587,8 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
         for raw in _batches(feats, resident, distributed.rows_of(val_idx, ctx), 128, device):
             x = stats.normalise(raw)
             mu, logvar = model.encode(x)
-            out = model.decode(mu)
-            recon_t += torch.nn.functional.mse_loss(out, x, reduction="sum").double() / x[0].numel()
+            loud, out = model.decoder.parts(mu)  # the same terms as training (SampleModel.losses)
+            recon_t += torch.nn.functional.mse_loss(loud, x, reduction="sum").double() / x[0].numel()
             if model.feature_stats is not None:
                 recon_t += cfg.train.log_weight * model.log_magnitude_l1(out, raw).double() * len(x)
             if logvar is not None:
