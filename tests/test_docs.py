@@ -7,12 +7,14 @@ function or config key) as soon as the code moves, without running anything.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib
 import json
 import re
 import shlex
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -233,8 +235,26 @@ def test_every_dotted_samplegen_name_resolves():
     assert not wrong, "\n".join(wrong)
 
 
+def _defined_in(module: ModuleType) -> set[str]:
+    """The names a module defines itself (def, class, assignment), not those it imports from elsewhere."""
+    tree = ast.parse(Path(str(module.__file__)).read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
 def _has(owner: object, name: str) -> bool:
-    fields = {f.name for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else set()
+    """Whether `owner.name` names something real: defined by that module (not imported), or a field or attribute."""
+    if isinstance(owner, ModuleType):
+        here = Path(str(owner.__file__))
+        submodule = here.name == "__init__.py" and ((here.parent / f"{name}.py").exists() or (here.parent / name).is_dir())
+        return name in _defined_in(owner) or submodule
+    fields = {f.name for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else set()  # type: ignore[arg-type]
     return hasattr(owner, name) or name in fields
 
 
@@ -261,7 +281,7 @@ def test_every_short_module_dot_name_in_docs_exists():
     wrong = []
     for doc in DOCS:
         for span in _inline_spans(doc.read_text()):
-            for owner, name in re.findall(r"(?<![\w./])([a-z_]+)\.([A-Za-z_]\w*)(?![\w/])", span):
+            for owner, name in re.findall(r"(?<![\w./])([a-z_]+)\.([A-Za-z_]\w*)(?![\w/]|\.\w)", span):
                 if (owner in owners and name not in FILE_ENDINGS and f"{owner}.{name}" not in literals
                         and not any(_has(o, name) for o in owners[owner])):
                     wrong.append(f"{_rel(doc)}: `{span}`: no {name} in {owner}")
