@@ -329,3 +329,29 @@ def test_the_layout_in_design_md_lists_every_module():
                 listed.add((folder if indent == 4 else "") + name)
     actual = {_rel(p).removeprefix("src/samplegen/") for p in SOURCES if p.name != "__init__.py"}
     assert listed == actual, f"listed, not in src: {sorted(listed - actual)}; in src, not listed: {sorted(actual - listed)}"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_sphinx_reference_in_docstrings_resolves():
+    # :func:`cents_summary` (in its own module), :data:`samplegen.formats.PLUGIN_BUNDLE` (anywhere).
+    wrong = []
+    for path in SOURCES:
+        module = importlib.import_module(_module_name(path))
+        for role, target in re.findall(r":(func|class|data|mod|meth|attr):`~?([\w.]+)`", path.read_text()):
+            try:
+                if target.startswith("samplegen"):
+                    _resolve(target)
+                elif role in ("meth", "attr") and "." not in target:  # a method of a class of this module
+                    if not any(hasattr(c, target) for c in vars(module).values() if isinstance(c, type)):
+                        raise AttributeError(target)
+                else:
+                    obj: object = module
+                    for name in target.split("."):
+                        obj = getattr(obj, name)
+            except (ImportError, AttributeError):
+                wrong.append(f"{_rel(path)}: :{role}:`{target}`")
+    assert not wrong, "\n".join(wrong)
