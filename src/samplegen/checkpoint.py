@@ -6,7 +6,8 @@ Layout of a run folder::
     model.safetensors      best weights (by validation loss)
     stats.safetensors      per-bin mean/std of the compressed magnitude (config.features)
     latents.safetensors    posterior means (and log-variances) of every corpus note
-    corpus.json            names, families, presets and split of those notes
+    corpus.json            names, families, presets, split and files of those notes, their measured
+                           pitch and retune, and the corpus path
     history.csv / .png     loss terms per epoch
     train_state.safetensors  last epoch's weights, optimiser and RNG state (resume)
 
