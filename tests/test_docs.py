@@ -10,6 +10,7 @@ import argparse
 import ast
 import dataclasses
 import importlib
+import inspect
 import json
 import re
 import shlex
@@ -354,4 +355,31 @@ def test_every_sphinx_reference_in_docstrings_resolves():
                         obj = getattr(obj, name)
             except (ImportError, AttributeError):
                 wrong.append(f"{_rel(path)}: :{role}:`{target}`")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_python_api_call_in_the_docs_fits_its_signature():
+    # `api.sample("run", "new", n=4, temperature=0.8)`: the function exists and takes those arguments.
+    from samplegen import api
+
+    calls = []
+    for doc in DOCS:
+        for lang, body in _code_blocks(doc.read_text()):
+            if lang != "python":
+                continue
+            for node in ast.walk(ast.parse(body)):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and isinstance(node.func.value, ast.Name) and node.func.value.id == "api"):
+                    calls.append((_rel(doc), node))
+    assert calls
+    wrong = []
+    for doc, call in calls:
+        name = call.func.attr  # type: ignore[attr-defined]
+        function = getattr(api, name, None)
+        try:
+            if function is None:
+                raise TypeError("no such function")
+            inspect.signature(function).bind(*call.args, **{k.arg: k.value for k in call.keywords if k.arg})
+        except TypeError as exc:
+            wrong.append(f"{doc}: api.{name}(...): {exc}")
     assert not wrong, "\n".join(wrong)
