@@ -383,3 +383,12 @@ def test_every_python_api_call_in_the_docs_fits_its_signature():
         except TypeError as exc:
             wrong.append(f"{doc}: api.{name}(...): {exc}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_readme_lists_every_top_level_key_of_metrics_json():
+    from samplegen.evaluation.evaluate import METRICS_KEYS
+
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| (`[^|]*`) \|", readme, flags=re.M)
+    listed = {key for row in rows for key in re.findall(r"`(\w+)", row)}
+    assert set(METRICS_KEYS) <= listed, f"metrics.json keys missing from the README's table: {set(METRICS_KEYS) - listed}"
