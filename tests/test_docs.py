@@ -392,3 +392,16 @@ def test_the_readme_lists_every_top_level_key_of_metrics_json():
     rows = re.findall(r"^\| (`[^|]*`) \|", readme, flags=re.M)
     listed = {key for row in rows for key in re.findall(r"`(\w+)", row)}
     assert set(METRICS_KEYS) <= listed, f"metrics.json keys missing from the README's table: {set(METRICS_KEYS) - listed}"
+
+
+def test_every_dependency_is_explained_in_the_readme():
+    # The README's "Dependencies and why" table names each package pyproject.toml installs.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    lists = re.findall(r"^(?:dependencies|dev) = \[(.*?)^\]", pyproject, flags=re.S | re.M)
+    assert len(lists) == 2
+    names = {name.lower() for body in lists for name in re.findall(r'^\s*"([A-Za-z0-9_.-]+)', body, flags=re.M)}
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Dependencies and why"):].split("\n## ")[0]
+    first_cells = " ".join(line.split("|")[1] for line in table.splitlines() if line.startswith("| ")).lower()
+    listed = set(re.findall(r"[a-z0-9_.-]+", first_cells))
+    assert names <= listed, f"in pyproject.toml, not in the README's table: {sorted(names - listed)}"
