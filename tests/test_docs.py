@@ -28,15 +28,13 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 #: Top-level folders of the repository a doc may name a path in.
 REPO_FOLDERS = ("src/", "tests/", "docs/", "scripts/", "benchmarks/", "plugin/", "configs/", ".ci/")
 #: Sections of the run configuration, as `--config` JSON and the docs name them (`train.log_weight`).
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+SECTIONS = {f.name for f in dataclasses.fields(RunConfig)}
 #: Short names the docs use for objects that are not modules (`stats.denormalise` is a FeatureStats method).
 OBJECTS = {"stats": FeatureStats}
 #: Options of other programs (torchrun, pytest) that the docs name alone in prose.
 OTHER_PROGRAMS_OPTIONS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id",
                           "--standalone", "--hypothesis-show-statistics", "--doctest-modules", "--help",
                           "--parallel"}  # cmake
-
-
 #: Endings that make `model.safetensors` a file name, not a name in the model package.
 FILE_ENDINGS = {"py", "json", "md", "csv", "html", "png", "safetensors", "wav", "sfz", "sf2", "npy", "db", "txt",
                 "onnx", "pt", "toml", "latent", "sh", "cpp", "h", "vst3", "lv2"}
@@ -274,7 +272,7 @@ def _short_name_owners() -> dict[str, list[object]]:
         if parts[-1] == "__init__":
             parts = parts[:-1]
         owners.setdefault(parts[-1], []).append(importlib.import_module(".".join(parts)))
-    for section, kind in SECTIONS.items():
+    for section in SECTIONS:
         owners.setdefault(section, []).append(getattr(RunConfig(), section))
     for name, obj in OBJECTS.items():
         owners.setdefault(name, []).append(obj)
