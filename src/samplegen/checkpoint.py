@@ -6,7 +6,8 @@ Layout of a run folder::
     model.safetensors      best weights (by validation loss)
     stats.safetensors      per-bin mean/std of the compressed magnitude (config.features)
     latents.safetensors    posterior means (and log-variances) of every corpus note
-    corpus.json            names, families, presets and split of those notes
+    corpus.json            names, families, presets, split and files of those notes, their measured
+                           pitch and retune, and the corpus path
     history.csv / .png     loss terms per epoch
     train_state.safetensors  last epoch's weights, optimiser and RNG state (resume)
 
@@ -47,7 +48,7 @@ HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 STATE_NAME = "train_state.safetensors"
 
-#: Largest model a run folder may ask for (float32 weights); the defaults need about 60 MB.
+#: Largest model a run folder may ask for (float32 weights); the default model needs about 20 MB.
 MAX_MODEL_BYTES = 2 * 1024**3
 #: Upper bounds of each size in a run's config, checked before the model is built (so that building it
 #: on the meta device to learn its shapes is itself quick). Far above any model trained here.

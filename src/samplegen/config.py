@@ -1,4 +1,4 @@
-"""The full configuration of a run: data, STFT, model and training settings.
+"""The full configuration of a run: data, STFT, feature, model, training and phase settings.
 
 A run's config.json is this, resolved (every value explicit), so the model
 can be rebuilt from it alone; `samplegen train --config FILE` reads the same

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeAlias
 
 from samplegen import __version__
 
@@ -15,6 +15,10 @@ from samplegen.app import runtime
 from samplegen.config import TrainConfig
 from samplegen.errors import SampleGenError
 from samplegen.files import terminal_safe
+
+
+#: What `add_subparsers` returns: each `_add_<verb>_parser` adds its verb to it.
+_Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _print_paths(paths: Sequence[Path], what: str) -> None:
@@ -233,10 +237,19 @@ def _add_scale_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `samplegen` parser: one sub-command per verb, each added by its own `_add_<verb>_parser`."""
     p = argparse.ArgumentParser(prog="samplegen", description="Learn a space of C4 instrument notes and make new ones.")
     p.add_argument("--version", action="version", version=f"samplegen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_verb in (_add_corpus_parser, _add_train_parser, _add_features_parser, _add_reconstruct_parser,
+                     _add_interpolate_parser, _add_sample_parser, _add_perturb_parser, _add_evaluate_parser,
+                     _add_roundtrip_parser, _add_info_parser, _add_tune_parser, _add_export_parser,
+                     _add_play_parser, _add_demo_parser):
+        add_verb(sub)
+    return p
 
+
+def _add_corpus_parser(sub: _Verbs) -> None:
     corpus = sub.add_parser("corpus", help="build a corpus of notes").add_subparsers(dest="corpus_cmd", required=True, metavar="ACTION")
     build = corpus.add_parser("build", help="render the embedded General MIDI SoundFont (default), another SoundFont, or prepare a folder of samples")
     build.add_argument("--out", required=True, help="corpus folder to write")
@@ -254,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "out of tune as C4 instruments")
     build.set_defaults(func=cmd_corpus_build)
 
+
+def _add_train_parser(sub: _Verbs) -> None:
     tr = sub.add_parser("train", help="train a VAE (or the plain auto-encoder) on a corpus")
     tr.add_argument("--data", required=True, help="corpus folder (built, or any folder of samples)")
     tr.add_argument("--out", required=True, help="run folder to write")
@@ -273,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--loader-workers", type=int, default=0, help="processes reading batches ahead, 0 to 64 (default 0)")
     tr.set_defaults(func=cmd_train)
 
+
+def _add_features_parser(sub: _Verbs) -> None:
     ft = sub.add_parser("features", help="compute a corpus's features into the cache ahead of training")
     ft.add_argument("--data", required=True, help="corpus folder (built, or any folder of samples)")
     ft.add_argument("--config", default=None, help="JSON config file (its data and STFT settings)")
@@ -280,12 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scale_options(ft)
     ft.set_defaults(func=cmd_features)
 
+
+def _add_reconstruct_parser(sub: _Verbs) -> None:
     rc = sub.add_parser("reconstruct", help="re-create notes through the model")
     rc.add_argument("run", help="run folder")
     rc.add_argument("inputs", nargs="+", metavar="FILE_OR_NAME", help="audio files or corpus note names")
     rc.add_argument("--out", required=True, help="folder for the WAVs")
     rc.set_defaults(func=cmd_reconstruct)
 
+
+def _add_interpolate_parser(sub: _Verbs) -> None:
     it = sub.add_parser("interpolate", help="a series of sounds between two notes")
     it.add_argument("run")
     it.add_argument("a", metavar="A", help="audio file or corpus note name")
@@ -295,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--out", required=True)
     it.set_defaults(func=cmd_interpolate)
 
+
+def _add_sample_parser(sub: _Verbs) -> None:
     sm = sub.add_parser("sample", help="new sounds from random points of the latent space")
     sm.add_argument("run")
     sm.add_argument("-n", type=int, default=8, help="how many, 1 to 256 (default 8)")
@@ -303,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", required=True)
     sm.set_defaults(func=cmd_sample)
 
+
+def _add_perturb_parser(sub: _Verbs) -> None:
     pt = sub.add_parser("perturb", help="variations around one sound")
     pt.add_argument("run")
     pt.add_argument("input", metavar="FILE_OR_NAME")
@@ -312,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", required=True)
     pt.set_defaults(func=cmd_perturb)
 
+
+def _add_evaluate_parser(sub: _Verbs) -> None:
     ev = sub.add_parser("evaluate", help="sound quality, artefacts, latent distribution and generation health of a run")
     ev.add_argument("run", nargs="?", help="run folder")
     ev.add_argument("--data", default=None, help="a folder of notes the model never saw")
@@ -323,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_evaluate)
 
+
+def _add_roundtrip_parser(sub: _Verbs) -> None:
     rt = sub.add_parser("roundtrip", help="what discarding phase costs on your own files (no model)")
     rt.add_argument("files", nargs="+", metavar="FILE")
     rt.add_argument("--out", required=True)
@@ -330,10 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--iters", type=int, default=None, help="iterations (default: the package default)")
     rt.set_defaults(func=cmd_roundtrip)
 
+
+def _add_info_parser(sub: _Verbs) -> None:
     info = sub.add_parser("info", help="show a run's settings and its corpus note names")
     info.add_argument("run")
     info.set_defaults(func=cmd_info)
 
+
+def _add_tune_parser(sub: _Verbs) -> None:
     tn = sub.add_parser("tune", help="hyper-parameter search (Optuna), resumable and shareable")
     tn.add_argument("--data", required=True, help="corpus folder")
     tn.add_argument("--trials", type=int, required=True, help="finished trials the study should hold, 1 to 1,000")
@@ -349,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--seed", type=int, default=0)
     tn.set_defaults(func=cmd_tune)
 
+
+def _add_export_parser(sub: _Verbs) -> None:
     ex = sub.add_parser("export", help="sampler instruments (SFZ, SF2), the decoder for a plug-in (ONNX) and the plug-in's model bundle")
     exs = ex.add_subparsers(dest="format", required=True, metavar="FORMAT")
     sfz = exs.add_parser("sfz", help="an SFZ instrument per SOUND: samples/NAME.wav (looped) + NAME.sfz")
@@ -370,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     plg.add_argument("--out", required=True, help="folder to write")
     plg.set_defaults(func=cmd_export_plugin)
 
+
+def _add_play_parser(sub: _Verbs) -> None:
     pl = sub.add_parser("play", help="the instrument: a local web page to explore, blend and play a run's sounds")
     pl.add_argument("run")
     pl.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -377,12 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     pl.set_defaults(func=cmd_play)
 
+
+def _add_demo_parser(sub: _Verbs) -> None:
     dm = sub.add_parser("demo", help="build the default corpus, train the default VAE, write example sounds")
     dm.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     dm.add_argument("--epochs", type=int, default=None, help="maximum epochs (default from config)")
     dm.add_argument("--quiet", action="store_true")
     dm.set_defaults(func=cmd_demo)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

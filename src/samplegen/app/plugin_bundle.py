@@ -12,7 +12,7 @@ little-endian data), so the plug-in reads it with a JSON parser alone. ``bundle.
 written last with the size and SHA-256 of the tensors, so a bundle killed half-way is refused, not half-read.
 
 The decoder is written out as its layers rather than as an opaque graph: the plug-in runs the same dense
-forward pass (plugin/src/Decoder.cpp), and tests/test_plugin_engine.py checks that it gives what PyTorch
+forward pass (plugin/src/Engine.cpp), and tests/test_plugin.py checks that it gives what PyTorch
 gives for the same points, so a change to :class:`samplegen.model.network.Decoder` that this file does not follow
 fails there. Its version (:data:`samplegen.formats.PLUGIN_BUNDLE`, with Bundle.h's ``formatVersion``) goes up
 with any change the plug-in must know about.
@@ -43,7 +43,7 @@ TENSORS_NAME = "tensors.safetensors"
 def _dense(layer: nn.Module, name: str, activation: str) -> dict[str, Any]:
     if not isinstance(layer, nn.Linear):
         raise ParameterError(f"the decoder's {name} is a {type(layer).__name__}, which this bundle format does not "
-                             "describe; update samplegen.app.plugin_bundle and plugin/src/Decoder.cpp together")
+                             "describe; update samplegen.app.plugin_bundle and plugin/src/Engine.cpp together")
     return {"weight": f"{name}.weight", "bias": f"{name}.bias", "in": layer.in_features,
             "out": layer.out_features, "activation": activation}
 

@@ -336,20 +336,33 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
 
     hosts : names or addresses the server is reached by besides the loopback ones (its ``--host``)
     """
-    # FastAPI's own docs page loads Swagger UI from a CDN (blank offline); validatorUrl None keeps Swagger UI
-    # from sending the description's URL to swagger.io for its validity badge.
-    app = FastAPIOffline(title=f"{title} instrument", version="1", docs_url="/api/docs", redoc_url=None,
-                         openapi_url="/api/openapi.json", static_url=DOCS_ASSETS,
-                         swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
-                         swagger_ui_parameters={"validatorUrl": None})
-    scheduler = LatestOnly(parallel)
-    store = RenderStore()
-    run = instrument.run
-    points: list[dict[str, Any]] = [
-        {"id": i, "name": n, "family": f or "unknown", "split": s, "x": round(float(xy[0]), 4), "y": round(float(xy[1]), 4)}
-        for i, (n, f, s, xy) in enumerate(zip(run.corpus.names, run.corpus.families, run.corpus.splits,
-                                                instrument.map_points))
-    ]
+    app = _offline_app(title)
+    _add_error_handlers(app)
+    renderer = Renderer(instrument, LatestOnly(parallel), RenderStore())
+    _add_page_routes(app, renderer)
+    _add_gesture_routes(app, renderer)
+    _add_encode_route(app, renderer)
+    _add_download_routes(app, renderer.store)
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    app.add_middleware(BodyLimit, uploads={ENCODE_PATH: MAX_UPLOAD_BYTES})
+    app.add_middleware(LocalOrigin, hosts=list(hosts))
+    return app
+
+
+def _offline_app(title: str) -> FastAPI:
+    """A FastAPI app whose API docs (``/api/docs``) work offline.
+
+    FastAPI's own docs page loads Swagger UI from a CDN (blank offline); validatorUrl None keeps Swagger UI
+    from sending the description's URL to swagger.io for its validity badge.
+    """
+    return FastAPIOffline(title=f"{title} instrument", version="1", docs_url="/api/docs", redoc_url=None,
+                          openapi_url="/api/openapi.json", static_url=DOCS_ASSETS,
+                          swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
+                          swagger_ui_parameters={"validatorUrl": None})
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """A bad parameter or request is a 422 that says where and what; an overtaken gesture a 409."""
 
     @app.exception_handler(ParameterError)
     async def bad_parameter(request: Request, exc: ParameterError) -> JSONResponse:
@@ -366,16 +379,32 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
     async def superseded(request: Request, exc: Superseded) -> JSONResponse:
         return JSONResponse({"detail": "superseded by a newer request from the same client"}, status_code=409)
 
-    def respond(req: Gesture, make_z: Callable[[], np.ndarray], source: str) -> RenderResponse:
+
+class Renderer:
+    """Turns a gesture into a rendered note: scheduled latest-only, stored for download, answered as JSON."""
+
+    def __init__(self, instrument: Instrument, scheduler: LatestOnly, store: RenderStore) -> None:
+        self.instrument, self.scheduler, self.store = instrument, scheduler, store
+        run = instrument.run
+        #: The corpus map: each corpus note's name, family, split and place on the 2-D map.
+        self.points: list[dict[str, Any]] = [
+            {"id": i, "name": n, "family": f or "unknown", "split": s, "x": round(float(xy[0]), 4), "y": round(float(xy[1]), 4)}
+            for i, (n, f, s, xy) in enumerate(zip(run.corpus.names, run.corpus.families, run.corpus.splits,
+                                                    instrument.map_points))
+        ]
+
+    def respond(self, req: Gesture, make_z: Callable[[], np.ndarray], source: str) -> RenderResponse:
+        """Render ``make_z()`` unless a newer gesture of the same client overtakes it (then 409)."""
+
         def job() -> Note:
-            return instrument.render(make_z(), source=source, draft=req.quality == "draft")
+            return self.instrument.render(make_z(), source=source, draft=req.quality == "draft")
 
         start = time.perf_counter()
-        note = scheduler.run(req.client, req.seq, job)
-        point = latent_point(note.z, source, run.path.name)
+        note = self.scheduler.run(req.client, req.seq, job)
+        point = latent_point(note.z, source, self.instrument.run.path.name)
         z = point["z"]
         latent = json.dumps(point, indent=2).encode()
-        rid = store.put(Stored(wav=note.wav, latent=latent, stem=f"samplegen-{safe_file_stem(source)}"))
+        rid = self.store.put(Stored(wav=note.wav, latent=latent, stem=f"samplegen-{safe_file_stem(source)}"))
         spec = note.spectrogram
         return RenderResponse(
             id=rid, z=z, map=list(note.map_xy), knobs=note.knobs, quality="draft" if note.draft else "full",
@@ -386,10 +415,16 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
                                     data=base64.b64encode(spec.tobytes()).decode()),
         )
 
-    def known_sound(index: int) -> int:
-        if not 0 <= index < len(points):
-            raise HTTPException(404, f"sound {index} does not exist; this run has sounds 0 to {len(points) - 1}")
+    def known_sound(self, index: int) -> int:
+        """``index`` when the corpus has such a sound, else 404."""
+        if not 0 <= index < len(self.points):
+            raise HTTPException(404, f"sound {index} does not exist; this run has sounds 0 to {len(self.points) - 1}")
         return index
+
+
+def _add_page_routes(app: FastAPI, renderer: Renderer) -> None:
+    """The page itself and what it asks first: the run, its map, its knobs."""
+    instrument, run, points = renderer.instrument, renderer.instrument.run, renderer.points
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -408,6 +443,11 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
             "limits": {"z": instrument.z_limit, "temperature": MAX_TEMPERATURE, "amount": MAX_AMOUNT},
         }
 
+
+def _add_gesture_routes(app: FastAPI, renderer: Renderer) -> None:
+    """One POST per gesture on the page, each answered with a rendered note."""
+    instrument, respond, known_sound = renderer.instrument, renderer.respond, renderer.known_sound
+
     @app.post("/api/render", response_model=RenderResponse)
     def render(req: RenderRequest) -> RenderResponse:
         """Render a latent point (a favourite recalled, a preset loaded, an undo)."""
@@ -417,7 +457,7 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
     def corpus_sound(index: int, req: CorpusRequest) -> RenderResponse:
         """A corpus sound as the model re-creates it (a click on the map)."""
         i = known_sound(index)
-        return respond(req, lambda: instrument.corpus_point(i), points[i]["name"])
+        return respond(req, lambda: instrument.corpus_point(i), renderer.points[i]["name"])
 
     @app.post("/api/blend", response_model=RenderResponse)
     def blend(req: BlendRequest) -> RenderResponse:
@@ -443,6 +483,10 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
         """The current sound with its macro knobs set to new positions."""
         return respond(req, lambda: instrument.turn_knobs(req.z, req.positions), "knobs")
 
+
+def _add_encode_route(app: FastAPI, renderer: Renderer) -> None:
+    """A dropped sound file: read from a private temporary folder, encoded, answered as a rendered note."""
+
     @app.post(ENCODE_PATH, response_model=RenderResponse,
               openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {}}}})
     async def encode(request: Request, name: Annotated[str, Query(min_length=1, max_length=255)],
@@ -462,9 +506,13 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
                     audio = read_audio(path)
                 except AudioError as exc:
                     raise ParameterError(f"{name}: {exc}; drop another sound file") from None
-            return instrument.encode(audio)
+            return renderer.instrument.encode(audio)
 
-        return await run_in_threadpool(respond, Gesture(client=client, seq=seq), point, Path(name).stem)
+        return await run_in_threadpool(renderer.respond, Gesture(client=client, seq=seq), point, Path(name).stem)
+
+
+def _add_download_routes(app: FastAPI, store: RenderStore) -> None:
+    """A rendered note's WAV and its latent point, as attachments, while the store remembers it."""
 
     def stored(render_id: str) -> Stored:
         if not RENDER_ID.match(render_id):
@@ -490,11 +538,6 @@ def create_app(instrument: Instrument, *, parallel: int = 1, title: str = "Sampl
         """A rendered note's latent point, as the generation commands write it (a preset: ``samplegen`` reopens it)."""
         item = stored(render_id)
         return Response(item.latent, media_type="application/json", headers=attachment(f"{item.stem}.latent.json"))
-
-    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
-    app.add_middleware(BodyLimit, uploads={ENCODE_PATH: MAX_UPLOAD_BYTES})
-    app.add_middleware(LocalOrigin, hosts=list(hosts))
-    return app
 
 
 @contextmanager

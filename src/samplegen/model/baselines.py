@@ -1,8 +1,9 @@
 """The PCA baseline a learned model must beat to earn its complexity.
 
 PCA with as many components as the model's latent size, fitted on the same
-normalised log-magnitude training features; it reconstructs a note by
-projecting onto those components.
+normalised training features the model sees (the compressed magnitude,
+``features.magnitude_power``); it reconstructs a note by projecting onto
+those components.
 """
 
 from __future__ import annotations
