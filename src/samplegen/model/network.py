@@ -142,7 +142,8 @@ class Decoder(nn.Module):
         w = torch.sigmoid(((log_loud - peak) * (20.0 / math.log(10.0)) - QUIET_GATE_DB) / QUIET_GATE_WIDTH_DB)
         cap = peak + QUIET_GATE_DB / 20.0 * math.log(10.0) + 1.0  # quiet bins stay quiet: a soft cap, never a dead gradient
         log_quiet = cap - nn.functional.softplus(cap - self.log_frame(h))
-        log_m = w * log_loud + (1.0 - w) * log_quiet
+        # The loud bins learn from the squared error alone (as without the head); log_l1 reaches the quiet ones.
+        log_m = w * log_loud.detach() + (1.0 - w) * log_quiet
         return out, (torch.exp(p * log_m) - self.feat_mean) / self.feat_std
 
 
