@@ -23,6 +23,8 @@ from samplegen.spectral.stft import StftConfig
 
 #: Keys a run saved before format 3 lacks, with the values it was trained with (not today's defaults).
 BEFORE_FORMAT_3: dict[str, dict[str, Any]] = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0, "adam_beta2": 0.999, "lr_warmup_epochs": 0}}
+#: ... and keys a run saved before format 4 lacks.
+BEFORE_FORMAT_4: dict[str, dict[str, Any]] = {"model": {"log_head": False}}
 SPLITS = ("note", "instrument")
 #: Fewest optimisation steps an epoch of a small corpus takes with the default batch size (see
 #: :meth:`TrainConfig.for_corpus`).
@@ -41,7 +43,8 @@ class TrainConfig:
         (runs before format 3: 0); keeps Adam's first, largest steps from throwing the model off its
         PCA start, which showed as loss spikes of 100-1000x in the first epochs of wider models
     log_weight : weight of the log-magnitude L1 term beside the feature MSE (0: none, as in runs
-        before format 3); it weighs quiet bins as the log-spectral distance does
+        before format 3); it weighs quiet bins as the log-spectral distance does. With ``model.log_head``
+        it trains the quiet bins alone (the loud ones learn from the MSE)
     learning_rate : Adam's step size at the start; it follows a cosine down to a tenth of
         that by the last epoch (a pure function of the epoch, like everything else)
     kl_warmup_epochs : beta ramps linearly from 0 over this many epochs (a pure function
@@ -59,7 +62,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
-    log_weight: float = 0.1  # BENCHMARKS.md, Fidelity (0.3: better LSD, but 4-5 % of blends dip)
+    log_weight: float = 0.5  # BENCHMARKS.md, Fidelity (with the log head; without it 0.1: more made blends dip)
     adam_beta2: float = 0.99
     lr_warmup_epochs: int = 5
     kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
@@ -145,6 +148,14 @@ class RunConfig:
         if self.phase.mode == "if" and self.features.magnitude_power != LEGACY_MAGNITUDE_POWER:
             raise ParameterError(f'phase.mode="if" learns IF beside the log magnitude; set features.magnitude_power '
                                  f'to {LEGACY_MAGNITUDE_POWER:g} (it is {self.features.magnitude_power:g})')
+        if self.uses_log_head and self.train.log_weight <= 0:
+            raise ParameterError("model.log_head learns from the log-magnitude loss: set train.log_weight above 0 "
+                                 "or model.log_head to false")
+
+    @property
+    def uses_log_head(self) -> bool:
+        """``model.log_head``, which only a compressed-magnitude run without IF has (log features need none)."""
+        return self.model.log_head and self.features.magnitude_power > 0 and self.phase.mode == "none"
 
     def resolved(self) -> "RunConfig":
         """The same config with the model's frame size derived from data, STFT and phase settings.
@@ -153,7 +164,7 @@ class RunConfig:
         that when the model also learns instantaneous frequency (``phase.mode = "if"``).
         """
         model = replace(self.model, n_bins=self.stft.n_bins * self.phase.channels,
-                        n_frames=self.stft.n_frames(self.data.n_samples))
+                        n_frames=self.stft.n_frames(self.data.n_samples), log_head=self.uses_log_head)
         return replace(self, model=model)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +202,8 @@ class RunConfig:
         if version in (1, 2) and isinstance(model, dict) and isinstance(train, dict):
             model = {**BEFORE_FORMAT_3["model"], **model}
             train = {**BEFORE_FORMAT_3["train"], **train}
+        if version in (1, 2, 3) and isinstance(model, dict):
+            model = {**BEFORE_FORMAT_4["model"], **model}
         return cls(
             data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
             stft=StftConfig.from_dict(data.get("stft", {})),

@@ -47,10 +47,11 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 3,
-    (1, 2, 3), None, "train the run again",
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 4,
+    (1, 2, 3, 4), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
-    "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then)")
+    "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then); "
+    "4: model.log_head (older runs: false)")
 MODEL = FileFormat(
     "model weights", "model.safetensors of a run folder (metadata `format_version`)", 1, (1,), 1,
     "train the run again", "1: the first")

@@ -56,6 +56,8 @@ class ModelConfig:
     latent_dim : size of the latent vector, one per note
     frame_hidden : width of the nonlinear frame decoder beside the linear frame layer (0: none, as in
         runs before format 3); lifts the output above the rank of ``frame_dim`` basis spectra
+    log_head : quiet bins (more than 50 dB below the note's loudest) come from a second, log-domain frame
+        layer trained by the log-magnitude loss alone (runs before format 4: none); see :class:`Decoder`
     """
 
     kind: str = "vae"
@@ -65,7 +67,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
     frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
-    log_head: bool = False
+    log_head: bool = True  # BENCHMARKS.md, Fidelity
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -106,7 +108,16 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Tensor[B x L] latent → Tensor[B x T x F] normalised features."""
+    """Tensor[B x L] latent → Tensor[B x T x F] normalised features.
+
+    With ``log_head``, each output bin is a blend, in the log domain, of the compressed-magnitude branch
+    (loud bins, trained by the squared error as before) and a log-domain frame layer (quiet bins, trained by
+    the log-magnitude loss alone): the blend's weight is a sigmoid of the first branch's level re the note's
+    loudest bin, centred at ``QUIET_GATE_DB``. Compressed magnitudes weigh the quiet bins, where LSD finds most
+    of its error, almost nothing; the log domain weighs them as LSD does, while the loud bins, which decide a
+    blend's loudness, keep their compressed-magnitude behaviour (no dipping paths). The decoder carries the
+    feature map (mean, std, power) to leave and re-enter the normalised features.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -124,6 +135,17 @@ class Decoder(nn.Module):
             self.register_buffer("feat_mean", torch.zeros(cfg.n_bins))
             self.register_buffer("feat_std", torch.ones(cfg.n_bins))
             self.register_buffer("feat_power", torch.ones(()))
+
+    @torch.no_grad()
+    def set_feature_map(self, mean: torch.Tensor, std: torch.Tensor, power: float) -> None:
+        """The run's feature statistics, which a ``log_head`` decoder needs (saved with its weights)."""
+        if self.cfg.log_head:
+            if power <= 0:
+                raise ParameterError("model.log_head needs compressed features: set features.magnitude_power > 0 "
+                                     "or model.log_head false")
+            self.feat_mean.copy_(mean)
+            self.feat_std.copy_(std)
+            self.feat_power.fill_(power)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.parts(z)[1]
@@ -295,6 +317,10 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     mean = frames.mean(dim=0)
     centred = frames - mean
     init_frame_layers(model, mean, centred.T @ centred / len(frames))
+    if model.cfg.log_head:  # the features' log magnitude, through the decoder's feature map
+        dec = model.decoder
+        values = (dec.feat_mean + dec.feat_std * feats.reshape(-1, model.cfg.n_bins)[::frame_stride])
+        init_log_head(model, (values.clamp_min(LOG_FLOOR**dec.feat_power).log() / dec.feat_power).mean(dim=0))
     init_linear_paths(model, model.encoder.frame(feats).flatten(1))
 
 
@@ -330,17 +356,10 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
 
 
 @torch.no_grad()
-def init_log_head(model: SampleModel, mean: torch.Tensor, std: torch.Tensor, power: float, log_mean: torch.Tensor) -> None:
-    """Give a ``log_head`` decoder the feature map and start its quiet bins at each bin's mean log magnitude."""
-    dec = model.decoder
-    if not model.cfg.log_head:
-        return
-    if power <= 0:
-        raise ParameterError("model.log_head needs compressed features (features.magnitude_power > 0)")
-    dec.feat_mean.copy_(mean)
-    dec.feat_std.copy_(std)
-    dec.feat_power.fill_(power)
-    dec.log_frame.bias.copy_(log_mean)
+def init_log_head(model: SampleModel, log_mean: torch.Tensor) -> None:
+    """Start a ``log_head`` decoder's quiet bins at each bin's mean log magnitude (Tensor[F], nepers)."""
+    if model.cfg.log_head:
+        model.decoder.log_frame.bias.copy_(log_mean)
 
 
 @torch.no_grad()

@@ -84,6 +84,6 @@ def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarra
     mean = s1 / count
     cov = s2 / count - torch.outer(mean, mean)
     init_frame_layers(model, mean, cov)
-    init_log_head(model, stats.mean[:n_bins], stats.std[:n_bins], stats.magnitude_power, (s_log / count).float())
+    init_log_head(model, (s_log / count).float())
     coeffs = torch.cat([model.encoder.frame(stats.normalise(b)).flatten(1) for b in feats.batches(rows, STREAM_BATCH)])
     init_linear_paths(model, coeffs)

@@ -388,8 +388,9 @@ def _model_and_optimiser(cfg: RunConfig, feats: NoteFeatures, train_idx: np.ndar
     tc = cfg.train
     torch.manual_seed(tc.seed)
     model = SampleModel(cfg.model)
+    n_bins = cfg.stft.n_bins  # the magnitude's statistics; an IF run's follow them
+    model.decoder.set_feature_map(stats.mean[:n_bins], stats.std[:n_bins], stats.magnitude_power)
     if tc.log_weight > 0:
-        n_bins = cfg.stft.n_bins  # the magnitude's statistics; an IF run's follow them
         model.attach_feature_stats(stats.mean[:n_bins].to(device), stats.std[:n_bins].to(device), stats.magnitude_power)
     if tc.pca_init and pca_start:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
