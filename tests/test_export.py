@@ -233,6 +233,7 @@ def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(tiny_
 
     paths = api.export_onnx(tiny_run, tmp_path / "onnx")
     run = load_run(tiny_run)
+    assert run.model.cfg.log_head  # the default decoder: its log head and feature map are in the graph too
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     scripted = torch.jit.load(str(paths["torchscript"]))
     for batch in (1, 7):
@@ -250,6 +251,8 @@ def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(tiny_
     assert recipe["input"]["shape"] == ["batch", run.config.model.latent_dim]
     # The recipe is enough: de-normalising the ONNX output gives the magnitude the package decodes from.
     mean, std = np.array(recipe["denormalise"]["mean"]), np.array(recipe["denormalise"]["std"])
+    # ... the map the log head leaves and re-enters the features by, so its output is normalised features too
+    assert np.allclose(run.model.decoder.feat_mean.numpy(), mean) and np.allclose(run.model.decoder.feat_std.numpy(), std)
     z = torch.zeros(1, run.config.model.latent_dim)
     den = recipe["denormalise"]
     out = session.run(None, {"z": z.numpy()})[0] * std + mean

@@ -130,8 +130,9 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
     """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generation.generate.decode give, for
-    today's decoder (per-frame MLP, compressed magnitude) and for one shaped as older runs (linear frames,
-    log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow fails here."""
+    today's decoder (per-frame MLP, log head, compressed magnitude) and for one shaped as older runs (linear frames,
+    no log head, log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow
+    fails here."""
     from samplegen.app.cli import main
 
     run_dir = request.getfixturevalue("tiny_run" if which == "default" else "linear_frames_run")
@@ -139,6 +140,8 @@ def test_engine_decoder_and_waveform_match_python(built: None, which: str, reque
     assert main(["export", "plugin", str(run_dir), "--out", str(bundle)]) == 0
     run = load_run(run_dir)
     assert (run.model.decoder.frame_mlp is None) == (which != "default")
+    assert run.model.cfg.log_head == (which == "default")
+    assert ("log_head" in json.loads((bundle / "bundle.json").read_text())["decoder"]) == run.model.cfg.log_head
     latent = run.config.model.latent_dim
     z = torch.cat([run.latent_mu[:2], 1.5 * torch.randn(2, latent, generator=torch.Generator().manual_seed(3))]).float()
     out = engine(bundle, z.numpy(), tmp_path / "out")
@@ -151,6 +154,27 @@ def test_engine_decoder_and_waveform_match_python(built: None, which: str, reque
     for got, ref in zip(waves, decode(run, z)):
         assert spectral_convergence_db(got, ref) <= -60.0
         assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    if not run.model.cfg.log_head:  # a bundle written before format 3 (no log head) plays the same
+        _set_bundle_version(bundle, 2)
+        again = engine(bundle, z.numpy(), tmp_path / "v2")
+        assert np.array_equal(np.fromfile(again / "features.f32", "<f4").reshape(-1, t, f), feats)
+
+
+def _set_bundle_version(bundle: Path, version: int) -> None:
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**manifest, "format_version": version}))
+
+
+@pytest.mark.parametrize("version", [1, 4])
+def test_engine_refuses_a_bundle_version_it_does_not_read(built: None, bundle: Path, tmp_path: Path, version: int) -> None:
+    old = tmp_path / "bundle"
+    shutil.copytree(bundle, old)
+    _set_bundle_version(old, version)
+    (tmp_path / "z.f32").write_bytes(np.zeros(3, dtype="<f4").tobytes())
+    done = subprocess.run([str(ENGINE), str(old), str(tmp_path / "z.f32"), str(tmp_path / "o")], capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"bundle format {version} is not one this plug-in reads (2 to 3)" in lines[0]
 
 
 def test_export_plugin_refuses_a_phase_aware_run_in_one_line(tiny_samples_dir: Path, tmp_path: Path, capsys) -> None:

@@ -143,9 +143,11 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
         auto m = juce::JSON::parse (manifestFile);
         if (m["format"].toString() != "samplegen-plugin-bundle")
             fail ("bundle.json is not a SampleGen plug-in bundle");
-        if ((int) m["format_version"] != formatVersion)
-            fail ("bundle format " + m["format_version"].toString() + " is not the one this plug-in reads ("
-                  + juce::String (formatVersion) + "); update the plug-in or the bundle");
+        const auto version = m["format_version"];
+        if (! (version.isInt() || version.isInt64()) || (int) version < oldestFormatVersion || (int) version > formatVersion)
+            fail ("bundle format " + version.toString() + " is not one this plug-in reads ("
+                  + juce::String (oldestFormatVersion) + " to " + juce::String (formatVersion)
+                  + "); update the plug-in or the bundle");
         auto tensorFile = folder.getChildFile (m["tensors"]["name"].toString());
         if (tensorFile.getParentDirectory() != folder || ! tensorFile.existsAsFile()
             || tensorFile.getSize() != (juce::int64) m["tensors"]["bytes"]
@@ -171,6 +173,23 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
         chain ({ b->frame }, b->frameDim, b->nBins, "frame");
         if (! b->frameMlp.empty())
             chain (b->frameMlp, b->frameDim, b->nBins, "frame_mlp");
+        const auto& head = d["log_head"];
+        b->hasLogHead = head.isObject();
+        if (b->hasLogHead)
+        {
+            b->logFrame = dense (head["layer"], t);
+            chain ({ b->logFrame }, b->frameDim, b->nBins, "log_head");
+            b->headMean = t.get (head["mean"].toString(), { b->nBins });
+            b->headStd = t.get (head["std"].toString(), { b->nBins });
+            b->headPower = t.get (head["power"].toString(), {})[0];
+            b->headFloor = (float) (double) head["floor"];
+            b->gateDb = (float) (double) head["gate_db"];
+            b->gateWidthDb = (float) (double) head["gate_width_db"];
+            if (! (b->headPower > 0.0f && b->headFloor > 0.0f && b->gateWidthDb > 0.0f))
+                fail ("bundle.json: the log head needs a positive power, floor and gate width");
+        }
+        else if (! head.isVoid())
+            fail ("bundle.json: decoder.log_head is not an object");
 
         const auto& dn = m["denormalise"];
         b->magnitudePower = (float) (double) dn["magnitude_power"];

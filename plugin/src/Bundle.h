@@ -22,7 +22,8 @@ struct Dense
 /** Everything the plug-in plays, read once (on a background thread) and then only read. */
 struct Bundle
 {
-    static constexpr int formatVersion = 2;
+    static constexpr int formatVersion = 3;       // what `samplegen export plugin` writes now
+    static constexpr int oldestFormatVersion = 2;  // 2: no log head; 3 adds the optional one
 
     juce::File folder;
     juce::String runName;
@@ -31,6 +32,13 @@ struct Bundle
     int latentDim = 0, nFrames = 0, frameDim = 0, nBins = 0;
     std::vector<Dense> stack, frameMlp;
     Dense linear, frame;
+
+    // Optional log head (samplegen.model.network.Decoder.parts): out becomes, per note, a log-domain blend of
+    // itself (loud bins) and logFrame(h) (bins more than about -gateDb below the note's loudest).
+    bool hasLogHead = false;
+    Dense logFrame;
+    std::vector<float> headMean, headStd;  // the decoder's own feature map (feat_mean, feat_std, feat_power)
+    float headPower = 1.0f, headFloor = 0.0f, gateDb = -50.0f, gateWidthDb = 5.0f;  // headFloor: LOG_FLOOR
 
     // De-normalisation: v = out * std[bin] + mean[bin]; magnitude = max(v, floor)^(1/p), or exp(v) for p = 0.
     std::vector<float> normMean, normStd;

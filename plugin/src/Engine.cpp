@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <queue>
 
@@ -109,6 +110,42 @@ void Engine::decode (const float* z, std::vector<float>& features) const
             const auto& extra = applyLayers (b.frameMlp, ht, m1, m2);
             for (int k = 0; k < b.nBins; ++k)
                 out[k] += extra[(size_t) k];
+        }
+    }
+    if (b.hasLogHead)
+        applyLogHead (h, features);
+}
+
+void Engine::applyLogHead (const std::vector<float>& h, std::vector<float>& features) const
+{
+    // As samplegen.model.network.Decoder.parts: the first branch's log magnitude for the loud bins, the log
+    // frame layer's (softly capped below the note's peak) for the quiet ones, blended by a sigmoid of the level.
+    const int F = b.nBins, T = b.nFrames;
+    const double p = b.headPower, nepersPerDb = std::log (10.0) / 20.0;
+    const float floorP = std::pow (b.headFloor, b.headPower);  // in float, as PyTorch's LOG_FLOOR ** p
+    std::vector<double> loud ((size_t) T * (size_t) F);
+    double peak = -std::numeric_limits<double>::infinity();
+    for (int t = 0; t < T; ++t)
+        for (int k = 0; k < F; ++k)
+        {
+            const size_t i = (size_t) t * (size_t) F + (size_t) k;
+            const float v = std::max (b.headMean[(size_t) k] + b.headStd[(size_t) k] * features[i], floorP);
+            loud[i] = std::log ((double) v) / p;
+            peak = std::max (peak, loud[i]);
+        }
+    const double cap = peak + b.gateDb * nepersPerDb + 1.0;
+    std::vector<float> quiet ((size_t) F);
+    for (int t = 0; t < T; ++t)
+    {
+        applyDense (b.logFrame, h.data() + (size_t) t * (size_t) b.frameDim, quiet.data());
+        for (int k = 0; k < F; ++k)
+        {
+            const size_t i = (size_t) t * (size_t) F + (size_t) k;
+            const double w = 1.0 / (1.0 + std::exp (-((loud[i] - peak) / nepersPerDb - b.gateDb) / b.gateWidthDb));
+            const double x = cap - (double) quiet[(size_t) k];
+            const double softplus = x > 20.0 ? x : std::log1p (std::exp (x));  // PyTorch's threshold
+            const double logM = w * loud[i] + (1.0 - w) * (cap - softplus);
+            features[i] = (float) ((std::exp (p * logM) - b.headMean[(size_t) k]) / b.headStd[(size_t) k]);
         }
     }
 }

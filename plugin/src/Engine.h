@@ -87,6 +87,9 @@ private:
     void stft (const std::vector<float>& wave, Spectrogram& out);
     void istft (const Spectrogram& in, std::vector<float>& wave);
     void fade (std::vector<float>& wave) const;
+    /** The bundle's log head (when it has one), on a whole note: h (nFrames x frameDim) and the frame layers'
+        output, which it replaces; the note's loudest bin sets the gate. */
+    void applyLogHead (const std::vector<float>& h, std::vector<float>& features) const;
 
     const Bundle& b;
     // FFTW plans for all frames of a note at once (torch.stft's frames: nFrames x nFft real, nFrames x nBins

@@ -73,9 +73,10 @@ DECODER_RECIPE = FileFormat(
     "export the run again", "2: de-normalisation for the run's magnitude_power, graph files with sizes and SHA-256")
 PLUGIN_BUNDLE = FileFormat(
     "plug-in bundle", "bundle.json of `samplegen export plugin` (`format_version`; read by the plug-in, Bundle.h)",
-    2, (2,), None, "export the plug-in bundle again",
+    3, (2, 3), None, "export the plug-in bundle again",
     "1: dense decoder (stack + linear path, frame layer, optional per-frame MLP), PGHI + FGLA; "
-    "2: a neighbour-preserving map and knobs moved along rotated, named directions")
+    "2: a neighbour-preserving map and knobs moved along rotated, named directions; "
+    "3: the decoder's optional log head (`decoder.log_head`)")
 
 #: The table, in the order docs/design.md lists it.
 FORMATS: tuple[FileFormat, ...] = (RUN_CONFIG, MODEL, TRAIN_STATE, CORPUS_INDEX, LATENT_POINT, FEATURE_CACHE,
@@ -100,10 +101,10 @@ def check_version(fmt: FileFormat, found: object, where: str | Path,
 
     Example
     -------
-    >>> check_version(RUN_CONFIG, 4, "run/config.json")
+    >>> check_version(RUN_CONFIG, 5, "run/config.json")
     Traceback (most recent call last):
     ...
-    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 4); this one reads format_version <= 3: upgrade SampleGen
+    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 5); this one reads format_version <= 4: upgrade SampleGen
     """
     if found is None:
         if fmt.unversioned is None:

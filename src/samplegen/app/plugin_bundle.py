@@ -33,11 +33,21 @@ from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
 from samplegen.files import remove_temp_files, save_tensors, sha256_file, write_json
 from samplegen.formats import PLUGIN_BUNDLE
+from samplegen.model.network import QUIET_GATE_DB, QUIET_GATE_WIDTH_DB
 from samplegen.spectral import stft as spectral
+from samplegen.spectral.features import LOG_FLOOR
 
 BUNDLE_FORMAT = "samplegen-plugin-bundle"
 MANIFEST_NAME = "bundle.json"
 TENSORS_NAME = "tensors.safetensors"
+
+
+#: What the decoder's ``log_head`` does after the frame layers (:meth:`samplegen.model.network.Decoder.parts`).
+LOG_HEAD_FORMULA = (
+    "per note, with p = power, v = max(mean[bin] + std[bin] * out, floor ** p), loud = log(v) / p, "
+    "peak = max of loud over all frames and bins, w = sigmoid(((loud - peak) * 20 / ln 10 - gate_db) / gate_width_db), "
+    "cap = peak + gate_db / 20 * ln 10 + 1, quiet = cap - softplus(cap - layer(h)) (softplus(x) = log(1 + exp(x)), "
+    "x above 20: x), out = (exp(p * (w * loud + (1 - w) * quiet)) - mean[bin]) / std[bin]")
 
 
 def _dense(layer: nn.Module, name: str, activation: str) -> dict[str, Any]:
@@ -66,16 +76,25 @@ def decoder_graph(run: Run) -> dict[str, Any]:
     """The decoder's layers by name (weights in the tensors file), in the order the forward pass runs them."""
     dec = run.model.decoder
     cfg = run.config.model
-    return {
+    graph = {
         "formula": "h = stack(z) + linear(z), viewed as (n_frames, frame_dim); out = frame(h) + frame_mlp(h) "
                    "(frame_mlp empty: out = frame(h)); weight (out, in) row-major, y = W x + b; "
-                   "gelu(x) = 0.5 x (1 + erf(x / sqrt 2))",
+                   "gelu(x) = 0.5 x (1 + erf(x / sqrt 2)); with log_head, out then becomes its blend: "
+                   + LOG_HEAD_FORMULA,
         "latent_dim": cfg.latent_dim, "n_frames": cfg.n_frames, "frame_dim": cfg.frame_dim, "n_bins": cfg.n_bins,
         "stack": _mlp(dec.stack, "decoder.stack"),
         "linear": _dense(dec.linear, "decoder.linear", "none"),
         "frame": _dense(dec.frame, "decoder.frame", "none"),
         "frame_mlp": _mlp(dec.frame_mlp, "decoder.frame_mlp") if dec.frame_mlp is not None else [],
     }
+    if cfg.log_head:
+        graph["log_head"] = {
+            "layer": _dense(dec.log_frame, "decoder.log_frame", "none"),
+            "gate_db": QUIET_GATE_DB, "gate_width_db": QUIET_GATE_WIDTH_DB,
+            "mean": "decoder.feat_mean", "std": "decoder.feat_std", "power": "decoder.feat_power",
+            "floor": LOG_FLOOR,
+        }
+    return graph
 
 
 def phase_start(run: Run) -> torch.Tensor:
