@@ -125,9 +125,9 @@ def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_
 
 
 def test_a_format_2_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, tiny_config_file, tmp_path):
-    """Runs saved before format 3 have no frame decoder and no log loss; their config lacks the keys."""
+    """Runs saved before format 3 have no frame decoder, no log loss and no log head; their config lacks the keys."""
     data = json.loads(tiny_config_file.read_text())
-    data["model"]["frame_hidden"] = 0
+    data["model"].update({"frame_hidden": 0, "log_head": False})
     data["train"].update({"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "epochs": 2})
     (tmp_path / "old.json").write_text(json.dumps(data))
     api.train_run(tiny_samples_dir, tmp_path / "new", config=tmp_path / "old.json", show_progress=False)
@@ -135,12 +135,12 @@ def test_a_format_2_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, ti
     shutil.copytree(tmp_path / "new", old)
     saved = json.loads((old / CONFIG_NAME).read_text())
     saved["format_version"] = 2
-    for section, key in (("model", "frame_hidden"), ("train", "log_weight"), ("train", "lr_warmup_epochs"),
-                         ("train", "adam_beta2")):
+    for section, key in (("model", "frame_hidden"), ("model", "log_head"), ("train", "log_weight"),
+                         ("train", "lr_warmup_epochs"), ("train", "adam_beta2")):
         saved[section].pop(key)
     (old / CONFIG_NAME).write_text(json.dumps(saved))
     a, b = load_run(tmp_path / "new"), load_run(old)
-    assert b.config.model.frame_hidden == 0 and b.config.train.log_weight == 0.0
+    assert b.config.model.frame_hidden == 0 and b.config.train.log_weight == 0.0 and not b.config.model.log_head
     assert b.config == a.config
     z = torch.randn(3, a.config.model.latent_dim)
     with torch.no_grad():
