@@ -18,7 +18,8 @@ from samplegen.checkpoint import CONFIG_NAME, load_run
 from samplegen.config import RunConfig, load_config_file
 from samplegen.evaluation.evaluate import _features, sound_quality
 from samplegen.model.baselines import PCABaseline
-from samplegen.model.network import LSD_FLOOR_NEPERS, ModelConfig, SampleModel, init_from_pca
+from samplegen.model.network import (LSD_FLOOR_NEPERS, QUIET_GATE_DB, ModelConfig, SampleModel, _QuietBlend,
+                                     init_from_pca, quiet_blend)
 from samplegen.spectral.features import LOG_FLOOR
 from samplegen.training.train import learning_rate_at, train
 
@@ -56,6 +57,36 @@ def test_log_l1_and_its_gradient_match_autograd(power):
     assert float(grad.abs().sum()) > 0
 
 
+def test_the_log_heads_written_out_gradients_match_autograd():
+    torch.manual_seed(0)
+    mean = torch.rand(33, dtype=torch.float64) * 0.2 + 0.01
+    std = torch.rand(33, dtype=torch.float64) * 0.1 + 0.01
+    p = torch.tensor(0.7, dtype=torch.float64)
+    out = torch.randn(3, 7, 33, dtype=torch.float64, requires_grad=True)
+    quiet = (torch.randn(3, 7, 33, dtype=torch.float64) * 3 - 8).requires_grad_()
+    grad_y = torch.randn(3, 7, 33, dtype=torch.float64)
+    ref = quiet_blend(out, quiet, mean, std, p)
+    ours = _QuietBlend.apply(out, quiet, mean, std, p)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+    for g_ours, g_ref in zip(torch.autograd.grad(ours, (out, quiet), grad_y), torch.autograd.grad(ref, (out, quiet), grad_y)):
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-12)
+        assert float(g_ours.abs().sum()) > 0
+
+
+def test_the_log_head_draws_the_quiet_bins_and_leaves_the_loud_ones():
+    """Bins far below the note's loudest come from the log head; loud bins are the compressed branch's."""
+    mean, std, p = torch.full((64,), 0.05), torch.full((64,), 0.1), torch.tensor(0.7)
+    level = torch.zeros(2, 5, 64)
+    level[..., 32:] = -12.0  # nepers: -104 dB, under the gate (and the floor); bins 0-31 at the peak
+    out = (torch.exp(p * level) - mean) / std
+    quiet = torch.full((2, 5, 64), -9.0)  # what the log head says: -78 dB
+    drawn = torch.log(quiet_blend(out, quiet, mean, std, p) * std + mean) / p
+    torch.testing.assert_close(drawn[..., :32], level[..., :32], rtol=0, atol=1e-3)  # the gate is 0.99995 open
+    cap = QUIET_GATE_DB / 20 * math.log(10) + 1.0  # the head's soft ceiling, re the peak
+    torch.testing.assert_close(drawn[..., 32:], cap - torch.nn.functional.softplus(cap - quiet[..., 32:]), rtol=0, atol=1e-3)
+    assert float((drawn[..., 32:] + 9.0).abs().max()) < 0.01  # far under the ceiling the head's value passes as it is
+
+
 def test_frame_decoder_starts_at_pca_and_is_not_limited_to_its_basis():
     """Frames on a curved path (a moving peak) are no mix of 2 basis spectra; the frame MLP can draw them."""
     torch.manual_seed(0)
@@ -67,7 +98,7 @@ def test_frame_decoder_starts_at_pca_and_is_not_limited_to_its_basis():
     for hidden in (0, 64):
         torch.manual_seed(0)
         model = SampleModel(ModelConfig(kind="ae", n_bins=65, n_frames=10, frame_dim=2, hidden=(64, 32), latent_dim=20,
-                                        frame_hidden=hidden))
+                                        frame_hidden=hidden, log_head=False))
         init_from_pca(model, x)
         with torch.no_grad():
             start = float(model.losses(x)["recon"])
