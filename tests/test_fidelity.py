@@ -84,7 +84,7 @@ def test_the_log_head_draws_the_quiet_bins_and_leaves_the_loud_ones():
     torch.testing.assert_close(drawn[..., :32], level[..., :32], rtol=0, atol=1e-3)  # the gate is 0.99995 open
     cap = QUIET_GATE_DB / 20 * math.log(10) + 1.0  # the head's soft ceiling, re the peak
     torch.testing.assert_close(drawn[..., 32:], cap - torch.nn.functional.softplus(cap - quiet[..., 32:]), rtol=0, atol=1e-3)
-    assert float((drawn[..., 32:] + 9.0).abs().max()) < 0.01  # far under the ceiling the head's value passes as it is
+    assert float((drawn[..., 32:] + 9.0).abs().max()) < 0.02  # 37 dB under the ceiling the head passes within 0.2 dB
 
 
 def test_frame_decoder_starts_at_pca_and_is_not_limited_to_its_basis():
