@@ -41,6 +41,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path, t
     return run
 
 
+@pytest.fixture(scope="session")
+def log_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
+    """The tiny VAE with the decoder's log head (``model.log_head``) and the log weight it trains with."""
+    from samplegen.app import api
+
+    cfg = json.loads(json.dumps(TINY_CONFIG))
+    cfg["model"]["log_head"] = True
+    cfg["train"]["log_weight"] = 0.5
+    path = tmp_path_factory.mktemp("cfg-log-head") / "log_head.json"
+    path.write_text(json.dumps(cfg))
+    run = tmp_path_factory.mktemp("runs-log-head") / "log_head"
+    api.train_run(tiny_samples_dir, run, config=path, show_progress=False)
+    return run
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

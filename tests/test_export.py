@@ -228,12 +228,14 @@ def test_sf2_export_refuses_a_wrong_suffix_in_one_line(tiny_run, tmp_path, capsy
 # --- ONNX ----------------------------------------------------------------------------------------------
 
 
-def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(tiny_run, tmp_path):
+@pytest.mark.parametrize("which", ["tiny_run", "log_head_run"])
+def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(which, request, tmp_path):
     import onnxruntime as ort
 
-    paths = api.export_onnx(tiny_run, tmp_path / "onnx")
-    run = load_run(tiny_run)
-    assert run.model.cfg.log_head  # the default decoder: its log head and feature map are in the graph too
+    run_dir = request.getfixturevalue(which)
+    paths = api.export_onnx(run_dir, tmp_path / "onnx")
+    run = load_run(run_dir)
+    assert run.model.cfg.log_head == (which == "log_head_run")  # with it, its feature map is in the graph too
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     scripted = torch.jit.load(str(paths["torchscript"]))
     for batch in (1, 7):
@@ -252,7 +254,8 @@ def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(tiny_
     # The recipe is enough: de-normalising the ONNX output gives the magnitude the package decodes from.
     mean, std = np.array(recipe["denormalise"]["mean"]), np.array(recipe["denormalise"]["std"])
     # ... the map the log head leaves and re-enters the features by, so its output is normalised features too
-    assert np.allclose(run.model.decoder.feat_mean.numpy(), mean) and np.allclose(run.model.decoder.feat_std.numpy(), std)
+    if run.model.cfg.log_head:
+        assert np.allclose(run.model.decoder.feat_mean.numpy(), mean) and np.allclose(run.model.decoder.feat_std.numpy(), std)
     z = torch.zeros(1, run.config.model.latent_dim)
     den = recipe["denormalise"]
     out = session.run(None, {"z": z.numpy()})[0] * std + mean

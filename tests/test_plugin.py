@@ -126,21 +126,21 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 # --- the engine against Python --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["default", "linear_frames_log"])
+@pytest.mark.parametrize("which", ["default", "log_head", "linear_frames_log"])
 def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
     """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generation.generate.decode give, for
-    today's decoder (per-frame MLP, log head, compressed magnitude) and for one shaped as older runs (linear frames,
-    no log head, log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow
+    today's decoder (per-frame MLP, compressed magnitude), with the log head option, and for one shaped as older
+    runs (linear frames, log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow
     fails here."""
     from samplegen.app.cli import main
 
-    run_dir = request.getfixturevalue("tiny_run" if which == "default" else "linear_frames_run")
+    run_dir = request.getfixturevalue({"default": "tiny_run", "log_head": "log_head_run"}.get(which, "linear_frames_run"))
     bundle = tmp_path / "bundle"
     assert main(["export", "plugin", str(run_dir), "--out", str(bundle)]) == 0
     run = load_run(run_dir)
-    assert (run.model.decoder.frame_mlp is None) == (which != "default")
-    assert run.model.cfg.log_head == (which == "default")
+    assert (run.model.decoder.frame_mlp is None) == (which == "linear_frames_log")
+    assert run.model.cfg.log_head == (which == "log_head")
     assert ("log_head" in json.loads((bundle / "bundle.json").read_text())["decoder"]) == run.model.cfg.log_head
     latent = run.config.model.latent_dim
     z = torch.cat([run.latent_mu[:2], 1.5 * torch.randn(2, latent, generator=torch.Generator().manual_seed(3))]).float()

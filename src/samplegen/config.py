@@ -62,7 +62,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
-    log_weight: float = 0.5  # BENCHMARKS.md, Fidelity (with the log head; without it 0.1: more made blends dip)
+    log_weight: float = 0.1  # BENCHMARKS.md, Fidelity (0.3: better LSD, but 4-5 % of blends dip; 0.5 with model.log_head)
     adam_beta2: float = 0.99
     lr_warmup_epochs: int = 5
     kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)

@@ -67,7 +67,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
     frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
-    log_head: bool = True  # BENCHMARKS.md, Fidelity
+    log_head: bool = False  # an option for now: BENCHMARKS.md, Fidelity
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
