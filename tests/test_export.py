@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pretty_midi
+import pytest
 import soundfile as sf
 import torch
 
