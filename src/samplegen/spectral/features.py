@@ -90,30 +90,9 @@ def _check_power(power: float) -> float:
     return float(power)
 
 
-def compress_magnitude(mag: torch.Tensor, power: float) -> torch.Tensor:
-    """Linear magnitude → ``max(mag, LOG_FLOOR)**power``, or its natural log for ``power = 0``.
-
-    Parameters
-    ----------
-    mag : Tensor, linear magnitude (non-negative), any shape
-    power : p in [0, 1]
-
-    Returns
-    -------
-    Tensor of the same shape.
-
-    Example
-    -------
-    >>> compress_magnitude(torch.tensor([4.0, 0.0]), 0.5)
-    tensor([2.0000, 0.0100])
-    """
-    p = _check_power(power)
-    floored = torch.clamp(mag, min=LOG_FLOOR)
-    return torch.log(floored) if p == 0.0 else floored.pow(p)
-
-
 def expand_magnitude(values: torch.Tensor, power: float) -> torch.Tensor:
-    """Inverse of :func:`compress_magnitude`: compressed values → linear magnitude.
+    """Inverse of the compression (magnitude^p floored at :data:`LOG_FLOOR`; the log for p = 0): compressed
+    values → linear magnitude.
 
     Values below the compressed floor (a decoder may emit them) come back as
     :data:`LOG_FLOOR`, never as NaN.  ``values**(1/p)`` is computed as ``exp(log(values)/p)``,
@@ -145,7 +124,7 @@ def log_magnitude(mag: torch.Tensor) -> torch.Tensor:
 
 
 def compress_log(log_mag: torch.Tensor, power: float) -> torch.Tensor:
-    """Log magnitude (as :func:`log_magnitude` gives) → the compressed magnitude of :func:`compress_magnitude`.
+    """Log magnitude (as :func:`log_magnitude` gives) → the compressed magnitude max(m, LOG_FLOOR)^p.
 
     For ``power = 0`` the log is returned as it is.
     """
