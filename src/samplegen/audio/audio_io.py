@@ -75,9 +75,9 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     AudioError with a one-line reason when the file is missing, not audio,
     truncated, empty, too large to decode or holds NaN/Inf samples.
 
-    Example
-    -------
-    >>> y = read_audio("piano_c4.flac")          # doctest: +SKIP
+    Example (a file of one's own, so not run as a doctest)::
+
+        y = read_audio("piano_c4.flac")
     """
     path = Path(path)
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:

@@ -184,9 +184,9 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     -------
     Corpus (also written to ``out_dir``: WAVs, manifest.csv, corpus_report.txt)
 
-    Example
-    -------
-    >>> corpus = render_soundfont_corpus("corpus")        # doctest: +SKIP
+    Example (renders ~1,000 notes, so not run as a doctest)::
+
+        corpus = render_soundfont_corpus("corpus")
     """
     audio_io.check_note_duration(duration_s)
     path = Path(soundfont) if soundfont is not None else default_soundfont()
