@@ -41,19 +41,26 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path, t
     return run
 
 
-@pytest.fixture(scope="session")
-def log_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
-    """The tiny VAE with the decoder's log head (``model.log_head``) and the log weight it trains with."""
+def tiny_variant_run(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path, name: str,
+                     changes: dict[str, dict]) -> Path:
+    """The tests' tiny config with ``changes`` merged into its sections, trained on ``samples_dir``."""
     from samplegen.app import api
 
     cfg = json.loads(json.dumps(TINY_CONFIG))
-    cfg["model"]["log_head"] = True
-    cfg["train"]["log_weight"] = 0.5
-    path = tmp_path_factory.mktemp("cfg-log-head") / "log_head.json"
+    for section, values in changes.items():
+        cfg.setdefault(section, {}).update(values)
+    path = tmp_path_factory.mktemp(f"cfg-{name}") / f"{name}.json"
     path.write_text(json.dumps(cfg))
-    run = tmp_path_factory.mktemp("runs-log-head") / "log_head"
-    api.train_run(tiny_samples_dir, run, config=path, show_progress=False)
+    run = tmp_path_factory.mktemp(f"runs-{name}") / name
+    api.train_run(samples_dir, run, config=path, show_progress=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def log_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
+    """The tiny VAE with the decoder's log head (``model.log_head``) and the log weight it trains with."""
+    return tiny_variant_run(tmp_path_factory, tiny_samples_dir, "log_head",
+                            {"model": {"log_head": True}, "train": {"log_weight": 0.5}})
 
 
 @pytest.fixture

@@ -69,18 +69,10 @@ def bundle(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def linear_frames_run(tiny_samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run shaped as runs before format 3 were: no per-frame MLP, trained on the log magnitude."""
-    from samplegen.app import api
-    from conftest import TINY_CONFIG
+    from conftest import tiny_variant_run
 
-    cfg = json.loads(json.dumps(TINY_CONFIG))
-    cfg["model"]["frame_hidden"] = 0
-    cfg["features"] = {"magnitude_power": 0.0}
-    cfg["train"]["epochs"] = 2
-    path = tmp_path_factory.mktemp("cfg-linear") / "linear.json"
-    path.write_text(json.dumps(cfg))
-    run = tmp_path_factory.mktemp("runs-linear") / "linear"
-    api.train_run(tiny_samples_dir, run, config=path, show_progress=False)
-    return run
+    return tiny_variant_run(tmp_path_factory, tiny_samples_dir, "linear",
+                            {"model": {"frame_hidden": 0}, "features": {"magnitude_power": 0.0}, "train": {"epochs": 2}})
 
 
 @pytest.fixture(scope="module")
