@@ -184,8 +184,9 @@ def quiet_blend(out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor
 
 
 class _QuietBlend(torch.autograd.Function):
-    """:func:`quiet_blend` with its gradients written out: autograd's version makes about 50 passes over the
-    batch on every training step (twice the step time of a decoder without the head); this one about 20."""
+    """:func:`quiet_blend` with its gradients written out: about 20 passes over the batch where autograd's
+    version makes about 50 (the step as a whole still costs about twice the default's:
+    benchmarks/log_head_step.py)."""
 
     @staticmethod
     def forward(ctx, out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor) -> Tensor:  # type: ignore[override]

@@ -77,8 +77,8 @@ def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarra
         frames = x.reshape(-1, n_bins)[first::frame_stride].double()
         s1 += frames.sum(dim=0)
         s2 += frames.T @ frames
-        raw = batch.reshape(-1, n_bins)[first::frame_stride].double()
-        s_log += raw.sum(dim=0)  # the log head starts at each bin's mean log magnitude
+        if model.cfg.log_head:  # it starts at each bin's mean log magnitude
+            s_log += batch.reshape(-1, n_bins)[first::frame_stride].double().sum(dim=0)
         count += frames.shape[0]
         done += len(batch)
     mean = s1 / count
