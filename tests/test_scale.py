@@ -86,23 +86,28 @@ def test_float16_storage_halves_the_shard_and_stays_close(tiny_samples_dir, tmp_
     assert sizes[0] * 2 - sizes[1] < 1024
 
 
-def test_streamed_statistics_and_pca_start_match_the_in_memory_ones():
+@pytest.mark.parametrize("power,log_head", [(0.0, False), (0.7, True)])
+def test_streamed_statistics_and_pca_start_match_the_in_memory_ones(power, log_head):
     torch.manual_seed(0)
     x = torch.randn(70, 9, 33) * torch.linspace(0.5, 3, 33) + torch.linspace(-4, 2, 33)
     feats = NoteFeatures.from_tensor(Path("."), [None] * 70, x)  # type: ignore[list-item]
     rows = np.arange(3, 70)
-    stats = fit_stats(feats, rows, distributed.Context(), magnitude_power=0.0)
-    ref = FeatureStats.fit(x[rows], magnitude_power=0.0)
-    torch.testing.assert_close(stats.mean, ref.mean, atol=1e-5, rtol=0)
-    torch.testing.assert_close(stats.std, ref.std, atol=1e-5, rtol=0)
+    stats = fit_stats(feats, rows, distributed.Context(), magnitude_power=power)
+    ref = FeatureStats.fit(x[rows], magnitude_power=power)
+    torch.testing.assert_close(stats.mean, ref.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats.std, ref.std, atol=1e-5, rtol=1e-5)
     from samplegen.model.network import ModelConfig
 
-    cfg = ModelConfig(n_bins=33, n_frames=9, frame_dim=4, hidden=(16, 8), latent_dim=3)
+    cfg = ModelConfig(n_bins=33, n_frames=9, frame_dim=4, hidden=(16, 8), latent_dim=3, log_head=log_head)
     a, b = SampleModel(cfg), SampleModel(cfg)
     b.load_state_dict(a.state_dict())  # the same random hidden layers
+    for model in (a, b):
+        model.decoder.set_feature_map(stats.mean, stats.std, power)
     init_model_from_pca(a, feats, rows, stats)  # streamed in batches of 64 notes
     init_from_pca(b, stats.normalise(x[rows]))
     assert a.encoder.linear.weight.abs().sum() > 0
+    if log_head:
+        assert a.decoder.log_frame.bias.abs().sum() > 0  # each bin's mean log level
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, atol=1e-4, rtol=1e-4, msg=name)
 

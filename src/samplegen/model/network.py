@@ -153,16 +153,25 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.parts(z)[1]
 
+    def frame_coefficients(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent Tensor[B x L] → the frames' ``frame_dim`` coefficients, Tensor[B x T x P]."""
+        return (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
+
+    def compressed(self, h: torch.Tensor) -> torch.Tensor:
+        """Frame coefficients → the compressed-magnitude branch (normalised features), Tensor[B x T x F]."""
+        out = self.frame(h)
+        return out if self.frame_mlp is None else out + self.frame_mlp(h)
+
+    def branches(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the compressed-magnitude branch, the log head's raw output in nepers or None without ``log_head``)."""
+        h = self.frame_coefficients(z)
+        return self.compressed(h), (self.log_frame(h) if self.cfg.log_head else None)
+
     def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the compressed-magnitude branch alone, the output): they differ only with ``log_head``."""
-        h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
-        out = self.frame(h)
-        out = out if self.frame_mlp is None else out + self.frame_mlp(h)
-        if not self.cfg.log_head:
+        out, quiet = self.branches(z)
+        if quiet is None:
             return out, out
-        quiet = self.log_frame(h)
-        if torch.is_grad_enabled() and (out.requires_grad or quiet.requires_grad):
-            return out, _QuietBlend.apply(out, quiet, self.feat_mean, self.feat_std, self.feat_power)
         return out, quiet_blend(out, quiet, self.feat_mean, self.feat_std, self.feat_power)
 
 
@@ -183,16 +192,18 @@ def quiet_blend(out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor
     return (torch.exp(p * log_m) - mean) / std
 
 
-class _QuietBlend(torch.autograd.Function):
-    """:func:`quiet_blend` with its gradients written out: about 20 passes over the batch where autograd's
-    version makes about 50 (the step as a whole still costs about twice the default's:
-    benchmarks/log_head_step.py)."""
+class _QuietBlendLogL1(torch.autograd.Function):
+    """``log_l1`` (see :class:`_LogMagnitudeL1`) of the log head's blend (see :func:`quiet_blend`), straight from
+    the blend's log magnitude: training never needs the blended features themselves, and the gradients are
+    written out (about half the passes over the batch of the blend and the loss taken apart)."""
 
     @staticmethod
-    def forward(ctx, out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, out: Tensor, quiet: Tensor, log_target: Tensor,  # type: ignore[override]
+                mean: Tensor, std: Tensor, p: Tensor) -> Tensor:
         with torch.no_grad():
             pf = float(p)
-            raw = torch.addcmul(mean, out, std)
+            dtype = torch.promote_types(out.dtype, torch.float32)  # bf16 under autocast: the loss in float32
+            raw = torch.addcmul(mean, out.to(dtype), std)
             floor = LOG_FLOOR**pf
             active = raw > floor
             v = raw.clamp_min_(floor)
@@ -201,27 +212,30 @@ class _QuietBlend(torch.autograd.Function):
             w = (log_loud - peak).mul_(_DB_PER_NEPER / QUIET_GATE_WIDTH_DB).sub_(QUIET_GATE_DB / QUIET_GATE_WIDTH_DB)
             w.sigmoid_()
             cap = peak + (QUIET_GATE_DB / _DB_PER_NEPER + 1.0)
-            r = cap - quiet  # softplus(r)' = sigmoid(r)
-            log_quiet = cap - nn.functional.softplus(r)
+            r = cap - quiet.to(dtype)  # softplus(r)' = sigmoid(r)
+            log_m = cap - nn.functional.softplus(r)  # the head's capped level, then the blend
             r.sigmoid_()
-            diff = log_loud.sub_(log_quiet)  # log_loud − log_quiet; log_m = log_quiet + w · diff
-            e = torch.addcmul(log_quiet, w, diff).mul_(pf).exp_()
-            y = (e - mean).div_(std)
-            # d y / d log_m = p e / std: kept as one tensor
-            e.mul_(pf).div_(std)
-        ctx.save_for_backward(e, w, diff, r, v, active, std)
-        ctx.pf = pf
-        return y
+            diff = log_loud.sub_(log_m)  # log_loud − log_quiet; log_m = log_quiet + w · diff
+            log_m.addcmul_(w, diff)
+            target = log_target.to(dtype)
+            f = (target.amax(dim=(1, 2), keepdim=True) - LSD_FLOOR_NEPERS).clamp_min(math.log(LOG_FLOOR))
+            counts = log_m > f
+            d = torch.maximum(log_m, f, out=log_m).sub_(torch.maximum(target, f))
+            n = d.numel()
+            loss = torch.linalg.vector_norm(d, 1) / n
+            g_log_m = d.sign_().masked_fill_(~counts, 0.0).div_(n)
+            head = 1.0 - w  # the head's share of the blend
+            g_quiet = g_log_m * head * r
+            # through the gate: d w / d log_loud = w (1 − w) · (dB per neper / width); log_loud = log(v) / p
+            g_out = g_log_m.mul_(diff).mul_(w).mul_(head)
+            g_out.mul_(_DB_PER_NEPER / QUIET_GATE_WIDTH_DB / pf).div_(v).mul_(std).masked_fill_(~active, 0.0)
+        ctx.save_for_backward(g_out, g_quiet)
+        return loss
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor):  # type: ignore[override]
-        e, w, diff, r, v, active, std = ctx.saved_tensors
-        g_log_m = grad_y * e
-        g_quiet = (1.0 - w).mul_(g_log_m).mul_(r)
-        # through the gate: d w / d log_loud = w (1 − w) · (dB per neper / width); log_loud = log(v) / p
-        g_out = g_log_m.mul_(diff).mul_(w).mul_(1.0 - w).mul_(_DB_PER_NEPER / QUIET_GATE_WIDTH_DB / ctx.pf)
-        g_out.div_(v).mul_(std).masked_fill_(~active, 0.0)
-        return g_out, g_quiet, None, None, None
+    def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
+        g_out, g_quiet = ctx.saved_tensors
+        return g_out * grad_loss, g_quiet * grad_loss, None, None, None, None
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -325,14 +339,23 @@ class SampleModel(nn.Module):
         else:
             z = mu
             kl = torch.zeros((), device=x.device)
-        loud, out = self.decoder.parts(z)
-        # With a log head the squared error trains the compressed branch alone; the log head learns from log_l1.
-        recon = nn.functional.mse_loss(loud, x)
-        if self.feature_stats is not None and log_target is not None:
-            log_l1 = self.log_magnitude_l1(out, log_target)
-        else:
-            log_l1 = torch.zeros((), device=x.device)
+        recon, log_l1 = self.reconstruction_losses(z, x, log_target)
         return {"recon": recon, "kl": kl, "log_l1": log_l1}
+
+    def reconstruction_losses(self, z: Tensor, x: Tensor, log_target: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(recon, log_l1) of :meth:`losses` for latents ``z`` of notes ``x``; validation measures the same.
+
+        With a log head the squared error trains the compressed branch alone; the head learns from log_l1.
+        """
+        loud, quiet = self.decoder.branches(z)
+        recon = nn.functional.mse_loss(loud, x)
+        if self.feature_stats is None or log_target is None:
+            return recon, torch.zeros((), device=x.device)
+        if quiet is None:
+            return recon, self.log_magnitude_l1(loud, log_target)
+        dec = self.decoder
+        n = dec.feat_mean.shape[0]
+        return recon, _QuietBlendLogL1.apply(loud, quiet, log_target[..., :n], dec.feat_mean, dec.feat_std, dec.feat_power)
 
     def attach_feature_stats(self, mean: torch.Tensor, std: torch.Tensor, magnitude_power: float) -> None:
         """Let :meth:`losses` measure the ``log_l1`` term, which needs the features' de-normalisation
@@ -372,10 +395,8 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     mean = frames.mean(dim=0)
     centred = frames - mean
     init_frame_layers(model, mean, centred.T @ centred / len(frames))
-    if model.cfg.log_head:  # the features' log magnitude, through the decoder's feature map
-        dec = model.decoder
-        values = (dec.feat_mean + dec.feat_std * feats.reshape(-1, model.cfg.n_bins)[::frame_stride])
-        init_log_head(model, (values.clamp_min(LOG_FLOOR**dec.feat_power).log() / dec.feat_power).mean(dim=0))
+    if model.cfg.log_head:
+        init_log_head(model, log_levels(model.decoder, feats.reshape(-1, model.cfg.n_bins)[::frame_stride]).mean(dim=0))
     init_linear_paths(model, model.encoder.frame(feats).flatten(1))
 
 
@@ -408,6 +429,11 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
         last.bias.zero_()
     if cfg.log_head:
         dec.log_frame.weight.zero_()
+
+
+def log_levels(dec: Decoder, feats: Tensor) -> Tensor:
+    """Normalised features → natural log magnitude (nepers), through a ``log_head`` decoder's feature map."""
+    return (dec.feat_mean + dec.feat_std * feats).clamp_min(LOG_FLOOR**dec.feat_power).log() / dec.feat_power
 
 
 @torch.no_grad()

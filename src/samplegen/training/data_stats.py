@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from samplegen.model.network import SampleModel, init_frame_layers, init_linear_paths, init_log_head
+from samplegen.model.network import SampleModel, init_frame_layers, init_linear_paths, init_log_head, log_levels
 from samplegen.spectral.features import FeatureStats, compress_log
 from samplegen.training import distributed
 from samplegen.training.feature_cache import NoteFeatures
@@ -78,7 +78,7 @@ def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarra
         s1 += frames.sum(dim=0)
         s2 += frames.T @ frames
         if model.cfg.log_head:  # it starts at each bin's mean log magnitude
-            s_log += batch.reshape(-1, n_bins)[first::frame_stride].double().sum(dim=0)
+            s_log += log_levels(model.decoder, frames.float()).double().sum(dim=0)
         count += frames.shape[0]
         done += len(batch)
     mean = s1 / count

@@ -387,11 +387,7 @@ def _model_and_optimiser(cfg: RunConfig, feats: NoteFeatures, train_idx: np.ndar
     """The model seeded with ``train.seed`` (at the PCA baseline when ``pca_start`` and ``train.pca_init``) and Adam."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    model = SampleModel(cfg.model)
-    n_bins = cfg.stft.n_bins  # the magnitude's statistics; an IF run's follow them
-    model.decoder.set_feature_map(stats.mean[:n_bins], stats.std[:n_bins], stats.magnitude_power)
-    if tc.log_weight > 0:
-        model.attach_feature_stats(stats.mean[:n_bins].to(device), stats.std[:n_bins].to(device), stats.magnitude_power)
+    model = _new_model(cfg, stats, device)
     if tc.pca_init and pca_start:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
@@ -527,15 +523,23 @@ def _finish_run(s: _Session, run_dir: Path, history: list[dict[str, float]]) -> 
 PCA_CHECK_NOTES = 256
 
 
+def _new_model(cfg: RunConfig, stats: FeatureStats, device: str) -> SampleModel:
+    """A model drawn from torch's generator, with the feature map its log_l1 term and log head read."""
+    model = SampleModel(cfg.model)
+    n_bins = cfg.stft.n_bins  # the magnitude's statistics; an IF run's follow them
+    model.decoder.set_feature_map(stats.mean[:n_bins], stats.std[:n_bins], stats.magnitude_power)
+    if cfg.train.log_weight > 0:
+        model.attach_feature_stats(stats.mean[:n_bins].to(device), stats.std[:n_bins].to(device), stats.magnitude_power)
+    return model
+
+
 def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, stats: FeatureStats,
                        train_idx: np.ndarray, val_idx: np.ndarray, resident: torch.Tensor | None = None) -> PcaCheck:
     """The best weights (loaded in ``model`` by :func:`_write_latents`) against the PCA start, rebuilt here."""
     rows, notes = (val_idx, "held-out") if len(val_idx) else (train_idx[:PCA_CHECK_NOTES], "training")
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
-        start = SampleModel(cfg.model)
-    if model.feature_stats is not None:
-        start.attach_feature_stats(*model.feature_stats)
+        start = _new_model(cfg, stats, str(device))
     init_model_from_pca(start, feats, pca_rows(train_idx, cfg.train.seed), stats)
     alone = distributed.Context()
     trained = _validate(model, feats, rows, stats, cfg, alone, resident)["val_recon"]
@@ -588,10 +592,8 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
         for raw in _batches(feats, resident, distributed.rows_of(val_idx, ctx), 128, device):
             x = stats.normalise(raw)
             mu, logvar = model.encode(x)
-            loud, out = model.decoder.parts(mu)  # the same terms as training (SampleModel.losses)
-            recon_t += torch.nn.functional.mse_loss(loud, x, reduction="sum").double() / x[0].numel()
-            if model.feature_stats is not None:
-                recon_t += cfg.train.log_weight * model.log_magnitude_l1(out, raw).double() * len(x)
+            mse, log_l1 = model.reconstruction_losses(mu, x, raw)  # the same terms as training
+            recon_t += (mse.double() + cfg.train.log_weight * log_l1.double()) * len(x)
             if logvar is not None:
                 kl_t += kl_divergence(mu, logvar).sum().double()
         sums[0], sums[1] = recon_t.item(), kl_t.item()
