@@ -63,6 +63,13 @@ def log_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Pat
                             {"model": {"log_head": True}, "train": {"log_weight": 0.5}})
 
 
+@pytest.fixture(scope="session")
+def level_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
+    """The tiny VAE with a log head that writes the quiet bins' level itself, as run format 4's did."""
+    return tiny_variant_run(tmp_path_factory, tiny_samples_dir, "level_head",
+                            {"model": {"log_head": True, "log_head_residual": False}, "train": {"log_weight": 0.5}})
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -158,23 +158,37 @@ def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_
     assert model_lsd < pca_lsd - 0.15, (model_lsd, pca_lsd)  # measured: 1.79 against 2.02 dB
 
 
-def test_a_format_2_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, tiny_config_file, tmp_path):
-    """Runs saved before format 3 have no frame decoder, no log loss and no log head; their config lacks the keys."""
+OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.json lacks)
+    2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False},
+         "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999}},
+        [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("train", "log_weight"),
+         ("train", "lr_warmup_epochs"), ("train", "adam_beta2")]),
+    4: ({"model": {"log_head": True, "log_head_residual": False}, "train": {"log_weight": 0.5}},
+        [("model", "log_head_residual")]),
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_RUNS))
+def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, tiny_config_file, tmp_path, version):
+    """Runs saved before format 3 have no frame decoder, no log loss and no log head; a format-4 log head wrote the
+    quiet bins' level itself. Their config lacks the keys that came later."""
+    trained_with, missing = OLD_RUNS[version]
     data = json.loads(tiny_config_file.read_text())
-    data["model"].update({"frame_hidden": 0, "log_head": False})
-    data["train"].update({"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "epochs": 2})
+    for section, values in trained_with.items():
+        data[section].update(values)
+    data["train"]["epochs"] = 2
     (tmp_path / "old.json").write_text(json.dumps(data))
     api.train_run(tiny_samples_dir, tmp_path / "new", config=tmp_path / "old.json", show_progress=False)
     old = tmp_path / "old"
     shutil.copytree(tmp_path / "new", old)
     saved = json.loads((old / CONFIG_NAME).read_text())
-    saved["format_version"] = 2
-    for section, key in (("model", "frame_hidden"), ("model", "log_head"), ("train", "log_weight"),
-                         ("train", "lr_warmup_epochs"), ("train", "adam_beta2")):
+    saved["format_version"] = version
+    for section, key in missing:
         saved[section].pop(key)
     (old / CONFIG_NAME).write_text(json.dumps(saved))
     a, b = load_run(tmp_path / "new"), load_run(old)
-    assert b.config.model.frame_hidden == 0 and b.config.train.log_weight == 0.0 and not b.config.model.log_head
+    for section, values in trained_with.items():
+        assert all(getattr(getattr(b.config, section), key) == value for key, value in values.items())
     assert b.config == a.config
     z = torch.randn(3, a.config.model.latent_dim)
     with torch.no_grad():

@@ -118,22 +118,26 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 # --- the engine against Python --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["default", "log_head", "linear_frames_log"])
+@pytest.mark.parametrize("which", ["default", "log_head", "level_head", "linear_frames_log"])
 def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
     """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generation.generate.decode give, for
-    today's decoder (per-frame MLP, compressed magnitude), with the log head option, and for one shaped as older
-    runs (linear frames, log magnitude): a change to the model that the bundle and plugin/src/Engine.cpp do not follow
-    fails here."""
+    today's decoder (per-frame MLP, compressed magnitude), with the log head option (and with run format 4's head,
+    which wrote the level itself), and for one shaped as older runs (linear frames, log magnitude): a change to the
+    model that the bundle and plugin/src/Engine.cpp do not follow fails here."""
     from samplegen.app.cli import main
 
-    run_dir = request.getfixturevalue({"default": "tiny_run", "log_head": "log_head_run"}.get(which, "linear_frames_run"))
+    run_dir = request.getfixturevalue({"default": "tiny_run", "log_head": "log_head_run",
+                                       "level_head": "level_head_run"}.get(which, "linear_frames_run"))
     bundle = tmp_path / "bundle"
     assert main(["export", "plugin", str(run_dir), "--out", str(bundle)]) == 0
     run = load_run(run_dir)
     assert (run.model.decoder.frame_mlp is None) == (which == "linear_frames_log")
-    assert run.model.cfg.log_head == (which == "log_head")
-    assert ("log_head" in json.loads((bundle / "bundle.json").read_text())["decoder"]) == run.model.cfg.log_head
+    assert run.model.cfg.log_head == (which in ("log_head", "level_head"))
+    head = json.loads((bundle / "bundle.json").read_text())["decoder"].get("log_head")
+    assert (head is not None) == run.model.cfg.log_head
+    if head is not None:
+        assert head["adds_level"] == (which == "log_head")
     latent = run.config.model.latent_dim
     z = torch.cat([run.latent_mu[:2], 1.5 * torch.randn(2, latent, generator=torch.Generator().manual_seed(3))]).float()
     out = engine(bundle, z.numpy(), tmp_path / "out")
@@ -150,6 +154,12 @@ def test_engine_decoder_and_waveform_match_python(built: None, which: str, reque
         _set_bundle_version(bundle, 2)
         again = engine(bundle, z.numpy(), tmp_path / "v2")
         assert np.array_equal(np.fromfile(again / "features.f32", "<f4").reshape(-1, t, f), feats)
+    if which == "level_head":  # as a format-3 bundle wrote this head: no adds_level, which reads as false
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        del manifest["decoder"]["log_head"]["adds_level"]
+        (bundle / "bundle.json").write_text(json.dumps({**manifest, "format_version": 3}))
+        again = engine(bundle, z.numpy(), tmp_path / "v3")
+        assert np.array_equal(np.fromfile(again / "features.f32", "<f4").reshape(-1, t, f), feats)
 
 
 def _set_bundle_version(bundle: Path, version: int) -> None:
@@ -157,7 +167,7 @@ def _set_bundle_version(bundle: Path, version: int) -> None:
     (bundle / "bundle.json").write_text(json.dumps({**manifest, "format_version": version}))
 
 
-@pytest.mark.parametrize("version", [1, 4])
+@pytest.mark.parametrize("version", [1, 5])
 def test_engine_refuses_a_bundle_version_it_does_not_read(built: None, bundle: Path, tmp_path: Path, version: int) -> None:
     old = tmp_path / "bundle"
     shutil.copytree(bundle, old)
@@ -166,7 +176,7 @@ def test_engine_refuses_a_bundle_version_it_does_not_read(built: None, bundle: P
     done = subprocess.run([str(ENGINE), str(old), str(tmp_path / "z.f32"), str(tmp_path / "o")], capture_output=True, text=True)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"bundle format {version} is not one this plug-in reads (2 to 3)" in lines[0]
+    assert len(lines) == 1 and f"bundle format {version} is not one this plug-in reads (2 to 4)" in lines[0]
 
 
 def test_export_plugin_refuses_a_phase_aware_run_in_one_line(tiny_samples_dir: Path, tmp_path: Path, capsys) -> None:

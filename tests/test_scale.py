@@ -98,7 +98,9 @@ def test_streamed_statistics_and_pca_start_match_the_in_memory_ones(power, log_h
     torch.testing.assert_close(stats.std, ref.std, atol=1e-5, rtol=1e-5)
     from samplegen.model.network import ModelConfig
 
-    cfg = ModelConfig(n_bins=33, n_frames=9, frame_dim=4, hidden=(16, 8), latent_dim=3, log_head=log_head)
+    # the head of run format 4, which starts at each bin's mean level (a residual head starts at zero)
+    cfg = ModelConfig(n_bins=33, n_frames=9, frame_dim=4, hidden=(16, 8), latent_dim=3, log_head=log_head,
+                      log_head_residual=False)
     a, b = SampleModel(cfg), SampleModel(cfg)
     b.load_state_dict(a.state_dict())  # the same random hidden layers
     for model in (a, b):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
 import soundfile as sf
 
 from samplegen.app import api
@@ -18,13 +19,15 @@ from samplegen.training.train import PcaCheck
 from synth import SR, harmonic_note, note_family
 
 
-def test_a_25_note_corpus_trained_with_the_defaults_ends_no_worse_than_pca(tmp_path):
+@pytest.mark.parametrize("model", [{}, {"model": {"log_head": True}, "train": {"log_weight": 0.5}}],
+                         ids=["default", "log_head"])
+def test_a_25_note_corpus_trained_with_the_defaults_ends_no_worse_than_pca(tmp_path, model):
     folder = tmp_path / "mine"
     folder.mkdir()
     for i, note in enumerate(note_family(25, seconds=0.6, seed=2)):
         sf.write(folder / f"n{i:02d}.wav", note, SR)
     config = tmp_path / "short_notes.json"
-    config.write_text(json.dumps({"data": {"duration_s": 0.5}}))  # every training setting at its default
+    config.write_text(json.dumps({"data": {"duration_s": 0.5}, **model}))  # every training setting at its default
     result = api.train_run(folder, tmp_path / "run", config=config, show_progress=False)
     assert result.pca_check is not None and not result.pca_check.worse
     assert result.pca_check.notes == "held-out"

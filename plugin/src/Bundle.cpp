@@ -185,6 +185,10 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
             b->headFloor = (float) (double) head["floor"];
             b->gateDb = (float) (double) head["gate_db"];
             b->gateWidthDb = (float) (double) head["gate_width_db"];
+            const auto& addsLevel = head["adds_level"];  // absent in format 3
+            if (! (addsLevel.isVoid() || addsLevel.isBool()))
+                fail ("bundle.json: decoder.log_head.adds_level is not true or false");
+            b->headAddsLevel = (bool) addsLevel;
             if (! (b->headPower > 0.0f && b->headFloor > 0.0f && b->gateWidthDb > 0.0f))
                 fail ("bundle.json: the log head needs a positive power, floor and gate width");
         }

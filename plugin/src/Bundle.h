@@ -22,8 +22,8 @@ struct Dense
 /** Everything the plug-in plays, read once (on a background thread) and then only read. */
 struct Bundle
 {
-    static constexpr int formatVersion = 3;       // what `samplegen export plugin` writes now
-    static constexpr int oldestFormatVersion = 2;  // 2: no log head; 3 adds the optional one
+    static constexpr int formatVersion = 4;       // what `samplegen export plugin` writes now
+    static constexpr int oldestFormatVersion = 2;  // 2: no log head; 3 adds the optional one; 4 its adds_level
 
     juce::File folder;
     juce::String runName;
@@ -36,6 +36,7 @@ struct Bundle
     // Optional log head (samplegen.model.network.Decoder.parts): out becomes, per note, a log-domain blend of
     // itself (loud bins) and logFrame(h) (bins more than about -gateDb below the note's loudest).
     bool hasLogHead = false;
+    bool headAddsLevel = false;  // the head corrects the first branch's level (format 4), or writes it (3)
     Dense logFrame;
     std::vector<float> headMean, headStd;  // the decoder's own feature map (feat_mean, feat_std, feat_power)
     float headPower = 1.0f, headFloor = 0.0f, gateDb = -50.0f, gateWidthDb = 5.0f;  // headFloor: LOG_FLOOR

@@ -119,7 +119,8 @@ void Engine::decode (const float* z, std::vector<float>& features) const
 void Engine::applyLogHead (const std::vector<float>& h, std::vector<float>& features) const
 {
     // As samplegen.model.network.Decoder.parts: the first branch's log magnitude for the loud bins, the log
-    // frame layer's (softly capped below the note's peak) for the quiet ones, blended by a sigmoid of the level.
+    // frame layer's (added to the first branch's when adds_level; softly capped below the note's peak) for the
+    // quiet ones, blended by a sigmoid of the level.
     const int F = b.nBins, T = b.nFrames;
     const double p = b.headPower, nepersPerDb = std::log (10.0) / 20.0;
     const float floorP = std::pow (b.headFloor, b.headPower);  // in float, as PyTorch's LOG_FLOOR ** p
@@ -142,7 +143,7 @@ void Engine::applyLogHead (const std::vector<float>& h, std::vector<float>& feat
         {
             const size_t i = (size_t) t * (size_t) F + (size_t) k;
             const double w = 1.0 / (1.0 + std::exp (-((loud[i] - peak) / nepersPerDb - b.gateDb) / b.gateWidthDb));
-            const double x = cap - (double) quiet[(size_t) k];
+            const double x = cap - ((double) quiet[(size_t) k] + (b.headAddsLevel ? loud[i] : 0.0));
             const double softplus = x > 20.0 ? x : std::log1p (std::exp (x));  // PyTorch's threshold
             const double logM = w * loud[i] + (1.0 - w) * (cap - softplus);
             features[i] = (float) ((std::exp (p * logM) - b.headMean[(size_t) k]) / b.headStd[(size_t) k]);

@@ -25,6 +25,8 @@ from samplegen.spectral.stft import StftConfig
 BEFORE_FORMAT_3: dict[str, dict[str, Any]] = {"model": {"frame_hidden": 0}, "train": {"log_weight": 0.0, "adam_beta2": 0.999, "lr_warmup_epochs": 0}}
 #: ... and keys a run saved before format 4 lacks.
 BEFORE_FORMAT_4: dict[str, dict[str, Any]] = {"model": {"log_head": False}}
+#: ... and before format 5 (a format-4 log head wrote the quiet bins' level itself).
+BEFORE_FORMAT_5: dict[str, dict[str, Any]] = {"model": {"log_head_residual": False}}
 SPLITS = ("note", "instrument")
 #: Fewest optimisation steps an epoch of a small corpus takes with the default batch size (see
 #: :meth:`TrainConfig.for_corpus`).
@@ -204,6 +206,8 @@ class RunConfig:
             train = {**BEFORE_FORMAT_3["train"], **train}
         if version in (1, 2, 3) and isinstance(model, dict):
             model = {**BEFORE_FORMAT_4["model"], **model}
+        if version in (1, 2, 3, 4) and isinstance(model, dict):
+            model = {**BEFORE_FORMAT_5["model"], **model}
         return cls(
             data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
             stft=StftConfig.from_dict(data.get("stft", {})),

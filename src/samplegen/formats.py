@@ -47,11 +47,12 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 4,
-    (1, 2, 3, 4), None, "train the run again",
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 5,
+    (1, 2, 3, 4, 5), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
     "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then); "
-    "4: model.log_head (older runs: false)")
+    "4: model.log_head (older runs: false); "
+    "5: model.log_head_residual (older runs: false, the head wrote the quiet bins' level itself)")
 MODEL = FileFormat(
     "model weights", "model.safetensors of a run folder (metadata `format_version`)", 1, (1,), 1,
     "train the run again", "1: the first")
@@ -73,10 +74,11 @@ DECODER_RECIPE = FileFormat(
     "export the run again", "2: de-normalisation for the run's magnitude_power, graph files with sizes and SHA-256")
 PLUGIN_BUNDLE = FileFormat(
     "plug-in bundle", "bundle.json of `samplegen export plugin` (`format_version`; read by the plug-in, Bundle.h)",
-    3, (2, 3), None, "export the plug-in bundle again",
+    4, (2, 3, 4), None, "export the plug-in bundle again",
     "1: dense decoder (stack + linear path, frame layer, optional per-frame MLP), PGHI + FGLA; "
     "2: a neighbour-preserving map and knobs moved along rotated, named directions; "
-    "3: the decoder's optional log head (`decoder.log_head`)")
+    "3: the decoder's optional log head (`decoder.log_head`); "
+    "4: `decoder.log_head.adds_level` (a head that corrects the first branch's level; format 3: false)")
 
 #: The table, in the order docs/design.md lists it.
 FORMATS: tuple[FileFormat, ...] = (RUN_CONFIG, MODEL, TRAIN_STATE, CORPUS_INDEX, LATENT_POINT, FEATURE_CACHE,
@@ -101,10 +103,10 @@ def check_version(fmt: FileFormat, found: object, where: str | Path,
 
     Example
     -------
-    >>> check_version(RUN_CONFIG, 5, "run/config.json")
+    >>> check_version(RUN_CONFIG, 6, "run/config.json")
     Traceback (most recent call last):
     ...
-    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 5); this one reads format_version <= 4: upgrade SampleGen
+    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 6); this one reads format_version <= 5: upgrade SampleGen
     """
     if found is None:
         if fmt.unversioned is None:

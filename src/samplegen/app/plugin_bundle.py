@@ -46,7 +46,8 @@ TENSORS_NAME = "tensors.safetensors"
 LOG_HEAD_FORMULA = (
     "per note, with p = power, v = max(mean[bin] + std[bin] * out, floor ** p), loud = log(v) / p, "
     "peak = max of loud over all frames and bins, w = sigmoid(((loud - peak) * 20 / ln 10 - gate_db) / gate_width_db), "
-    "cap = peak + gate_db / 20 * ln 10 + 1, quiet = cap - softplus(cap - layer(h)) (softplus(x) = log(1 + exp(x)), "
+    "cap = peak + gate_db / 20 * ln 10 + 1, q = layer(h) (+ loud when adds_level), "
+    "quiet = cap - softplus(cap - q) (softplus(x) = log(1 + exp(x)), "
     "x above 20: x), out = (exp(p * (w * loud + (1 - w) * quiet)) - mean[bin]) / std[bin]")
 
 
@@ -92,7 +93,7 @@ def decoder_graph(run: Run) -> dict[str, Any]:
             "layer": _dense(dec.log_frame, "decoder.log_frame", "none"),
             "gate_db": QUIET_GATE_DB, "gate_width_db": QUIET_GATE_WIDTH_DB,
             "mean": "decoder.feat_mean", "std": "decoder.feat_std", "power": "decoder.feat_power",
-            "floor": LOG_FLOOR,
+            "floor": LOG_FLOOR, "adds_level": cfg.log_head_residual,
         }
     return graph
 

@@ -58,6 +58,8 @@ class ModelConfig:
         runs before format 3); lifts the output above the rank of ``frame_dim`` basis spectra
     log_head : quiet bins (more than 50 dB below the note's loudest) come from a second, log-domain frame
         layer trained by the log-magnitude loss alone (runs before format 4: none); see :class:`Decoder`
+    log_head_residual : with ``log_head``, that layer corrects the compressed branch's own log level instead
+        of writing the level itself, so the model starts exactly at its PCA start (runs before format 5: false)
     """
 
     kind: str = "vae"
@@ -68,6 +70,7 @@ class ModelConfig:
     latent_dim: int = 16
     frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
     log_head: bool = False  # an option for now: BENCHMARKS.md, Fidelity
+    log_head_residual: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -165,7 +168,11 @@ class Decoder(nn.Module):
     def branches(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the compressed-magnitude branch, the log head's raw output in nepers or None without ``log_head``)."""
         h = self.frame_coefficients(z)
-        return self.compressed(h), (self.log_frame(h) if self.cfg.log_head else None)
+        out = self.compressed(h)
+        if not self.cfg.log_head:
+            return out, None
+        quiet = self.log_frame(h)
+        return out, (quiet + log_levels(self, out.detach()) if self.cfg.log_head_residual else quiet)
 
     def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the compressed-magnitude branch alone, the output): they differ only with ``log_head``."""
@@ -395,7 +402,7 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     mean = frames.mean(dim=0)
     centred = frames - mean
     init_frame_layers(model, mean, centred.T @ centred / len(frames))
-    if model.cfg.log_head:
+    if model.cfg.log_head and not model.cfg.log_head_residual:
         init_log_head(model, log_levels(model.decoder, feats.reshape(-1, model.cfg.n_bins)[::frame_stride]).mean(dim=0))
     init_linear_paths(model, model.encoder.frame(feats).flatten(1))
 
@@ -427,8 +434,9 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
         last = cast(nn.Linear, dec.frame_mlp[-1])
         last.weight.zero_()
         last.bias.zero_()
-    if cfg.log_head:
+    if cfg.log_head:  # a residual head starts adding nothing; the other starts at each bin's mean level
         dec.log_frame.weight.zero_()
+        dec.log_frame.bias.zero_()
 
 
 def log_levels(dec: Decoder, feats: Tensor) -> Tensor:
@@ -438,8 +446,8 @@ def log_levels(dec: Decoder, feats: Tensor) -> Tensor:
 
 @torch.no_grad()
 def init_log_head(model: SampleModel, log_mean: torch.Tensor) -> None:
-    """Start a ``log_head`` decoder's quiet bins at each bin's mean log magnitude (Tensor[F], nepers)."""
-    if model.cfg.log_head:
+    """Start a (not residual) ``log_head`` decoder's quiet bins at each bin's mean log magnitude (Tensor[F], nepers)."""
+    if model.cfg.log_head and not model.cfg.log_head_residual:
         model.decoder.log_frame.bias.copy_(log_mean)
 
 
