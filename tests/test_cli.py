@@ -111,6 +111,13 @@ def test_train_on_a_raw_folder_via_the_console_script(tiny_samples_dir, tiny_con
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.parametrize("module", ["samplegen", "samplegen.cli"])
+def test_python_dash_m_runs_the_same_command(module):
+    done = subprocess.run([sys.executable, "-m", module, "info", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: samplegen info")
+
+
 def test_corpus_build_from_a_folder(tiny_samples_dir, tmp_path, capsys):
     (tiny_samples_dir.parent / "mixed").mkdir(exist_ok=True)
     assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "c"), "--mix", "2",
