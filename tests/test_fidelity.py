@@ -195,3 +195,25 @@ def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir,
         assert torch.equal(a.model.decode(z), b.model.decode(z))
     for verb in (lambda r, o: api.sample(r, o, n=2), lambda r, o: api.perturb(r, a.corpus.names[0], o, n=2)):
         assert verb(old, tmp_path / "out")
+
+
+@pytest.mark.parametrize("which", ["log_head_run", "level_head_run"])
+def test_every_generation_verb_and_the_sampler_exports_work_on_a_log_head_run(which, request, tmp_path):
+    """The generation verbs, SFZ and SF2 on a model with the log head (today's, and run format 4's): sounds
+    that are neither silent nor clipped nor NaN."""
+    import soundfile as sf
+
+    run_dir = request.getfixturevalue(which)
+    run = load_run(run_dir)
+    assert run.model.cfg.log_head and run.model.cfg.log_head_residual == (which == "log_head_run")
+    a, b = run.corpus.names[:2]
+    wavs = [*api.reconstruct(run_dir, [a], tmp_path / "rec", with_originals=False),
+            *api.interpolate(run_dir, a, b, tmp_path / "blend", steps=3),
+            *api.sample(run_dir, tmp_path / "draws", n=2), *api.perturb(run_dir, a, tmp_path / "nudge", n=2)]
+    assert len(wavs) == 1 + 3 + 2 + 2
+    for path in wavs:
+        audio, _ = sf.read(path)
+        peak = float(np.abs(audio).max())
+        assert np.isfinite(audio).all() and 0.05 < peak <= 1.0, (path.name, peak)
+    assert api.export_sfz(run_dir, [a, b], tmp_path / "sfz")
+    assert api.export_sf2(run_dir, [a, b], tmp_path / "inst.sf2").stat().st_size > 1000
