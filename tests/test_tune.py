@@ -80,7 +80,7 @@ def test_a_bad_storage_url_is_a_clear_error(tiny_samples_dir, tmp_path, url, cap
 
 
 def test_a_new_study_starts_from_the_default_configuration():
-    from samplegen.config import RunConfig
+    from samplegen.config import HEAD_LOG_WEIGHT, RunConfig
     from samplegen.app.tune import base_params, sample_config
 
     base = RunConfig().resolved()
@@ -97,5 +97,10 @@ def test_a_new_study_starts_from_the_default_configuration():
     assert cfg.model.hidden[0] == base.model.hidden[0] and cfg.model.hidden[-1] == base.model.hidden[-1]
     assert (cfg.model.latent_dim, cfg.stft, cfg.train.beta, cfg.train.kl_warmup_epochs) == (
         base.model.latent_dim, base.stft, base.train.beta, base.train.kl_warmup_epochs)
+    assert (cfg.model.frame_hidden, cfg.model.log_head, cfg.train.log_weight) == (
+        base.model.frame_hidden, base.model.log_head, base.train.log_weight)
+    params["log_head"] = True  # a trial with the head trains with the log weight measured for it
+    with_head = sample_config(Replay(), base, epochs=10)
+    assert with_head.uses_log_head and with_head.train.log_weight == HEAD_LOG_WEIGHT
     outside = RunConfig(model=RunConfig().model.__class__(hidden=(100, 50, 25, 12)))
     assert base_params(outside) is None

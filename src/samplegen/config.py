@@ -27,6 +27,10 @@ BEFORE_FORMAT_3: dict[str, dict[str, Any]] = {"model": {"frame_hidden": 0}, "tra
 BEFORE_FORMAT_4: dict[str, dict[str, Any]] = {"model": {"log_head": False}}
 #: ... and before format 5 (a format-4 log head wrote the quiet bins' level itself).
 BEFORE_FORMAT_5: dict[str, dict[str, Any]] = {"model": {"log_head_residual": False}}
+#: train.log_weight measured for each decoder: without the log head the log loss reaches every bin, and 0.3
+#: already made 4-5 % of blends dip; with it, it reaches only the quiet bins (BENCHMARKS.md, Fidelity).
+NO_HEAD_LOG_WEIGHT = 0.1
+HEAD_LOG_WEIGHT = 0.5
 SPLITS = ("note", "instrument")
 #: Fewest optimisation steps an epoch of a small corpus takes with the default batch size (see
 #: :meth:`TrainConfig.for_corpus`).
@@ -64,7 +68,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
-    log_weight: float = 0.1  # BENCHMARKS.md, Fidelity (0.3: better LSD, but 4-5 % of blends dip; 0.5 with model.log_head)
+    log_weight: float = NO_HEAD_LOG_WEIGHT  # BENCHMARKS.md, Fidelity (0.3: better LSD, but 4-5 % of blends dip)
     adam_beta2: float = 0.99
     lr_warmup_epochs: int = 5
     kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)

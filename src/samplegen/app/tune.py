@@ -21,7 +21,7 @@ import numpy as np
 
 from samplegen import checkpoint as ckpt
 from samplegen.audio.corpus import Corpus, load_corpus
-from samplegen.config import RunConfig
+from samplegen.config import HEAD_LOG_WEIGHT, NO_HEAD_LOG_WEIGHT, RunConfig
 from samplegen.errors import ParameterError
 from samplegen.evaluation import metrics
 from samplegen.evaluation.evaluate import generation_health, health_thresholds
@@ -55,6 +55,10 @@ FIRST_WIDTHS = (128, 256, 384, 512)
 N_FFTS = (1024, 2048)
 LATENT_DIMS = (8, 12, 16, 24, 32)
 FRAME_DIMS = (16, 32, 48)
+FRAME_HIDDENS = (0, 64, 128, 256)
+#: With or without the log head; each with the log weight measured for it (not searched: heavier log weights
+#: without the head make blends dip, which the study does not judge).
+LOG_HEADS = (False, True)
 BATCH_SIZES = (16, 32, 64)
 SHRINK = (0.4, 0.8)
 BETA = (1e-5, 1e-2)
@@ -64,17 +68,21 @@ WARMUP_FRACTION = (0.0, 0.3)
 
 
 def sample_config(trial: Any, base: RunConfig, epochs: int) -> RunConfig:
-    """The search space: dense layers 3-5 and their widths (geometric from the first), latent size, β, KL
-    warm-up (as a fraction of the epochs), learning rate, batch size and the STFT size (hop a quarter of it)."""
+    """The search space: dense layers 3-5 and their widths (geometric from the first), latent size, frame size,
+    the per-frame network's width, the log head, β, KL warm-up (as a fraction of the epochs), learning rate, batch
+    size and the STFT size (hop a quarter of it)."""
     n_layers = trial.suggest_int("n_layers", 3, 5)
     first = trial.suggest_categorical("first_width", FIRST_WIDTHS)
     shrink = trial.suggest_float("width_shrink", *SHRINK)
     hidden = tuple(max(16, int(round(first * shrink**i))) for i in range(n_layers))
     n_fft = trial.suggest_categorical("n_fft", N_FFTS)
+    log_head = trial.suggest_categorical("log_head", LOG_HEADS)
     model = replace(base.model, hidden=hidden, latent_dim=trial.suggest_categorical("latent_dim", LATENT_DIMS),
-                    frame_dim=trial.suggest_categorical("frame_dim", FRAME_DIMS))
+                    frame_dim=trial.suggest_categorical("frame_dim", FRAME_DIMS),
+                    frame_hidden=trial.suggest_categorical("frame_hidden", FRAME_HIDDENS), log_head=log_head)
     warmup = trial.suggest_float("kl_warmup_fraction", *WARMUP_FRACTION)
     tc = replace(base.train, epochs=epochs, beta=trial.suggest_float("beta", *BETA, log=True),
+                 log_weight=HEAD_LOG_WEIGHT if log_head else NO_HEAD_LOG_WEIGHT,
                  kl_warmup_epochs=int(round(warmup * epochs)),
                  learning_rate=trial.suggest_float("learning_rate", *LEARNING_RATE, log=True),
                  batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES), patience=max(5, epochs // 3))
@@ -92,12 +100,15 @@ def base_params(base: RunConfig) -> dict[str, Any] | None:
     inside = (3 <= n <= 5 and m.hidden[0] in FIRST_WIDTHS and SHRINK[0] <= shrink <= SHRINK[1]
               and base.stft.n_fft in N_FFTS and base.stft.hop_length == base.stft.n_fft // 4
               and m.latent_dim in LATENT_DIMS and m.frame_dim in FRAME_DIMS and t.batch_size in BATCH_SIZES
+              and m.frame_hidden in FRAME_HIDDENS
+              and t.log_weight == (HEAD_LOG_WEIGHT if m.log_head else NO_HEAD_LOG_WEIGHT)
               and BETA[0] <= t.beta <= BETA[1] and LEARNING_RATE[0] <= t.learning_rate <= LEARNING_RATE[1]
               and WARMUP_FRACTION[0] <= warmup <= WARMUP_FRACTION[1])
     if not inside:
         return None
     return {"n_layers": n, "first_width": m.hidden[0], "width_shrink": shrink, "n_fft": base.stft.n_fft,
-            "latent_dim": m.latent_dim, "frame_dim": m.frame_dim, "kl_warmup_fraction": warmup, "beta": t.beta,
+            "latent_dim": m.latent_dim, "frame_dim": m.frame_dim, "frame_hidden": m.frame_hidden,
+            "log_head": m.log_head, "kl_warmup_fraction": warmup, "beta": t.beta,
             "learning_rate": t.learning_rate, "batch_size": t.batch_size}
 
 
