@@ -72,6 +72,11 @@ class ModelConfig:
     log_head: bool = False  # an option for now: BENCHMARKS.md, Fidelity
     log_head_residual: bool = True
 
+    @property
+    def head_writes_level(self) -> bool:
+        """A log head as run format 4 made it: it writes the quiet bins' level and starts at each bin's mean."""
+        return self.log_head and not self.log_head_residual
+
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ParameterError(f"kind={self.kind!r} must be one of {MODEL_KINDS}")
@@ -156,19 +161,11 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.parts(z)[1]
 
-    def frame_coefficients(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent Tensor[B x L] → the frames' ``frame_dim`` coefficients, Tensor[B x T x P]."""
-        return (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
-
-    def compressed(self, h: torch.Tensor) -> torch.Tensor:
-        """Frame coefficients → the compressed-magnitude branch (normalised features), Tensor[B x T x F]."""
-        out = self.frame(h)
-        return out if self.frame_mlp is None else out + self.frame_mlp(h)
-
     def branches(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the compressed-magnitude branch, the log head's raw output in nepers or None without ``log_head``)."""
-        h = self.frame_coefficients(z)
-        out = self.compressed(h)
+        h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
+        out = self.frame(h)
+        out = out if self.frame_mlp is None else out + self.frame_mlp(h)
         if not self.cfg.log_head:
             return out, None
         quiet = self.log_frame(h)
@@ -402,7 +399,7 @@ def init_from_pca(model: SampleModel, feats: torch.Tensor, frame_stride: int = 3
     mean = frames.mean(dim=0)
     centred = frames - mean
     init_frame_layers(model, mean, centred.T @ centred / len(frames))
-    if model.cfg.log_head and not model.cfg.log_head_residual:
+    if model.cfg.head_writes_level:
         init_log_head(model, log_levels(model.decoder, feats.reshape(-1, model.cfg.n_bins)[::frame_stride]).mean(dim=0))
     init_linear_paths(model, model.encoder.frame(feats).flatten(1))
 
@@ -446,8 +443,8 @@ def log_levels(dec: Decoder, feats: Tensor) -> Tensor:
 
 @torch.no_grad()
 def init_log_head(model: SampleModel, log_mean: torch.Tensor) -> None:
-    """Start a (not residual) ``log_head`` decoder's quiet bins at each bin's mean log magnitude (Tensor[F], nepers)."""
-    if model.cfg.log_head and not model.cfg.log_head_residual:
+    """Start a level-writing ``log_head`` decoder's quiet bins at each bin's mean log magnitude (Tensor[F], nepers)."""
+    if model.cfg.head_writes_level:
         model.decoder.log_frame.bias.copy_(log_mean)
 
 

@@ -77,7 +77,7 @@ def init_model_from_pca(model: SampleModel, feats: NoteFeatures, rows: np.ndarra
         frames = x.reshape(-1, n_bins)[first::frame_stride].double()
         s1 += frames.sum(dim=0)
         s2 += frames.T @ frames
-        if model.cfg.log_head and not model.cfg.log_head_residual:  # it starts at each bin's mean log level
+        if model.cfg.head_writes_level:  # it starts at each bin's mean log level
             s_log += log_levels(model.decoder, frames.float()).double().sum(dim=0)
         count += frames.shape[0]
         done += len(batch)
