@@ -57,19 +57,20 @@ def test_log_l1_and_its_gradient_match_autograd(power):
     assert float(grad.abs().sum()) > 0
 
 
-def test_the_log_heads_fused_loss_and_gradients_match_autograd():
+@pytest.mark.parametrize("adds_level", [True, False], ids=["residual head", "level-writing head"])
+def test_the_log_heads_fused_loss_and_gradients_match_autograd(adds_level):
     """Training's log_l1 of the log head's blend, written out, equals the blend then log_l1 through autograd."""
     torch.manual_seed(0)
     mean = torch.rand(33, dtype=torch.float64) * 0.2 + 0.01
     std = torch.rand(33, dtype=torch.float64) * 0.1 + 0.01
     p = torch.tensor(0.7, dtype=torch.float64)
     out = torch.randn(3, 7, 33, dtype=torch.float64, requires_grad=True)
-    quiet = (torch.randn(3, 7, 33, dtype=torch.float64) * 3 - 8).requires_grad_()
+    quiet = (torch.randn(3, 7, 33, dtype=torch.float64) * 3 - (0 if adds_level else 8)).requires_grad_()
     log_target = torch.rand(3, 7, 33, dtype=torch.float64) * -12.0
     model = SampleModel(ModelConfig(n_bins=33, n_frames=7))
     model.attach_feature_stats(mean, std, float(p))
-    ref = model.log_magnitude_l1(quiet_blend(out, quiet, mean, std, p), log_target)
-    ours = _QuietBlendLogL1.apply(out, quiet, log_target, mean, std, p)
+    ref = model.log_magnitude_l1(quiet_blend(out, quiet, mean, std, p, adds_level), log_target)
+    ours = _QuietBlendLogL1.apply(out, quiet, log_target, mean, std, p, adds_level)
     assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)  # log_l1 works in float32
     for g_ours, g_ref in zip(torch.autograd.grad(ours, (out, quiet)), torch.autograd.grad(ref, (out, quiet))):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-12)
@@ -83,7 +84,7 @@ def test_the_log_head_draws_the_quiet_bins_and_leaves_the_loud_ones():
     level[..., 32:] = -12.0  # nepers: -104 dB, under the gate (and the floor); bins 0-31 at the peak
     out = (torch.exp(p * level) - mean) / std
     quiet = torch.full((2, 5, 64), -9.0)  # what the log head says: -78 dB
-    drawn = torch.log(quiet_blend(out, quiet, mean, std, p) * std + mean) / p
+    drawn = torch.log(quiet_blend(out, quiet, mean, std, p, adds_level=False) * std + mean) / p
     torch.testing.assert_close(drawn[..., :32], level[..., :32], rtol=0, atol=1e-3)  # the gate is 0.99995 open
     cap = QUIET_GATE_DB / 20 * math.log(10) + 1.0  # the head's soft ceiling, re the peak
     torch.testing.assert_close(drawn[..., 32:], cap - torch.nn.functional.softplus(cap - quiet[..., 32:]), rtol=0, atol=1e-3)

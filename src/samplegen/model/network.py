@@ -162,31 +162,39 @@ class Decoder(nn.Module):
         return self.parts(z)[1]
 
     def branches(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(the compressed-magnitude branch, the log head's raw output in nepers or None without ``log_head``)."""
+        """(the compressed-magnitude branch, the log head's raw output in nepers or None without ``log_head``).
+
+        A residual head's output is a correction to the first branch's level, which the blend adds (it has that
+        level at hand: computing it here too cost four passes over the batch on every step)."""
         h = (self.stack(z) + self.linear(z)).view(z.shape[0], self.cfg.n_frames, self.cfg.frame_dim)
         out = self.frame(h)
         out = out if self.frame_mlp is None else out + self.frame_mlp(h)
         if not self.cfg.log_head:
             return out, None
-        quiet = self.log_frame(h)
-        return out, (quiet + log_levels(self, out.detach()) if self.cfg.log_head_residual else quiet)
+        return out, self.log_frame(h)
 
     def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the compressed-magnitude branch alone, the output): they differ only with ``log_head``."""
         out, quiet = self.branches(z)
         if quiet is None:
             return out, out
-        return out, quiet_blend(out, quiet, self.feat_mean, self.feat_std, self.feat_power)
+        return out, quiet_blend(out, quiet, self.feat_mean, self.feat_std, self.feat_power, self.cfg.log_head_residual)
 
 
 _DB_PER_NEPER = 20.0 / math.log(10.0)
 
 
-def quiet_blend(out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor) -> Tensor:
+def quiet_blend(out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor, adds_level: bool) -> Tensor:
     """The log head's blend (see :class:`Decoder`): normalised features of the compressed branch ``out`` and the
-    log head's raw output ``quiet`` (nepers), both Tensor[B x T x F] → normalised features."""
+    log head's raw output ``quiet`` (nepers), both Tensor[B x T x F] → normalised features.
+
+    adds_level : the head's output corrects the first branch's (detached) log level, as a residual head's does;
+        else it is the level itself (run format 4's head)
+    """
     v = (mean + std * out).clamp_min(LOG_FLOOR**p)  # m^p
     log_loud = v.log() / p
+    if adds_level:
+        quiet = quiet + log_loud.detach()
     peak = log_loud.detach().amax(dim=(1, 2), keepdim=True)
     w = torch.sigmoid(((log_loud - peak) * _DB_PER_NEPER - QUIET_GATE_DB) / QUIET_GATE_WIDTH_DB)
     cap = peak + QUIET_GATE_DB / _DB_PER_NEPER + 1.0  # quiet bins stay quiet: a soft cap, never a dead gradient
@@ -203,7 +211,7 @@ class _QuietBlendLogL1(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, out: Tensor, quiet: Tensor, log_target: Tensor,  # type: ignore[override]
-                mean: Tensor, std: Tensor, p: Tensor) -> Tensor:
+                mean: Tensor, std: Tensor, p: Tensor, adds_level: bool) -> Tensor:
         with torch.no_grad():
             pf = float(p)
             dtype = torch.promote_types(out.dtype, torch.float32)  # bf16 under autocast: the loss in float32
@@ -217,6 +225,8 @@ class _QuietBlendLogL1(torch.autograd.Function):
             w.sigmoid_()
             cap = peak + (QUIET_GATE_DB / _DB_PER_NEPER + 1.0)
             r = cap - quiet.to(dtype)  # softplus(r)' = sigmoid(r)
+            if adds_level:  # a residual head corrects the first branch's level (detached: no gradient through it)
+                r.sub_(log_loud)
             log_m = cap - nn.functional.softplus(r)  # the head's capped level, then the blend
             r.sigmoid_()
             diff = log_loud.sub_(log_m)  # log_loud − log_quiet; log_m = log_quiet + w · diff
@@ -239,7 +249,7 @@ class _QuietBlendLogL1(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
         g_out, g_quiet = ctx.saved_tensors
-        return g_out * grad_loss, g_quiet * grad_loss, None, None, None, None
+        return g_out * grad_loss, g_quiet * grad_loss, None, None, None, None, None
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -359,7 +369,8 @@ class SampleModel(nn.Module):
             return recon, self.log_magnitude_l1(loud, log_target)
         dec = self.decoder
         n = dec.feat_mean.shape[0]
-        return recon, _QuietBlendLogL1.apply(loud, quiet, log_target[..., :n], dec.feat_mean, dec.feat_std, dec.feat_power)
+        return recon, _QuietBlendLogL1.apply(loud, quiet, log_target[..., :n], dec.feat_mean, dec.feat_std, dec.feat_power,
+                                             self.cfg.log_head_residual)
 
     def attach_feature_stats(self, mean: torch.Tensor, std: torch.Tensor, magnitude_power: float) -> None:
         """Let :meth:`losses` measure the ``log_l1`` term, which needs the features' de-normalisation
