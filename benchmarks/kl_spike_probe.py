@@ -5,7 +5,11 @@ A spike shows in history.csv as an epoch whose mean KL is thousands of times the
 whether the mean or the variance head threw it:
 
     .venv/bin/python benchmarks/kl_spike_probe.py --corpus CORPUS --out /tmp/probe --epochs 6 \\
-        --config '{"model": {"log_head": true, "log_head_residual": false}, "train": {"log_weight": 0.5, "seed": 1}}'
+        --config '{"model": {"log_head": true, "log_head_residual": false, "logvar_ceiling": false},
+                   "train": {"log_weight": 0.5, "seed": 1}}'
+
+(``logvar_ceiling`` false: the clamp of runs before format 6, under which the spike happens.) Steps run eagerly
+(``train.compile`` false), so the hook sees each one.
 
 The config's own ``train.epochs`` (default 120) sets the schedules; ``--epochs`` only stops the run early.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,6 +54,7 @@ def main() -> None:
             raise _Enough
 
     cfg = RunConfig.from_dict(json.loads(args.config), require_version=False)
+    cfg = replace(cfg, train=replace(cfg.train, compile=False))
     hook = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         train(load_corpus(args.corpus), Path(args.out), cfg, show_progress=False, on_epoch=stop)

@@ -143,6 +143,33 @@ def test_lr_warmup_keeps_the_model_near_its_pca_start(tiny_samples_dir, tiny_con
     assert first_epoch[3] < 0.5 * first_epoch[0]
 
 
+@pytest.mark.parametrize("ceiling", [True, False], ids=["log-variance ceiling", "clamp of runs before format 6"])
+def test_a_variance_head_thrown_up_in_one_step_does_not_turn_the_batch_to_noise(ceiling):
+    """The training spikes' cause (benchmarks/kl_spike_probe.py): one Adam step threw the log σ² head's raw output
+    from about -4 to past 20, and σ² = 5·10⁸ turned the batch's latents to noise. Under the ceiling such a
+    throw leaves log σ² below 0 (σ no wider than the prior's), so the batch stays at the scale of a prior draw."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 12, 33)
+    model = SampleModel(ModelConfig(n_bins=33, n_frames=12, frame_dim=4, hidden=(32, 16), latent_dim=4,
+                                    frame_hidden=0, logvar_ceiling=ceiling))
+    init_from_pca(model, x)
+    eps = torch.randn(64, 4)
+    with torch.no_grad():
+        before = model.losses(x, eps=eps)
+        assert model.encoder.logvar is not None
+        model.encoder.logvar.bias.add_(30.0)  # the step that threw it
+        after = model.losses(x, eps=eps)
+        _, logvar = model.encode(x)
+    assert logvar is not None
+    if ceiling:
+        assert float(logvar.max()) <= 0.0
+        assert float(after["kl"]) < 10 * float(before["kl"]) + 4 * 0.5  # + at most ½ nat a dimension
+        assert float(after["recon"]) < 4 * float(before["recon"]) + 2.0  # prior-scale noise on unit-variance latents
+    else:  # what happened before: log σ² at its clamp, KL and reconstruction error of another order
+        assert float(logvar.max()) == 20.0
+        assert float(after["kl"]) > 1e6 and float(after["recon"]) > 1e4
+
+
 def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_config_file, tmp_path):
     data = json.loads(tiny_config_file.read_text())
     data["train"].update({"epochs": 80, "val_fraction": 0.0, "patience": 100})
@@ -160,19 +187,21 @@ def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_
 
 
 OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.json lacks)
-    2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False},
+    2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False, "logvar_ceiling": False},
          "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999}},
-        [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("train", "log_weight"),
-         ("train", "lr_warmup_epochs"), ("train", "adam_beta2")]),
-    4: ({"model": {"log_head": True, "log_head_residual": False}, "train": {"log_weight": 0.5}},
-        [("model", "log_head_residual")]),
+        [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("model", "logvar_ceiling"),
+         ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2")]),
+    4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False}, "train": {"log_weight": 0.5}},
+        [("model", "log_head_residual"), ("model", "logvar_ceiling")]),
+    5: ({"model": {"logvar_ceiling": False}}, [("model", "logvar_ceiling")]),
 }
 
 
 @pytest.mark.parametrize("version", sorted(OLD_RUNS))
 def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, tiny_config_file, tmp_path, version):
     """Runs saved before format 3 have no frame decoder, no log loss and no log head; a format-4 log head wrote the
-    quiet bins' level itself. Their config lacks the keys that came later."""
+    quiet bins' level itself; before format 6 log σ² was clamped, not kept below 0. Their config lacks the keys
+    that came later."""
     trained_with, missing = OLD_RUNS[version]
     data = json.loads(tiny_config_file.read_text())
     for section, values in trained_with.items():
@@ -192,8 +221,11 @@ def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir,
         assert all(getattr(getattr(b.config, section), key) == value for key, value in values.items())
     assert b.config == a.config
     z = torch.randn(3, a.config.model.latent_dim)
+    x = torch.randn(2, a.config.model.n_frames, a.config.model.n_bins) * 3
     with torch.no_grad():
         assert torch.equal(a.model.decode(z), b.model.decode(z))
+        for ours, theirs in zip(a.model.encode(x), b.model.encode(x)):
+            assert ours is not None and theirs is not None and torch.equal(ours, theirs)
     for verb in (lambda r, o: api.sample(r, o, n=2), lambda r, o: api.perturb(r, a.corpus.names[0], o, n=2)):
         assert verb(old, tmp_path / "out")
 

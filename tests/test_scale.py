@@ -114,16 +114,24 @@ def test_streamed_statistics_and_pca_start_match_the_in_memory_ones(power, log_h
         torch.testing.assert_close(pa, pb, atol=1e-4, rtol=1e-4, msg=name)
 
 
-def test_bf16_on_a_cpu_warns_and_trains_in_float32(tiny_samples_dir, tiny_config_file, tmp_path):
+def test_bf16_on_a_cpu_trains_in_bf16_close_to_float32(tiny_samples_dir, tiny_config_file, tmp_path, monkeypatch):
+    """precision bf16 autocasts on a CPU too (where it has native bf16, a compiled step is about 1.5x faster);
+    without native bf16 it warns that it is emulated, and still does what it was asked."""
+    from samplegen.training import train as train_module
+
     cfg = load_config_file(tiny_config_file)
     cfg = replace(cfg, train=replace(cfg.train, epochs=1))
     corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
     train(corpus, tmp_path / "fp32", cfg, show_progress=False)
-    with pytest.warns(UserWarning, match="GPU only"):
-        train(corpus, tmp_path / "bf16", replace(cfg, train=replace(cfg.train, precision="bf16")), show_progress=False)
+    bf16 = replace(cfg, train=replace(cfg.train, precision="bf16"))
+    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16 instructions, so it is emulated"):
+        train(corpus, tmp_path / "bf16", bf16, show_progress=False)
     a, _ = checkpoint.load_tensors(tmp_path / "fp32" / "model.safetensors")
     b, _ = checkpoint.load_tensors(tmp_path / "bf16" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # it did round to bf16
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=2e-2, rtol=2e-2, msg=k)
 
 
 def _assert_same_training(run_a: Path, run_b: Path) -> None:

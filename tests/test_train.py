@@ -254,3 +254,54 @@ def test_a_failed_checkpoint_write_stops_training_with_its_error(tiny_samples_di
     monkeypatch.setattr(train_module, "_write_history_csv", broken)
     with pytest.raises(CheckpointError, match="disk full"):
         train(corpus, tmp_path / "run", cfg, show_progress=False)
+
+
+def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, tiny_config_file, tmp_path,
+                                                            monkeypatch):
+    """train.compile changes how a step runs, not what it computes: weights within float rounding of eager
+    training, and a compiled run killed after epoch 2 and resumed ends where an uninterrupted compiled run does."""
+    import samplegen.training.train as train_module
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    compiled = replace(cfg, train=replace(cfg.train, compile=True))
+    train(corpus, tmp_path / "eager", cfg, show_progress=False)
+    train(corpus, tmp_path / "compiled", compiled, show_progress=False)
+    a, _ = checkpoint.load_tensors(tmp_path / "eager" / "train_state.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "compiled" / "train_state.safetensors")
+    model_keys = [k for k in a if k.startswith("model.")]
+    assert model_keys and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in model_keys)
+    assert any(not torch.equal(a[k], b[k]) for k in model_keys)  # it did run another program
+    real_write = train_module._write_history_csv
+
+    def killed_after_epoch_2(path, history):
+        real_write(path, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_history_csv", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, tmp_path / "part", compiled, show_progress=False)
+    monkeypatch.setattr(train_module, "_write_history_csv", real_write)
+    train(corpus, tmp_path / "part", compiled, resume=True, show_progress=False)
+    c, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
+    assert all(torch.allclose(b[k], c[k], rtol=1e-5, atol=1e-7) for k in model_keys)
+
+
+def test_where_the_step_cannot_compile_training_goes_on_eagerly(tiny_samples_dir, tiny_config_file, tmp_path,
+                                                                 monkeypatch):
+    """A machine without a C++ compiler fails at the first compiled call: one warning, then the eager run's weights."""
+    def no_compiler(module, **kwargs):
+        def call(*args):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error\n(long compiler log)")
+        return call
+
+    cfg = load_config_file(tiny_config_file)
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    train(corpus, tmp_path / "eager", cfg, show_progress=False)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(UserWarning, match=r"cannot compile the training step here \(RuntimeError: InductorError"):
+        train(corpus, tmp_path / "fallback", replace(cfg, train=replace(cfg.train, compile=True)), show_progress=False)
+    a, _ = checkpoint.load_tensors(tmp_path / "eager" / "model.safetensors")
+    b, _ = checkpoint.load_tensors(tmp_path / "fallback" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

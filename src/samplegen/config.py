@@ -27,6 +27,8 @@ BEFORE_FORMAT_3: dict[str, dict[str, Any]] = {"model": {"frame_hidden": 0}, "tra
 BEFORE_FORMAT_4: dict[str, dict[str, Any]] = {"model": {"log_head": False}}
 #: ... and before format 5 (a format-4 log head wrote the quiet bins' level itself).
 BEFORE_FORMAT_5: dict[str, dict[str, Any]] = {"model": {"log_head_residual": False}}
+#: ... and before format 6 (log σ² was clamped at 20, not kept below 0).
+BEFORE_FORMAT_6: dict[str, dict[str, Any]] = {"model": {"logvar_ceiling": False}}
 #: train.log_weight measured for each decoder: without the log head the log loss reaches every bin, and 0.3
 #: already made 4-5 % of blends dip; with it, it reaches only the quiet bins (BENCHMARKS.md, Fidelity).
 NO_HEAD_LOG_WEIGHT = 0.1
@@ -60,8 +62,13 @@ class TrainConfig:
     split : "note" holds out random notes; "instrument" holds out whole presets (every
         velocity layer of a held-out instrument is unseen: the harder test)
     pca_init : start from the PCA baseline (see samplegen.model.network.init_from_pca)
-    precision : "fp32", or "bf16" for bfloat16 autocast of the forward and backward passes on a
-        GPU (validation, checkpoints and generation stay float32; ignored with a warning on a CPU)
+    precision : "fp32", or "bf16" for bfloat16 autocast of the forward and backward passes (validation,
+        checkpoints and generation stay float32); on a CPU only worth it with native bf16 instructions
+        (AVX512-BF16, AMX), else a warning
+    compile : run each step's forward pass and losses through ``torch.compile``, which fuses the
+        elementwise passes of the losses (a step about 1.5x faster on the 2-core CPU, BENCHMARKS.md); the
+        same model and numbers up to float rounding. Where it cannot compile (no C++ compiler) training
+        goes on eagerly after a one-line warning; false skips the attempt and its one-time compile
     """
 
     epochs: int = 120  # with the frame decoder, 150 would pass the 10-minute CPU budget (BENCHMARKS.md, Fidelity)
@@ -79,6 +86,7 @@ class TrainConfig:
     pca_init: bool = True
     seed: int = 0
     precision: str = "fp32"
+    compile: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -212,6 +220,8 @@ class RunConfig:
             model = {**BEFORE_FORMAT_4["model"], **model}
         if version in (1, 2, 3, 4) and isinstance(model, dict):
             model = {**BEFORE_FORMAT_5["model"], **model}
+        if version in (1, 2, 3, 4, 5) and isinstance(model, dict):
+            model = {**BEFORE_FORMAT_6["model"], **model}
         return cls(
             data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
             stft=StftConfig.from_dict(data.get("stft", {})),

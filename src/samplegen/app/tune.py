@@ -70,7 +70,7 @@ WARMUP_FRACTION = (0.0, 0.3)
 def sample_config(trial: Any, base: RunConfig, epochs: int) -> RunConfig:
     """The search space: dense layers 3-5 and their widths (geometric from the first), latent size, frame size,
     the per-frame network's width, the log head, β, KL warm-up (as a fraction of the epochs), learning rate, batch
-    size and the STFT size (hop a quarter of it)."""
+    size and the STFT size (hop a quarter of it). Trials train eagerly (``train.compile`` false)."""
     n_layers = trial.suggest_int("n_layers", 3, 5)
     first = trial.suggest_categorical("first_width", FIRST_WIDTHS)
     shrink = trial.suggest_float("width_shrink", *SHRINK)
@@ -85,7 +85,8 @@ def sample_config(trial: Any, base: RunConfig, epochs: int) -> RunConfig:
                  log_weight=HEAD_LOG_WEIGHT if log_head else NO_HEAD_LOG_WEIGHT,
                  kl_warmup_epochs=int(round(warmup * epochs)),
                  learning_rate=trial.suggest_float("learning_rate", *LEARNING_RATE, log=True),
-                 batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES), patience=max(5, epochs // 3))
+                 batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES), patience=max(5, epochs // 3),
+                 compile=False)  # each trial a new shape to compile; dynamo recompiles a function 8 times at most
     return replace(base, stft=StftConfig(n_fft=n_fft, hop_length=n_fft // 4), model=model, train=tc).resolved()
 
 

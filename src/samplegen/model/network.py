@@ -60,6 +60,9 @@ class ModelConfig:
         layer trained by the log-magnitude loss alone (runs before format 4: none); see :class:`Decoder`
     log_head_residual : with ``log_head``, that layer corrects the compressed branch's own log level instead
         of writing the level itself, so the model starts exactly at its PCA start (runs before format 5: false)
+    logvar_ceiling : the encoder's log σ² is −softplus(−raw), below 0 (a posterior no wider than the prior)
+        rather than the raw output clamped at 20 (runs before format 6): one Adam step could throw the raw
+        output to the clamp, and σ² = 5·10⁸ turned that batch's latents to noise (a training spike)
     """
 
     kind: str = "vae"
@@ -71,6 +74,7 @@ class ModelConfig:
     frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
     log_head: bool = False  # an option for now: BENCHMARKS.md, Fidelity
     log_head_residual: bool = True
+    logvar_ceiling: bool = True
 
     @property
     def head_writes_level(self) -> bool:
@@ -107,12 +111,16 @@ class Encoder(nn.Module):
         self.mu = nn.Linear(cfg.hidden[-1], cfg.latent_dim)
         self.linear = nn.Linear(cfg.n_frames * cfg.frame_dim, cfg.latent_dim)
         self.logvar = nn.Linear(cfg.hidden[-1], cfg.latent_dim) if cfg.kind == "vae" else None
+        self.logvar_ceiling = cfg.logvar_ceiling
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.frame(x).flatten(1)  # B x (T·P)
         g = self.stack(h)
-        logvar = self.logvar(g).clamp(-30.0, 20.0) if self.logvar is not None else None
-        return self.mu(g) + self.linear(h), logvar
+        if self.logvar is None:
+            return self.mu(g) + self.linear(h), None
+        raw = self.logvar(g)
+        logvar = -nn.functional.softplus(-raw) if self.logvar_ceiling else raw
+        return self.mu(g) + self.linear(h), logvar.clamp(-30.0, 20.0)
 
 
 class Decoder(nn.Module):
@@ -213,10 +221,10 @@ class _QuietBlendLogL1(torch.autograd.Function):
     def forward(ctx, out: Tensor, quiet: Tensor, log_target: Tensor,  # type: ignore[override]
                 mean: Tensor, std: Tensor, p: Tensor, adds_level: bool) -> Tensor:
         with torch.no_grad():
-            pf = float(p)
             dtype = torch.promote_types(out.dtype, torch.float32)  # bf16 under autocast: the loss in float32
+            pf = torch.as_tensor(p, dtype=dtype)  # a tensor, not float(p): no graph break under torch.compile
             raw = torch.addcmul(mean, out.to(dtype), std)
-            floor = LOG_FLOOR**pf
+            floor = torch.pow(LOG_FLOOR, pf)
             active = raw > floor
             v = raw.clamp_min_(floor)
             log_loud = v.log().div_(pf)

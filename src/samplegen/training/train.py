@@ -196,11 +196,41 @@ def _features_in_memory(corpus: Corpus, cfg: RunConfig) -> NoteFeatures:
 
 
 def _use_bf16(device: str, precision: str) -> bool:
-    """bf16 autocast on a GPU only: on a CPU it is slower here and not worth its rounding."""
-    use = precision == "bf16" and device.startswith("cuda")
-    if precision == "bf16" and not use:
-        warnings.warn("precision='bf16' applies on a GPU only; training in float32", stacklevel=3)
+    """bf16 autocast where asked. On a CPU it pays only with native bf16 instructions (AVX512-BF16 or AMX): a
+    compiled step took about two thirds of the float32 one's time on this project's CPU (BENCHMARKS.md)."""
+    use = precision == "bf16"
+    if use and not device.startswith("cuda") and not _cpu_has_bf16():
+        warnings.warn("precision='bf16': this CPU has no native bf16 instructions, so it is emulated and slower "
+                      "than fp32; set train.precision to fp32", stacklevel=3)
     return use
+
+
+def _cpu_has_bf16() -> bool:
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private, hence the fallback
+    return bool(probe()) if callable(probe) else False
+
+
+class _CompiledStep:
+    """The training step's forward pass and losses through ``torch.compile``, or eager where it cannot compile.
+
+    Inductor compiles at the first call (and once more for an epoch's shorter last batch); a machine without a
+    C++ compiler fails there, so that call falls back to the eager module, which also re-raises any error that
+    is not the compiler's."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.eager = net
+        self.compiled: Callable[..., dict[str, torch.Tensor]] | None = torch.compile(net, dynamic=False)
+
+    def __call__(self, *args: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 - the eager call below re-raises what is not the compiler's
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                warnings.warn(f"torch.compile cannot compile the training step here ({type(exc).__name__}: {first}); "
+                              "training eagerly (set train.compile false to skip the attempt)", stacklevel=2)
+                self.compiled = None
+        return self.eager(*args)
 
 
 #: Share of an accelerator's free memory the whole feature set may take to be kept there for training.
@@ -276,7 +306,7 @@ class _Session:
     val_idx: np.ndarray
     resident: torch.Tensor | None
     model: SampleModel
-    net: torch.nn.Module  # the model as the optimiser's steps see it (DDP-wrapped in a distributed run)
+    net: Callable[..., dict[str, torch.Tensor]]  # the model as each step calls it (DDP-wrapped, compiled)
     optimiser: torch.optim.Optimizer
     beta: BetaSchedule
     bf16: bool
@@ -346,6 +376,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
                             pca_is_best=math.isfinite(progress.best_val) and not resume)
     s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
+    if cfg.train.compile:
+        s.net = _CompiledStep(s.net)
     s.bf16 = _use_bf16(device, cfg.train.precision)
     _allow_tf32(device)
 
@@ -487,7 +519,8 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
         if s.model.is_variational:
             eps = shard.noise(torch.randn((shard.n_global, s.cfg.model.latent_dim), generator=noise)).to(s.device)
         raw = raw.to(s.device, non_blocking=True)
-        with torch.autocast(device_type="cuda" if s.bf16 else "cpu", dtype=torch.bfloat16, enabled=s.bf16):
+        with torch.autocast(device_type="cuda" if s.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                            enabled=s.bf16):
             terms = s.net(s.stats.normalise(raw), eps, raw if tc.log_weight > 0 else None)
         recon = terms["recon"] + tc.log_weight * terms["log_l1"]
         loss = recon + s.beta.at((epoch - 1) * spe + b) * terms["kl"]
