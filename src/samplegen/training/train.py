@@ -197,7 +197,7 @@ def _features_in_memory(corpus: Corpus, cfg: RunConfig) -> NoteFeatures:
 
 def _use_bf16(device: str, precision: str) -> bool:
     """bf16 autocast where asked. On a CPU it pays only with native bf16 instructions (AVX512-BF16 or AMX): a
-    compiled step took about two thirds of the float32 one's time on this project's CPU (BENCHMARKS.md)."""
+    compiled step took 0.56 of the float32 one's time on this project's CPU (BENCHMARKS.md)."""
     use = precision == "bf16"
     if use and not device.startswith("cuda") and not _cpu_has_bf16():
         warnings.warn("precision='bf16': this CPU has no native bf16 instructions, so it is emulated and slower "
