@@ -33,7 +33,7 @@ def tiny_samples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path, tiny_config_file: Path) -> Path:
-    """A tiny VAE trained for a few epochs on the tiny corpus."""
+    """A tiny VAE (the default decoder, log head included) trained for a few epochs on the tiny corpus."""
     from samplegen.app import api
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
@@ -57,10 +57,11 @@ def tiny_variant_run(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path
 
 
 @pytest.fixture(scope="session")
-def log_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
-    """The tiny VAE with the decoder's log head (``model.log_head``) and the log weight it trains with."""
-    return tiny_variant_run(tmp_path_factory, tiny_samples_dir, "log_head",
-                            {"model": {"log_head": True}, "train": {"log_weight": 0.5}})
+def no_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
+    """The tiny VAE without the decoder's log head (``model.log_head`` false, the default until the sixth
+    session) and the log weight it trains with."""
+    return tiny_variant_run(tmp_path_factory, tiny_samples_dir, "no_head",
+                            {"model": {"log_head": False}, "train": {"log_weight": 0.1}})
 
 
 @pytest.fixture(scope="session")

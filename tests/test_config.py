@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from samplegen.config import RunConfig, TrainConfig, load_config_file
+from samplegen.config import HEAD_LOG_WEIGHT, NO_HEAD_LOG_WEIGHT, RunConfig, TrainConfig, load_config_file
 from samplegen.errors import ParameterError
 
 
@@ -42,3 +42,22 @@ def test_not_json_is_a_clear_error(tmp_path):
     p.write_text("{nope")
     with pytest.raises(ParameterError, match="not valid JSON"):
         load_config_file(p)
+
+
+@pytest.mark.parametrize("data, weight", [
+    ({}, HEAD_LOG_WEIGHT),                                            # the default decoder has the log head
+    ({"model": {"log_head": False}}, NO_HEAD_LOG_WEIGHT),             # without it 0.5 makes blends dip
+    ({"phase": {"mode": "if"}, "features": {"magnitude_power": 0.0}}, NO_HEAD_LOG_WEIGHT),  # no head there
+    ({"model": {"log_head": False}, "train": {"log_weight": 0.3}}, 0.3),  # a weight given is kept
+])
+def test_a_file_without_log_weight_gets_the_one_measured_for_its_decoder(tmp_path, data, weight):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(data))
+    assert load_config_file(p).train.log_weight == weight
+
+
+def test_runs_saved_without_a_precision_trained_in_fp32():
+    saved = RunConfig().resolved().to_dict()
+    del saved["train"]["precision"]
+    assert RunConfig.from_dict(saved).train.precision == "fp32"
+    assert RunConfig().train.precision == "auto"  # a new run's default

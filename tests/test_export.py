@@ -229,14 +229,14 @@ def test_sf2_export_refuses_a_wrong_suffix_in_one_line(tiny_run, tmp_path, capsy
 # --- ONNX ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["tiny_run", "log_head_run"])
+@pytest.mark.parametrize("which", ["tiny_run", "no_head_run"])
 def test_onnx_decoder_matches_pytorch_in_onnxruntime_and_torchscript_loads(which, request, tmp_path):
     import onnxruntime as ort
 
     run_dir = request.getfixturevalue(which)
     paths = api.export_onnx(run_dir, tmp_path / "onnx")
     run = load_run(run_dir)
-    assert run.model.cfg.log_head == (which == "log_head_run")  # with it, its feature map is in the graph too
+    assert run.model.cfg.log_head == (which == "tiny_run")  # with it, its feature map is in the graph too
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     scripted = torch.jit.load(str(paths["torchscript"]))
     for batch in (1, 7):

@@ -188,9 +188,9 @@ def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_
 
 OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.json lacks)
     2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False, "logvar_ceiling": False},
-         "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999}},
+         "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "precision": "fp32"}},
         [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("model", "logvar_ceiling"),
-         ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2")]),
+         ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2"), ("train", "precision")]),
     4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False}, "train": {"log_weight": 0.5}},
         [("model", "log_head_residual"), ("model", "logvar_ceiling")]),
     5: ({"model": {"logvar_ceiling": False}}, [("model", "logvar_ceiling")]),
@@ -230,15 +230,15 @@ def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir,
         assert verb(old, tmp_path / "out")
 
 
-@pytest.mark.parametrize("which", ["log_head_run", "level_head_run"])
+@pytest.mark.parametrize("which", ["tiny_run", "level_head_run"])
 def test_every_generation_verb_and_the_sampler_exports_work_on_a_log_head_run(which, request, tmp_path):
-    """The generation verbs, SFZ and SF2 on a model with the log head (today's, and run format 4's): sounds
+    """The generation verbs, SFZ and SF2 on a model with the log head (today's default, and run format 4's): sounds
     that are neither silent nor clipped nor NaN."""
     import soundfile as sf
 
     run_dir = request.getfixturevalue(which)
     run = load_run(run_dir)
-    assert run.model.cfg.log_head and run.model.cfg.log_head_residual == (which == "log_head_run")
+    assert run.model.cfg.log_head and run.model.cfg.log_head_residual == (which == "tiny_run")
     a, b = run.corpus.names[:2]
     wavs = [*api.reconstruct(run_dir, [a], tmp_path / "rec", with_originals=False),
             *api.interpolate(run_dir, a, b, tmp_path / "blend", steps=3),

@@ -118,26 +118,26 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 # --- the engine against Python --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["default", "log_head", "level_head", "linear_frames_log"])
+@pytest.mark.parametrize("which", ["default", "no_head", "level_head", "linear_frames_log"])
 def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
     """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generation.generate.decode give, for
-    today's decoder (per-frame MLP, compressed magnitude), with the log head option (and with run format 4's head,
-    which wrote the level itself), and for one shaped as older runs (linear frames, log magnitude): a change to the
+    today's decoder (per-frame MLP, compressed magnitude, log head), without the log head, with run format 4's head
+    (which wrote the level itself), and for one shaped as older runs (linear frames, log magnitude): a change to the
     model that the bundle and plugin/src/Engine.cpp do not follow fails here."""
     from samplegen.app.cli import main
 
-    run_dir = request.getfixturevalue({"default": "tiny_run", "log_head": "log_head_run",
+    run_dir = request.getfixturevalue({"default": "tiny_run", "no_head": "no_head_run",
                                        "level_head": "level_head_run"}.get(which, "linear_frames_run"))
     bundle = tmp_path / "bundle"
     assert main(["export", "plugin", str(run_dir), "--out", str(bundle)]) == 0
     run = load_run(run_dir)
     assert (run.model.decoder.frame_mlp is None) == (which == "linear_frames_log")
-    assert run.model.cfg.log_head == (which in ("log_head", "level_head"))
+    assert run.model.cfg.log_head == (which in ("default", "level_head"))
     head = json.loads((bundle / "bundle.json").read_text())["decoder"].get("log_head")
     assert (head is not None) == run.model.cfg.log_head
     if head is not None:
-        assert head["adds_level"] == (which == "log_head")
+        assert head["adds_level"] == (which == "default")
     latent = run.config.model.latent_dim
     z = torch.cat([run.latent_mu[:2], 1.5 * torch.randn(2, latent, generator=torch.Generator().manual_seed(3))]).float()
     out = engine(bundle, z.numpy(), tmp_path / "out")

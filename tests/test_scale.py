@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_bf16_on_a_cpu_trains_in_bf16_close_to_float32(tiny_samples_dir, tiny_co
     from samplegen.training import train as train_module
 
     cfg = load_config_file(tiny_config_file)
-    cfg = replace(cfg, train=replace(cfg.train, epochs=1))
+    cfg = replace(cfg, train=replace(cfg.train, epochs=1, precision="fp32"))
     corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
     train(corpus, tmp_path / "fp32", cfg, show_progress=False)
     bf16 = replace(cfg, train=replace(cfg.train, precision="bf16"))
@@ -132,6 +133,38 @@ def test_bf16_on_a_cpu_trains_in_bf16_close_to_float32(tiny_samples_dir, tiny_co
     assert any(not torch.equal(a[k], b[k]) for k in a)  # it did round to bf16
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=2e-2, rtol=2e-2, msg=k)
+
+
+@pytest.mark.parametrize("device, native, expected", [
+    ("cpu", True, "bf16"), ("cpu", False, "fp32"), ("cuda:0", True, "fp32"), ("cuda", False, "fp32")])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, device, native, expected):
+    from samplegen.training import train as train_module
+
+    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: native)
+    assert train_module.resolved_precision("auto", device) == expected
+    assert train_module.resolved_precision("fp32", device) == "fp32"  # an explicit choice is kept
+    assert train_module.resolved_precision("bf16", device) == "bf16"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_run_records_the_precision_auto_chose_and_resumes_with_it(tiny_samples_dir, tiny_config_file, tmp_path,
+                                                                   monkeypatch, native):
+    """config.json says what the run trained with, never "auto"; resuming on another CPU keeps it."""
+    from samplegen.training import train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=1, precision="auto"))
+    corpus = load_corpus(tiny_samples_dir, duration_s=0.5)
+    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: native)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never asks for emulated bf16, so never warns about it
+        train(corpus, tmp_path / "run", cfg, show_progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"]
+    assert saved == ("bf16" if native else "fp32")
+    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: not native)
+    more = replace(cfg, train=replace(cfg.train, epochs=2))
+    train(corpus, tmp_path / "run", more, resume=True, show_progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"] == saved
 
 
 def _assert_same_training(run_a: Path, run_b: Path) -> None:

@@ -258,11 +258,12 @@ def test_a_failed_checkpoint_write_stops_training_with_its_error(tiny_samples_di
 
 def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, tiny_config_file, tmp_path,
                                                             monkeypatch):
-    """train.compile changes how a step runs, not what it computes: weights within float rounding of eager
-    training, and a compiled run killed after epoch 2 and resumed ends where an uninterrupted compiled run does."""
+    """train.compile changes how a step runs, not what it computes: in float32, weights within float rounding of
+    eager training; and a compiled run at the default precision (bf16 on a CPU that has it) killed after epoch 2
+    and resumed ends where an uninterrupted one does."""
     import samplegen.training.train as train_module
     cfg = load_config_file(tiny_config_file)
-    cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100))
+    cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100, precision="fp32"))
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
     compiled = replace(cfg, train=replace(cfg.train, compile=True))
     train(corpus, tmp_path / "eager", cfg, show_progress=False)
@@ -272,6 +273,9 @@ def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, ti
     model_keys = [k for k in a if k.startswith("model.")]
     assert model_keys and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in model_keys)
     assert any(not torch.equal(a[k], b[k]) for k in model_keys)  # it did run another program
+    compiled = replace(cfg, train=replace(cfg.train, compile=True, precision="auto"))
+    train(corpus, tmp_path / "whole", compiled, show_progress=False)
+    b, _ = checkpoint.load_tensors(tmp_path / "whole" / "train_state.safetensors")
     real_write = train_module._write_history_csv
 
     def killed_after_epoch_2(path, history):

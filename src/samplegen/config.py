@@ -37,7 +37,7 @@ SPLITS = ("note", "instrument")
 #: Fewest optimisation steps an epoch of a small corpus takes with the default batch size (see
 #: :meth:`TrainConfig.for_corpus`).
 SMALL_CORPUS_STEPS_PER_EPOCH = 8
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 SAMPLE_RATE = 44100
 
 
@@ -62,9 +62,11 @@ class TrainConfig:
     split : "note" holds out random notes; "instrument" holds out whole presets (every
         velocity layer of a held-out instrument is unseen: the harder test)
     pca_init : start from the PCA baseline (see samplegen.model.network.init_from_pca)
-    precision : "fp32", or "bf16" for bfloat16 autocast of the forward and backward passes (validation,
-        checkpoints and generation stay float32); on a CPU only worth it with native bf16 instructions
-        (AVX512-BF16, AMX), else a warning
+    precision : "bf16" for bfloat16 autocast of the forward and backward passes (validation, checkpoints
+        and generation stay float32), "fp32", or "auto": bf16 on a CPU with native bf16 instructions
+        (AVX512-BF16, AMX), where a compiled step takes 0.56 of fp32's time, and fp32 everywhere else (on a
+        GPU bf16 was slower at the default batch size, docs/scaling.md). A run's config.json records the
+        precision it trained with, never "auto"
     compile : run each step's forward pass and losses through ``torch.compile``, which fuses the
         elementwise passes of the losses (a step about 1.5x faster on the 2-core CPU, BENCHMARKS.md); the
         same model and numbers up to float rounding. Where it cannot compile (no C++ compiler) training
@@ -75,7 +77,9 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     beta: float = 1e-4
-    log_weight: float = NO_HEAD_LOG_WEIGHT  # BENCHMARKS.md, Fidelity (0.3: better LSD, but 4-5 % of blends dip)
+    # A config file that leaves it out gets the weight measured for its decoder: HEAD_LOG_WEIGHT with the log
+    # head, NO_HEAD_LOG_WEIGHT without (0.3 without the head: better LSD, but 4-5 % of blends dip; BENCHMARKS.md)
+    log_weight: float = HEAD_LOG_WEIGHT
     adam_beta2: float = 0.99
     lr_warmup_epochs: int = 5
     kl_warmup_epochs: int = 2  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
@@ -85,7 +89,7 @@ class TrainConfig:
     split: str = "note"
     pca_init: bool = True
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = True
 
     def __post_init__(self) -> None:
@@ -199,7 +203,8 @@ class RunConfig:
         The format version is checked against :data:`samplegen.formats.RUN_CONFIG` (a user's file
         may leave it out when ``require_version`` is false). A run saved in format 1 has no "features"
         section: it was trained on the log magnitude; one saved before format 3 lacks the keys in
-        :data:`BEFORE_FORMAT_3`.
+        :data:`BEFORE_FORMAT_3`. A file without ``train.log_weight`` gets the weight measured for its
+        decoder (:data:`HEAD_LOG_WEIGHT` with the log head, :data:`NO_HEAD_LOG_WEIGHT` without).
         """
         if not isinstance(data, dict):
             raise ParameterError("config must be a JSON object")
@@ -222,7 +227,9 @@ class RunConfig:
             model = {**BEFORE_FORMAT_5["model"], **model}
         if version in (1, 2, 3, 4, 5) and isinstance(model, dict):
             model = {**BEFORE_FORMAT_6["model"], **model}
-        return cls(
+        if version is not None and isinstance(train, dict) and "precision" not in train:
+            train = {**train, "precision": "fp32"}  # a run saved before the option trained in fp32
+        cfg = cls(
             data=dataclass_io.from_dict(DataConfig, data.get("data", {}), "data"),
             stft=StftConfig.from_dict(data.get("stft", {})),
             features=dataclass_io.from_dict(FeatureConfig, features, "features"),
@@ -231,6 +238,10 @@ class RunConfig:
             # Runs written before the option existed have no "phase" section: magnitude only.
             phase=dataclass_io.from_dict(PhaseConfig, data.get("phase", {}), "phase"),
         )
+        if isinstance(train, dict) and "log_weight" not in train:  # the weight measured for this decoder
+            weight = HEAD_LOG_WEIGHT if cfg.uses_log_head else NO_HEAD_LOG_WEIGHT
+            cfg = replace(cfg, train=replace(cfg.train, log_weight=weight))
+        return cfg
 
 
 def load_config_file(path: str | Path) -> RunConfig:

@@ -12,7 +12,7 @@ from typing import Sequence, TypeAlias
 from samplegen import __version__
 
 from samplegen.app import runtime
-from samplegen.config import TrainConfig
+from samplegen.config import PRECISIONS, TrainConfig
 from samplegen.errors import SampleGenError
 from samplegen.files import terminal_safe
 
@@ -284,7 +284,8 @@ def _add_train_parser(sub: _Verbs) -> None:
     tr.add_argument("--nodes", type=int, default=1, help="machines taking part, each running this command (default 1)")
     tr.add_argument("--rdzv", default=None, metavar="HOST:PORT", help="rendezvous address when --nodes > 1")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: a GPU when there is one")
-    tr.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16 autocast (a GPU, or a CPU with AVX512-BF16; default fp32)")
+    tr.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                    help="bf16 autocast, fp32, or auto (the default): bf16 on a CPU with native bf16, else fp32")
     tr.add_argument("--loader-workers", type=int, default=0, help="processes reading batches ahead, 0 to 64 (default 0)")
     tr.set_defaults(func=cmd_train)
 

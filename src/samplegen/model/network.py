@@ -72,7 +72,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
     frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
-    log_head: bool = False  # an option for now: BENCHMARKS.md, Fidelity
+    log_head: bool = True  # the default since the sixth session: BENCHMARKS.md, "The log head as the default"
     log_head_residual: bool = True
     logvar_ceiling: bool = True
 

@@ -195,10 +195,18 @@ def _features_in_memory(corpus: Corpus, cfg: RunConfig) -> NoteFeatures:
     return NoteFeatures.from_tensor(Path(corpus.root), corpus.entries, audio_to_features(corpus.audio, cfg.stft, cfg.phase))
 
 
+def resolved_precision(precision: str, device: str) -> str:
+    """``train.precision`` as a run records it: "auto" becomes "bf16" on a CPU with native bf16 instructions
+    (AVX512-BF16 or AMX: a compiled step took 0.56 of the float32 one's time on this project's CPU,
+    BENCHMARKS.md) and "fp32" elsewhere (on a GPU bf16 was slower at the default batch size, docs/scaling.md)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.startswith("cpu") and _cpu_has_bf16() else "fp32"
+
+
 def _use_bf16(device: str, precision: str) -> bool:
-    """bf16 autocast where asked. On a CPU it pays only with native bf16 instructions (AVX512-BF16 or AMX): a
-    compiled step took 0.56 of the float32 one's time on this project's CPU (BENCHMARKS.md)."""
-    use = precision == "bf16"
+    """bf16 autocast where asked; asked for on a CPU without native bf16, it is emulated (slower), hence a warning."""
+    use = resolved_precision(precision, device) == "bf16"
     if use and not device.startswith("cuda") and not _cpu_has_bf16():
         warnings.warn("precision='bf16': this CPU has no native bf16 instructions, so it is emulated and slower "
                       "than fp32; set train.precision to fp32", stacklevel=3)
@@ -363,7 +371,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
     if not resume:  # a resumed run keeps the settings it was started with (its config.json)
-        cfg = replace(cfg, train=cfg.train.for_corpus(len(train_idx)))
+        tc = cfg.train.for_corpus(len(train_idx))
+        cfg = replace(cfg, train=replace(tc, precision=resolved_precision(tc.precision, device)))
     stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
 
     # Model and optimiser, from the PCA start, or from the saved state when resuming.
