@@ -188,20 +188,25 @@ def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_
 
 OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.json lacks)
     2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False, "logvar_ceiling": False},
-         "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "precision": "fp32"}},
+         "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "precision": "fp32",
+                   "pca_lr_scale": 1.0}},
         [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("model", "logvar_ceiling"),
-         ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2"), ("train", "precision")]),
-    4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False}, "train": {"log_weight": 0.5}},
-        [("model", "log_head_residual"), ("model", "logvar_ceiling")]),
-    5: ({"model": {"logvar_ceiling": False}}, [("model", "logvar_ceiling")]),
+         ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2"), ("train", "precision"),
+         ("train", "pca_lr_scale")]),
+    4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False},
+         "train": {"log_weight": 0.5, "pca_lr_scale": 1.0}},
+        [("model", "log_head_residual"), ("model", "logvar_ceiling"), ("train", "pca_lr_scale")]),
+    5: ({"model": {"logvar_ceiling": False}, "train": {"pca_lr_scale": 1.0}},
+        [("model", "logvar_ceiling"), ("train", "pca_lr_scale")]),
+    6: ({"train": {"pca_lr_scale": 1.0}}, [("train", "pca_lr_scale")]),
 }
 
 
 @pytest.mark.parametrize("version", sorted(OLD_RUNS))
 def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, tiny_config_file, tmp_path, version):
     """Runs saved before format 3 have no frame decoder, no log loss and no log head; a format-4 log head wrote the
-    quiet bins' level itself; before format 6 log σ² was clamped, not kept below 0. Their config lacks the keys
-    that came later."""
+    quiet bins' level itself; before format 6 log σ² was clamped, not kept below 0; before format 7 every layer
+    learned at the same rate. Their config lacks the keys that came later; they decode, generate and resume."""
     trained_with, missing = OLD_RUNS[version]
     data = json.loads(tiny_config_file.read_text())
     for section, values in trained_with.items():
@@ -228,6 +233,9 @@ def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir,
             assert ours is not None and theirs is not None and torch.equal(ours, theirs)
     for verb in (lambda r, o: api.sample(r, o, n=2), lambda r, o: api.perturb(r, a.corpus.names[0], o, n=2)):
         assert verb(old, tmp_path / "out")
+    # ... and trains on from its saved state (its optimiser's groups are as they were saved)
+    api.train_run(tiny_samples_dir, old, epochs=3, resume=True, show_progress=False)
+    assert len((old / "history.csv").read_text().splitlines()) == 1 + 3
 
 
 @pytest.mark.parametrize("which", ["tiny_run", "level_head_run"])

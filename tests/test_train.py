@@ -309,3 +309,33 @@ def test_where_the_step_cannot_compile_training_goes_on_eagerly(tiny_samples_dir
     a, _ = checkpoint.load_tensors(tmp_path / "eager" / "model.safetensors")
     b, _ = checkpoint.load_tensors(tmp_path / "fallback" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_pca_started_layers_learn_at_their_share_of_the_learning_rate(tiny_samples_dir, tiny_config_file,
+                                                                          tmp_path, monkeypatch):
+    """train.pca_lr_scale slows the frame layers and linear paths that the PCA start sets, and only them."""
+    import samplegen.training.train as train_module
+
+    starts: list[dict[str, torch.Tensor]] = []
+    real_groups = train_module._parameter_groups
+
+    def recording_start(model, scale):
+        starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_groups(model, scale)
+
+    monkeypatch.setattr(train_module, "_parameter_groups", recording_start)
+    cfg = load_config_file(tiny_config_file)
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    moved: dict[float, tuple[float, float]] = {}
+    for scale in (1.0, 1e-3):
+        run = tmp_path / f"scale{scale}"
+        train(corpus, run, replace(cfg, train=replace(cfg.train, epochs=2, pca_lr_scale=scale)), show_progress=False)
+        end, _ = checkpoint.load_tensors(run / "train_state.safetensors")
+        start = starts[-1]
+        step = {k: float((end["model." + k] - v).abs().max()) for k, v in start.items() if "model." + k in end}
+        pca = max(v for k, v in step.items() if k.startswith(train_module.PCA_STARTED))
+        rest = max(v for k, v in step.items() if k.startswith(("encoder.stack.", "decoder.stack.")))
+        moved[scale] = (pca, rest)
+    assert moved[1e-3][0] < 0.01 * moved[1.0][0]  # a thousandth of the rate: the PCA parts all but stay
+    assert moved[1e-3][1] > 0.3 * moved[1.0][1]   # while the stacks learn as before
+    assert json.loads((tmp_path / "scale0.001" / "config.json").read_text())["train"]["pca_lr_scale"] == 1e-3

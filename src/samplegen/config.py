@@ -29,6 +29,8 @@ BEFORE_FORMAT_4: dict[str, dict[str, Any]] = {"model": {"log_head": False}}
 BEFORE_FORMAT_5: dict[str, dict[str, Any]] = {"model": {"log_head_residual": False}}
 #: ... and before format 6 (log σ² was clamped at 20, not kept below 0).
 BEFORE_FORMAT_6: dict[str, dict[str, Any]] = {"model": {"logvar_ceiling": False}}
+#: ... and before format 7 (every layer learned at the same rate).
+BEFORE_FORMAT_7: dict[str, dict[str, Any]] = {"train": {"pca_lr_scale": 1.0}}
 #: train.log_weight measured for each decoder: without the log head the log loss reaches every bin, and 0.3
 #: already made 4-5 % of blends dip; with it, it reaches only the quiet bins (BENCHMARKS.md, Fidelity).
 NO_HEAD_LOG_WEIGHT = 0.1
@@ -38,6 +40,8 @@ SPLITS = ("note", "instrument")
 #: :meth:`TrainConfig.for_corpus`).
 SMALL_CORPUS_STEPS_PER_EPOCH = 8
 PRECISIONS = ("auto", "fp32", "bf16")
+#: Learning rate of the PCA-started layers as a share of the rest's (BENCHMARKS.md, "A slower PCA start").
+PCA_LR_SCALE = 0.1
 SAMPLE_RATE = 44100
 
 
@@ -71,6 +75,11 @@ class TrainConfig:
         elementwise passes of the losses (a step about 1.5x faster on the 2-core CPU, BENCHMARKS.md); the
         same model and numbers up to float rounding. Where it cannot compile (no C++ compiler) training
         goes on eagerly after a one-line warning; false skips the attempt and its one-time compile
+    pca_lr_scale : the learning rate of the layers the PCA start sets (the frame layers and the linear paths),
+        as a share of ``learning_rate`` (runs before format 7: 1). Adam moves every weight by about the learning
+        rate whatever its gradient, and the 5,536-wide linear path turned that into jumps of μ that threw the
+        model off its PCA start in the first epochs (training error up by 70 %, BENCHMARKS.md); at a tenth, the
+        nonlinear layers learn what PCA misses while the PCA parts move slowly
     """
 
     epochs: int = 120  # with the frame decoder, 150 would pass the 10-minute CPU budget (BENCHMARKS.md, Fidelity)
@@ -91,6 +100,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     compile: bool = True
+    pca_lr_scale: float = PCA_LR_SCALE
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -115,6 +125,8 @@ class TrainConfig:
             raise ParameterError(f"split={self.split!r} must be one of {SPLITS}")
         if self.precision not in PRECISIONS:
             raise ParameterError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+        if not (math.isfinite(self.pca_lr_scale) and 0 < self.pca_lr_scale <= 1):
+            raise ParameterError(f"pca_lr_scale={self.pca_lr_scale} must be in (0, 1]")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
 
@@ -227,6 +239,8 @@ class RunConfig:
             model = {**BEFORE_FORMAT_5["model"], **model}
         if version in (1, 2, 3, 4, 5) and isinstance(model, dict):
             model = {**BEFORE_FORMAT_6["model"], **model}
+        if version in (1, 2, 3, 4, 5, 6) and isinstance(train, dict):
+            train = {**BEFORE_FORMAT_7["train"], **train}
         if version is not None and isinstance(train, dict) and "precision" not in train:
             train = {**train, "precision": "fp32"}  # a run saved before the option trained in fp32
         cfg = cls(

@@ -47,13 +47,14 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 6,
-    (1, 2, 3, 4, 5, 6), None, "train the run again",
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 7,
+    (1, 2, 3, 4, 5, 6, 7), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
     "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then); "
     "4: model.log_head (older runs: false); "
     "5: model.log_head_residual (older runs: false, the head wrote the quiet bins' level itself); "
-    "6: model.logvar_ceiling (older runs: false, log σ² was clamped at 20)")
+    "6: model.logvar_ceiling (older runs: false, log σ² was clamped at 20); "
+    "7: train.pca_lr_scale (older runs: 1, every layer at the same learning rate)")
 MODEL = FileFormat(
     "model weights", "model.safetensors of a run folder (metadata `format_version`)", 1, (1,), 1,
     "train the run again", "1: the first")
@@ -104,10 +105,10 @@ def check_version(fmt: FileFormat, found: object, where: str | Path,
 
     Example
     -------
-    >>> check_version(RUN_CONFIG, 7, "run/config.json")
+    >>> check_version(RUN_CONFIG, 8, "run/config.json")
     Traceback (most recent call last):
     ...
-    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 7); this one reads format_version <= 6: upgrade SampleGen
+    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 8); this one reads format_version <= 7: upgrade SampleGen
     """
     if found is None:
         if fmt.unversioned is None:

@@ -432,7 +432,22 @@ def _model_and_optimiser(cfg: RunConfig, feats: NoteFeatures, train_idx: np.ndar
     if tc.pca_init and pca_start:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
-    return model, torch.optim.Adam(model.parameters(), lr=tc.learning_rate, betas=(0.9, tc.adam_beta2))
+    return model, torch.optim.Adam(_parameter_groups(model, tc.pca_lr_scale), lr=tc.learning_rate,
+                                   betas=(0.9, tc.adam_beta2))
+
+
+#: The layers the PCA start sets (:func:`samplegen.model.network.init_from_pca`), by parameter name.
+PCA_STARTED = ("encoder.frame.", "encoder.linear.", "decoder.frame.", "decoder.linear.")
+
+
+def _parameter_groups(model: SampleModel, pca_lr_scale: float) -> list[dict[str, Any]]:
+    """Adam's parameter groups, each with the share of the learning rate it takes (``lr_scale``): the PCA-started
+    layers at ``pca_lr_scale``, the rest at 1. One group when the two agree, as runs before format 7 saved."""
+    named = list(model.named_parameters())
+    if pca_lr_scale == 1.0:
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    return [{"params": [p for n, p in named if not n.startswith(PCA_STARTED)], "lr_scale": 1.0},
+            {"params": [p for n, p in named if n.startswith(PCA_STARTED)], "lr_scale": pca_lr_scale}]
 
 
 def _starting_progress(s: _Session, state_path: Path, resume: bool) -> _Progress:
@@ -523,7 +538,7 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
     sums = torch.zeros(3, dtype=torch.float64, device=s.device)
     for b, (shard, raw) in enumerate(zip(shards, _step_batches(s, [s.train_idx[sh.rows] for sh in shards]))):
         for group in s.optimiser.param_groups:
-            group["lr"] = learning_rate_at(epoch, s.cfg, b, spe)
+            group["lr"] = learning_rate_at(epoch, s.cfg, b, spe) * group.get("lr_scale", 1.0)
         eps = None
         if s.model.is_variational:
             eps = shard.noise(torch.randn((shard.n_global, s.cfg.model.latent_dim), generator=noise)).to(s.device)
