@@ -236,6 +236,7 @@ def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir,
     # ... and trains on from its saved state (its optimiser's groups are as they were saved)
     api.train_run(tiny_samples_dir, old, epochs=3, resume=True, show_progress=False)
     assert len((old / "history.csv").read_text().splitlines()) == 1 + 3
+    assert load_run(old).config == replace(b.config, train=replace(b.config.train, epochs=3))  # the raise recorded
 
 
 @pytest.mark.parametrize("which", ["tiny_run", "level_head_run"])

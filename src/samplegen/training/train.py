@@ -469,6 +469,9 @@ def _prepare_run_folder(run_dir: Path, s: _Session, val_mask: np.ndarray, resume
         (run_dir / ckpt.LATENTS_NAME).unlink(missing_ok=True)
         # The saved state is the record: a kill between its write and history.csv's leaves the csv an epoch short.
         _write_history_csv(run_dir / ckpt.HISTORY_CSV, history)
+        saved = ckpt.saved_run_config(run_dir, None)
+        if saved is not None and saved.train.epochs != s.cfg.train.epochs:  # raised for this resume: say so
+            ckpt.save_run_config(run_dir, s.cfg)
     else:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
