@@ -11,7 +11,7 @@ whether the mean or the variance head threw it:
 (``logvar_ceiling`` false: the clamp of runs before format 6, under which the spike happens.) Steps run eagerly
 (``train.compile`` false), so the hook sees each one.
 
-The config's own ``train.epochs`` (default 120) sets the schedules; ``--epochs`` only stops the run early.
+The config's own ``train.epochs`` (default 150) sets the schedules; ``--epochs`` only stops the run early.
 """
 
 from __future__ import annotations
