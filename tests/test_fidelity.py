@@ -18,8 +18,8 @@ from samplegen.checkpoint import CONFIG_NAME, load_run
 from samplegen.config import RunConfig, load_config_file
 from samplegen.evaluation.evaluate import _features, sound_quality
 from samplegen.model.baselines import PCABaseline
-from samplegen.model.network import (LSD_FLOOR_NEPERS, QUIET_GATE_DB, ModelConfig, SampleModel, _QuietBlendLogL1,
-                                     init_from_pca, quiet_blend)
+from samplegen.model.network import (LSD_FLOOR_NEPERS, QUIET_GATE_DB, ModelConfig, SampleModel, _quiet_blend_log_l1,
+                                     _QuietBlendLogL1, init_from_pca, quiet_blend)
 from samplegen.spectral.features import LOG_FLOOR
 from samplegen.training.train import learning_rate_at, train
 
@@ -72,6 +72,8 @@ def test_the_log_heads_fused_loss_and_gradients_match_autograd(adds_level):
     ref = model.log_magnitude_l1(quiet_blend(out, quiet, mean, std, p, adds_level), log_target)
     ours = _QuietBlendLogL1.apply(out, quiet, log_target, mean, std, p, adds_level)
     assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)  # log_l1 works in float32
+    alone, no_out, no_quiet = _quiet_blend_log_l1(out, quiet, log_target, mean, std, p, adds_level, with_grad=False)
+    assert float(alone) == float(ours.detach()) and no_out is None and no_quiet is None  # validation's loss alone
     for g_ours, g_ref in zip(torch.autograd.grad(ours, (out, quiet)), torch.autograd.grad(ref, (out, quiet))):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-12)
         assert float(g_ours.abs().sum()) > 0
