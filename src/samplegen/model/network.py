@@ -215,7 +215,7 @@ def quiet_blend(out: Tensor, quiet: Tensor, mean: Tensor, std: Tensor, p: Tensor
 def _quiet_blend_log_l1(out: Tensor, quiet: Tensor, log_target: Tensor, mean: Tensor, std: Tensor, p: Tensor,
                         adds_level: bool, with_grad: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``log_l1`` of the log head's blend and, ``with_grad``, its gradients (d/d out, d/d quiet) for a unit loss:
-    the body of :class:`_QuietBlendLogL1`, which validation calls without them (they were two thirds of its time)."""
+    the body of :class:`_QuietBlendLogL1`, which validation calls without them (they were a third of its time)."""
     with torch.no_grad():
         dtype = torch.promote_types(out.dtype, torch.float32)  # bf16 under autocast: the loss in float32
         pf = torch.as_tensor(p, dtype=dtype)  # a tensor, not float(p): no graph break under torch.compile

@@ -206,11 +206,12 @@ def resolved_precision(precision: str, device: str) -> str:
 
 def _use_bf16(device: str, precision: str) -> bool:
     """bf16 autocast where asked; asked for on a CPU without native bf16, it is emulated (slower), hence a warning."""
-    use = resolved_precision(precision, device) == "bf16"
-    if use and not device.startswith("cuda") and not _cpu_has_bf16():
+    if resolved_precision(precision, device) != "bf16":
+        return False
+    if precision == "bf16" and not device.startswith("cuda") and not _cpu_has_bf16():  # "auto" only picks native
         warnings.warn("precision='bf16': this CPU has no native bf16 instructions, so it is emulated and slower "
                       "than fp32; set train.precision to fp32", stacklevel=3)
-    return use
+    return True
 
 
 def _cpu_has_bf16() -> bool:
