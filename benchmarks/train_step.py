@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ def main() -> None:
     torch.manual_seed(0)
     x, log_target = torch.randn(32, 173, 1025), torch.randn(32, 173, 1025) - 5.0
     mean, std = torch.full((1025,), 0.1), torch.full((1025,), 0.05)
-    variants = {}
+    variants: dict[str, tuple[Any, ...]] = {}
     for log_head in (False, True):
         for mode in ("eager", "compiled", "compiled bf16"):
             model = SampleModel(ModelConfig(log_head=log_head))
