@@ -17,12 +17,10 @@ import torch
 
 from samplegen.audio.corpus import load_corpus
 from samplegen.config import RunConfig
-from samplegen.model.network import SampleModel
-from samplegen.spectral.features import FeatureStats, adjust_stats
+from samplegen.spectral.features import adjust_stats
 from samplegen.training import distributed
 from samplegen.training import train as training
 from samplegen.training.data_stats import fit_stats
-from samplegen.training.feature_cache import NoteFeatures
 
 
 def main() -> None:
@@ -46,29 +44,14 @@ def main() -> None:
             t0 = time.perf_counter()
             losses[batch] = training._validate(model, feats, val_idx, stats, cfg, ctx, resident, batch)["val_recon"]
             seconds.append(time.perf_counter() - t0)
-    exact = _float64_recon(model, feats, val_idx, stats, cfg)
+    every_note = feats.read(np.arange(len(feats))).double()  # the reference: the same validation in float64
+    exact = training._validate(model.double(), feats, val_idx, stats, cfg, ctx, every_note, 16)["val_recon"]
     print(f"validation of {len(val_idx)} held-out notes, one thread, median of {args.repeats}:")
     for batch, seconds in times.items():
         median = sorted(seconds)[len(seconds) // 2]
         print(f"  {batch:>3} notes a pass  {median:6.2f} s  val_recon {losses[batch]:.6f} "
               f"({(losses[batch] / exact - 1) * 100:+.3f} % from float64)")
     print(f"  float64 sums       val_recon {exact:.6f}")
-
-
-def _float64_recon(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stats: FeatureStats,
-                   cfg: RunConfig) -> float:
-    """The validation reconstruction term with the model and features in float64 (the reference)."""
-    model64 = model.double()
-    total = 0.0
-    with torch.no_grad():
-        for raw in feats.batches(val_idx, 16):
-            raw = raw.double()
-            x = stats.normalise(raw)
-            mu, _ = model64.encode(x)
-            mse, log_l1 = model64.reconstruction_losses(mu, x, raw)
-            total += float(mse + cfg.train.log_weight * log_l1) * len(x)
-    model.float()
-    return total / len(val_idx)
 
 
 if __name__ == "__main__":

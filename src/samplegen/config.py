@@ -84,7 +84,7 @@ class TrainConfig:
 
     epochs: int = 150  # every 120-epoch run was best at its last epoch; 150 gained 0.07-0.09 dB (BENCHMARKS.md)
     batch_size: int = 32
-    learning_rate: float = 3e-3  # 1e-3 until the seventh session, 2e-3 until the eighth: BENCHMARKS.md, "3e-3"
+    learning_rate: float = 3e-3  # 1e-3 until the seventh session, 2e-3 until the eighth: BENCHMARKS.md, "Learning rate 3e-3"
     beta: float = 1e-4
     # A config file that leaves it out gets the weight measured for its decoder: HEAD_LOG_WEIGHT with the log
     # head, NO_HEAD_LOG_WEIGHT without (0.3 without the head: better LSD, but 4-5 % of blends dip; BENCHMARKS.md)
