@@ -45,9 +45,7 @@ def roundtrip(files: Sequence[str | Path], out_dir: str | Path, method: str | No
         if len(y) < cfg.n_fft:
             raise ParameterError(f"{f} is shorter than one STFT frame ({cfg.n_fft} samples)")
         x = torch.from_numpy(y)
-        rebuilt = spectral.retrieve_phase(spectral.magnitude(x, cfg), cfg, len(y),
-                                          method=method or spectral.DEFAULT_METHOD,
-                                          n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter).numpy()
+        rebuilt = spectral.retrieve_phase(spectral.magnitude(x, cfg), cfg, len(y), method=method, n_iter=n_iter).numpy()
         results.append(RoundTrip(
             str(f),
             audio_io.write_wav(out / f"{stem}_original.wav", y),

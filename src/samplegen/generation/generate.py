@@ -48,9 +48,10 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     Parameters
     ----------
     z : (B, L) or (L,) latent points
-    method, n_iter : phase retrieval (defaults: the run's own — :data:`samplegen.spectral.stft.DEFAULT_METHOD`
-        and ``DEFAULT_ITERS`` for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
-        run that learned instantaneous frequency; see :func:`samplegen.spectral.features.features_to_waveform`)
+    method, n_iter : phase retrieval (defaults: the run's own — :func:`samplegen.spectral.stft.default_phase`
+        for the model's device for a magnitude-only run, IF integration and ``phase.n_iter`` iterations for a
+        run that learned instantaneous frequency; see :func:`samplegen.spectral.features.features_to_waveform`).
+        Phase retrieval runs where the model does: on a GPU the decoded magnitudes never visit the host.
 
     Returns
     -------
@@ -58,7 +59,7 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     """
     zt = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
     single = zt.ndim == 1
-    feats = decode_features(run, zt[None] if single else zt)
+    feats = _decoded_on_device(run, zt[None] if single else zt)
     with torch.no_grad():
         wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
                                    method=method, n_iter=n_iter, seed=seed)
@@ -69,11 +70,16 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
 def decode_features(run: Run, z: torch.Tensor) -> torch.Tensor:
     """Latent points Tensor[B x L] → the run's decoded features Tensor[B x T x C·F] (linear magnitude, and
     instantaneous frequency for a phase-aware run), on the CPU."""
+    return _decoded_on_device(run, z).cpu()
+
+
+def _decoded_on_device(run: Run, z: torch.Tensor) -> torch.Tensor:
+    """:func:`decode_features`, left on the model's device."""
     if not torch.isfinite(z).all():
         raise ParameterError("latent points must be finite numbers")
     device = next(run.model.parameters()).device
     with torch.no_grad():
-        return run.stats.denormalise(run.model.decode(z.to(device=device, dtype=torch.float32))).cpu()
+        return run.stats.denormalise(run.model.decode(z.to(device=device, dtype=torch.float32)))
 
 
 def decode_magnitude(run: Run, z: torch.Tensor) -> torch.Tensor:

@@ -296,10 +296,10 @@ def features_to_waveform(feats: torch.Tensor, stft_cfg: StftConfig, phase: Phase
     :meth:`FeatureStats.denormalise` gives) Tensor[B x T x C·F] → waveforms Tensor[B x length].
 
     method : None uses the run's own way back: IF integration (+ ``phase.n_iter`` iterations) when
-        the features hold IF, else :data:`samplegen.spectral.stft.DEFAULT_METHOD`; "if" asks for IF
+        the features hold IF, else :func:`samplegen.spectral.stft.default_phase` for their device; "if" asks for IF
         integration; any :data:`samplegen.spectral.stft.PHASE_METHODS` name ignores the IF and
         retrieves phase from the magnitude alone
-    n_iter : iterations (default: ``phase.n_iter`` for IF, ``spectral.DEFAULT_ITERS`` otherwise)
+    n_iter : iterations (default: ``phase.n_iter`` for IF, :func:`samplegen.spectral.stft.default_phase`'s otherwise)
     """
 
     mag_frames, ifd = split_features(feats, stft_cfg.n_bins)
@@ -310,5 +310,4 @@ def features_to_waveform(feats: torch.Tensor, stft_cfg: StftConfig, phase: Phase
             raise ParameterError("method='if' needs a run trained with phase.mode='if'")
         iters = phase.n_iter if n_iter is None else n_iter
         return waveform_from_if(mag, ifd.transpose(1, 2), stft_cfg, length, iters)
-    return spectral.retrieve_phase(mag, stft_cfg, length, method=method or spectral.DEFAULT_METHOD,
-                                   n_iter=spectral.DEFAULT_ITERS if n_iter is None else n_iter, seed=seed)
+    return spectral.retrieve_phase(mag, stft_cfg, length, method=method, n_iter=n_iter, seed=seed)
