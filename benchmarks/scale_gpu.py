@@ -1,26 +1,29 @@
-"""GPU figures, before and after in one run: training samples/s (fp32 and bf16, the quality each
-reaches), generation notes/s and the phase retrieval behind it.
+"""GPU figures in one run: phase retrieval and generation on the device, and training samples/s of the
+default model, this code against older code (``--before``) and against its own GPU options.
 
-Usage on a CUDA machine (from the repository root, after `pip install -e .` with a CUDA torch):
+Usage on a CUDA machine (from the repository root, with the package importable):
 
-    git archive <old-commit> src | tar -x -C /tmp/before      # the code to compare with, if any
-    python benchmarks/scale_gpu.py --workdir /tmp/scale-gpu --before /tmp/before/src
-    python benchmarks/scale_gpu.py --workdir /tmp/g --device cpu --notes 64 --distinct 64 --epochs 2   # a smoke run
+    git archive <old-commit> src | tar -x -C /tmp/before      # the code to compare with
+    python benchmarks/scale_gpu.py --workdir /tmp/sg --before /tmp/before/src --notes-npy notes.npy --out sg.json
+    python benchmarks/scale_gpu.py --workdir /tmp/g --device cpu --notes 64 --distinct 16 --epochs 2 \\
+        --rows after:fp32:32,after:fp32:32:graphs,before:fp32:32 --before /tmp/before/src   # a smoke run
 
-What it measures, with the code it is run with (and, given ``--before``, the same again in a child
-process that imports the package from that folder instead):
+What it measures, in this order (the JSON file is rewritten after each part, so a run cut short keeps
+what it finished):
 
-- training: :func:`samplegen.training.train.train` itself, default model, batch 32 and 256, fp32 and bf16
-  autocast, on ``--notes`` notes of 2 s (``--distinct`` synthetic notes, tiled with random gains: the
-  throughput does not depend on the content); samples per second = training notes / epoch time
-  (median over the epochs after the first, validation and checkpoint included); the best validation
-  loss of each says whether bf16 keeps quality;
-- phase retrieval: the default method (:func:`samplegen.spectral.stft.retrieve_phase`) on the true
-  magnitudes of 64 synthetic notes, ms per note at batch 1 and 64, and its spectral convergence;
-- generation: :func:`samplegen.generation.generate.decode` (decoder + default phase retrieval) at batch 256,
-  notes per second, and the decoder alone.
-
-Writes WORKDIR/scale_gpu.json and prints Markdown tables.
+- phase retrieval (:func:`samplegen.spectral.stft.retrieve_phase`) on the true magnitudes of real notes
+  (``--notes-npy``: an (N, samples) float32 array of 2-second notes; synthetic notes without it): ms per note
+  at batch N and 4·N, and spectral convergence (mean, median, worst) for the CPU default (PGHI, whose heap
+  walk runs on the host, + 10 iterations) and the device method (rtpghi) at 0/10/20/30 iterations;
+- generation: :func:`samplegen.generation.generate.decode` at batch 256, notes/s, with the device's default
+  phase retrieval and with the CPU default, and the decoder alone (a default-size model trained one epoch);
+- training: :func:`samplegen.training.train.train` itself, default model, on ``--notes`` notes of 2 s
+  (``--distinct`` synthetic notes tiled at random gains: throughput does not depend on the content);
+  samples/s = training notes / median epoch time after the first (validation and checkpoint included) and
+  the best validation loss.  ``--rows`` lists them as code:precision:batch[:variant], code "after" (this
+  code) or "before" (``--before``'s, in a child process), variant "graphs" (the step compiled with CUDA
+  graphs, ``torch.compile`` mode "reduce-overhead"), "fused" (Adam's fused kernel) or "graphs+fused".
+  ``--budget-s`` skips the rows that would start after that many seconds.
 """
 
 from __future__ import annotations
@@ -41,16 +44,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from samplegen import checkpoint  # noqa: E402
 import samplegen  # noqa: E402
-from samplegen.audio.corpus import CorpusEntry  # noqa: E402
 from samplegen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from samplegen.generation.generate import decode  # noqa: E402
-from samplegen.spectral import stft as spectral  # noqa: E402
-from samplegen.spectral.features import audio_to_features  # noqa: E402
-from samplegen.training.feature_cache import NoteFeatures  # noqa: E402
-from samplegen.training.train import train  # noqa: E402
 from synth import note_family  # noqa: E402
+
+try:
+    from samplegen.audio.corpus import CorpusEntry
+    from samplegen.spectral import stft as spectral
+    from samplegen.spectral.features import audio_to_features
+    from samplegen.training import train as train_module
+    from samplegen.training.feature_cache import NoteFeatures
+except ImportError:  # --before code from before the package was split into subpackages (b3494d4, the issue's)
+    from samplegen import spectral  # type: ignore[no-redef]
+    from samplegen import train as train_module  # type: ignore[no-redef]
+    from samplegen.corpus import CorpusEntry  # type: ignore[no-redef]
+    from samplegen.feature_cache import NoteFeatures  # type: ignore[no-redef]
+    from samplegen.features import audio_to_log_features as audio_to_features  # type: ignore[no-redef]
+
+DEFAULT_ROWS = ("after:fp32:32,after:bf16:32,after:fp32:32:graphs,after:bf16:32:graphs,"
+                "after:fp32:256,after:bf16:256,before:fp32:32,after:bf16:32:graphs+fused")
 
 
 def _sync(device: str) -> None:
@@ -58,66 +70,90 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: int, batch: int, precision: str) -> dict:
+def _timed(fn, device: str, repeats: int = 1) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm: compiles, caches, allocator
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / repeats
+
+
+def phase_figures(audio: torch.Tensor, device: str) -> list[dict]:
+    """Each method on true magnitudes: ms per note at batch N (and 4·N for the defaults), SC per note."""
+    cfg = spectral.StftConfig()
+    n = audio.shape[1]
+    mag = spectral.magnitude(audio.to(device), cfg)
+    big = mag.repeat(4, 1, 1)
+    rows = []
+    for method, iters in (("pghi", 10), ("rtpghi", 0), ("rtpghi", 10), ("rtpghi", 20), ("rtpghi", 30)):
+        out: dict[str, torch.Tensor] = {}
+
+        def run(m: torch.Tensor = mag) -> None:
+            out["wav"] = spectral.retrieve_phase(m, cfg, n, method=method, n_iter=iters)
+
+        seconds = _timed(run, device)
+        rebuilt = spectral.magnitude(out["wav"], cfg)
+        sc = (20 * torch.log10((rebuilt - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1))).cpu()
+        row = {"method": method, "iters": iters, "batch": len(mag), "ms_per_note": 1000 * seconds / len(mag),
+               "sc_mean_db": float(sc.mean()), "sc_median_db": float(sc.median()), "sc_worst_db": float(sc.max())}
+        if (method, iters) in (("pghi", 10), ("rtpghi", 30)):
+            row["ms_per_note_batch4x"] = 1000 * _timed(lambda: run(big), device) / len(big)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def generation_figures(workdir: Path, device: str, batch: int) -> dict:
+    """decode() at ``batch``: the device default and the CPU default phase retrieval, and the decoder alone."""
+    from samplegen import checkpoint
+    from samplegen.generation.generate import decode
+
+    feats, _ = tiled_features(workdir, 256, 64, device)
+    run_dir = workdir / "gen-run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = RunConfig(data=DataConfig(duration_s=2.0), train=TrainConfig(epochs=1, compile=False))
+    train_module.train(feats, run_dir, cfg, show_progress=False, device=device)
+    run = checkpoint.load_run(run_dir, device=device)
+    z = torch.randn(batch, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    default = spectral.default_phase(device)
+    result = {"batch": batch, "default_method": f"{default[0]} + {default[1]}"}
+    result["notes_per_s"] = batch / _timed(lambda: decode(run, z), device)
+    result["cpu_default_notes_per_s"] = batch / _timed(lambda: decode(run, z, method="pghi", n_iter=10), device)
+    with torch.no_grad():
+        zd = z.to(device)
+        result["decoder_only_notes_per_s"] = batch / _timed(lambda: run.model.decode(zd), device, repeats=5)
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    return result
+
+
+def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: int, spec: str) -> dict:
+    """One row of ``--rows``, trained with the code that is imported."""
+    _, precision, batch_text, *rest = spec.split(":")
+    variant = rest[0] if rest else "default"
+    if variant not in ("default", "graphs", "fused", "graphs+fused"):
+        raise SystemExit(f"unknown variant {variant!r} in row {spec!r}")
+    batch = int(batch_text)
+    torch._dynamo.reset()  # each row compiles afresh (and never meets dynamo's recompile limit)
+    if "graphs" in variant:
+        train_module.CUDA_COMPILE_MODE = "reduce-overhead"  # type: ignore[attr-defined]
+    if "fused" in variant:
+        train_module.FUSED_ADAM_ON_CUDA = True  # type: ignore[attr-defined]
     cfg = RunConfig(data=DataConfig(duration_s=2.0),
                     train=TrainConfig(epochs=epochs, batch_size=batch, patience=epochs, precision=precision))
-    out = workdir / f"run-{precision}-b{batch}"
+    out = workdir / ("run-" + spec.replace(":", "-").replace("+", "-"))
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = train(feats, out, cfg, show_progress=False, device=device)
+    result = train_module.train(feats, out, cfg, show_progress=False, device=device)
     total = time.perf_counter() - t0
     rows = (out / "history.csv").read_text().splitlines()[1:]
     seconds = [float(r.split(",")[-1]) for r in rows]
     steady = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
     n_train = round(0.8 * len(feats))
-    return {"precision": precision, "batch": batch, "epochs": result.epochs_run, "total_s": total,
-            "epoch_s_median": steady, "train_samples_per_s": n_train / steady,
-            "best_val_loss": result.best_val_loss, "run": str(out)}
-
-
-def phase_figures(audio: torch.Tensor, device: str) -> dict:
-    """The default phase retrieval on true magnitudes: ms per note (batch 1 and all) and SC."""
-    cfg = spectral.StftConfig()
-    mag = spectral.magnitude(audio.to(device), cfg)
-    n = audio.shape[1]
-    spectral.retrieve_phase(mag[:1], cfg, n)  # compiles/loads the heap walk, warms the device
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(8):
-        spectral.retrieve_phase(mag[i], cfg, n)
-    _sync(device)
-    one = (time.perf_counter() - t0) / 8
-    t0 = time.perf_counter()
-    wav = spectral.retrieve_phase(mag, cfg, n)
-    _sync(device)
-    batched = (time.perf_counter() - t0) / len(mag)
-    rebuilt = spectral.magnitude(wav, cfg)
-    sc = 20 * torch.log10((rebuilt - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1))
-    return {"ms_per_note_batch1": 1000 * one, "ms_per_note_batched": 1000 * batched, "batch": len(mag),
-            "sc_mean_db": float(sc.mean()), "sc_worst_db": float(sc.max())}
-
-
-def generation_figures(run_dir: Path, device: str, batch: int, repeats: int) -> dict:
-    run = checkpoint.load_run(run_dir, device=device)
-    z = torch.randn(batch, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
-    decode(run, z[:2])  # first call compiles PGHI (numba) and warms the device
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        decode(run, z)
-    _sync(device)
-    full = (time.perf_counter() - t0) / repeats
-    with torch.no_grad():
-        zd = z.to(device)
-        run.model.decode(zd)
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            run.model.decode(zd)
-        _sync(device)
-    model_only = (time.perf_counter() - t0) / repeats
-    return {"batch": batch, "notes_per_s": batch / full, "seconds_per_call": full,
-            "decoder_only_notes_per_s": batch / model_only}
+    return {"row": spec, "precision": precision, "batch": batch, "variant": variant, "epochs": result.epochs_run,
+            "total_s": total, "first_epoch_s": seconds[0], "epoch_s_median": steady,
+            "train_samples_per_s": n_train / steady, "best_val_loss": result.best_val_loss}
 
 
 def tiled_features(workdir: Path, notes: int, distinct: int, device: str) -> tuple[NoteFeatures, torch.Tensor]:
@@ -131,68 +167,117 @@ def tiled_features(workdir: Path, notes: int, distinct: int, device: str) -> tup
     return NoteFeatures.from_tensor(workdir, entries, tensor), audio[:64]
 
 
+def _child_row(a: argparse.Namespace, spec: str) -> dict:
+    """A "before" row, measured in a child process that imports the package from ``--before``."""
+    out = a.workdir / "before" / (spec.replace(":", "-") + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, __file__, "--workdir", str(out.parent), "--device", a.device, "--notes", str(a.notes),
+            "--distinct", str(a.distinct), "--epochs", str(a.epochs), "--child-row", spec.replace("before", "after"),
+            "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(a.before.resolve()), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run(args, env=env, check=True)
+    row = json.loads(out.read_text())
+    row["row"] = spec
+    return row
+
+
 def measure(a: argparse.Namespace) -> dict:
+    t_start = time.perf_counter()
+    for spec in a.rows.split(","):
+        parts = spec.split(":")
+        if not (3 <= len(parts) <= 4 and parts[0] in ("before", "after") and parts[1] in ("fp32", "bf16")
+                and parts[2].isdigit() and (len(parts) == 3 or parts[3] in ("graphs", "fused", "graphs+fused"))):
+            raise SystemExit(f"--rows: {spec!r} is not code:precision:batch[:variant] (see --help)")
     a.workdir.mkdir(parents=True, exist_ok=True)
-    feats, audio = tiled_features(a.workdir, a.notes, a.distinct, a.device)
     name = torch.cuda.get_device_name() if a.device.startswith("cuda") else (platform.processor() or "cpu")
-    result = {"device": name, "torch": torch.__version__, "code": str(Path(samplegen.__file__).parent),
-              "notes": a.notes, "host_threads": torch.get_num_threads(), "train": [], "generate": []}
-    for batch in (32, 256):
-        for precision in ("fp32", "bf16"):
-            if precision == "bf16" and not a.device.startswith("cuda"):
-                continue
-            result["train"].append(training_figures(feats, a.workdir, a.device, a.epochs, batch, precision))
-            print(json.dumps(result["train"][-1]), file=sys.stderr, flush=True)
-    del feats
+    result: dict = {"device": name, "torch": torch.__version__, "code": str(Path(samplegen.__file__).parent),
+                    "notes": a.notes, "host_threads": torch.get_num_threads(), "train": [], "skipped": []}
+
+    def save() -> None:
+        a.out.write_text(json.dumps(result, indent=2))
+
+    if a.notes_npy is not None:
+        audio = torch.from_numpy(np.load(a.notes_npy).astype(np.float32))
+        result["phase_notes"] = f"{len(audio)} notes from {a.notes_npy.name}"
+    else:
+        audio = torch.from_numpy(np.stack(note_family(64, seconds=2.0, seed=1)))
+        result["phase_notes"] = "64 synthetic notes"
     result["phase"] = phase_figures(audio, a.device)
-    result["generate"].append(generation_figures(Path(result["train"][0]["run"]), a.device, 256, 3))
+    save()
+    result["generate"] = generation_figures(a.workdir, a.device, 256)
+    save()
+    feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device)
+    for spec in a.rows.split(","):
+        if time.perf_counter() - t_start > a.budget_s:
+            result["skipped"].append(spec)
+            continue
+        if spec.startswith("before") and a.before is None:
+            raise SystemExit(f"row {spec!r} needs --before")
+        try:
+            if spec.startswith("before"):
+                row = _child_row(a, spec)
+            else:
+                row = training_figures(feats, a.workdir, a.device, a.epochs, spec)
+        except Exception as exc:  # noqa: BLE001 - one failed row is reported; the others still run
+            row = {"row": spec, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        train_module.CUDA_COMPILE_MODE, train_module.FUSED_ADAM_ON_CUDA = None, False  # type: ignore[attr-defined]
+        result["train"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        save()
+    result["seconds"] = time.perf_counter() - t_start
+    save()
     return result
 
 
-def table(results: list[tuple[str, dict]]) -> str:
-    lines = [f"device: {results[0][1]['device']}, torch {results[0][1]['torch']}, "
-             f"{results[0][1]['notes']} notes, {results[0][1]['host_threads']} host threads\n",
-             "| code | what | figure |", "|---|---|---|"]
-    for label, r in results:
-        for t in r["train"]:
-            lines.append(f"| {label} | training {t['precision']} batch {t['batch']}: samples/s (best val loss) | "
-                         f"{t['train_samples_per_s']:,.0f} ({t['best_val_loss']:.4f}) |")
-        p = r["phase"]
-        lines.append(f"| {label} | default phase retrieval, ms/note batch 1 / batch {p['batch']} (SC mean, worst) | "
-                     f"{p['ms_per_note_batch1']:.1f} / {p['ms_per_note_batched']:.2f} "
-                     f"({p['sc_mean_db']:.1f}, {p['sc_worst_db']:.1f} dB) |")
-        for g in r["generate"]:
-            lines.append(f"| {label} | generate.decode batch {g['batch']}: notes/s (decoder alone) | "
-                         f"{g['notes_per_s']:,.0f} ({g['decoder_only_notes_per_s']:,.0f}) |")
+def table(r: dict) -> str:
+    lines = [f"device: {r['device']}, torch {r['torch']}, {r['host_threads']} host threads; "
+             f"phase on {r['phase_notes']}; training on {r['notes']} notes\n",
+             "| phase retrieval | ms/note (batch) | ms/note (4× batch) | SC mean / median / worst (dB) |",
+             "|---|---:|---:|---|"]
+    for p in r["phase"]:
+        big = f"{p['ms_per_note_batch4x']:.2f}" if "ms_per_note_batch4x" in p else ""
+        lines.append(f"| {p['method']} + {p['iters']} | {p['ms_per_note']:.2f} ({p['batch']}) | {big} | "
+                     f"{p['sc_mean_db']:.2f} / {p['sc_median_db']:.2f} / {p['sc_worst_db']:.2f} |")
+    g = r["generate"]
+    lines += ["", "| generate.decode, batch 256 | notes/s |", "|---|---:|",
+              f"| device default ({g['default_method']}) | {g['notes_per_s']:,.0f} |",
+              f"| CPU default (pghi + 10) | {g['cpu_default_notes_per_s']:,.0f} |",
+              f"| decoder alone | {g['decoder_only_notes_per_s']:,.0f} |",
+              "", "| training row | samples/s | first epoch s | best val loss |", "|---|---:|---:|---:|"]
+    for t in r["train"]:
+        if "error" in t:
+            lines.append(f"| {t['row']} | failed: {t['error'][:120]} | | |")
+            continue
+        lines.append(f"| {t['row']} | {t['train_samples_per_s']:,.0f} | {t['first_epoch_s']:.1f} | "
+                     f"{t['best_val_loss']:.4f} |")
+    if r["skipped"]:
+        lines.append(f"\nskipped (time budget): {', '.join(r['skipped'])}")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/scale-gpu"))
+    p.add_argument("--out", type=Path, help="the JSON file (default WORKDIR/scale_gpu.json)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--notes", type=int, default=20480)
     p.add_argument("--distinct", type=int, default=2048)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--before", type=Path, help="a src/ folder of older code to measure first, in a child process")
-    p.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rows", default=DEFAULT_ROWS)
+    p.add_argument("--budget-s", type=float, default=float("inf"))
+    p.add_argument("--notes-npy", type=Path, help="real 2-second notes for the phase figures, (N, samples) float32")
+    p.add_argument("--before", type=Path, help="a src/ folder of older code for the 'before' rows")
+    p.add_argument("--child-row", help=argparse.SUPPRESS)
     a = p.parse_args()
+    a.out = a.out or a.workdir / "scale_gpu.json"
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run this on a GPU machine (or pass --device cpu for a smoke run)")
-    results = []
-    if a.before is not None:
-        before_dir = a.workdir / "before"
-        args = [sys.executable, __file__, "--workdir", str(before_dir), "--device", a.device, "--notes", str(a.notes),
-                "--distinct", str(a.distinct), "--epochs", str(a.epochs), "--json-only"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(a.before.resolve()), os.environ.get("PYTHONPATH", "")]))
-        subprocess.run(args, env=env, check=True)
-        results.append(("before", json.loads((before_dir / "scale_gpu.json").read_text())))
-    result = measure(a)
-    (a.workdir / "scale_gpu.json").write_text(json.dumps(result, indent=2))
-    if a.json_only:
+    if a.child_row:
+        a.workdir.mkdir(parents=True, exist_ok=True)
+        feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device)
+        a.out.write_text(json.dumps(training_figures(feats, a.workdir, a.device, a.epochs, a.child_row)))
         return
-    results.append(("after" if a.before is not None else "this code", result))
-    print(table(results))
+    print(table(measure(a)))
 
 
 if __name__ == "__main__":

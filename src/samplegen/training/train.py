@@ -226,9 +226,9 @@ class _CompiledStep:
     C++ compiler fails there, so that call falls back to the eager module, which also re-raises any error that
     is not the compiler's."""
 
-    def __init__(self, net: torch.nn.Module) -> None:
+    def __init__(self, net: torch.nn.Module, mode: str | None = None) -> None:
         self.eager = net
-        self.compiled: Callable[..., dict[str, torch.Tensor]] | None = torch.compile(net, dynamic=False)
+        self.compiled: Callable[..., dict[str, torch.Tensor]] | None = torch.compile(net, dynamic=False, mode=mode)
 
     def __call__(self, *args: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if self.compiled is not None:
@@ -240,6 +240,12 @@ class _CompiledStep:
                               "training eagerly (set train.compile false to skip the attempt)", stacklevel=2)
                 self.compiled = None
         return self.eager(*args)
+
+
+#: ``torch.compile``'s mode for the training step on a GPU ("reduce-overhead" replays it as CUDA graphs).
+CUDA_COMPILE_MODE: str | None = None
+#: Adam's single fused kernel for every parameter on a GPU, instead of a few per parameter list.
+FUSED_ADAM_ON_CUDA = False
 
 
 #: Share of an accelerator's free memory the whole feature set may take to be kept there for training.
@@ -387,7 +393,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
                             pca_is_best=math.isfinite(progress.best_val) and not resume)
     s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
     if cfg.train.compile:
-        s.net = _CompiledStep(s.net)
+        s.net = _CompiledStep(s.net, CUDA_COMPILE_MODE if device.startswith("cuda") else None)
     s.bf16 = _use_bf16(device, cfg.train.precision)
     _allow_tf32(device)
 
@@ -433,8 +439,9 @@ def _model_and_optimiser(cfg: RunConfig, feats: NoteFeatures, train_idx: np.ndar
     if tc.pca_init and pca_start:
         init_model_from_pca(model, feats, pca_rows(train_idx, tc.seed), stats)
     model.to(device)
+    fused = True if FUSED_ADAM_ON_CUDA and device.startswith("cuda") else None
     return model, torch.optim.Adam(_parameter_groups(model, tc.pca_lr_scale), lr=tc.learning_rate,
-                                   betas=(0.9, tc.adam_beta2))
+                                   betas=(0.9, tc.adam_beta2), fused=fused)
 
 
 #: The layers the PCA start sets (:func:`samplegen.model.network.init_from_pca`), by parameter name.
@@ -539,13 +546,17 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
     order = torch.randperm(len(s.train_idx), generator=_epoch_generator(tc.seed, epoch, 0)).numpy()
     noise = _epoch_generator(tc.seed, epoch, 1)
     shards = distributed.shard_batches(order, tc.batch_size, s.ctx)
+    # The epoch's noise is drawn up front (the same numbers, in the same order, as step by step) and sent in
+    # one copy: a copy per step would make the host wait for the accelerator at every step.
+    step_noise: list[torch.Tensor | None] = [None] * len(shards)
+    if s.model.is_variational and shards:
+        draws = [sh.noise(torch.randn((sh.n_global, s.cfg.model.latent_dim), generator=noise)) for sh in shards]
+        step_noise = list(_to_device(torch.cat(draws), s.device).split([len(d) for d in draws]))
     sums = torch.zeros(3, dtype=torch.float64, device=s.device)
     for b, (shard, raw) in enumerate(zip(shards, _step_batches(s, [s.train_idx[sh.rows] for sh in shards]))):
         for group in s.optimiser.param_groups:
             group["lr"] = learning_rate_at(epoch, s.cfg, b, spe) * group.get("lr_scale", 1.0)
-        eps = None
-        if s.model.is_variational:
-            eps = shard.noise(torch.randn((shard.n_global, s.cfg.model.latent_dim), generator=noise)).to(s.device)
+        eps = step_noise[b]
         raw = raw.to(s.device, non_blocking=True)
         with torch.autocast(device_type="cuda" if s.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
                             enabled=s.bf16):
@@ -563,11 +574,19 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
 
 def _step_batches(s: _Session, rows: list[np.ndarray]) -> Iterable[torch.Tensor]:
     """The features of each step's rows: indexed on the device where they live there, else read ahead by a DataLoader."""
-    if s.resident is not None:
+    if s.resident is not None and rows:
         resident = s.resident
-        return (resident[torch.from_numpy(r).to(s.device)] for r in rows)
+        indices = _to_device(torch.from_numpy(np.concatenate(rows)), s.device).split([len(r) for r in rows])
+        return (resident[i] for i in indices)
     return torch.utils.data.DataLoader(_StepBatches(s.feats, rows), batch_size=None, num_workers=s.loader_workers,
                                        pin_memory=s.device.startswith("cuda"))
+
+
+def _to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory, so the copy does not wait for queued work."""
+    if device.startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _finish_run(s: _Session, run_dir: Path, history: list[dict[str, float]]) -> "PcaCheck":
