@@ -6,7 +6,7 @@ Usage on a CUDA machine (from the repository root, with the package importable):
     git archive <old-commit> src | tar -x -C /tmp/before      # the code to compare with
     python benchmarks/scale_gpu.py --workdir /tmp/sg --before /tmp/before/src --notes-npy notes.npy --out sg.json
     python benchmarks/scale_gpu.py --workdir /tmp/g --device cpu --notes 64 --distinct 16 --epochs 2 \\
-        --rows after:fp32:32,after:fp32:32:graphs,before:fp32:32 --before /tmp/before/src   # a smoke run
+        --rows after:fp32:32,after:fp32:32:plain,before:fp32:32 --before /tmp/before/src   # a smoke run
 
 What it measures, in this order (the JSON file is rewritten after each part, so a run cut short keeps
 what it finished):
@@ -21,8 +21,8 @@ what it finished):
   (``--distinct`` synthetic notes tiled at random gains: throughput does not depend on the content);
   samples/s = training notes / median epoch time after the first (validation and checkpoint included) and
   the best validation loss.  ``--rows`` lists them as code:precision:batch[:variant], code "after" (this
-  code) or "before" (``--before``'s, in a child process), variant "graphs" (the step compiled with CUDA
-  graphs, ``torch.compile`` mode "reduce-overhead"), "fused" (Adam's fused kernel) or "graphs+fused".
+  code) or "before" (``--before``'s, in a child process), variant "plain" (the step compiled in
+  ``torch.compile``'s default mode instead of :data:`samplegen.training.train.CUDA_COMPILE_MODE`).
   ``--budget-s`` skips the rows that would start after that many seconds.
 """
 
@@ -61,8 +61,7 @@ except ImportError:  # --before code from before the package was split into subp
     from samplegen.feature_cache import NoteFeatures  # type: ignore[no-redef]
     from samplegen.features import audio_to_log_features as audio_to_features  # type: ignore[no-redef]
 
-DEFAULT_ROWS = ("after:fp32:32,after:bf16:32,after:fp32:32:graphs,after:bf16:32:graphs,"
-                "after:fp32:256,after:bf16:256,before:fp32:32,after:bf16:32:graphs+fused")
+DEFAULT_ROWS = "after:fp32:32,after:bf16:256,after:bf16:32,before:fp32:32,after:fp32:32:plain,after:fp32:256"
 
 
 def _sync(device: str) -> None:
@@ -119,7 +118,8 @@ def generation_figures(workdir: Path, device: str, batch: int) -> dict:
     z = torch.randn(batch, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
     default = spectral.default_phase(device)
     result = {"batch": batch, "default_method": f"{default[0]} + {default[1]}"}
-    result["notes_per_s"] = batch / _timed(lambda: decode(run, z), device)
+    result["notes_per_s"] = batch / _timed(lambda: decode(run, z), device, repeats=3)
+    result["rtpghi20_notes_per_s"] = batch / _timed(lambda: decode(run, z, method="rtpghi", n_iter=20), device, 3)
     result["cpu_default_notes_per_s"] = batch / _timed(lambda: decode(run, z, method="pghi", n_iter=10), device)
     with torch.no_grad():
         zd = z.to(device)
@@ -132,14 +132,10 @@ def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: in
     """One row of ``--rows``, trained with the code that is imported."""
     _, precision, batch_text, *rest = spec.split(":")
     variant = rest[0] if rest else "default"
-    if variant not in ("default", "graphs", "fused", "graphs+fused"):
-        raise SystemExit(f"unknown variant {variant!r} in row {spec!r}")
     batch = int(batch_text)
     torch._dynamo.reset()  # each row compiles afresh (and never meets dynamo's recompile limit)
-    if "graphs" in variant:
-        train_module.CUDA_COMPILE_MODE = "reduce-overhead"  # type: ignore[attr-defined]
-    if "fused" in variant:
-        train_module.FUSED_ADAM_ON_CUDA = True  # type: ignore[attr-defined]
+    if variant == "plain":
+        train_module.CUDA_COMPILE_MODE = None  # type: ignore[attr-defined]
     cfg = RunConfig(data=DataConfig(duration_s=2.0),
                     train=TrainConfig(epochs=epochs, batch_size=batch, patience=epochs, precision=precision))
     out = workdir / ("run-" + spec.replace(":", "-").replace("+", "-"))
@@ -183,10 +179,11 @@ def _child_row(a: argparse.Namespace, spec: str) -> dict:
 
 def measure(a: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
-    for spec in a.rows.split(","):
+    specs = [] if a.rows == "none" else a.rows.split(",")
+    for spec in specs:
         parts = spec.split(":")
         if not (3 <= len(parts) <= 4 and parts[0] in ("before", "after") and parts[1] in ("fp32", "bf16")
-                and parts[2].isdigit() and (len(parts) == 3 or parts[3] in ("graphs", "fused", "graphs+fused"))):
+                and parts[2].isdigit() and (len(parts) == 3 or parts[3] == "plain")):
             raise SystemExit(f"--rows: {spec!r} is not code:precision:batch[:variant] (see --help)")
     a.workdir.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name() if a.device.startswith("cuda") else (platform.processor() or "cpu")
@@ -206,8 +203,9 @@ def measure(a: argparse.Namespace) -> dict:
     save()
     result["generate"] = generation_figures(a.workdir, a.device, 256)
     save()
-    feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device)
-    for spec in a.rows.split(","):
+    feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device) if specs else (None, None)
+    compile_mode = getattr(train_module, "CUDA_COMPILE_MODE", None)
+    for spec in specs:
         if time.perf_counter() - t_start > a.budget_s:
             result["skipped"].append(spec)
             continue
@@ -220,7 +218,7 @@ def measure(a: argparse.Namespace) -> dict:
                 row = training_figures(feats, a.workdir, a.device, a.epochs, spec)
         except Exception as exc:  # noqa: BLE001 - one failed row is reported; the others still run
             row = {"row": spec, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        train_module.CUDA_COMPILE_MODE, train_module.FUSED_ADAM_ON_CUDA = None, False  # type: ignore[attr-defined]
+        train_module.CUDA_COMPILE_MODE = compile_mode  # type: ignore[attr-defined]
         result["train"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         save()
@@ -241,6 +239,7 @@ def table(r: dict) -> str:
     g = r["generate"]
     lines += ["", "| generate.decode, batch 256 | notes/s |", "|---|---:|",
               f"| device default ({g['default_method']}) | {g['notes_per_s']:,.0f} |",
+              f"| rtpghi + 20 | {g.get('rtpghi20_notes_per_s', float('nan')):,.0f} |",
               f"| CPU default (pghi + 10) | {g['cpu_default_notes_per_s']:,.0f} |",
               f"| decoder alone | {g['decoder_only_notes_per_s']:,.0f} |",
               "", "| training row | samples/s | first epoch s | best val loss |", "|---|---:|---:|---:|"]
@@ -263,7 +262,7 @@ def main() -> None:
     p.add_argument("--notes", type=int, default=20480)
     p.add_argument("--distinct", type=int, default=2048)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--rows", default=DEFAULT_ROWS)
+    p.add_argument("--rows", default=DEFAULT_ROWS, help='training rows, or "none"')
     p.add_argument("--budget-s", type=float, default=float("inf"))
     p.add_argument("--notes-npy", type=Path, help="real 2-second notes for the phase figures, (N, samples) float32")
     p.add_argument("--before", type=Path, help="a src/ folder of older code for the 'before' rows")

@@ -28,6 +28,7 @@ from samplegen.evaluation.evaluate import generation_health, health_thresholds
 from samplegen.files import atomic_write, write_json
 from samplegen.generation.generate import decode
 from samplegen.spectral.stft import StftConfig
+from samplegen.training.distributed import resolve_device
 from samplegen.training.train import train
 
 #: Largest fraction of silent plus noise-like prior draws a feasible trial may have.
@@ -207,7 +208,8 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
                 raise optuna.TrialPruned(f"validation loss {row['val_loss']:.4f} at epoch {epoch}")
 
         try:
-            train(corpus, run_dir, cfg, show_progress=False, on_epoch=report)
+            # Trials train on a GPU when there is one; they are scored on the CPU, as `samplegen evaluate` scores.
+            train(corpus, run_dir, cfg, show_progress=False, on_epoch=report, device=resolve_device("auto"))
             value = heldout_lsd_db(run_dir, corpus)
             h = health(run_dir, corpus)
             for key, v in h.items():

@@ -639,18 +639,22 @@ def rtpghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None =
     steps = 0.5 * (per_frame[:, :, :-1] + per_frame[:, :, 1:])
     owner = nearest_peak(m)
     floor = tol * m.amax(dim=(1, 2)).unsqueeze(1)
+    # Everything that does not depend on the previous frame's phase, for all frames at once: the loop
+    # below is launch-bound on a GPU, so it keeps only the recursion itself.
+    owner_across = torch.gather(across, 1, owner)
+    lobe = across - owner_across  # each bin's phase from its peak's
+    keeps = (m[:, :, :-1] >= onset_ratio * m[:, :, 1:]) & (m[:, :, :-1] >= floor.unsqueeze(2))  # for frames 1…
+    weight = torch.where(keeps, m[:, :, 1:] * m[:, :, 1:], 0.0)
+    owner_keeps = torch.gather(keeps, 1, owner[:, :, 1:])
     phase = torch.empty_like(m)
     phase[:, :, 0] = across[:, :, 0]
     for t in range(1, m.shape[2]):
-        here, before, row = m[:, :, t], m[:, :, t - 1], across[:, :, t]
         continued = phase[:, :, t - 1] + steps[:, :, t - 1]
-        keeps = (before >= onset_ratio * here) & (before >= floor)
-        weight = torch.where(keeps, here * here, 0.0)
-        turn = torch.atan2((weight * torch.sin(continued - row)).sum(1, keepdim=True),
-                           (weight * torch.cos(continued - row)).sum(1, keepdim=True))
-        peaks = torch.where(keeps, continued, row + turn)
-        own = owner[:, :, t]
-        phase[:, :, t] = torch.remainder(torch.gather(peaks, 1, own) + row - torch.gather(row, 1, own), 2 * math.pi)
+        gap, w = continued - across[:, :, t], weight[:, :, t - 1]
+        turn = torch.atan2((w * torch.sin(gap)).sum(1, keepdim=True), (w * torch.cos(gap)).sum(1, keepdim=True))
+        peaks = torch.where(owner_keeps[:, :, t - 1], torch.gather(continued, 1, owner[:, :, t]),
+                            owner_across[:, :, t] + turn)
+        phase[:, :, t] = torch.remainder(peaks + lobe[:, :, t], 2 * math.pi)
     if fill is not None:
         phase = torch.where(m >= floor.unsqueeze(2), phase, fill.to(phase))
     else:
