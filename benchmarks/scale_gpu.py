@@ -12,7 +12,9 @@ What it measures, in this order (the JSON file is rewritten after each part, so 
 what it finished):
 
 - phase retrieval (:func:`samplegen.spectral.stft.retrieve_phase`) on the true magnitudes of real notes
-  (``--notes-npy``: an (N, samples) float32 array of 2-second notes; synthetic notes without it): ms per note
+  (``--corpus``: 64 notes evenly spaced through a corpus's manifest, as ``phase_retrieval.py`` takes them;
+  ``--save-notes FILE`` keeps them as an (N, samples) float32 array that ``--notes-npy`` reads back, for a
+  GPU machine without the corpus; synthetic notes without either): ms per note
   at batch N and 4·N, and spectral convergence (mean, median, worst) for the CPU default (PGHI, whose heap
   walk runs on the host, + 10 iterations) and the device method (rtpghi) at 0/10/20/30 iterations;
 - generation: :func:`samplegen.generation.generate.decode` at batch 256, notes/s, with the device's default
@@ -43,6 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # phase_retrieval.load_notes, for --corpus
 
 import samplegen  # noqa: E402
 from samplegen.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
@@ -193,7 +196,14 @@ def measure(a: argparse.Namespace) -> dict:
     def save() -> None:
         a.out.write_text(json.dumps(result, indent=2))
 
-    if a.notes_npy is not None:
+    if a.corpus is not None:
+        from phase_retrieval import load_notes
+
+        audio = torch.from_numpy(load_notes(a.corpus, 64)[1])
+        result["phase_notes"] = f"{len(audio)} notes of {a.corpus}"
+        if a.save_notes is not None:
+            np.save(a.save_notes, audio.numpy())
+    elif a.notes_npy is not None:
         audio = torch.from_numpy(np.load(a.notes_npy).astype(np.float32))
         result["phase_notes"] = f"{len(audio)} notes from {a.notes_npy.name}"
     else:
@@ -264,6 +274,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rows", default=DEFAULT_ROWS, help='training rows, or "none"')
     p.add_argument("--budget-s", type=float, default=float("inf"))
+    p.add_argument("--corpus", type=Path, help="a corpus folder: 64 of its notes for the phase figures")
+    p.add_argument("--save-notes", type=Path, help="with --corpus: save those notes as .npy for --notes-npy")
     p.add_argument("--notes-npy", type=Path, help="real 2-second notes for the phase figures, (N, samples) float32")
     p.add_argument("--before", type=Path, help="a src/ folder of older code for the 'before' rows")
     p.add_argument("--child-row", help=argparse.SUPPRESS)
