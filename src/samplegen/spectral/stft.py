@@ -314,8 +314,8 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
     >>> tuple(wav.shape), wav.dtype
     ((44100,), torch.float32)
     """
-    if torch.is_tensor(mag) and (method is None or n_iter is None):
-        auto_method, auto_iters = default_phase(mag.device)
+    if method is None or n_iter is None:
+        auto_method, auto_iters = default_phase(mag.device if torch.is_tensor(mag) else "cpu")
         method = auto_method if method is None else method
         n_iter = auto_iters if n_iter is None else n_iter
     if method not in PHASE_METHODS:
@@ -377,6 +377,8 @@ def _rtpghi_retrieval(mag: torch.Tensor, cfg: StftConfig, length: int, fill: tor
                           length, first, alpha, fade_in) for fresh in RTPGHI_FRESH_FRAMES]
     errors = torch.stack([(magnitude(w, cfg) - mag).flatten(1).norm(dim=1) for w in tries])
     best = torch.stack(tries)[errors.argmin(dim=0), torch.arange(len(mag), device=mag.device)]
+    if n_iter == 0:  # the better start alone
+        return best[0] if single else best
     wav = _griffin_lim(torch.polar(mag, torch.angle(stft(best, cfg))), mag, cfg, length, n_iter - first, alpha,
                        fade_in)
     return wav[0] if single else wav
