@@ -3,7 +3,7 @@
 Batched torch code that runs on whatever device its input is on.  A model
 produces STFT magnitudes; :func:`retrieve_phase` turns them into sound with
 the fast Griffin–Lim algorithm (FGLA: Perraudin, Balazs & Søndergaard 2013,
-Griffin–Lim with momentum), started from one of three initial phases:
+Griffin–Lim with momentum), started from one of four initial phases:
 
 - random phase (``"fgla"``; ``"gl"`` is plain Griffin–Lim without momentum);
 - Single Pass Spectrogram Inversion (``"spsi"``, Beauregard, Harish & Wyse
@@ -23,7 +23,7 @@ Griffin–Lim with momentum), started from one of three initial phases:
   operations on ``mag``'s device (:func:`rtpghi_phase`).
 
 With ``n_iter=0`` a method returns its start alone (PGHI or SPSI without
-any iteration; random phase for "gl"/"fgla").
+any iteration; the more consistent of rtpghi's two starts; random phase for "gl"/"fgla").
 
 Every waveform fades in over its first :data:`FADE_IN` samples (3 ms, raised
 cosine), inside each iteration as well as at the end.  Frame 0 is centred on
