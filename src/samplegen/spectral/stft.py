@@ -375,12 +375,14 @@ def _rtpghi_retrieval(mag: torch.Tensor, cfg: StftConfig, length: int, fill: tor
     first = n_iter // 3
     tries = [_griffin_lim(torch.polar(mag, rtpghi_phase(mag, cfg, fill=fill, fresh_frames=fresh)), mag, cfg,
                           length, first, alpha, fade_in) for fresh in RTPGHI_FRESH_FRAMES]
-    errors = torch.stack([(magnitude(w, cfg) - mag).flatten(1).norm(dim=1) for w in tries])
-    best = torch.stack(tries)[errors.argmin(dim=0), torch.arange(len(mag), device=mag.device)]
+    specs = [stft(w, cfg) for w in tries]
+    errors = torch.stack([(spec.abs() - mag).flatten(1).norm(dim=1) for spec in specs])
+    pick = (errors.argmin(dim=0), torch.arange(len(mag), device=mag.device))
     if n_iter == 0:  # the better start alone
+        best = torch.stack(tries)[pick]
         return best[0] if single else best
-    wav = _griffin_lim(torch.polar(mag, torch.angle(stft(best, cfg))), mag, cfg, length, n_iter - first, alpha,
-                       fade_in)
+    wav = _griffin_lim(torch.polar(mag, torch.angle(torch.stack(specs)[pick])), mag, cfg, length, n_iter - first,
+                       alpha, fade_in)
     return wav[0] if single else wav
 
 
@@ -681,10 +683,7 @@ def rtpghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None =
         peaks = torch.where(owner_keeps[:, :, t - 1], torch.gather(continued, 1, owner[:, :, t]),
                             owner_across[:, :, t] + turn)
         phase[:, :, t] = torch.remainder(peaks + lobe[:, :, t], 2 * math.pi)
-    if fill is not None:
-        phase = torch.where(m >= floor.unsqueeze(2), phase, fill.to(phase))
-    else:
-        phase = torch.where(m >= floor.unsqueeze(2), phase, 0.0)
+    phase = torch.where(m >= floor.unsqueeze(2), phase, fill.to(phase) if fill is not None else 0.0)
     return _snap_first_frame(phase).to(torch.float32)
 
 
