@@ -16,7 +16,8 @@ what it finished):
   ``--save-notes FILE`` keeps them as an (N, samples) float32 array that ``--notes-npy`` reads back, for a
   GPU machine without the corpus; synthetic notes without either): ms per note
   at batch N and 4·N, and spectral convergence (mean, median, worst) for the CPU default (PGHI, whose heap
-  walk runs on the host, + 10 iterations) and the device method (rtpghi) at 0/10/20/30 iterations;
+  walk runs on the host, + 10 iterations) and the device method (rtpghi) at 0/10/20/30 iterations, and
+  without its CUDA graph ("ungraphed") or its fused FGLA ("unfused");
 - generation: :func:`samplegen.generation.generate.decode` at batch 256, notes/s, with the device's default
   phase retrieval and with the CPU default, and the decoder alone (a default-size model trained one epoch);
 - training: :func:`samplegen.training.train.train` itself, default model, on ``--notes`` notes of 2 s
@@ -25,12 +26,15 @@ what it finished):
   the best validation loss.  ``--rows`` lists them as code:precision:batch[:variant], code "after" (this
   code) or "before" (``--before``'s, in a child process), variant "plain" (the step compiled in
   ``torch.compile``'s default mode instead of :data:`samplegen.training.train.CUDA_COMPILE_MODE`).
-  ``--budget-s`` skips the rows that would start after that many seconds.
+  ``--budget-s`` skips the rows that would start after that many seconds;
+- with ``--profile DIR``: torch.profiler tables (top operations by device and by host time) of one decode()
+  at batch 256 and of 2 training epochs at batch 32, in DIR.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,6 +44,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -89,22 +94,42 @@ def phase_figures(audio: torch.Tensor, device: str) -> list[dict]:
     mag = spectral.magnitude(audio.to(device), cfg)
     big = mag.repeat(4, 1, 1)
     rows = []
-    for method, iters in (("pghi", 10), ("rtpghi", 0), ("rtpghi", 10), ("rtpghi", 20), ("rtpghi", 30)):
+    runs = [("pghi", 10, ""), ("rtpghi", 0, ""), ("rtpghi", 10, ""), ("rtpghi", 20, ""), ("rtpghi", 30, "")]
+    if hasattr(spectral, "FUSED_ON_DEVICE"):  # the device's own FGLA and graphed recursion, and without them
+        runs += [("rtpghi", 0, "ungraphed"), ("rtpghi", 30, "unfused"), ("rtpghi", 30, "unfused+ungraphed")]
+    for method, iters, variant in runs:
         out: dict[str, torch.Tensor] = {}
 
         def run(m: torch.Tensor = mag) -> None:
             out["wav"] = spectral.retrieve_phase(m, cfg, n, method=method, n_iter=iters)
 
-        seconds = _timed(run, device)
-        rebuilt = spectral.magnitude(out["wav"], cfg)
-        sc = (20 * torch.log10((rebuilt - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1))).cpu()
-        row = {"method": method, "iters": iters, "batch": len(mag), "ms_per_note": 1000 * seconds / len(mag),
-               "sc_mean_db": float(sc.mean()), "sc_median_db": float(sc.median()), "sc_worst_db": float(sc.max())}
-        if (method, iters) in (("pghi", 10), ("rtpghi", 30)):
-            row["ms_per_note_batch4x"] = 1000 * _timed(lambda: run(big), device) / len(big)
+        with _phase_variant(variant):
+            seconds = _timed(run, device, repeats=3)
+            rebuilt = spectral.magnitude(out["wav"], cfg)
+            sc = (20 * torch.log10((rebuilt - mag).flatten(1).norm(dim=1) / mag.flatten(1).norm(dim=1))).cpu()
+            row = {"method": method, "iters": iters, "variant": variant or "default", "batch": len(mag),
+                   "ms_per_note": 1000 * seconds / len(mag), "sc_mean_db": float(sc.mean()),
+                   "sc_median_db": float(sc.median()), "sc_worst_db": float(sc.max())}
+            if (method, iters) in (("pghi", 10), ("rtpghi", 30), ("rtpghi", 0)):
+                row["ms_per_note_batch4x"] = 1000 * _timed(lambda: run(big), device, repeats=3) / len(big)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
+
+
+@contextlib.contextmanager
+def _phase_variant(variant: str) -> Iterator[None]:
+    """Phase retrieval with the device's fused FGLA ("unfused") and/or graphed recursion ("ungraphed") off."""
+    saved = getattr(spectral, "FUSED_ON_DEVICE", None), getattr(spectral, "RTPGHI_GRAPHS", None)
+    if "unfused" in variant:
+        spectral.FUSED_ON_DEVICE = False
+    if "ungraphed" in variant:
+        spectral.RTPGHI_GRAPHS = False
+    try:
+        yield
+    finally:
+        if saved[0] is not None:
+            spectral.FUSED_ON_DEVICE, spectral.RTPGHI_GRAPHS = saved
 
 
 def generation_figures(workdir: Path, device: str, batch: int) -> dict:
@@ -124,6 +149,9 @@ def generation_figures(workdir: Path, device: str, batch: int) -> dict:
     result["notes_per_s"] = batch / _timed(lambda: decode(run, z), device, repeats=3)
     result["rtpghi20_notes_per_s"] = batch / _timed(lambda: decode(run, z, method="rtpghi", n_iter=20), device, 3)
     result["cpu_default_notes_per_s"] = batch / _timed(lambda: decode(run, z, method="pghi", n_iter=10), device)
+    if hasattr(spectral, "FUSED_ON_DEVICE"):
+        with _phase_variant("unfused+ungraphed"):
+            result["unfused_ungraphed_notes_per_s"] = batch / _timed(lambda: decode(run, z), device, repeats=3)
     with torch.no_grad():
         zd = z.to(device)
         result["decoder_only_notes_per_s"] = batch / _timed(lambda: run.model.decode(zd), device, repeats=5)
@@ -153,6 +181,51 @@ def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: in
     return {"row": spec, "precision": precision, "batch": batch, "variant": variant, "epochs": result.epochs_run,
             "total_s": total, "first_epoch_s": seconds[0], "epoch_s_median": steady,
             "train_samples_per_s": n_train / steady, "best_val_loss": result.best_val_loss}
+
+
+def profiles(workdir: Path, device: str, out_dir: Path) -> None:
+    """torch.profiler tables (top ops by device time and by host time) of decode() at batch 256, with the
+    run :func:`generation_figures` trained, and of training at batch 32 (2 epochs of 4,096 notes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from samplegen import checkpoint
+    from samplegen.generation.generate import decode
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    device_key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+
+    def write(name: str, prof: profile, note: str) -> None:
+        averages = prof.key_averages()
+        text = note + "\n\n" + averages.table(sort_by=device_key, row_limit=30) + "\n\n" + \
+            averages.table(sort_by="self_cpu_time_total", row_limit=30)
+        (out_dir / name).write_text(text)
+
+    run = checkpoint.load_run(workdir / "gen-run", device=device)
+    z = torch.randn(256, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    decode(run, z)  # warm
+    _sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        decode(run, z)
+        _sync(device)
+    write("profile_decode.txt", prof, f"decode, batch 256, {time.perf_counter() - t0:.3f} s under the profiler")
+
+    feats, _ = tiled_features(workdir, 4096, 512, device)
+    cfg = RunConfig(data=DataConfig(duration_s=2.0), train=TrainConfig(epochs=2, batch_size=32, patience=2))
+    out = workdir / "run-profiled"
+    shutil.rmtree(out, ignore_errors=True)
+    torch._dynamo.reset()
+    train_module.train(feats, out, cfg, show_progress=False, device=device)  # compiles, so the profile does not
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        train_module.train(feats, out, cfg, show_progress=False, device=device)
+        _sync(device)
+    epochs = (out / "history.csv").read_text().splitlines()[1:]
+    write("profile_train.txt", prof, f"train, batch 32, 2 epochs of {round(0.8 * len(feats))} training notes: "
+          f"{time.perf_counter() - t0:.3f} s under the profiler; epoch seconds "
+          + ", ".join(r.split(",")[-1] for r in epochs))
 
 
 def tiled_features(workdir: Path, notes: int, distinct: int, device: str) -> tuple[NoteFeatures, torch.Tensor]:
@@ -213,6 +286,8 @@ def measure(a: argparse.Namespace) -> dict:
     save()
     result["generate"] = generation_figures(a.workdir, a.device, 256)
     save()
+    if a.profile is not None:
+        profiles(a.workdir, a.device, a.profile)
     feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device) if specs else (None, None)
     compile_mode = getattr(train_module, "CUDA_COMPILE_MODE", None)
     for spec in specs:
@@ -244,13 +319,15 @@ def table(r: dict) -> str:
              "|---|---:|---:|---|"]
     for p in r["phase"]:
         big = f"{p['ms_per_note_batch4x']:.2f}" if "ms_per_note_batch4x" in p else ""
-        lines.append(f"| {p['method']} + {p['iters']} | {p['ms_per_note']:.2f} ({p['batch']}) | {big} | "
+        variant = "" if p.get("variant", "default") == "default" else f" ({p['variant']})"
+        lines.append(f"| {p['method']} + {p['iters']}{variant} | {p['ms_per_note']:.2f} ({p['batch']}) | {big} | "
                      f"{p['sc_mean_db']:.2f} / {p['sc_median_db']:.2f} / {p['sc_worst_db']:.2f} |")
     g = r["generate"]
     lines += ["", "| generate.decode, batch 256 | notes/s |", "|---|---:|",
               f"| device default ({g['default_method']}) | {g['notes_per_s']:,.0f} |",
               f"| rtpghi + 20 | {g.get('rtpghi20_notes_per_s', float('nan')):,.0f} |",
               f"| CPU default (pghi + 10) | {g['cpu_default_notes_per_s']:,.0f} |",
+              f"| device default, unfused and ungraphed | {g.get('unfused_ungraphed_notes_per_s', float('nan')):,.0f} |",
               f"| decoder alone | {g['decoder_only_notes_per_s']:,.0f} |",
               "", "| training row | samples/s | first epoch s | best val loss |", "|---|---:|---:|---:|"]
     for t in r["train"]:
@@ -278,6 +355,7 @@ def main() -> None:
     p.add_argument("--save-notes", type=Path, help="with --corpus: save those notes as .npy for --notes-npy")
     p.add_argument("--notes-npy", type=Path, help="real 2-second notes for the phase figures, (N, samples) float32")
     p.add_argument("--before", type=Path, help="a src/ folder of older code for the 'before' rows")
+    p.add_argument("--profile", type=Path, help="a folder for torch.profiler tables of decode and of training")
     p.add_argument("--child-row", help=argparse.SUPPRESS)
     a = p.parse_args()
     a.out = a.out or a.workdir / "scale_gpu.json"

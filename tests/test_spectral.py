@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from samplegen.errors import ParameterError
-from samplegen.spectral.stft import (DEFAULT_ITERS, DEFAULT_METHOD, DEVICE_ITERS, DEVICE_METHOD, PGHI_TOL,
+from samplegen.spectral import stft as stft_module
+from samplegen.spectral.stft import (DEFAULT_ITERS, DEFAULT_METHOD, DEVICE_ITERS, DEVICE_METHOD, FADE_IN, PGHI_TOL,
                                      PHASE_METHODS, RTPGHI_ONSET_RATIO, StftConfig, default_phase, istft, magnitude,
                                      pghi_gradients, pghi_phase, retrieve_phase, rtpghi_phase, spsi_phase, stft)
 from synth import SR, harmonic_note
@@ -297,6 +298,22 @@ def test_rtpghi_matches_a_slow_obvious_reference(fresh_frames):
                                                  fill.numpy(), fresh_frames))
         wrapped = torch.remainder(ours[i] - ref + np.pi, 2 * np.pi) - np.pi  # equal up to whole turns
         assert wrapped.abs().max() < 1e-4  # float32 output: about 1e-6 of a phase of up to 2π
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_griffin_lim_of_the_device_matches_the_cpu_one(compiled):
+    """The frame-major FGLA a CUDA device runs, on CPU tensors (eager, and through torch.compile as there)."""
+    cfg = StftConfig(256, 64)
+    x = torch.from_numpy(np.stack([harmonic_note(0.2, tilt=1.2, onset_s=0.03), harmonic_note(0.2, decay=9.0)]))
+    mag = magnitude(x, cfg)
+    start = torch.polar(mag, torch.rand(mag.shape, generator=torch.Generator().manual_seed(5)) * 2 * np.pi)
+    assert stft_module._frames_layout_applies(cfg, mag.shape[-1], x.shape[1])
+    for n_iter, alpha in ((0, 0.99), (6, 0.99), (6, 0.0)):
+        ref = stft_module._griffin_lim(start, mag, cfg, x.shape[1], n_iter, alpha, FADE_IN)
+        ours = stft_module._griffin_lim_frames(start, mag, cfg, x.shape[1], n_iter, alpha, FADE_IN, compiled)
+        assert (ours - ref).abs().max() < 1e-5 * ref.abs().max()
+    # where the layout does not apply (a hop that does not divide n_fft), the CPU path is the only one
+    assert not stft_module._frames_layout_applies(StftConfig(256, 96), mag.shape[-1], x.shape[1])
 
 
 def test_default_phase_is_pghi_on_a_cpu_and_the_device_method_elsewhere():

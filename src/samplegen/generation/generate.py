@@ -63,8 +63,17 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     with torch.no_grad():
         wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
                                    method=method, n_iter=n_iter, seed=seed)
-    out = wav.cpu().numpy().astype(np.float32, copy=False)  # no second 90 MB copy at batch 256
+    out = _to_host(wav).numpy().astype(np.float32, copy=False)  # no second 90 MB copy at batch 256
     return out[0] if single else out
+
+
+def _to_host(wav: torch.Tensor) -> torch.Tensor:
+    """``wav`` on the CPU; from a GPU through pinned memory (a copy to pageable memory took a third of
+    decode's time at batch 256 on an H200: BENCHMARKS.md, "GPU speed")."""
+    if wav.device.type != "cuda":
+        return wav.cpu()
+    host = torch.empty(wav.shape, dtype=wav.dtype, pin_memory=True)
+    return host.copy_(wav)
 
 
 def decode_features(run: Run, z: torch.Tensor) -> torch.Tensor:
