@@ -71,7 +71,7 @@ class ModelConfig:
     frame_dim: int = 32
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
-    frame_hidden: int = 128  # BENCHMARKS.md, Fidelity
+    frame_hidden: int = 256  # 128 until the tenth session: BENCHMARKS.md, "A wider frame network in the same time"
     log_head: bool = True  # the default since the sixth session: BENCHMARKS.md, "The log head as the default"
     log_head_residual: bool = True
     logvar_ceiling: bool = True
