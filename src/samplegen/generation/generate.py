@@ -8,6 +8,7 @@ reopened later.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from samplegen.checkpoint import Run
 from samplegen.errors import AudioError, CheckpointError, ParameterError
 from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems, write_json
 from samplegen.formats import LATENT_POINT, check_version
+from samplegen.spectral import stft as spectral
 from samplegen.spectral.features import audio_to_features, features_to_waveform, split_features
 
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -59,11 +61,13 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     """
     zt = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
     single = zt.ndim == 1
-    feats = _decoded_on_device(run, zt[None] if single else zt)
-    with torch.no_grad():
-        wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
-                                   method=method, n_iter=n_iter, seed=seed)
-    out = _to_host(wav).numpy().astype(np.float32, copy=False)  # no second 90 MB copy at batch 256
+    on_gpu = next(run.model.parameters()).is_cuda
+    with spectral.DEVICE_LOCK if on_gpu else contextlib.nullcontext():
+        feats = _decoded_on_device(run, zt[None] if single else zt)
+        with torch.no_grad():
+            wav = features_to_waveform(feats, run.config.stft, run.config.phase, run.config.data.n_samples,
+                                       method=method, n_iter=n_iter, seed=seed)
+        out = _to_host(wav).numpy().astype(np.float32, copy=False)  # no second 90 MB copy at batch 256
     return out[0] if single else out
 
 

@@ -65,6 +65,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -317,6 +318,15 @@ def retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str 
     >>> tuple(wav.shape), wav.dtype
     ((44100,), torch.float32)
     """
+    if torch.is_tensor(mag) and mag.is_cuda:
+        with DEVICE_LOCK:  # see DEVICE_LOCK: a CUDA graph is recorded on first use of a shape
+            return _retrieve_phase(mag, cfg, length, method, n_iter, momentum, seed, fade_in)
+    return _retrieve_phase(mag, cfg, length, method, n_iter, momentum, seed, fade_in)
+
+
+def _retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str | None, n_iter: int | None,
+                    momentum: float, seed: int | None, fade_in: int) -> torch.Tensor:
+    """:func:`retrieve_phase` itself."""
     if method is None or n_iter is None:
         auto_method, auto_iters = default_phase(mag.device if torch.is_tensor(mag) else "cpu")
         method = auto_method if method is None else method
@@ -793,6 +803,12 @@ def rtpghi_phase(mag: torch.Tensor, cfg: StftConfig, fill: torch.Tensor | None =
 #: (a loop of small kernels is bound by their launches).  False: launched one by one, as on a CPU.
 RTPGHI_GRAPHS = True
 
+#: Held by :func:`retrieve_phase` on a CUDA device and by :func:`samplegen.generation.generate.decode`: while a
+#: CUDA graph is being recorded, GPU work on the default stream from another thread breaks the recording (and
+#: that thread's work), so SampleGen's own GPU work runs one thread at a time.  Other code that drives the GPU
+#: from other threads should hold it too, or set :data:`RTPGHI_GRAPHS` False.
+DEVICE_LOCK = threading.RLock()
+
 
 def _frame_recursion(across: torch.Tensor, steps: torch.Tensor, weight: torch.Tensor, owner_keeps: torch.Tensor,
                      owner: torch.Tensor, owner_across: torch.Tensor, lobe: torch.Tensor) -> torch.Tensor:
@@ -814,7 +830,8 @@ class _RecordedRecursion:
     def __init__(self, arrays: list[torch.Tensor]) -> None:
         self.inputs = [torch.empty_like(a) for a in arrays]
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # "thread_local": another thread's CUDA work during the recording is not an error
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.phase = _frame_recursion(*self.inputs)
 
     def __call__(self, arrays: list[torch.Tensor]) -> torch.Tensor:
@@ -825,16 +842,18 @@ class _RecordedRecursion:
 
 
 _recorded: dict[tuple, _RecordedRecursion] = {}
+_recorded_lock = threading.Lock()
 
 
 def _graphed_recursion(*arrays: torch.Tensor) -> torch.Tensor:
     """:func:`_frame_recursion` through a CUDA graph kept for the last shapes it met (one at a time: a graph
-    holds its inputs and working memory on the device)."""
+    holds its inputs and working memory on the device); one thread at a time, as its inputs are shared."""
     key = tuple((a.shape, a.dtype, a.device) for a in arrays)
-    if key not in _recorded:
-        _recorded.clear()
-        _recorded[key] = _RecordedRecursion(list(arrays))
-    return _recorded[key](list(arrays))
+    with _recorded_lock:
+        if key not in _recorded:
+            _recorded.clear()
+            _recorded[key] = _RecordedRecursion(list(arrays))
+        return _recorded[key](list(arrays))
 
 
 # ---------------------------------------------------------------------------
