@@ -464,8 +464,8 @@ def _griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, length:
 
 
 #: FGLA on a CUDA device: frame-major, each iteration's time-domain work and its magnitude projection
-#: each one kernel (``torch.compile``).  False: the same code as on a CPU (``benchmarks/scale_gpu.py``
-#: measures both).
+#: fused by ``torch.compile`` (one kernel and two on an H200).  False: the same code as on a CPU
+#: (``benchmarks/scale_gpu.py`` measures both).
 FUSED_ON_DEVICE = True
 
 
@@ -534,8 +534,7 @@ def _griffin_lim_frames(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, 
     gain = 1.0 / _ola_envelope(n_fft, hop, spec.shape[-1], spec.device, torch.float32)[n_fft // 2 : n_fft // 2 + length]
     n = min(fade_in, length)
     if n:
-        gain = gain.clone()
-        gain[:n] *= _fade_ramp(n, spec.device, torch.float32)
+        gain[:n] *= _fade_ramp(n, spec.device, torch.float32)  # gain is a new tensor, not the cached envelope
     eager: tuple[Callable[..., torch.Tensor], ...] = (_istft_restft, _project, _overlap_add)
     steps = _compiled_steps() if compiled else eager
 
@@ -830,7 +829,8 @@ class _RecordedRecursion:
     def __init__(self, arrays: list[torch.Tensor]) -> None:
         self.inputs = [torch.empty_like(a) for a in arrays]
         self.graph = torch.cuda.CUDAGraph()
-        # "thread_local": another thread's CUDA work during the recording is not an error
+        # "thread_local": only this thread's unsafe CUDA calls end the recording; another thread's work on the
+        # default stream still breaks it, hence DEVICE_LOCK
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.phase = _frame_recursion(*self.inputs)
 
