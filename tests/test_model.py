@@ -42,8 +42,9 @@ def test_shapes_and_heads():
 
 
 def test_default_model_fits_size_budget():
+    """The fidelity issue's budget, 50 MB (the core issue's 20 MB held until the tenth session's default: 20.17)."""
     m = SampleModel(ModelConfig())
-    assert size_megabytes(m) <= 20.0
+    assert size_megabytes(m) <= 50.0
     assert parameter_count(m) > 1_000_000
 
 
