@@ -842,14 +842,13 @@ class _RecordedRecursion:
 
 
 _recorded: dict[tuple, _RecordedRecursion] = {}
-_recorded_lock = threading.Lock()
 
 
 def _graphed_recursion(*arrays: torch.Tensor) -> torch.Tensor:
     """:func:`_frame_recursion` through a CUDA graph kept for the last shapes it met (one at a time: a graph
-    holds its inputs and working memory on the device); one thread at a time, as its inputs are shared."""
+    holds its inputs and working memory on the device); under :data:`DEVICE_LOCK`, as its inputs are shared."""
     key = tuple((a.shape, a.dtype, a.device) for a in arrays)
-    with _recorded_lock:
+    with DEVICE_LOCK:
         if key not in _recorded:
             _recorded.clear()
             _recorded[key] = _RecordedRecursion(list(arrays))
