@@ -66,9 +66,10 @@ def no_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path
 
 @pytest.fixture(scope="session")
 def level_head_run(tmp_path_factory: pytest.TempPathFactory, tiny_samples_dir: Path) -> Path:
-    """The tiny VAE with a log head that writes the quiet bins' level itself, as run format 4's did."""
+    """The tiny VAE with a log head that writes the quiet bins' level itself, as run format 4's did (a linear head)."""
     return tiny_variant_run(tmp_path_factory, tiny_samples_dir, "level_head",
-                            {"model": {"log_head": True, "log_head_residual": False}, "train": {"log_weight": 0.5}})
+                            {"model": {"log_head": True, "log_head_residual": False, "log_head_hidden": 0},
+                             "train": {"log_weight": 0.5}})
 
 
 @pytest.fixture

@@ -189,18 +189,22 @@ def test_trained_briefly_it_reconstructs_closer_than_pca(tiny_samples_dir, tiny_
 
 
 OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.json lacks)
-    2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False, "logvar_ceiling": False},
+    2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False, "logvar_ceiling": False,
+                   "log_head_hidden": 0},
          "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "precision": "fp32",
                    "pca_lr_scale": 1.0}},
         [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("model", "logvar_ceiling"),
          ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2"), ("train", "precision"),
-         ("train", "pca_lr_scale")]),
-    4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False},
+         ("train", "pca_lr_scale"), ("model", "log_head_hidden")]),
+    4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False, "log_head_hidden": 0},
          "train": {"log_weight": 0.5, "pca_lr_scale": 1.0}},
-        [("model", "log_head_residual"), ("model", "logvar_ceiling"), ("train", "pca_lr_scale")]),
-    5: ({"model": {"logvar_ceiling": False}, "train": {"pca_lr_scale": 1.0}},
-        [("model", "logvar_ceiling"), ("train", "pca_lr_scale")]),
-    6: ({"train": {"pca_lr_scale": 1.0}}, [("train", "pca_lr_scale")]),
+        [("model", "log_head_residual"), ("model", "logvar_ceiling"), ("train", "pca_lr_scale"),
+         ("model", "log_head_hidden")]),
+    5: ({"model": {"logvar_ceiling": False, "log_head_hidden": 0}, "train": {"pca_lr_scale": 1.0}},
+        [("model", "logvar_ceiling"), ("train", "pca_lr_scale"), ("model", "log_head_hidden")]),
+    6: ({"model": {"log_head_hidden": 0}, "train": {"pca_lr_scale": 1.0}},
+        [("train", "pca_lr_scale"), ("model", "log_head_hidden")]),
+    7: ({"model": {"log_head_hidden": 0}}, [("model", "log_head_hidden")]),
 }
 
 
@@ -250,6 +254,7 @@ def test_every_generation_verb_and_the_sampler_exports_work_on_a_log_head_run(wh
     run_dir = request.getfixturevalue(which)
     run = load_run(run_dir)
     assert run.model.cfg.log_head and run.model.cfg.log_head_residual == (which == "tiny_run")
+    assert (run.model.cfg.log_head_hidden > 0) == (which == "tiny_run")  # today's head has its own MLP
     a, b = run.corpus.names[:2]
     wavs = [*api.reconstruct(run_dir, [a], tmp_path / "rec", with_originals=False),
             *api.interpolate(run_dir, a, b, tmp_path / "blend", steps=3),

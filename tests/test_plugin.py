@@ -122,7 +122,7 @@ def spectral_convergence_db(a: np.ndarray, b: np.ndarray) -> float:
 def test_engine_decoder_and_waveform_match_python(built: None, which: str, request: pytest.FixtureRequest,
                                                   tmp_path: Path) -> None:
     """The plug-in's decoder and phase retrieval give what PyTorch and samplegen.generation.generate.decode give, for
-    today's decoder (per-frame MLP, compressed magnitude, log head), without the log head, with run format 4's head
+    today's decoder (per-frame MLP, compressed magnitude, log head with its own MLP), without the log head, with run format 4's head
     (which wrote the level itself), and for one shaped as older runs (linear frames, log magnitude): a change to the
     model that the bundle and plugin/src/Engine.cpp do not follow fails here."""
     from samplegen.app.cli import main
@@ -138,6 +138,7 @@ def test_engine_decoder_and_waveform_match_python(built: None, which: str, reque
     assert (head is not None) == run.model.cfg.log_head
     if head is not None:
         assert head["adds_level"] == (which == "default")
+        assert (len(head["mlp"]) == 2) == (which == "default")  # today's head has its MLP; format 4's had none
     latent = run.config.model.latent_dim
     z = torch.cat([run.latent_mu[:2], 1.5 * torch.randn(2, latent, generator=torch.Generator().manual_seed(3))]).float()
     out = engine(bundle, z.numpy(), tmp_path / "out")
@@ -167,7 +168,7 @@ def _set_bundle_version(bundle: Path, version: int) -> None:
     (bundle / "bundle.json").write_text(json.dumps({**manifest, "format_version": version}))
 
 
-@pytest.mark.parametrize("version", [1, 5])
+@pytest.mark.parametrize("version", [1, 6])
 def test_engine_refuses_a_bundle_version_it_does_not_read(built: None, bundle: Path, tmp_path: Path, version: int) -> None:
     old = tmp_path / "bundle"
     shutil.copytree(bundle, old)
@@ -176,7 +177,7 @@ def test_engine_refuses_a_bundle_version_it_does_not_read(built: None, bundle: P
     done = subprocess.run([str(ENGINE), str(old), str(tmp_path / "z.f32"), str(tmp_path / "o")], capture_output=True, text=True)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"bundle format {version} is not one this plug-in reads (2 to 4)" in lines[0]
+    assert len(lines) == 1 and f"bundle format {version} is not one this plug-in reads (2 to 5)" in lines[0]
 
 
 def test_export_plugin_refuses_a_phase_aware_run_in_one_line(tiny_samples_dir: Path, tmp_path: Path, capsys) -> None:

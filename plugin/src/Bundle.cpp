@@ -179,6 +179,9 @@ std::unique_ptr<Bundle> Bundle::load (const juce::File& folder, juce::String& er
         {
             b->logFrame = dense (head["layer"], t);
             chain ({ b->logFrame }, b->frameDim, b->nBins, "log_head");
+            b->logMlp = layers (head["mlp"], t);  // absent before format 5
+            if (! b->logMlp.empty())
+                chain (b->logMlp, b->frameDim, b->nBins, "log_head mlp");
             b->headMean = t.get (head["mean"].toString(), { b->nBins });
             b->headStd = t.get (head["std"].toString(), { b->nBins });
             b->headPower = t.get (head["power"].toString(), {})[0];

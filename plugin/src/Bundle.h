@@ -22,7 +22,7 @@ struct Dense
 /** Everything the plug-in plays, read once (on a background thread) and then only read. */
 struct Bundle
 {
-    static constexpr int formatVersion = 4;       // what `samplegen export plugin` writes now
+    static constexpr int formatVersion = 5;       // what `samplegen export plugin` writes now
     static constexpr int oldestFormatVersion = 2;  // 2: no log head; 3 adds the optional one; 4 its adds_level
 
     juce::File folder;
@@ -38,6 +38,7 @@ struct Bundle
     bool hasLogHead = false;
     bool headAddsLevel = false;  // the head corrects the first branch's level (format 4), or writes it (3)
     Dense logFrame;
+    std::vector<Dense> logMlp;  // beside logFrame, per frame (format 5; empty before)
     std::vector<float> headMean, headStd;  // the decoder's own feature map (feat_mean, feat_std, feat_power)
     float headPower = 1.0f, headFloor = 0.0f, gateDb = -50.0f, gateWidthDb = 5.0f;  // headFloor: LOG_FLOOR
 

@@ -119,7 +119,7 @@ void Engine::decode (const float* z, std::vector<float>& features) const
 void Engine::applyLogHead (const std::vector<float>& h, std::vector<float>& features) const
 {
     // As samplegen.model.network.Decoder.parts: the first branch's log magnitude for the loud bins, the log
-    // frame layer's (added to the first branch's when adds_level; softly capped below the note's peak) for the
+    // frame layer's plus its MLP's (added to the first branch's when adds_level; softly capped below the note's peak) for the
     // quiet ones, blended by a sigmoid of the level.
     const int F = b.nBins, T = b.nFrames;
     const double p = b.headPower, nepersPerDb = std::log (10.0) / 20.0;
@@ -135,10 +135,17 @@ void Engine::applyLogHead (const std::vector<float>& h, std::vector<float>& feat
             peak = std::max (peak, loud[i]);
         }
     const double cap = peak + b.gateDb * nepersPerDb + 1.0;
-    std::vector<float> quiet ((size_t) F);
+    std::vector<float> quiet ((size_t) F), m1, m2;
     for (int t = 0; t < T; ++t)
     {
-        applyDense (b.logFrame, h.data() + (size_t) t * (size_t) b.frameDim, quiet.data());
+        const float* ht = h.data() + (size_t) t * (size_t) b.frameDim;
+        applyDense (b.logFrame, ht, quiet.data());
+        if (! b.logMlp.empty())
+        {
+            const auto& extra = applyLayers (b.logMlp, ht, m1, m2);
+            for (int k = 0; k < F; ++k)
+                quiet[(size_t) k] += extra[(size_t) k];
+        }
         for (int k = 0; k < F; ++k)
         {
             const size_t i = (size_t) t * (size_t) F + (size_t) k;

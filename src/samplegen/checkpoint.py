@@ -48,12 +48,12 @@ HISTORY_CSV = "history.csv"
 HISTORY_PNG = "history.png"
 STATE_NAME = "train_state.safetensors"
 
-#: Largest model a run folder may ask for (float32 weights); the default model needs about 20 MB.
+#: Largest model a run folder may ask for (float32 weights); the default model needs about 21 MB.
 MAX_MODEL_BYTES = 2 * 1024**3
 #: Upper bounds of each size in a run's config, checked before the model is built (so that building it
 #: on the meta device to learn its shapes is itself quick). Far above any model trained here.
 MODEL_SIZE_BOUNDS = {"n_bins": 16385, "n_frames": 16384, "frame_dim": 4096, "latent_dim": 1024,
-                     "frame_hidden": 65536, "hidden width": 65536, "hidden layers": 32}
+                     "frame_hidden": 65536, "log_head_hidden": 65536, "hidden width": 65536, "hidden layers": 32}
 #: Largest config.json read from a run folder (a config is a few hundred bytes).
 MAX_CONFIG_BYTES = 1024**2
 #: Largest JSON file read from a run folder (corpus.json of about 400,000 notes).
@@ -277,7 +277,8 @@ def check_model_size(config: RunConfig) -> None:
     """
     m = config.model
     sizes = {"n_bins": m.n_bins, "n_frames": m.n_frames, "frame_dim": m.frame_dim, "latent_dim": m.latent_dim,
-             "frame_hidden": m.frame_hidden, "hidden width": max(m.hidden), "hidden layers": len(m.hidden)}
+             "frame_hidden": m.frame_hidden, "log_head_hidden": m.log_head_hidden, "hidden width": max(m.hidden),
+             "hidden layers": len(m.hidden)}
     for name, value in sizes.items():
         if value > MODEL_SIZE_BOUNDS[name]:
             raise ParameterError(f"model {name} {value} is over the bound of {MODEL_SIZE_BOUNDS[name]}")

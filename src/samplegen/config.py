@@ -31,6 +31,8 @@ BEFORE_FORMAT_5: dict[str, dict[str, Any]] = {"model": {"log_head_residual": Fal
 BEFORE_FORMAT_6: dict[str, dict[str, Any]] = {"model": {"logvar_ceiling": False}}
 #: ... and before format 7 (every layer learned at the same rate).
 BEFORE_FORMAT_7: dict[str, dict[str, Any]] = {"train": {"pca_lr_scale": 1.0}}
+#: ... and before format 8 (the log head was a linear frame layer alone).
+BEFORE_FORMAT_8: dict[str, dict[str, Any]] = {"model": {"log_head_hidden": 0}}
 #: train.log_weight measured for each decoder: without the log head the log loss reaches every bin, and 0.3
 #: already made 4-5 % of blends dip; with it, it reaches only the quiet bins (BENCHMARKS.md, Fidelity).
 NO_HEAD_LOG_WEIGHT = 0.1
@@ -242,6 +244,8 @@ class RunConfig:
             model = {**BEFORE_FORMAT_6["model"], **model}
         if version in (1, 2, 3, 4, 5, 6) and isinstance(train, dict):
             train = {**BEFORE_FORMAT_7["train"], **train}
+        if version in (1, 2, 3, 4, 5, 6, 7) and isinstance(model, dict):
+            model = {**BEFORE_FORMAT_8["model"], **model}
         if version is not None and isinstance(train, dict) and "precision" not in train:
             train = {**train, "precision": "fp32"}  # a run saved before the option trained in fp32
         cfg = cls(

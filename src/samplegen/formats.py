@@ -47,14 +47,15 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 7,
-    (1, 2, 3, 4, 5, 6, 7), None, "train the run again",
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 8,
+    (1, 2, 3, 4, 5, 6, 7, 8), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
     "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then); "
     "4: model.log_head (older runs: false); "
     "5: model.log_head_residual (older runs: false, the head wrote the quiet bins' level itself); "
     "6: model.logvar_ceiling (older runs: false, log σ² was clamped at 20); "
-    "7: train.pca_lr_scale (older runs: 1, every layer at the same learning rate)")
+    "7: train.pca_lr_scale (older runs: 1, every layer at the same learning rate); "
+    "8: model.log_head_hidden (older runs: 0, a linear log head)")
 MODEL = FileFormat(
     "model weights", "model.safetensors of a run folder (metadata `format_version`)", 1, (1,), 1,
     "train the run again", "1: the first")
@@ -76,11 +77,12 @@ DECODER_RECIPE = FileFormat(
     "export the run again", "2: de-normalisation for the run's magnitude_power, graph files with sizes and SHA-256")
 PLUGIN_BUNDLE = FileFormat(
     "plug-in bundle", "bundle.json of `samplegen export plugin` (`format_version`; read by the plug-in, Bundle.h)",
-    4, (2, 3, 4), None, "export the plug-in bundle again",
+    5, (2, 3, 4, 5), None, "export the plug-in bundle again",
     "1: dense decoder (stack + linear path, frame layer, optional per-frame MLP), PGHI + FGLA; "
     "2: a neighbour-preserving map and knobs moved along rotated, named directions; "
     "3: the decoder's optional log head (`decoder.log_head`); "
-    "4: `decoder.log_head.adds_level` (a head that corrects the first branch's level; format 3: false)")
+    "4: `decoder.log_head.adds_level` (a head that corrects the first branch's level; format 3: false); "
+    "5: `decoder.log_head.mlp` (a per-frame MLP beside the head's linear layer; formats 3 and 4: none)")
 
 #: The table, in the order docs/design.md lists it.
 FORMATS: tuple[FileFormat, ...] = (RUN_CONFIG, MODEL, TRAIN_STATE, CORPUS_INDEX, LATENT_POINT, FEATURE_CACHE,
@@ -105,10 +107,10 @@ def check_version(fmt: FileFormat, found: object, where: str | Path,
 
     Example
     -------
-    >>> check_version(RUN_CONFIG, 8, "run/config.json")
+    >>> check_version(RUN_CONFIG, 9, "run/config.json")
     Traceback (most recent call last):
     ...
-    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 8); this one reads format_version <= 7: upgrade SampleGen
+    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 9); this one reads format_version <= 8: upgrade SampleGen
     """
     if found is None:
         if fmt.unversioned is None:

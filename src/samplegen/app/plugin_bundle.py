@@ -46,7 +46,7 @@ TENSORS_NAME = "tensors.safetensors"
 LOG_HEAD_FORMULA = (
     "per note, with p = power, v = max(mean[bin] + std[bin] * out, floor ** p), loud = log(v) / p, "
     "peak = max of loud over all frames and bins, w = sigmoid(((loud - peak) * 20 / ln 10 - gate_db) / gate_width_db), "
-    "cap = peak + gate_db / 20 * ln 10 + 1, q = layer(h) (+ loud when adds_level), "
+    "cap = peak + gate_db / 20 * ln 10 + 1, q = layer(h) + mlp(h) (mlp empty: layer(h)) (+ loud when adds_level), "
     "quiet = cap - softplus(cap - q) (softplus(x) = log(1 + exp(x)), "
     "x above 20: x), out = (exp(p * (w * loud + (1 - w) * quiet)) - mean[bin]) / std[bin]")
 
@@ -91,6 +91,7 @@ def decoder_graph(run: Run) -> dict[str, Any]:
     if cfg.log_head:
         graph["log_head"] = {
             "layer": _dense(dec.log_frame, "decoder.log_frame", "none"),
+            "mlp": _mlp(dec.log_mlp, "decoder.log_mlp") if dec.log_mlp is not None else [],
             "gate_db": QUIET_GATE_DB, "gate_width_db": QUIET_GATE_WIDTH_DB,
             "mean": "decoder.feat_mean", "std": "decoder.feat_std", "power": "decoder.feat_power",
             "floor": LOG_FLOOR, "adds_level": cfg.log_head_residual,

@@ -63,6 +63,9 @@ class ModelConfig:
     logvar_ceiling : the encoder's log σ² is −softplus(−raw), below 0 (a posterior no wider than the prior)
         rather than the raw output clamped at 20 (runs before format 6): one Adam step could throw the raw
         output to the clamp, and σ² = 5·10⁸ turned that batch's latents to noise (a training spike)
+    log_head_hidden : with ``log_head``, the width of a per-frame MLP beside the head's linear frame layer (0: the
+        head is linear, as in runs before format 8; always 0 without ``log_head``); the quiet bins, where most of
+        the error lies, then no longer come from a mix of ``frame_dim`` basis spectra in the log domain
     """
 
     kind: str = "vae"
@@ -75,6 +78,7 @@ class ModelConfig:
     log_head: bool = True  # the default since the sixth session: BENCHMARKS.md, "The log head as the default"
     log_head_residual: bool = True
     logvar_ceiling: bool = True
+    log_head_hidden: int = 256  # 0 until the eleventh session: BENCHMARKS.md, "A nonlinear log head"
 
     @property
     def head_writes_level(self) -> bool:
@@ -88,10 +92,21 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ParameterError(f"{name}={value!r} must be a positive integer")
-        if not isinstance(self.frame_hidden, int) or isinstance(self.frame_hidden, bool) or self.frame_hidden < 0:
-            raise ParameterError(f"frame_hidden={self.frame_hidden!r} must be a non-negative integer (0: linear frames)")
+        for name in ("frame_hidden", "log_head_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ParameterError(f"{name}={value!r} must be a non-negative integer (0: a linear frame layer)")
+        if not self.log_head:  # no head, no head's MLP
+            object.__setattr__(self, "log_head_hidden", 0)
         if len(self.hidden) < 1 or any((not isinstance(h, int)) or h < 1 for h in self.hidden):
             raise ParameterError(f"hidden={self.hidden!r} must be a non-empty list of positive integers")
+
+
+def _frame_mlp(frame_dim: int, hidden: int, n_bins: int) -> nn.Sequential | None:
+    """A per-frame MLP frame_dim → hidden → n_bins (None for hidden 0), added beside a linear frame layer."""
+    if not hidden:
+        return None
+    return nn.Sequential(nn.Linear(frame_dim, hidden), nn.GELU(), nn.Linear(hidden, n_bins))
 
 
 def _dense_stack(widths: list[int]) -> nn.Sequential:
@@ -144,10 +159,10 @@ class Decoder(nn.Module):
         self.linear = nn.Linear(cfg.latent_dim, cfg.n_frames * cfg.frame_dim)
         self.frame = nn.Linear(cfg.frame_dim, cfg.n_bins)
         # Beside the linear frame layer: a per-frame MLP, so each frame is no longer a mix of frame_dim spectra.
-        self.frame_mlp = (nn.Sequential(nn.Linear(cfg.frame_dim, cfg.frame_hidden), nn.GELU(),
-                                        nn.Linear(cfg.frame_hidden, cfg.n_bins)) if cfg.frame_hidden else None)
+        self.frame_mlp = _frame_mlp(cfg.frame_dim, cfg.frame_hidden, cfg.n_bins)
         if cfg.log_head:  # quiet bins in the log domain, where a frame basis fits them far better
             self.log_frame = nn.Linear(cfg.frame_dim, cfg.n_bins)
+            self.log_mlp = _frame_mlp(cfg.frame_dim, cfg.log_head_hidden, cfg.n_bins)
             self.feat_mean: torch.Tensor
             self.feat_std: torch.Tensor
             self.feat_power: torch.Tensor
@@ -179,7 +194,8 @@ class Decoder(nn.Module):
         out = out if self.frame_mlp is None else out + self.frame_mlp(h)
         if not self.cfg.log_head:
             return out, None
-        return out, self.log_frame(h)
+        quiet = self.log_frame(h)
+        return out, quiet if self.log_mlp is None else quiet + self.log_mlp(h)
 
     def parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the compressed-magnitude branch alone, the output): they differ only with ``log_head``."""
@@ -457,13 +473,12 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
     dec.frame.weight.zero_()
     dec.frame.weight[:, :k].copy_(axes)
     dec.frame.bias.copy_(mean.float())
-    if dec.frame_mlp is not None:  # adds nothing at the start: the model starts at PCA
-        last = cast(nn.Linear, dec.frame_mlp[-1])
-        last.weight.zero_()
-        last.bias.zero_()
-    if cfg.log_head:  # a residual head starts adding nothing; the other starts at each bin's mean level
-        dec.log_frame.weight.zero_()
-        dec.log_frame.bias.zero_()
+    # The MLPs add nothing at the start: the model starts at PCA. A residual log head starts adding nothing; the
+    # other starts at each bin's mean level (init_log_head).
+    mlps = [dec.frame_mlp, dec.log_mlp if cfg.log_head else None]
+    for layer in [cast(nn.Linear, m[-1]) for m in mlps if m is not None] + ([dec.log_frame] if cfg.log_head else []):
+        layer.weight.zero_()
+        layer.bias.zero_()
 
 
 def log_levels(dec: Decoder, feats: Tensor) -> Tensor:
