@@ -19,7 +19,7 @@ from samplegen.config import RunConfig, load_config_file
 from samplegen.evaluation.evaluate import _features, sound_quality
 from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import (LSD_FLOOR_NEPERS, QUIET_GATE_DB, ModelConfig, SampleModel, _quiet_blend_log_l1,
-                                     _QuietBlendLogL1, init_from_pca, quiet_blend)
+                                     _QuietBlendLogL1, init_from_pca, log_levels, quiet_blend)
 from samplegen.spectral.features import LOG_FLOOR
 from samplegen.training.train import learning_rate_at, train
 
@@ -266,3 +266,29 @@ def test_every_generation_verb_and_the_sampler_exports_work_on_a_log_head_run(wh
         assert np.isfinite(audio).all() and 0.05 < peak <= 1.0, (path.name, peak)
     assert api.export_sfz(run_dir, [a, b], tmp_path / "sfz")
     assert api.export_sf2(run_dir, [a, b], tmp_path / "inst.sf2").stat().st_size > 1000
+
+
+def test_the_log_heads_network_starts_at_zero_and_changes_only_the_quiet_bins():
+    """A log head with its own network starts where the linear head does (the PCA start); once its network is set,
+    it moves the bins under the gate and leaves the loud ones almost as they were."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 10, 65)
+    decoded = {}
+    for hidden in (0, 16):
+        torch.manual_seed(0)
+        model = SampleModel(ModelConfig(n_bins=65, n_frames=10, frame_dim=4, hidden=(32, 16), latent_dim=3,
+                                        frame_hidden=8, log_head_hidden=hidden))
+        model.decoder.set_feature_map(torch.full((65,), 0.2), torch.full((65,), 0.1), 0.7)
+        init_from_pca(model, x)
+        decoded[hidden] = model.decoder.parts(model.encode(x)[0].detach())
+        if hidden:
+            with torch.no_grad():
+                torch.nn.init.normal_(model.decoder.log_mlp[-1].weight, std=1.0)
+                moved = model.decoder.parts(model.encode(x)[0].detach())[1]
+    assert model.decoder.log_mlp is not None and model.cfg.log_head_hidden == 16
+    assert torch.equal(decoded[0][1], decoded[16][1])  # the same start
+    level = log_levels(model.decoder, decoded[16][0]) * (20 / math.log(10))  # the first branch's level, dB
+    loud = level - level.amax(dim=(1, 2), keepdim=True) > QUIET_GATE_DB + 40  # 40 dB above the gate
+    assert 0 < int(loud.sum()) < loud.numel()
+    change = (moved - decoded[16][1]).abs()  # measured: at most 0.005 on the loud bins, 0.13 in all
+    assert change.max() > 1e-2 and change[loud].max() < 0.1 * change.max()

@@ -23,7 +23,7 @@ struct Dense
 struct Bundle
 {
     static constexpr int formatVersion = 5;       // what `samplegen export plugin` writes now
-    static constexpr int oldestFormatVersion = 2;  // 2: no log head; 3 adds the optional one; 4 its adds_level
+    static constexpr int oldestFormatVersion = 2;  // 2: no log head; 3 adds the optional one; 4 its adds_level; 5 its MLP
 
     juce::File folder;
     juce::String runName;
