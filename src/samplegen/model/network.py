@@ -473,12 +473,14 @@ def init_frame_layers(model: SampleModel, mean: torch.Tensor, cov: torch.Tensor)
     dec.frame.weight.zero_()
     dec.frame.weight[:, :k].copy_(axes)
     dec.frame.bias.copy_(mean.float())
-    # The MLPs add nothing at the start: the model starts at PCA. A residual log head starts adding nothing; the
-    # other starts at each bin's mean level (init_log_head).
-    mlps = [dec.frame_mlp, dec.log_mlp if cfg.log_head else None]
-    for layer in [cast(nn.Linear, m[-1]) for m in mlps if m is not None] + ([dec.log_frame] if cfg.log_head else []):
-        layer.weight.zero_()
-        layer.bias.zero_()
+    # What the PCA start lacks adds nothing at first: the MLPs' output layers and a residual log head (a level-writing
+    # head then starts at each bin's mean level, init_log_head).
+    at_zero = [] if dec.frame_mlp is None else [dec.frame_mlp[-1]]
+    if cfg.log_head:
+        at_zero += [dec.log_frame] if dec.log_mlp is None else [dec.log_frame, dec.log_mlp[-1]]
+    for layer in at_zero:
+        cast(nn.Linear, layer).weight.zero_()
+        cast(nn.Linear, layer).bias.zero_()
 
 
 def log_levels(dec: Decoder, feats: Tensor) -> Tensor:
