@@ -258,9 +258,9 @@ def test_a_failed_checkpoint_write_stops_training_with_its_error(tiny_samples_di
 
 def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, tiny_config_file, tmp_path,
                                                             monkeypatch):
-    """train.compile changes how a step runs, not what it computes: in float32, weights within float rounding of
-    eager training; and a compiled run at the default precision (bf16 on a CPU that has it) killed after epoch 2
-    and resumed ends where an uninterrupted one does."""
+    """train.compile changes how a step and validation run, not what they compute: in float32, weights and
+    validation losses within float rounding of eager training; and a compiled run at the default precision
+    (bf16 on a CPU that has it) killed after epoch 2 and resumed ends where an uninterrupted one does."""
     import samplegen.training.train as train_module
     cfg = load_config_file(tiny_config_file)
     cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100, precision="fp32"))
@@ -273,6 +273,11 @@ def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, ti
     model_keys = [k for k in a if k.startswith("model.")]
     assert model_keys and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in model_keys)
     assert any(not torch.equal(a[k], b[k]) for k in model_keys)  # it did run another program
+    # validation is compiled too, and measures what the eager one does
+    val_loss = {run: [float(r["val_loss"]) for r in csv.DictReader(open(tmp_path / run / "history.csv"))]
+                for run in ("eager", "compiled")}
+    assert len(val_loss["eager"]) == 3
+    assert val_loss["compiled"] == pytest.approx(val_loss["eager"], rel=1e-3)
     compiled = replace(cfg, train=replace(cfg.train, compile=True, precision="auto"))
     train(corpus, tmp_path / "whole", compiled, show_progress=False)
     b, _ = checkpoint.load_tensors(tmp_path / "whole" / "train_state.safetensors")
@@ -294,7 +299,8 @@ def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, ti
 
 def test_where_the_step_cannot_compile_training_goes_on_eagerly(tiny_samples_dir, tiny_config_file, tmp_path,
                                                                  monkeypatch):
-    """A machine without a C++ compiler fails at the first compiled call: one warning, then the eager run's weights."""
+    """A machine without a C++ compiler fails at the first compiled call: one warning each for the step and validation,
+    then the eager run's weights."""
     def no_compiler(module, **kwargs):
         def call(*args):
             raise RuntimeError("InductorError: CppCompileError: C++ compile error\n(long compiler log)")
@@ -304,8 +310,11 @@ def test_where_the_step_cannot_compile_training_goes_on_eagerly(tiny_samples_dir
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
     train(corpus, tmp_path / "eager", cfg, show_progress=False)
     monkeypatch.setattr(torch, "compile", no_compiler)
-    with pytest.warns(UserWarning, match=r"cannot compile the training step here \(RuntimeError: InductorError"):
+    with pytest.warns(UserWarning) as caught:
         train(corpus, tmp_path / "fallback", replace(cfg, train=replace(cfg.train, compile=True)), show_progress=False)
+    told = sorted(str(w.message).split(" here (")[0] for w in caught if "cannot compile" in str(w.message))
+    assert told == ["torch.compile cannot compile the training step", "torch.compile cannot compile the validation pass"]
+    assert all("(RuntimeError: InductorError" in str(w.message) for w in caught if "cannot compile" in str(w.message))
     a, _ = checkpoint.load_tensors(tmp_path / "eager" / "model.safetensors")
     b, _ = checkpoint.load_tensors(tmp_path / "fallback" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

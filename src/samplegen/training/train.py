@@ -220,26 +220,42 @@ def _cpu_has_bf16() -> bool:
 
 
 class _CompiledStep:
-    """The training step's forward pass and losses through ``torch.compile``, or eager where it cannot compile.
+    """A module (the training step's forward pass and losses, or validation's) through ``torch.compile``, or eager
+    where it cannot compile.
 
     Inductor compiles at the first call (and once more for an epoch's shorter last batch); a machine without a
     C++ compiler fails there, so that call falls back to the eager module, which also re-raises any error that
     is not the compiler's."""
 
-    def __init__(self, net: torch.nn.Module, mode: str | None = None) -> None:
-        self.eager = net
-        self.compiled: Callable[..., dict[str, torch.Tensor]] | None = torch.compile(net, dynamic=False, mode=mode)
+    def __init__(self, net: torch.nn.Module, mode: str | None = None, what: str = "training step") -> None:
+        self.eager, self.what = net, what
+        self.compiled: Callable[..., Any] | None = torch.compile(net, dynamic=False, mode=mode)
 
-    def __call__(self, *args: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def __call__(self, *args: torch.Tensor | None) -> Any:
         if self.compiled is not None:
             try:
                 return self.compiled(*args)
             except Exception as exc:  # noqa: BLE001 - the eager call below re-raises what is not the compiler's
                 first = (str(exc).strip().splitlines() or [""])[0][:200]
-                warnings.warn(f"torch.compile cannot compile the training step here ({type(exc).__name__}: {first}); "
-                              "training eagerly (set train.compile false to skip the attempt)", stacklevel=2)
+                warnings.warn(f"torch.compile cannot compile the {self.what} here ({type(exc).__name__}: {first}); "
+                              "running it eagerly (set train.compile false to skip the attempt)", stacklevel=2)
                 self.compiled = None
         return self.eager(*args)
+
+
+class _ValidationPass(torch.nn.Module):
+    """The terms validation sums for a batch of normalised features ``x`` made from log magnitudes ``raw``: the
+    training step's reconstruction losses at the posterior mean, and the KL summed over the batch (float32)."""
+
+    def __init__(self, model: SampleModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.model.encode(x)
+        mse, log_l1 = self.model.reconstruction_losses(mu, x, raw)  # the same terms as training
+        kl = kl_divergence(mu.float(), logvar.float()).sum() if logvar is not None else torch.zeros((), device=x.device)
+        return mse.float(), log_l1.float(), kl
 
 
 #: ``torch.compile``'s mode for the training step on a GPU: "reduce-overhead" replays the step's kernels as
@@ -325,13 +341,17 @@ class _Session:
     beta: BetaSchedule
     bf16: bool
     loader_workers: int
+    val_pass: Callable[..., tuple[torch.Tensor, ...]]  # the held-out notes' loss terms, compiled as the step is
 
     @property
     def steps_per_epoch(self) -> int:
         return self.beta.steps_per_epoch
 
     def validate(self) -> dict[str, float]:
-        return _validate(self.model, self.feats, self.val_idx, self.stats, self.cfg, self.ctx, self.resident)
+        with torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                            enabled=self.bf16):
+            return _validate(self.model, self.feats, self.val_idx, self.stats, self.cfg, self.ctx, self.resident,
+                             val_pass=self.val_pass)
 
 
 def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | None = None, *, resume: bool = False,
@@ -384,8 +404,13 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     # Model and optimiser, from the PCA start, or from the saved state when resuming.
     model, optimiser = _model_and_optimiser(cfg, feats, train_idx, stats, device, pca_start=not resume)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.train.batch_size)
+    # Validation runs in the step's precision and, like the step, compiled: eager, it took a sixth of an epoch.
+    val_pass: Callable[..., tuple[torch.Tensor, ...]] = _ValidationPass(model)
+    if cfg.train.compile:
+        val_pass = _CompiledStep(_ValidationPass(model), what="validation pass")
     s = _Session(cfg, ctx, device, feats, stats, train_idx, val_idx, _resident_features(feats, device), model,
-                 model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), False, loader_workers)
+                 model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), _use_bf16(device, cfg.train.precision),
+                 loader_workers, val_pass)
     progress = _starting_progress(s, run_dir / ckpt.STATE_NAME, resume)
     if ctx.is_main:
         _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
@@ -393,7 +418,6 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
     if cfg.train.compile:
         s.net = _CompiledStep(s.net, CUDA_COMPILE_MODE if device.startswith("cuda") else None)
-    s.bf16 = _use_bf16(device, cfg.train.precision)
     _allow_tf32(device)
 
     # Epochs: train, validate, checkpoint (in the background); stop early after `patience` epochs without progress.
@@ -654,15 +678,17 @@ def _batches(feats: NoteFeatures, resident: torch.Tensor | None, idx: np.ndarray
 
 
 def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stats: FeatureStats, cfg: RunConfig,
-              ctx: distributed.Context, resident: torch.Tensor | None = None, batch: int | None = None
-              ) -> dict[str, float]:
+              ctx: distributed.Context, resident: torch.Tensor | None = None, batch: int | None = None,
+              val_pass: Callable[..., tuple[torch.Tensor, ...]] | None = None) -> dict[str, float]:
     """Validation at the posterior mean with the full β, so the criterion does not move during warm-up.
 
-    Each process measures its share of the held-out notes; the sums are added over processes.
+    Each process measures its share of the held-out notes; the sums are added over processes. ``val_pass`` is
+    the model's :class:`_ValidationPass` (compiled, in training); the eager one when None.
     """
     if len(val_idx) == 0:
         return {"val_loss": math.nan, "val_recon": math.nan, "val_kl": math.nan}
     model.eval()
+    terms = val_pass or _ValidationPass(model)
     device = next(model.parameters()).device
     sums = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
@@ -670,12 +696,9 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
         kl_t = torch.zeros((), dtype=torch.float64, device=device)
         size = batch or _validation_batch(device)
         for raw in _batches(feats, resident, distributed.rows_of(val_idx, ctx), size, device):
-            x = stats.normalise(raw)
-            mu, logvar = model.encode(x)
-            mse, log_l1 = model.reconstruction_losses(mu, x, raw)  # the same terms as training
-            recon_t += (mse.double() + cfg.train.log_weight * log_l1.double()) * len(x)
-            if logvar is not None:
-                kl_t += kl_divergence(mu, logvar).sum().double()
+            mse, log_l1, kl = terms(stats.normalise(raw), raw)
+            recon_t += (mse.double() + cfg.train.log_weight * log_l1.double()) * len(raw)
+            kl_t += kl.double()
         sums[0], sums[1] = recon_t.item(), kl_t.item()
     distributed.all_reduce_sum(sums, ctx)
     n = len(val_idx)
