@@ -42,8 +42,9 @@ SPLITS = ("note", "instrument")
 #: :meth:`TrainConfig.for_corpus`).
 SMALL_CORPUS_STEPS_PER_EPOCH = 8
 PRECISIONS = ("auto", "fp32", "bf16")
-#: Learning rate of the PCA-started layers as a share of the rest's (BENCHMARKS.md, "A slower PCA start").
-PCA_LR_SCALE = 0.1
+#: Learning rate of the PCA-started layers as a share of the rest's (BENCHMARKS.md, "A slower PCA start";
+#: 0.1 until the twelfth session, "A wider log head").
+PCA_LR_SCALE = 0.03
 SAMPLE_RATE = 44100
 
 
@@ -81,8 +82,8 @@ class TrainConfig:
     pca_lr_scale : the learning rate of the layers the PCA start sets (the frame layers and the linear paths),
         as a share of ``learning_rate`` (runs before format 7: 1). Adam moves every weight by about the learning
         rate whatever its gradient, and the 5,536-wide linear path turned that into jumps of μ that threw the
-        model off its PCA start in the first epochs (training error up by 70 %, BENCHMARKS.md); at a tenth, the
-        nonlinear layers learn what PCA misses while the PCA parts move slowly
+        model off its PCA start in the first epochs (training error up by 70 %, BENCHMARKS.md); at 0.03 (a tenth
+        until the twelfth session), the nonlinear layers learn what PCA misses while the PCA parts move slowly
     """
 
     epochs: int = 120  # 150 with frame_hidden 128 until the tenth session; 256 at 120 takes that time (BENCHMARKS.md)
