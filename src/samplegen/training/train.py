@@ -405,9 +405,8 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     model, optimiser = _model_and_optimiser(cfg, feats, train_idx, stats, device, pca_start=not resume)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.train.batch_size)
     # Validation runs in the step's precision and, like the step, compiled: eager, it took a sixth of an epoch.
-    val_pass: Callable[..., tuple[torch.Tensor, ...]] = _ValidationPass(model)
-    if cfg.train.compile:
-        val_pass = _CompiledStep(_ValidationPass(model), what="validation pass")
+    eager_pass = _ValidationPass(model)
+    val_pass = _CompiledStep(eager_pass, what="validation pass") if cfg.train.compile else eager_pass
     s = _Session(cfg, ctx, device, feats, stats, train_idx, val_idx, _resident_features(feats, device), model,
                  model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), _use_bf16(device, cfg.train.precision),
                  loader_workers, val_pass)
