@@ -347,9 +347,13 @@ class _Session:
     def steps_per_epoch(self) -> int:
         return self.beta.steps_per_epoch
 
+    def precision(self) -> torch.autocast:
+        """The step's autocast (bf16 when ``bf16``), which validation shares."""
+        return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                              enabled=self.bf16)
+
     def validate(self) -> dict[str, float]:
-        with torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
-                            enabled=self.bf16):
+        with self.precision():
             return _validate(self.model, self.feats, self.val_idx, self.stats, self.cfg, self.ctx, self.resident,
                              val_pass=self.val_pass)
 
@@ -579,8 +583,7 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
             group["lr"] = learning_rate_at(epoch, s.cfg, b, spe) * group.get("lr_scale", 1.0)
         eps = step_noise[b]
         raw = raw.to(s.device, non_blocking=True)
-        with torch.autocast(device_type="cuda" if s.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
-                            enabled=s.bf16):
+        with s.precision():
             terms = s.net(s.stats.normalise(raw), eps, raw if tc.log_weight > 0 else None)
         recon = terms["recon"] + tc.log_weight * terms["log_l1"]
         loss = recon + s.beta.at((epoch - 1) * spe + b) * terms["kl"]
