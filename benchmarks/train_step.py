@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from samplegen.model.network import ModelConfig, SampleModel
+from samplegen.spectral.features import FeatureStats
 
 
 def main() -> None:
@@ -26,14 +27,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    x, log_target = torch.randn(32, 173, 1025), torch.randn(32, 173, 1025) - 5.0
-    mean, std = torch.full((1025,), 0.1), torch.full((1025,), 0.05)
+    raw = torch.randn(32, 173, 1025) - 5.0  # log magnitudes: the step normalises them
+    stats = FeatureStats(torch.full((1025,), 0.1), torch.full((1025,), 0.05), 0.7, 1025)
     variants: dict[str, tuple[Any, ...]] = {}
     for log_head in (False, True):
         for mode in ("eager", "compiled", "compiled bf16"):
             model = SampleModel(ModelConfig(log_head=log_head))
-            model.attach_feature_stats(mean, std, 0.7)
-            model.decoder.set_feature_map(mean, std, 0.7)
+            model.attach_feature_stats(stats)
+            model.decoder.set_feature_map(stats.mean, stats.std, 0.7)
             name = ("log head" if log_head else "default") + ", " + mode
             variants[name] = (model if mode == "eager" else torch.compile(model, dynamic=False),
                               torch.optim.Adam(model.parameters()), [], 0.5 if log_head else 0.1, mode.endswith("bf16"))
@@ -41,8 +42,9 @@ def main() -> None:
         for net, optimiser, times, log_weight, bf16 in variants.values():
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                terms = net(x, None, log_target)
-            (terms["recon"] + log_weight * terms["log_l1"] + 1e-4 * terms["kl"]).backward()
+                terms = net(raw, None, torch.tensor(log_weight))
+            loss = terms.recon + log_weight * terms.log_l1 + 1e-4 * terms.kl
+            torch.autograd.backward([loss, *(t for t, _ in terms.seeds)], [None, *(g for _, g in terms.seeds)])
             optimiser.step()
             optimiser.zero_grad()
             if step >= 2:

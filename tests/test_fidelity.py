@@ -20,7 +20,7 @@ from samplegen.evaluation.evaluate import _features, sound_quality
 from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import (LSD_FLOOR_NEPERS, QUIET_GATE_DB, ModelConfig, SampleModel, _quiet_blend_log_l1,
                                      _QuietBlendLogL1, init_from_pca, log_levels, quiet_blend)
-from samplegen.spectral.features import LOG_FLOOR
+from samplegen.spectral.features import LOG_FLOOR, FeatureStats
 from samplegen.training.train import learning_rate_at, train
 
 
@@ -39,7 +39,7 @@ def test_log_l1_and_its_gradient_match_autograd(power):
     out = torch.randn(4, 10, 65, dtype=torch.float64, requires_grad=True)
     log_target = torch.rand(4, 10, 65, dtype=torch.float64) * -9.0
     model = SampleModel(ModelConfig(n_bins=65, n_frames=10))
-    model.attach_feature_stats(mean, std, power)
+    model.attach_feature_stats(FeatureStats(mean, std, power, 65))
     ours = model.log_magnitude_l1(out, log_target)
     (grad,) = torch.autograd.grad(ours, out)
 
@@ -68,7 +68,7 @@ def test_the_log_heads_fused_loss_and_gradients_match_autograd(adds_level):
     quiet = (torch.randn(3, 7, 33, dtype=torch.float64) * 3 - (0 if adds_level else 8)).requires_grad_()
     log_target = torch.rand(3, 7, 33, dtype=torch.float64) * -12.0
     model = SampleModel(ModelConfig(n_bins=33, n_frames=7))
-    model.attach_feature_stats(mean, std, float(p))
+    model.attach_feature_stats(FeatureStats(mean, std, float(p), 33))
     ref = model.log_magnitude_l1(quiet_blend(out, quiet, mean, std, p, adds_level), log_target)
     ours = _QuietBlendLogL1.apply(out, quiet, log_target, mean, std, p, adds_level)
     assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)  # log_l1 works in float32
@@ -77,6 +77,35 @@ def test_the_log_heads_fused_loss_and_gradients_match_autograd(adds_level):
     for g_ours, g_ref in zip(torch.autograd.grad(ours, (out, quiet)), torch.autograd.grad(ref, (out, quiet))):
         torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-12)
         assert float(g_ours.abs().sum()) > 0
+
+
+def test_the_training_steps_seeded_log_l1_gives_the_same_gradients_as_autograd():
+    """SampleModel.forward (the step) returns the log head's log_l1 as a value and its gradient as seeds; backward
+    from them gives every parameter the gradient that losses() gives through autograd, for the same weight."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_bins=33, n_frames=7, frame_dim=4, hidden=(16, 8), latent_dim=3, frame_hidden=8,
+                      log_head_hidden=8)
+    log_mag = torch.rand(5, 7, 33) * -10.0
+    stats = FeatureStats.fit(log_mag, 0.7)
+    model = SampleModel(cfg)
+    model.decoder.set_feature_map(stats.mean, stats.std, 0.7)
+    for layer in model.modules():  # off the PCA-like zeros, so every path has a gradient
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.3)
+    model.attach_feature_stats(stats)
+    eps, weight = torch.randn(5, 3), 0.5
+    terms = model(log_mag, eps, torch.tensor(weight))
+    assert len(terms.seeds) == 2 and not terms.log_l1.requires_grad
+    loss = terms.recon + weight * terms.log_l1 + 1e-4 * terms.kl
+    torch.autograd.backward([loss, *(t for t, _ in terms.seeds)], [None, *(g for _, g in terms.seeds)])
+    seeded = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    ref = model.losses(stats.normalise(log_mag), eps=eps, log_target=log_mag)
+    assert float(ref["log_l1"].detach()) == pytest.approx(float(terms.log_l1), rel=1e-6)
+    (ref["recon"] + weight * ref["log_l1"] + 1e-4 * ref["kl"]).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(seeded[name], p.grad, rtol=1e-5, atol=1e-8, msg=name)
+    assert float(seeded["decoder.log_mlp.2.weight"].abs().sum()) > 0  # the head learns from the seeds
 
 
 def test_the_log_head_draws_the_quiet_bins_and_leaves_the_loud_ones():

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
 
 from samplegen.errors import ParameterError
 from samplegen.model.baselines import PCABaseline
-from samplegen.spectral.features import LOG_FLOOR
+from samplegen.spectral.features import LOG_FLOOR, FeatureStats
 
 Tensor = torch.Tensor
 #: The log_l1 loss's floor below each note's peak: LSD's 80 dB (samplegen.evaluation.metrics.LSD_FLOOR), in nepers.
@@ -285,6 +285,19 @@ class _QuietBlendLogL1(torch.autograd.Function):
         return g_out * grad_loss, g_quiet * grad_loss, None, None, None, None, None
 
 
+class StepTerms(NamedTuple):
+    """A training step's loss terms (:meth:`SampleModel.forward`), unweighted but for ``seeds``.
+
+    seeds : (tensor, gradient) pairs that ``torch.autograd.backward`` adds to the loss's own gradient: the log
+        head's ``log_l1``, weighted, whose value alone ``log_l1`` then holds (empty: ``log_l1`` is differentiable)
+    """
+
+    recon: Tensor
+    kl: Tensor
+    log_l1: Tensor
+    seeds: list[tuple[Tensor, Tensor]]
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Closed-form KL(N(μ, σ²) ‖ N(0, I)) per latent dimension, Tensor[B x L] (nats).
 
@@ -339,7 +352,7 @@ class SampleModel(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
-        self.feature_stats: tuple[Tensor, Tensor, float] | None = None
+        self.feature_stats: FeatureStats | None = None
 
     @property
     def is_variational(self) -> bool:
@@ -356,10 +369,21 @@ class SampleModel(nn.Module):
             raise ParameterError(f"z must have shape (B, {self.cfg.latent_dim}), got {tuple(z.shape)}")
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None,
-                log_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """:meth:`losses` with given noise; the call DistributedDataParallel wraps."""
-        return self.losses(x, eps=eps, log_target=log_target)
+    def forward(self, raw: Tensor, eps: Tensor | None, log_scale: Tensor | None) -> StepTerms:
+        """One training step's terms from the notes' log magnitudes ``raw`` (Tensor[B x T x C·F]): the call
+        DistributedDataParallel wraps and the step compiles, so the features are normalised here, inside the
+        compiled step (eagerly, outside it, that took a tenth of an epoch).
+
+        As :meth:`losses`, with ``log_l1`` against ``raw`` when ``log_scale`` (a 0-d tensor: the term's weight in
+        the loss) is given, except that a log head's ``log_l1`` comes back as a value alone and its gradient, for
+        that weight, as :attr:`StepTerms.seeds` for ``torch.autograd.backward``: computed with the value in one
+        pass, where through autograd the compiled step computed the blend again in the backward pass.
+        """
+        assert self.feature_stats is not None, "attach_feature_stats first"
+        x = self.feature_stats.normalise(raw)
+        z, kl = self._sample(x, None, eps)
+        recon, log_l1, seeds = self._reconstruction_terms(z, x, None if log_scale is None else raw, log_scale)
+        return StepTerms(recon, kl, log_l1, seeds)
 
     def losses(self, x: torch.Tensor, generator: torch.Generator | None = None,
                eps: torch.Tensor | None = None, log_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -373,53 +397,68 @@ class SampleModel(nn.Module):
         eps : Tensor[B x L] reparameterisation noise; drawn from ``generator`` when None
         log_target : Tensor[B x T x F], the notes' floored natural log magnitude (what ``x`` was made from)
         """
+        z, kl = self._sample(x, generator, eps)
+        recon, log_l1 = self.reconstruction_losses(z, x, log_target)
+        return {"recon": recon, "kl": kl, "log_l1": log_l1}
+
+    def _sample(self, x: Tensor, generator: torch.Generator | None, eps: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(z drawn from the posterior of features ``x``, the batch's KL); for the AE, (μ, 0)."""
         mu, logvar = self.encode(x)
         # Under bf16 autocast the heads come out in bf16; the KL and the sampling want float32.
         mu = mu.float()
-        logvar = logvar.float() if logvar is not None else None
-        if logvar is not None:
-            if eps is None:
-                eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            eps = eps.to(device=mu.device, dtype=mu.dtype)
-            z = mu + eps * torch.exp(0.5 * logvar)  # reparameterisation trick
-            kl = kl_divergence(mu, logvar).sum(dim=1).mean()
-        else:
-            z = mu
-            kl = torch.zeros((), device=x.device)
-        recon, log_l1 = self.reconstruction_losses(z, x, log_target)
-        return {"recon": recon, "kl": kl, "log_l1": log_l1}
+        if logvar is None:
+            return mu, torch.zeros((), device=x.device)
+        logvar = logvar.float()
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = eps.to(device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)  # reparameterisation trick
+        return z, kl_divergence(mu, logvar).sum(dim=1).mean()
 
     def reconstruction_losses(self, z: Tensor, x: Tensor, log_target: Tensor | None) -> tuple[Tensor, Tensor]:
         """(recon, log_l1) of :meth:`losses` for latents ``z`` of notes ``x``; validation measures the same.
 
         With a log head the squared error trains the compressed branch alone; the head learns from log_l1.
         """
+        recon, log_l1, _ = self._reconstruction_terms(z, x, log_target)
+        return recon, log_l1
+
+    def _reconstruction_terms(self, z: Tensor, x: Tensor, log_target: Tensor | None, seed_scale: Tensor | None = None
+                              ) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """:meth:`reconstruction_losses`, and with ``seed_scale`` and a log head, log_l1's value alone and its
+        gradient for that weight as (tensor, gradient) pairs (see :meth:`forward`)."""
         loud, quiet = self.decoder.branches(z)
         recon = nn.functional.mse_loss(loud, x)
         if self.feature_stats is None or log_target is None:
-            return recon, torch.zeros((), device=x.device)
+            return recon, torch.zeros((), device=x.device), []
         if quiet is None:
-            return recon, self.log_magnitude_l1(loud, log_target)
+            return recon, self.log_magnitude_l1(loud, log_target), []
         dec = self.decoder
         n = dec.feat_mean.shape[0]
         args = (loud, quiet, log_target[..., :n], dec.feat_mean, dec.feat_std, dec.feat_power, self.cfg.log_head_residual)
         if not torch.is_grad_enabled():  # validation: the loss alone
-            return recon, _quiet_blend_log_l1(*args, with_grad=False)[0]
-        return recon, _QuietBlendLogL1.apply(*args)
+            return recon, _quiet_blend_log_l1(*args, with_grad=False)[0], []
+        if seed_scale is None:
+            return recon, _QuietBlendLogL1.apply(*args), []
+        with torch.no_grad():
+            log_l1, g_loud, g_quiet = _quiet_blend_log_l1(*args, with_grad=True)
+            assert g_loud is not None and g_quiet is not None
+            seeds = [(loud, (g_loud * seed_scale).to(loud.dtype)), (quiet, (g_quiet * seed_scale).to(quiet.dtype))]
+        return recon, log_l1, seeds
 
-    def attach_feature_stats(self, mean: torch.Tensor, std: torch.Tensor, magnitude_power: float) -> None:
-        """Let :meth:`losses` measure the ``log_l1`` term, which needs the features' de-normalisation
-        (kept beside the model, not in its weights)."""
-        self.feature_stats = (mean, std, float(magnitude_power))
+    def attach_feature_stats(self, stats: FeatureStats) -> None:
+        """The map between log magnitudes and features, on the model's device (kept beside the model, not in its
+        weights): :meth:`forward` normalises with it, and the ``log_l1`` term de-normalises the magnitude with it."""
+        self.feature_stats = stats
 
     def log_magnitude_l1(self, out: Tensor, log_target: Tensor) -> Tensor:
         """Mean |log magnitude error| (nepers) of normalised outputs against the notes' log magnitudes, both
         floored 80 dB below the note's peak: the measure LSD judges, which the feature MSE barely weighs in
         quiet bins (see :class:`_LogMagnitudeL1`)."""
         assert self.feature_stats is not None
-        mean, std, p = self.feature_stats
-        n = mean.shape[0]  # a run that learns IF has it after the magnitude's bins: the loss sees the magnitude
-        return _LogMagnitudeL1.apply(out[..., :n], log_target[..., :n], mean.to(out.device), std.to(out.device), p)
+        n = self.feature_stats.magnitude_bins  # a run that learns IF has it after the magnitude: the loss sees that
+        mean, std = self.feature_stats.mean[:n].to(out.device), self.feature_stats.std[:n].to(out.device)
+        return _LogMagnitudeL1.apply(out[..., :n], log_target[..., :n], mean, std, self.feature_stats.magnitude_power)
 
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.cfg.n_frames, self.cfg.n_bins)
