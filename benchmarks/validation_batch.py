@@ -38,7 +38,7 @@ def main() -> None:
     stats = adjust_stats(fit_stats(feats, train_idx, ctx, magnitude_power=cfg.features.magnitude_power), cfg.phase)
     model, _ = training._model_and_optimiser(cfg, feats, train_idx, stats, "cpu", pca_start=True)
     resident = training._resident_features(feats, "cpu")
-    compiled = training._CompiledStep(training._ValidationPass(model), what="validation pass")
+    compiled = training._CompiledStep(training._ValidationPass(model, cfg.train.log_weight > 0), what="validation pass")
     ways = {  # label: (notes a pass, validation pass or None for the eager one, bf16 autocast)
         "eager, 128 notes a pass": (128, None, False),
         "eager, 16 notes a pass": (16, None, False),
@@ -48,18 +48,18 @@ def main() -> None:
     for _, (batch, way, bf16) in ways.items():  # compile outside the timing (the first call of each shape)
         if way is not None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                training._validate(model, feats, val_idx, stats, cfg, ctx, resident, batch, way)
+                training._validate(model, feats, val_idx, cfg, ctx, resident, batch, way)
     times: dict[str, list[float]] = {label: [] for label in ways}
     losses: dict[str, float] = {}
     for _ in range(args.repeats):
         for label, (batch, way, bf16) in ways.items():
             t0 = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                losses[label] = training._validate(model, feats, val_idx, stats, cfg, ctx, resident, batch,
+                losses[label] = training._validate(model, feats, val_idx, cfg, ctx, resident, batch,
                                                    way)["val_recon"]
             times[label].append(time.perf_counter() - t0)
     every_note = feats.read(np.arange(len(feats))).double()  # the reference: the same validation in float64
-    exact = training._validate(model.double(), feats, val_idx, stats, cfg, ctx, every_note, 16)["val_recon"]
+    exact = training._validate(model.double(), feats, val_idx, cfg, ctx, every_note, 16)["val_recon"]
     print(f"validation of {len(val_idx)} held-out notes, one thread, median of {args.repeats}:")
     for label, seconds in times.items():
         median = sorted(seconds)[len(seconds) // 2]

@@ -244,15 +244,17 @@ class _CompiledStep:
 
 
 class _ValidationPass(torch.nn.Module):
-    """The terms validation sums for a batch of log magnitudes ``raw`` (normalised here, as the step does): the
-    training step's reconstruction losses at the posterior mean, and the KL summed over the batch (float32)."""
+    """The terms validation sums for a batch of log magnitudes ``raw`` (normalised here with the model's attached
+    feature stats, as the step does): the training step's reconstruction losses at the posterior mean, and the KL
+    summed over the batch (float32)."""
 
-    def __init__(self, model: SampleModel, stats: FeatureStats, with_log_l1: bool) -> None:
+    def __init__(self, model: SampleModel, with_log_l1: bool) -> None:
         super().__init__()
-        self.model, self.stats, self.with_log_l1 = model, stats, with_log_l1
+        self.model, self.with_log_l1 = model, with_log_l1
 
     def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.stats.normalise(raw)
+        assert self.model.feature_stats is not None
+        x = self.model.feature_stats.normalise(raw)
         mu, logvar = self.model.encode(x)
         mse, log_l1 = self.model.reconstruction_losses(mu, x, raw if self.with_log_l1 else None)  # as training
         kl = kl_divergence(mu.float(), logvar.float()).sum() if logvar is not None else torch.zeros((), device=x.device)
@@ -355,7 +357,7 @@ class _Session:
 
     def validate(self) -> dict[str, float]:
         with self.precision():
-            return _validate(self.model, self.feats, self.val_idx, self.stats, self.cfg, self.ctx, self.resident,
+            return _validate(self.model, self.feats, self.val_idx, self.cfg, self.ctx, self.resident,
                              val_pass=self.val_pass)
 
 
@@ -410,7 +412,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     model, optimiser = _model_and_optimiser(cfg, feats, train_idx, stats, device, pca_start=not resume)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.train.batch_size)
     # Validation runs in the step's precision and, like the step, compiled: eager, it took a sixth of an epoch.
-    eager_pass = _ValidationPass(model, stats, cfg.train.log_weight > 0)
+    eager_pass = _ValidationPass(model, cfg.train.log_weight > 0)
     val_pass = _CompiledStep(eager_pass, what="validation pass") if cfg.train.compile else eager_pass
     s = _Session(cfg, ctx, device, feats, stats, train_idx, val_idx, _resident_features(feats, device), model,
                  model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), _use_bf16(device, cfg.train.precision),
@@ -656,8 +658,8 @@ def _check_against_pca(model: SampleModel, cfg: RunConfig, feats: NoteFeatures, 
         start = _new_model(cfg, stats, str(device))
     init_model_from_pca(start, feats, pca_rows(train_idx, cfg.train.seed), stats)
     alone = distributed.Context()
-    trained = _validate(model, feats, rows, stats, cfg, alone, resident)["val_recon"]
-    return PcaCheck(trained, _validate(start.to(device), feats, rows, stats, cfg, alone, resident)["val_recon"], notes)
+    trained = _validate(model, feats, rows, cfg, alone, resident)["val_recon"]
+    return PcaCheck(trained, _validate(start.to(device), feats, rows, cfg, alone, resident)["val_recon"], notes)
 
 
 def _write_latents(run_dir: Path, model: SampleModel, feats: NoteFeatures, stats: FeatureStats, device: str,
@@ -689,7 +691,7 @@ def _batches(feats: NoteFeatures, resident: torch.Tensor | None, idx: np.ndarray
         yield resident[torch.from_numpy(np.asarray(idx[start : start + size])).to(resident.device)]
 
 
-def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stats: FeatureStats, cfg: RunConfig,
+def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, cfg: RunConfig,
               ctx: distributed.Context, resident: torch.Tensor | None = None, batch: int | None = None,
               val_pass: Callable[..., tuple[torch.Tensor, ...]] | None = None) -> dict[str, float]:
     """Validation at the posterior mean with the full β, so the criterion does not move during warm-up.
@@ -700,7 +702,7 @@ def _validate(model: SampleModel, feats: NoteFeatures, val_idx: np.ndarray, stat
     if len(val_idx) == 0:
         return {"val_loss": math.nan, "val_recon": math.nan, "val_kl": math.nan}
     model.eval()
-    terms = val_pass or _ValidationPass(model, stats, cfg.train.log_weight > 0)
+    terms = val_pass or _ValidationPass(model, cfg.train.log_weight > 0)
     device = next(model.parameters()).device
     sums = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
