@@ -55,7 +55,7 @@ class TuneResult:
 FIRST_WIDTHS = (128, 256, 384, 512)
 N_FFTS = (1024, 2048)
 LATENT_DIMS = (8, 12, 16, 24, 32)
-FRAME_DIMS = (16, 32, 48)
+FRAME_DIMS = (16, 32, 48, 64)
 FRAME_HIDDENS = (0, 64, 128, 256)
 #: With or without the log head; each with the log weight measured for it (not searched: heavier log weights
 #: without the head make blends dip, which the study does not judge).

@@ -71,7 +71,7 @@ class ModelConfig:
     kind: str = "vae"
     n_bins: int = 1025
     n_frames: int = 173
-    frame_dim: int = 32
+    frame_dim: int = 64  # 32 until the fourteenth session: BENCHMARKS.md, "Twice the frame code"
     hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
     latent_dim: int = 16
     frame_hidden: int = 256  # 128 until the tenth session: BENCHMARKS.md, "A wider frame network in the same time"
