@@ -1,9 +1,12 @@
 """Where a run's reconstruction error lives (issue 13): by level, by frequency, and at which scale.
 
-On held-out notes, the decoder's magnitude (posterior mean, no phase retrieval) against the notes' own
-magnitude, both in the run's STFT and floored 80 dB below each note's peak as LSD floors them:
+On held-out notes (or training notes, ``--split train``), the decoder's magnitude (posterior mean, no phase
+retrieval) against the notes' own magnitude, both in the run's STFT and floored 80 dB below each note's peak as
+LSD floors them:
 
-- the log-spectral distance, and the share of its squared dB error in bins by level (re the note's peak);
+- the log-spectral distance, and the share of its squared dB error in bins by level (re the note's peak), with
+  the error's mean (a bias) and RMS (its scatter) in each band;
+- the distance by time (the onset's frames against the rest);
 - the share by frequency range (bin 12 is C4's fundamental at the default STFT);
 - the distance left after both are power-averaged over k frames (or k bins): if the error were
   frame-to-frame scatter, averaging both would remove most of it; error that survives the
@@ -43,29 +46,38 @@ def power_average(mag: torch.Tensor, k: int, dim: int) -> torch.Tensor:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
-    ap.add_argument("--notes", type=int, default=80, help="held-out notes measured (the first N)")
+    ap.add_argument("--notes", type=int, default=80, help="notes measured (the first N of the split)")
+    ap.add_argument("--split", choices=["val", "train"], default="val", help="held-out (val) or training notes")
     args = ap.parse_args()
     run = load_run(args.run)
     corpus = _run_corpus(run)
-    val = np.flatnonzero(np.array(run.corpus.splits) == "val")[: args.notes]
+    val = np.flatnonzero(np.array(run.corpus.splits) == args.split)[: args.notes]
     feats = _features(run, corpus.audio[val])
     with torch.no_grad():
         out = run.model.decode(run.model.encode(feats)[0])
     truth, model = run.stats.denormalise(feats).double(), run.stats.denormalise(out).double()
     n = run.config.stft.n_bins
     truth, model = truth[..., :n], model[..., :n]
-    print(f"{len(val)} held-out notes of {args.run}; decoder magnitude against the notes' (no phase retrieval)\n")
+    which = "held-out" if args.split == "val" else "training"
+    print(f"{len(val)} {which} notes of {args.run}; decoder magnitude against the notes' (no phase retrieval)\n")
     print(f"LSD: {lsd_db(truth, model):.2f} dB\n")
 
     peak = truth.amax(dim=(1, 2), keepdim=True)
     floor = peak * 1e-4
     level = DB * (torch.maximum(truth, floor) / peak).log()
-    err = (DB * (torch.maximum(truth, floor).log() - torch.maximum(model, floor).log())).pow(2)
-    print("| bins at (dB re the note's peak) | share of bins | share of squared error |\n|---|---:|---:|")
+    signed = DB * (torch.maximum(model, floor).log() - torch.maximum(truth, floor).log())  # model − notes, dB
+    err = signed.pow(2)
+    print("| bins at (dB re the note's peak) | share of bins | share of squared error | mean error (dB) | RMS error (dB) |"
+          "\n|---|---:|---:|---:|---:|")
     for lo, hi in [(-81, -79.99), (-79.99, -60), (-60, -40), (-40, -20), (-20, 0.01)]:
         m = (level > lo) & (level <= hi)
         name = "at the -80 floor" if hi < -79 else f"{lo:.0f} to {hi:.0f}"
-        print(f"| {name} | {m.double().mean().item() * 100:.0f} % | {err[m].sum().item() / err.sum().item() * 100:.0f} % |")
+        print(f"| {name} | {m.double().mean().item() * 100:.0f} % | {err[m].sum().item() / err.sum().item() * 100:.0f} % "
+              f"| {signed[m].mean().item():+.2f} | {err[m].mean().sqrt().item():.2f} |")
+    per_frame = err.mean(dim=2).sqrt()  # LSD's per-frame distance, Tensor[N x T]
+    spans = [(0, 10), (10, 40), (40, 100), (100, per_frame.shape[1])]
+    print("\n| frames | " + " | ".join(f"{a}-{b}" for a, b in spans) + " |\n|---|" + "---:|" * len(spans))
+    print("| LSD (dB) | " + " | ".join(f"{per_frame[:, a:b].mean().item():.2f}" for a, b in spans) + " |")
     share = err.sum(dim=(0, 1))
     share = share / share.sum()
     edges = [0, 12, 25, 50, 100, 200, 400, 700, n]

@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--powers", default="0.3,0.5", help="comma-separated c of the magnitude^c rows")
+    ap.add_argument("--list", action="store_true", help="also name the pairs whose latent path dips, with families")
     args = ap.parse_args()
     run = load_run(args.run)
     corpus = load_corpus(args.corpus, duration_s=run.config.data.duration_s)
@@ -60,7 +61,13 @@ def main() -> None:
     rows.append((f"the run's latent paths ({args.run}, magnitude^{power})", _dips(model)))
     print(f"| interpolated in | dipping paths ({args.pairs} random pairs) |\n|---|---:|")
     for name, frac in rows:
-        print(f"| {name} | {100 * frac:.0f} % |")
+        print(f"| {name} | {100 * frac:.1f} % |")
+    if args.list:
+        names, families = [e.name for e in corpus.entries], [e.family for e in corpus.entries]
+        print("\nlatent paths that dip (levels in dB re the louder end):")
+        for (a, b), lv in zip(pairs, model):
+            if lv[1:-1].min() < min(lv[0], lv[-1]) - 6.0:
+                print(f"  {names[a]} ({families[a]}) -> {names[b]} ({families[b]}): {np.round(lv - lv.max(), 1).tolist()}")
 
 
 if __name__ == "__main__":
