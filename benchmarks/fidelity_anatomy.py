@@ -51,15 +51,15 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     corpus = _run_corpus(run)
-    val = np.flatnonzero(np.array(run.corpus.splits) == args.split)[: args.notes]
-    feats = _features(run, corpus.audio[val])
+    measured = np.flatnonzero(np.array(run.corpus.splits) == args.split)[: args.notes]
+    feats = _features(run, corpus.audio[measured])
     with torch.no_grad():
         out = run.model.decode(run.model.encode(feats)[0])
     truth, model = run.stats.denormalise(feats).double(), run.stats.denormalise(out).double()
     n = run.config.stft.n_bins
     truth, model = truth[..., :n], model[..., :n]
     which = "held-out" if args.split == "val" else "training"
-    print(f"{len(val)} {which} notes of {args.run}; decoder magnitude against the notes' (no phase retrieval)\n")
+    print(f"{len(measured)} {which} notes of {args.run}; decoder magnitude against the notes' (no phase retrieval)\n")
     print(f"LSD: {lsd_db(truth, model):.2f} dB\n")
 
     peak = truth.amax(dim=(1, 2), keepdim=True)
