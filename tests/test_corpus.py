@@ -201,3 +201,19 @@ def test_a_runs_corpus_index_keeps_each_notes_measured_pitch_and_retune():
     assert CorpusIndex.from_json(older).retuned_cents == [0.0, 0.0]
     older["notes"][0]["pitch_hz"] = -3  # nonsense reads as no pitch
     assert CorpusIndex.from_json(older).pitches_hz == [None, None]
+
+
+def test_corpus_build_mixes_by_default_and_not_when_told(tmp_path, tiny_samples_dir, capsys):
+    """Without --mix a corpus gets its default share of mixtures (they smooth the model's blends); --mix 0 none."""
+    from samplegen.app.cli import main
+    from samplegen.audio.corpus import DEFAULT_MIXTURES, default_mix_count
+
+    assert default_mix_count(1023) == DEFAULT_MIXTURES and default_mix_count(16) == 5 and default_mix_count(1) == 0
+    assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "d"), "--duration", "0.5"]) == 0
+    built = load_corpus(tmp_path / "d", duration_s=0.5)
+    originals = [e for e in built.entries if e.parents is None]
+    assert len(built.entries) - len(originals) == default_mix_count(len(originals)) > 0
+    assert "two-note mixtures" in capsys.readouterr().out
+    assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "n"), "--duration", "0.5",
+                 "--mix", "0"]) == 0
+    assert all(e.parents is None for e in load_corpus(tmp_path / "n", duration_s=0.5).entries)

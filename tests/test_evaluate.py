@@ -115,3 +115,37 @@ def test_roundtrip_writes_both_and_reports_distance(tmp_path, capsys):
 def test_evaluate_needs_a_run(tmp_path, capsys):
     assert main(["evaluate", "--out", str(tmp_path / "x")]) == 2
     assert "RUN" in capsys.readouterr().err
+
+
+def test_mixtures_train_but_are_never_measured(tiny_run):
+    """A corpus's mixtures (corpus build --mix) are not samples anyone brought: the measured splits and the
+    interpolation paths use the corpus's own notes only, and the PCA baseline learns from them alone."""
+    from dataclasses import replace
+
+    from samplegen.checkpoint import load_run
+    from samplegen.errors import ParameterError
+    from samplegen.evaluation.evaluate import (_run_corpus, generation_health, health_thresholds, measured_splits,
+                                               split_quality)
+
+    run = load_run(tiny_run)
+    corpus = _run_corpus(run)
+    split = np.array(run.corpus.splits)
+    train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    as_mix = {int(train_rows[0]), int(val_rows[0])}  # pretend one note of each split is a mixture
+    entries = [replace(e, parents=("a", "b")) if i in as_mix else e for i, e in enumerate(corpus.entries)]
+    mixed = replace(corpus, entries=entries)
+    own_train, own_val = measured_splits(run, mixed)
+    assert set(own_train) == set(train_rows) - as_mix and set(own_val) == set(val_rows) - as_mix
+    sets, _, pca_rows = split_quality(run, mixed, train_sample=len(train_rows))
+    mix_names = {run.corpus.names[i] for i in as_mix}
+    assert not mix_names & set(sets["train"].names) and not mix_names & set(sets["heldout"].names)
+    assert len(sets["train"].names) == len(train_rows) - 1 and set(pca_rows) == set(own_train)
+    # Paths between two chosen notes only: every path starts and ends at one of the same two sounds.
+    ends = np.array([int(own_train[0]), int(own_train[1])])
+    health = generation_health(run, health_thresholds(run, corpus.audio), n_draws=2, n_paths=6, steps=3,
+                               keep_notes=True, notes=ends)
+    path_mels = health["_paths_measured"][0]
+    distinct = {tuple(np.round(m.ravel()[:50], 3)) for m in np.concatenate([path_mels[:, 0], path_mels[:, -1]])}
+    assert len(distinct) == 2
+    with pytest.raises(ParameterError, match="two notes"):
+        generation_health(run, health_thresholds(run, corpus.audio), n_draws=2, n_paths=2, notes=ends[:1])

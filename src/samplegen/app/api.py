@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source: str | Path | None = None,
-                 mix: int = 0, seed: int = 0, duration_s: float | None = None,
+                 mix: int | None = None, seed: int = 0, duration_s: float | None = None,
                  programs: Sequence[int] | None = None, velocities: Sequence[int] | None = None,
                  progress: Callable[[int, int], None] | None = None, retune: bool = True,
                  keep_off_pitch: bool = False) -> Corpus:
@@ -42,14 +42,15 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
     out : corpus folder to write (WAVs, manifest.csv, corpus_report.txt)
     soundfont : another .sf2 to render instead of the embedded TimGM6mb.sf2
     source : a folder of the user's own samples (exclusive with ``soundfont``)
-    mix : number of two-note mixtures to add (augmentation; 0 = off)
+    mix : number of two-note mixtures to add (augmentation; 0 = off; None = the default, 300 or 30 % of the notes
+        if fewer: see :func:`samplegen.audio.corpus.default_mix_count`)
     programs, velocities : render only these programs / at these velocities (SoundFonts only)
     retune : bring each note within a semitone and a half of a C to that C (the original kept in originals/)
     keep_off_pitch : keep a file of ``source`` that is no C (a D4 sample) instead of refusing it
     """
     if soundfont is not None and source is not None:
         raise ParameterError("give either a SoundFont or a source folder, not both")
-    if not isinstance(mix, int) or mix < 0:
+    if mix is not None and (not isinstance(mix, int) or isinstance(mix, bool) or mix < 0):
         raise ParameterError(f"mix={mix!r} must be a non-negative integer")
     kwargs: dict[str, Any] = {} if duration_s is None else {"duration_s": duration_s}
     if source is not None:

@@ -50,7 +50,9 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
                                   keep_off_pitch=args.keep_off_pitch)
     for bar in bars:
         bar.close()
-    print(f"corpus: {len(corpus.entries)} notes in {args.out}/ (manifest.csv)")
+    mixtures = sum(e.parents is not None for e in corpus.entries)
+    made = f", {mixtures} of them two-note mixtures (--mix 0: none)" if mixtures else ""
+    print(f"corpus: {len(corpus.entries)} notes in {args.out}/ (manifest.csv){made}")
     if corpus.skipped:
         print(f"skipped {len(corpus.skipped)} file(s); reasons in {Path(args.out) / 'corpus_report.txt'}:")
         for file, reason in corpus.skipped[:10]:
@@ -257,7 +259,9 @@ def _add_corpus_parser(sub: _Verbs) -> None:
     src.add_argument("--soundfont", help="render this .sf2 instead of the embedded TimGM6mb.sf2")
     src.add_argument("--from", dest="source", help="prepare a folder of your own samples (WAV, FLAC, AIFF, OGG); "
                      "each sub-folder's name is its notes' family")
-    build.add_argument("--mix", type=int, default=0, help="add N mixtures of two notes (augmentation; default 0)")
+    build.add_argument("--mix", type=int, default=None,
+                       help="add N mixtures of two notes, which smooth the model's blends (default: 300, or 30 %% "
+                            "of the notes if fewer; 0: none)")
     build.add_argument("--seed", type=int, default=0, help="seed for choosing mixture pairs")
     build.add_argument("--duration", type=float, default=None, help="note length in seconds, 0.1 to 30 (default 2.0)")
     build.add_argument("--retune", action=argparse.BooleanOptionalAction, default=True,

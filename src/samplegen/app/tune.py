@@ -24,7 +24,7 @@ from samplegen.audio.corpus import Corpus, load_corpus
 from samplegen.config import HEAD_LOG_WEIGHT, NO_HEAD_LOG_WEIGHT, RunConfig
 from samplegen.errors import ParameterError
 from samplegen.evaluation import metrics
-from samplegen.evaluation.evaluate import generation_health, health_thresholds
+from samplegen.evaluation.evaluate import generation_health, health_thresholds, measured_splits
 from samplegen.files import atomic_write, write_json
 from samplegen.generation.generate import decode
 from samplegen.spectral.stft import StftConfig
@@ -136,7 +136,7 @@ def health(run_dir: Path, corpus: Corpus) -> dict[str, float]:
 
     run = ckpt.load_run(run_dir)
     h = generation_health(run, health_thresholds(run, corpus.audio), n_draws=N_HEALTH_DRAWS, n_paths=N_HEALTH_PATHS,
-                          steps=8)
+                          steps=8, notes=np.sort(np.concatenate(measured_splits(run, corpus))))
     return {k: float(h[k]) for k in ("silent_fraction", "noise_like_fraction", "dipping_path_fraction")}
 
 

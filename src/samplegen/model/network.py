@@ -72,7 +72,8 @@ class ModelConfig:
     n_bins: int = 1025
     n_frames: int = 173
     frame_dim: int = 64  # 32 until the fourteenth session: BENCHMARKS.md, "Twice the frame code"
-    hidden: tuple[int, ...] = (384, 211, 116, 64)  # found by `samplegen tune` (BENCHMARKS.md, Tuning)
+    # (384, 211, 116, 64), found by `samplegen tune`, until the sixteenth session: BENCHMARKS.md, "Mixtures smooth the blends"
+    hidden: tuple[int, ...] = (384, 384, 384, 384)
     latent_dim: int = 16
     frame_hidden: int = 256  # 128 until the tenth session: BENCHMARKS.md, "A wider frame network in the same time"
     log_head: bool = True  # the default since the sixth session: BENCHMARKS.md, "The log head as the default"
