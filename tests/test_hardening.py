@@ -300,7 +300,7 @@ def test_corpus_build_refuses_an_out_that_overlaps_the_source(samples, where, ca
 def test_corpus_build_into_a_sibling_folder_works_and_keeps_the_source(samples, capsys):
     before = _tree(samples)
     out = samples.parent / "corpus"
-    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 0
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5", "--mix", "0"]) == 0
     assert _tree(samples) == before
     assert (out / "manifest.csv").is_file() and len(list(out.glob("*.wav"))) == 3
 
@@ -353,7 +353,7 @@ def test_a_killed_corpus_build_is_not_taken_for_a_smaller_corpus(samples, tmp_pa
         raise KeyboardInterrupt  # notes written, manifest not yet
 
     monkeypatch.setattr(corpus_mod, "_write_manifest", killed)
-    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 130
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5", "--mix", "0"]) == 130
     monkeypatch.undo()
     assert list(out.glob("*.wav")) and not (out / "manifest.csv").exists()
     capsys.readouterr()
@@ -366,6 +366,6 @@ def test_a_killed_corpus_build_is_not_taken_for_a_smaller_corpus(samples, tmp_pa
         corpus_mod.load_corpus(out, duration_s=0.5)
     (out / ".a.1234.wav.tmp").write_bytes(b"half a note")  # as earlier versions named it
     (out / ".b.wav.k1ll3d.tmp").write_bytes(b"half a note")  # as files.atomic_write names it
-    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5"]) == 0
+    assert main(["corpus", "build", "--from", str(samples), "--out", str(out), "--duration", "0.5", "--mix", "0"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     assert len(corpus_mod.load_corpus(out, duration_s=0.5).entries) == 3

@@ -232,7 +232,7 @@ def _report(out: Path) -> dict[str, str]:
 
 def test_a_folder_of_crafted_audio_builds_under_an_address_space_limit(messy_folder, tmp_path):
     out = tmp_path / "corpus"
-    proc = run_limited(["corpus", "build", "--from", str(messy_folder), "--out", str(out), "--duration", "0.5"])
+    proc = run_limited(["corpus", "build", "--from", str(messy_folder), "--out", str(out), "--duration", "0.5", "--mix", "0"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     skipped = _report(out)
@@ -258,7 +258,7 @@ def test_links_to_folders_are_listed_as_skipped_not_dropped_silently(tmp_path):
     (src / "more").symlink_to(elsewhere, target_is_directory=True)
     (src / "sub" / "loop").symlink_to(src, target_is_directory=True)
     out = tmp_path / "corpus"
-    assert main(["corpus", "build", "--from", str(src), "--out", str(out), "--duration", "0.5"]) == 0
+    assert main(["corpus", "build", "--from", str(src), "--out", str(out), "--duration", "0.5", "--mix", "0"]) == 0
     assert _report(out) == {"more": LINKED_FOLDER, os.path.join("sub", "loop"): LINKED_FOLDER}
     assert sorted(p.name for p in out.glob("*.wav")) == ["good1.wav", "good2.wav"]
     settings = FeatureSettings(duration_s=0.5, n_fft=2048, hop_length=512, prepare="raw")
@@ -366,7 +366,7 @@ def test_a_crafted_soundfont_is_a_one_line_error(tamper, needle, tmp_path, capsy
 def test_a_preset_outside_midi_is_skipped_with_its_reason_and_the_rest_rendered(tmp_path, capsys):
     sf2 = _soundfont(tmp_path / "x.sf2", "one_program")
     out = tmp_path / "out"
-    assert main(["corpus", "build", "--soundfont", str(sf2), "--out", str(out), "--duration", "0.5"]) == 0
+    assert main(["corpus", "build", "--soundfont", str(sf2), "--out", str(out), "--duration", "0.5", "--mix", "0"]) == 0
     assert "program 300, bank 0 is outside MIDI's range" in _report(out)["a"]
     assert len(list(out.glob("*.wav"))) == 8  # preset b at the eight velocities
 
