@@ -140,6 +140,12 @@ def test_mixtures_train_but_are_never_measured(tiny_run):
     mix_names = {run.corpus.names[i] for i in as_mix}
     assert not mix_names & set(sets["train"].names) and not mix_names & set(sets["heldout"].names)
     assert len(sets["train"].names) == len(train_rows) - 1 and set(pca_rows) == set(own_train)
+    # tune scores a trial on the same held-out notes.
+    from samplegen.app.tune import heldout_lsd_db
+    from samplegen.evaluation import metrics
+    from samplegen.generation.generate import decode
+    own_lsd = metrics.log_spectral_distance_db(corpus.audio[own_val], np.atleast_2d(decode(run, run.latent_mu[own_val])))
+    assert heldout_lsd_db(tiny_run, mixed) == pytest.approx(float(np.mean(own_lsd)), rel=1e-6)
     # Paths between two chosen notes only: every path starts and ends at one of the same two sounds.
     ends = np.array([int(own_train[0]), int(own_train[1])])
     health = generation_health(run, health_thresholds(run, corpus.audio), n_draws=2, n_paths=6, steps=3,

@@ -24,7 +24,7 @@ from samplegen.audio.corpus import Corpus, load_corpus
 from samplegen.config import HEAD_LOG_WEIGHT, NO_HEAD_LOG_WEIGHT, RunConfig
 from samplegen.errors import ParameterError
 from samplegen.evaluation import metrics
-from samplegen.evaluation.evaluate import generation_health, health_thresholds, measured_splits
+from samplegen.evaluation.evaluate import generation_health, health_thresholds, measured_notes, measured_splits
 from samplegen.files import atomic_write, write_json
 from samplegen.generation.generate import decode
 from samplegen.spectral.stft import StftConfig
@@ -117,7 +117,8 @@ def base_params(base: RunConfig) -> dict[str, Any] | None:
 
 
 def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
-    """Mean log-spectral distance (dB) of the validation notes' reconstructions, as `samplegen evaluate` measures it.
+    """Mean log-spectral distance (dB) of the held-out notes' reconstructions, as `samplegen evaluate` measures it:
+    the corpus's own notes (mixtures hold out with a held-out parent, but they are never measured).
 
     Waveform against waveform through the one fixed analysis STFT of docs/design.md (2048/512 Hann), after the
     project's phase retrieval: trials that model different STFT sizes are scored on the same scale, and the
@@ -125,7 +126,7 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
     """
 
     run = ckpt.load_run(run_dir)
-    val = np.flatnonzero(np.array(run.corpus.splits) == "val")
+    val = measured_splits(run, corpus)[1]
     if len(val) == 0:
         raise ParameterError("the study needs a validation split; set train.val_fraction above 0")
     waves = np.concatenate([np.atleast_2d(decode(run, run.latent_mu[val[s : s + 32]])) for s in range(0, len(val), 32)])
@@ -138,7 +139,7 @@ def health(run_dir: Path, corpus: Corpus) -> dict[str, float]:
 
     run = ckpt.load_run(run_dir)
     h = generation_health(run, health_thresholds(run, corpus.audio), n_draws=N_HEALTH_DRAWS, n_paths=N_HEALTH_PATHS,
-                          steps=8, notes=np.sort(np.concatenate(measured_splits(run, corpus))))
+                          steps=8, notes=measured_notes(run, corpus))
     return {k: float(h[k]) for k in ("silent_fraction", "noise_like_fraction", "dipping_path_fraction")}
 
 

@@ -136,6 +136,11 @@ def measured_splits(run: Run, corpus: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero((split == "train") & own), np.flatnonzero((split == "val") & own)
 
 
+def measured_notes(run: Run, corpus: Any) -> np.ndarray:
+    """Every note of :func:`measured_splits`, training and held-out, in corpus order (paths join these)."""
+    return np.sort(np.concatenate(measured_splits(run, corpus)))
+
+
 @dataclass
 class QualitySet:
     """Per-note measures of one split: ``values[system][measure]`` arrays, with the waveforms for listening."""
@@ -430,7 +435,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
                     oracle_values={m: np.concatenate([s.values["oracle"][m] for s in sets.values()]) for m in MEASURES})
     log(f"generation health: {n_draws} prior draws, {n_paths} interpolation paths ...")
     health = generation_health(run, health_thresholds(run, corpus.audio), n_draws, n_paths, steps, seed,
-                               keep_notes=True, notes=np.sort(np.concatenate(measured_splits(run, corpus))))
+                               keep_notes=True, notes=measured_notes(run, corpus))
     generated = judge_generated(run, corpus, sets, pca, health, seed, log)
     latent = latent_distribution(run)
     main = sets.get("heldout", sets["train"])
