@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import soundfile as sf
 
 from samplegen.app.cli import main
@@ -75,8 +76,8 @@ def test_interpolate_sample_perturb(tiny_run, tmp_path):
 
 
 def test_same_seed_same_samples(tiny_run, tmp_path):
-    for d in ("a", "b"):
-        assert main(["sample", str(tiny_run), "-n", "2", "--seed", "3", "--out", str(tmp_path / d)]) == 0
+    for d, device in (("a", []), ("b", ["--device", "cpu"])):  # "auto" is the CPU on a machine without a GPU
+        assert main(["sample", str(tiny_run), "-n", "2", "--seed", "3", "--out", str(tmp_path / d), *device]) == 0
     a, _ = sf.read(tmp_path / "a" / "sample_000.wav")
     b, _ = sf.read(tmp_path / "b" / "sample_000.wav")
     assert (a == b).all()
@@ -159,3 +160,20 @@ def test_train_with_progress_bars_shown(tiny_samples_dir, tiny_config_file, tmp_
     assert "training finished" in out
     # The result is compared with the PCA start, in plain words either way (issue 19).
     assert "held-out reconstruction error" in out or "WORSE than the PCA it started from" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no GPU")
+@pytest.mark.parametrize("argv", [
+    ["sample", "{run}", "--device", "cuda", "--out", "{tmp}/x"],
+    ["evaluate", "{run}", "--device", "cuda", "--out", "{tmp}/x"],
+    ["export", "sfz", "{run}", "{note}", "--device", "cuda", "--out", "{tmp}/x"],
+    ["play", "{run}", "--device", "cuda", "--no-browser", "--port", "0"],
+])
+def test_asking_for_a_gpu_without_one_is_a_one_line_error(tiny_run, tmp_path, capsys, argv):
+    from samplegen.checkpoint import load_run
+
+    note = load_run(tiny_run).corpus.names[0]
+    assert main([a.format(run=tiny_run, tmp=tmp_path, note=note) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("samplegen: error:") and "\n" not in err and "--device cpu" in err
+    assert not (tmp_path / "x").exists()

@@ -25,6 +25,8 @@ def test_evaluate_writes_every_key_and_a_complete_report(tiny_run, tiny_samples_
                  "--paths", "4", "--steps", "5"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(METRICS_KEYS) <= set(metrics)
+    # "auto" on a machine without a GPU: the CPU and its phase retrieval (PGHI + 10 fast Griffin-Lim iterations)
+    assert metrics["device"] == "cpu" and metrics["phase_retrieval"] == "pghi + 10 iterations"
     assert set(metrics["quality"]) == {"train", "heldout", "data"}
     for split in metrics["quality"].values():
         for system in ("model", "pca", "oracle"):

@@ -20,6 +20,7 @@ from samplegen.config import RunConfig, load_config_file
 from samplegen.errors import ParameterError
 from samplegen.generation import generate
 from samplegen.model.network import MODEL_KINDS
+from samplegen.training.distributed import resolve_device
 from samplegen.training.from_folder import folder_features, train_folder
 from samplegen.training.train import TrainResult
 
@@ -124,30 +125,40 @@ def run_is_partial(run: str | Path) -> bool:
     return (Path(run) / STATE_NAME).is_file() and not run_is_complete(run)
 
 
-def reconstruct(run: str | Path, items: Sequence[str], out: str | Path, *, with_originals: bool = True) -> list[Path]:
+def load_for_generation(run: str | Path, device: str = "auto") -> Any:
+    """A run loaded where it will decode: ``device`` "auto" (a GPU when there is one, with that device's phase
+    retrieval), "cpu" or "cuda"."""
+    return load_run(run, resolve_device(device))
+
+
+def reconstruct(run: str | Path, items: Sequence[str], out: str | Path, *, with_originals: bool = True,
+                device: str = "auto") -> list[Path]:
     """Re-create each input from its latent point; writes ``NAME_recon.wav`` (and ``NAME_original.wav``)."""
-    r = load_run(run)
+    r = load_for_generation(run, device)
     sounds = generate.reconstruct(r, items)
     if with_originals:
         sounds = generate.originals(r, items) + sounds
     return generate.write_sounds(sounds, out, r)
 
 
-def interpolate(run: str | Path, a: str, b: str, out: str | Path, *, steps: int = 8, mode: str = "linear") -> list[Path]:
+def interpolate(run: str | Path, a: str, b: str, out: str | Path, *, steps: int = 8, mode: str = "linear",
+                device: str = "auto") -> list[Path]:
     """``steps`` sounds on the path from A to B in latent space."""
-    r = load_run(run)
+    r = load_for_generation(run, device)
     return generate.write_sounds(generate.interpolate(r, a, b, steps=steps, mode=mode), out, r)
 
 
-def sample(run: str | Path, out: str | Path, *, n: int = 8, temperature: float = 1.0, seed: int = 0) -> list[Path]:
+def sample(run: str | Path, out: str | Path, *, n: int = 8, temperature: float = 1.0, seed: int = 0,
+           device: str = "auto") -> list[Path]:
     """``n`` new sounds drawn from the prior."""
-    r = load_run(run)
+    r = load_for_generation(run, device)
     return generate.write_sounds(generate.sample(r, n=n, temperature=temperature, seed=seed), out, r)
 
 
-def perturb(run: str | Path, item: str, out: str | Path, *, amount: float = 0.5, n: int = 4, seed: int = 0) -> list[Path]:
+def perturb(run: str | Path, item: str, out: str | Path, *, amount: float = 0.5, n: int = 4, seed: int = 0,
+            device: str = "auto") -> list[Path]:
     """``n`` variations around one sound."""
-    r = load_run(run)
+    r = load_for_generation(run, device)
     return generate.write_sounds(generate.perturb(r, item, amount=amount, n=n, seed=seed), out, r)
 
 
@@ -161,20 +172,22 @@ def tune(data: str | Path, out: str | Path, trials: int, *, storage: str | None 
                        progress=progress)
 
 
-def export_sfz(run: str | Path, items: Sequence[str], out: str | Path) -> list[Path]:
-    """An SFZ instrument per SOUND (see :mod:`samplegen.app.export`); returns the .sfz files."""
+def export_sfz(run: str | Path, items: Sequence[str], out: str | Path, *, device: str = "auto") -> list[Path]:
+    """An SFZ instrument per SOUND (see :mod:`samplegen.app.export`), its notes decoded on ``device``; returns the
+    .sfz files."""
 
-    return export.export_sfz(load_run(run), items, out)
+    return export.export_sfz(load_for_generation(run, device), items, out)
 
 
-def export_sf2(run: str | Path, items: Sequence[str], out: str | Path) -> Path:
-    """One SoundFont 2 with a preset per SOUND (see :mod:`samplegen.app.export`)."""
+def export_sf2(run: str | Path, items: Sequence[str], out: str | Path, *, device: str = "auto") -> Path:
+    """One SoundFont 2 with a preset per SOUND (see :mod:`samplegen.app.export`), decoded on ``device``."""
 
-    return export.export_sf2(load_run(run), items, out)
+    return export.export_sf2(load_for_generation(run, device), items, out)
 
 
 def export_onnx(run: str | Path, out: str | Path) -> dict[str, Path]:
-    """The decoder as ONNX + TorchScript + its recipe JSON (see :mod:`samplegen.app.export`)."""
+    """The decoder as ONNX + TorchScript + its recipe JSON (see :mod:`samplegen.app.export`). On the CPU whatever
+    the machine: it writes weights, checked against ONNX Runtime's CPU provider, and decodes nothing."""
 
     return export.export_onnx(load_run(run), out)
 

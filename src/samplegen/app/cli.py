@@ -84,13 +84,13 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def cmd_export_sfz(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    _print_paths(api.export_sfz(args.run, args.sounds, args.out), "SFZ instrument(s)")
+    _print_paths(api.export_sfz(args.run, args.sounds, args.out, device=args.device), "SFZ instrument(s)")
 
 
 def cmd_export_sf2(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    print(f"wrote {api.export_sf2(args.run, args.sounds, args.out)} ({len(args.sounds)} preset(s), bank 0)")
+    print(f"wrote {api.export_sf2(args.run, args.sounds, args.out, device=args.device)} ({len(args.sounds)} preset(s), bank 0)")
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
@@ -142,25 +142,28 @@ def cmd_features(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    _print_paths(api.reconstruct(args.run, args.inputs, args.out), "WAVs (originals and reconstructions)")
+    _print_paths(api.reconstruct(args.run, args.inputs, args.out, device=args.device), "WAVs (originals and reconstructions)")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    _print_paths(api.interpolate(args.run, args.a, args.b, args.out, steps=args.steps, mode=args.mode), "WAVs")
+    _print_paths(api.interpolate(args.run, args.a, args.b, args.out, steps=args.steps, mode=args.mode,
+                                 device=args.device), "WAVs")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    _print_paths(api.sample(args.run, args.out, n=args.n, temperature=args.temperature, seed=args.seed), "WAVs")
+    _print_paths(api.sample(args.run, args.out, n=args.n, temperature=args.temperature, seed=args.seed,
+                            device=args.device), "WAVs")
 
 
 def cmd_perturb(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    _print_paths(api.perturb(args.run, args.input, args.out, amount=args.amount, n=args.n, seed=args.seed), "WAVs")
+    _print_paths(api.perturb(args.run, args.input, args.out, amount=args.amount, n=args.n, seed=args.seed,
+                             device=args.device), "WAVs")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -185,7 +188,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from samplegen.evaluation import evaluate as ev
 
-    kwargs = dict(n_draws=args.draws, n_paths=args.paths, steps=args.steps, seed=args.seed, log=print)
+    from samplegen.training.distributed import resolve_device
+
+    kwargs = dict(n_draws=args.draws, n_paths=args.paths, steps=args.steps, seed=args.seed,
+                  device=resolve_device(args.device), log=print)
     with warnings.catch_warnings(record=True) as caught:  # printed as lines of their own, not as Python's
         warnings.simplefilter("always")
         if args.compare:
@@ -228,7 +234,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_play(args: argparse.Namespace) -> None:
     from samplegen.app.server import serve
 
-    serve(args.run, host=args.host, port=args.port, open_browser=not args.no_browser)
+    serve(args.run, host=args.host, port=args.port, open_browser=not args.no_browser, device=args.device)
+
+
+def _add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the model decodes and phase retrieval runs (default: a GPU when there is one)")
 
 
 def _add_scale_options(p: argparse.ArgumentParser) -> None:
@@ -308,6 +319,7 @@ def _add_reconstruct_parser(sub: _Verbs) -> None:
     rc.add_argument("run", help="run folder")
     rc.add_argument("inputs", nargs="+", metavar="FILE_OR_NAME", help="audio files or corpus note names")
     rc.add_argument("--out", required=True, help="folder for the WAVs")
+    _add_device_option(rc)
     rc.set_defaults(func=cmd_reconstruct)
 
 
@@ -319,6 +331,7 @@ def _add_interpolate_parser(sub: _Verbs) -> None:
     it.add_argument("--steps", type=int, default=8, help="number of sounds, ends included, 2 to 256 (default 8)")
     it.add_argument("--mode", choices=["linear", "slerp"], default="linear")
     it.add_argument("--out", required=True)
+    _add_device_option(it)
     it.set_defaults(func=cmd_interpolate)
 
 
@@ -329,6 +342,7 @@ def _add_sample_parser(sub: _Verbs) -> None:
     sm.add_argument("--temperature", type=float, default=1.0, help="spread of the draws (default 1.0)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", required=True)
+    _add_device_option(sm)
     sm.set_defaults(func=cmd_sample)
 
 
@@ -340,6 +354,7 @@ def _add_perturb_parser(sub: _Verbs) -> None:
     pt.add_argument("-n", type=int, default=4, help="how many, 1 to 256 (default 4)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--out", required=True)
+    _add_device_option(pt)
     pt.set_defaults(func=cmd_perturb)
 
 
@@ -353,6 +368,7 @@ def _add_evaluate_parser(sub: _Verbs) -> None:
     ev.add_argument("--paths", type=int, default=100, help="interpolation paths between random corpus pairs, 1 to 1,000 (default 100)")
     ev.add_argument("--steps", type=int, default=8, help="steps per interpolation path, 3 to 64 (default 8)")
     ev.add_argument("--seed", type=int, default=0)
+    _add_device_option(ev)
     ev.set_defaults(func=cmd_evaluate)
 
 
@@ -395,11 +411,13 @@ def _add_export_parser(sub: _Verbs) -> None:
     sfz.add_argument("run")
     sfz.add_argument("sounds", nargs="+", metavar="SOUND", help="corpus note name, audio file or .latent.json")
     sfz.add_argument("--out", required=True, help="folder to write")
+    _add_device_option(sfz)
     sfz.set_defaults(func=cmd_export_sfz)
     sf2 = exs.add_parser("sf2", help="one SoundFont 2 file, a preset per SOUND")
     sf2.add_argument("run")
     sf2.add_argument("sounds", nargs="+", metavar="SOUND", help="corpus note name, audio file or .latent.json")
     sf2.add_argument("--out", required=True, help="the .sf2 file to write")
+    _add_device_option(sf2)
     sf2.set_defaults(func=cmd_export_sf2)
     onx = exs.add_parser("onnx", help="the decoder as ONNX and TorchScript, with its recipe (decoder.json)")
     onx.add_argument("run")
@@ -417,6 +435,7 @@ def _add_play_parser(sub: _Verbs) -> None:
     pl.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     pl.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     pl.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    _add_device_option(pl)
     pl.set_defaults(func=cmd_play)
 
 

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from samplegen.training.distributed import resolve_device
 from samplegen.app.instrument import KNOB_RANGE, MAX_AMOUNT, MAX_TEMPERATURE, MAX_KNOBS, Instrument, Note
 from samplegen.audio.audio_io import SUPPORTED_EXTENSIONS, read_audio
 from samplegen.checkpoint import load_run
@@ -566,8 +567,9 @@ def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
 
 
 def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = True,
-          log: Callable[[str], None] = print) -> None:
-    """Load a run and serve its instrument until interrupted (``samplegen play``)."""
+          log: Callable[[str], None] = print, device: str = "auto") -> None:
+    """Load a run and serve its instrument until interrupted (``samplegen play``); it decodes on ``device`` ("auto":
+    a GPU when there is one)."""
     import socket
     import webbrowser
 
@@ -576,6 +578,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
 
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ParameterError(f"port={port!r} must be an integer from 0 to 65535 (0 picks a free one)")
+    device = resolve_device(device)
     if host not in LOOPBACK:
         log(f"warning: serving on {host}: anyone who can reach this machine can use the instrument "
             f"(use --host 127.0.0.1 to keep it local)")
@@ -591,7 +594,7 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
                              f"or --port 0 for any") from None
     try:
         log(f"loading {run_path} and measuring what its knobs do ...")
-        app = create_app(Instrument(load_run(run_path)), hosts=[host])
+        app = create_app(Instrument(load_run(run_path, device)), hosts=[host])
     except BaseException:
         sock.close()
         raise

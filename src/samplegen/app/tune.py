@@ -116,7 +116,7 @@ def base_params(base: RunConfig) -> dict[str, Any] | None:
             "learning_rate": t.learning_rate, "batch_size": t.batch_size}
 
 
-def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
+def heldout_lsd_db(run_dir: Path, corpus: Corpus, device: str = "cpu") -> float:
     """Mean log-spectral distance (dB) of the held-out notes' reconstructions, as `samplegen evaluate` measures it:
     the corpus's own notes (mixtures hold out with a held-out parent, but they are never measured).
 
@@ -125,7 +125,7 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
     study's figure is the one a user reads in the evaluation report (a few seconds per trial).
     """
 
-    run = ckpt.load_run(run_dir)
+    run = ckpt.load_run(run_dir, device)
     val = measured_splits(run, corpus)[1]
     if len(val) == 0:
         raise ParameterError("the study needs a validation split; set train.val_fraction above 0")
@@ -133,11 +133,11 @@ def heldout_lsd_db(run_dir: Path, corpus: Corpus) -> float:
     return float(np.mean(metrics.log_spectral_distance_db(corpus.audio[val], waves)))
 
 
-def health(run_dir: Path, corpus: Corpus) -> dict[str, float]:
+def health(run_dir: Path, corpus: Corpus, device: str = "cpu") -> dict[str, float]:
     """Silent and noise-like fractions of prior draws and dipping paths, judged as `samplegen evaluate` judges them
     (thresholds from the run's training notes), on fewer draws."""
 
-    run = ckpt.load_run(run_dir)
+    run = ckpt.load_run(run_dir, device)
     h = generation_health(run, health_thresholds(run, corpus.audio), n_draws=N_HEALTH_DRAWS, n_paths=N_HEALTH_PATHS,
                           steps=8, notes=measured_notes(run, corpus))
     return {k: float(h[k]) for k in ("silent_fraction", "noise_like_fraction", "dipping_path_fraction")}
@@ -211,10 +211,11 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
                 raise optuna.TrialPruned(f"validation loss {row['val_loss']:.4f} at epoch {epoch}")
 
         try:
-            # Trials train on a GPU when there is one; they are scored on the CPU, as `samplegen evaluate` scores.
-            train(corpus, run_dir, cfg, show_progress=False, on_epoch=report, device=resolve_device("auto"))
-            value = heldout_lsd_db(run_dir, corpus)
-            h = health(run_dir, corpus)
+            # Trials train and are scored on a GPU when there is one, as `samplegen evaluate` scores by default.
+            device = resolve_device("auto")
+            train(corpus, run_dir, cfg, show_progress=False, on_epoch=report, device=device)
+            value = heldout_lsd_db(run_dir, corpus, device)
+            h = health(run_dir, corpus, device)
             for key, v in h.items():
                 trial.set_user_attr(key, v)
             excess = h["silent_fraction"] + h["noise_like_fraction"] - max_unhealthy

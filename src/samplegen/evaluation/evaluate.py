@@ -39,11 +39,12 @@ from samplegen.generation.generate import decode, interpolation_path
 from samplegen.model.baselines import PCABaseline
 from samplegen.model.network import kl_divergence
 from samplegen.spectral.features import audio_to_features, features_to_waveform
+from samplegen.spectral.stft import DEVICE_LOCK, default_phase
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-METRICS_KEYS = ("run", "version", "headline", "quality", "artefacts", "latent", "health", "generated", "seconds")
+METRICS_KEYS = ("run", "version", "device", "phase_retrieval", "headline", "quality", "artefacts", "latent", "health", "generated", "seconds")
 MEASURES = {"sc_db": M.spectral_convergence_db, "lsd_db": M.log_spectral_distance_db,
             "mrstft": M.multi_resolution_stft_distance}
 #: Health is judged on level and flatness, which the magnitude sets: decoded with SPSI
@@ -85,12 +86,21 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         torch.set_num_threads(previous)
 
 
+def _model_device(run: Run) -> torch.device:
+    return next(run.model.parameters()).device
+
+
 def _waves(run: Run, feats_norm: torch.Tensor, method: str | None = None, n_iter: int | None = None) -> np.ndarray:
-    """Normalised features → waveforms through the run's phase retrieval, in batches."""
+    """Normalised features → waveforms through the run's phase retrieval, in batches, where the model is: PCA's
+    and the oracle's magnitudes go through the same phase retrieval as the model's (the device's default)."""
+    device = _model_device(run)
+
     def batch(s: int) -> np.ndarray:
-        return features_to_waveform(run.stats.denormalise(feats_norm[s : s + DECODE_BATCH]), run.config.stft,
-                                    run.config.phase, run.config.data.n_samples, method=method,
-                                    n_iter=n_iter).numpy()
+        with DEVICE_LOCK if device.type != "cpu" else contextlib.nullcontext():
+            wav = features_to_waveform(run.stats.denormalise(feats_norm[s : s + DECODE_BATCH].to(device)),
+                                       run.config.stft, run.config.phase, run.config.data.n_samples, method=method,
+                                       n_iter=n_iter)
+            return wav.cpu().numpy()
 
     out = parallel_map(batch, range(0, len(feats_norm), DECODE_BATCH))
     return np.concatenate(out) if out else np.zeros((0, run.config.data.n_samples), np.float32)
@@ -168,7 +178,8 @@ def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaselin
     if feats is None:
         feats = _features(run, audio)
     with torch.no_grad():
-        mu = torch.cat([run.model.encode(feats[s : s + 64])[0] for s in range(0, len(feats), 64)])
+        device = _model_device(run)
+        mu = torch.cat([run.model.encode(feats[s : s + 64].to(device))[0].cpu() for s in range(0, len(feats), 64)])
     outputs = {
         "model": _decode_batched(run, mu),
         "pca": _waves(run, pca.reconstruct(feats)),
@@ -398,9 +409,12 @@ def split_quality(run: Run, corpus: Any, train_sample: int = 200, seed: int = 0,
 
 
 def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None = None, *, n_draws: int = 1000,
-             n_paths: int = 100, steps: int = 8, train_sample: int = 200, seed: int = 0,
+             n_paths: int = 100, steps: int = 8, train_sample: int = 200, seed: int = 0, device: str = "cpu",
              log: Callable[[str], None] = lambda s: None) -> dict:
     """Evaluate one run; writes report.html, metrics.json, per_note.csv, figures and WAVs into ``out_dir``.
+
+    ``device``: where the model decodes and phase retrieval runs ("cpu", "cuda"); every system (model, PCA,
+    oracle) goes through that device's default phase retrieval, and metrics.json records which.
 
     Parameters
     ----------
@@ -420,7 +434,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     t0 = time.perf_counter()
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    run = load_run(run_path)
+    run = load_run(run_path, device)
     corpus = _run_corpus(run)
     sets, pca, train_idx = split_quality(run, corpus, train_sample, seed, log)
     if data is not None:
@@ -442,6 +456,8 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     result: dict[str, Any] = {
         "run": str(Path(run_path).resolve()),
         "version": __version__,
+        "device": str(_model_device(run)),
+        "phase_retrieval": _phase_retrieval(run),
         "headline": {
             "split": "heldout" if "heldout" in sets else "train",
             "model_lsd_db": main.summary()["model"]["lsd_db"]["mean"],
@@ -464,6 +480,13 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     write_json(out / "metrics.json", result)
     write_report(out, [result], figures, audio_rows)
     return result
+
+
+def _phase_retrieval(run: Run) -> str:
+    """The way back to waveforms that the quality figures went through, in words."""
+    if run.config.phase.mode == "if":
+        return f"IF integration + {run.config.phase.n_iter} iterations"
+    return "{} + {} iterations".format(*default_phase(_model_device(run)))
 
 
 def _generated_headline(generated: dict) -> dict[str, float | None]:
