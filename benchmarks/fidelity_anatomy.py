@@ -4,7 +4,8 @@ On held-out notes (or training notes, ``--split train``), the decoder's magnitud
 retrieval) against the notes' own magnitude, both in the run's STFT and floored 80 dB below each note's peak as
 LSD floors them:
 
-- the log-spectral distance, and the share of its squared dB error in bins by level (re the note's peak), with
+- the log-spectral distance, beside the same notes' distance as `samplegen evaluate` measures it (waveforms after
+  phase retrieval), so what phase retrieval adds shows; and the share of its squared dB error in bins by level (re the note's peak), with
   the error's mean (a bias) and RMS (its scatter) in each band;
 - the distance by time (the onset's frames against the rest);
 - the share by frequency range (bin 12 is C4's fundamental at the default STFT);
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 
 from samplegen.checkpoint import load_run
-from samplegen.evaluation.evaluate import _features, _run_corpus
+from samplegen.evaluation.evaluate import _features, _run_corpus, measured_splits
+from samplegen.evaluation.metrics import log_spectral_distance_db
+from samplegen.generation.generate import decode
 
 DB = 20.0 / np.log(10.0)
 
@@ -51,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     run = load_run(args.run)
     corpus = _run_corpus(run)
-    measured = np.flatnonzero(np.array(run.corpus.splits) == args.split)[: args.notes]
+    measured = measured_splits(run, corpus)[0 if args.split == "train" else 1][: args.notes]  # own notes, no mixtures
     feats = _features(run, corpus.audio[measured])
     with torch.no_grad():
         out = run.model.decode(run.model.encode(feats)[0])
@@ -60,7 +63,10 @@ def main() -> None:
     truth, model = truth[..., :n], model[..., :n]
     which = "held-out" if args.split == "val" else "training"
     print(f"{len(measured)} {which} notes of {args.run}; decoder magnitude against the notes' (no phase retrieval)\n")
-    print(f"LSD: {lsd_db(truth, model):.2f} dB\n")
+    print(f"LSD: {lsd_db(truth, model):.2f} dB")
+    waves = decode(run, run.model.encode(feats)[0].detach())
+    print(f"the same notes as `samplegen evaluate` measures them (waveforms after phase retrieval, the fixed "
+          f"analysis STFT): LSD {np.mean(log_spectral_distance_db(corpus.audio[measured], waves)):.2f} dB\n")
 
     peak = truth.amax(dim=(1, 2), keepdim=True)
     floor = peak * 1e-4
