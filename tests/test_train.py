@@ -92,7 +92,8 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tiny_samples_dir, tiny_c
     import samplegen.training.train as train_module
 
     cfg = load_config_file(tiny_config_file)
-    cfg = replace(cfg, train=replace(cfg.train, epochs=4, patience=100))
+    # with the equaliser on: its curves are a function of the step, so a resumed run draws the same ones
+    cfg = replace(cfg, train=replace(cfg.train, epochs=4, patience=100, eq_augment_db=6.0))
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
     train(corpus, tmp_path / "full", cfg, show_progress=False)
 
@@ -346,3 +347,31 @@ def test_the_pca_started_layers_learn_at_their_share_of_the_learning_rate(tiny_s
     assert moved[1e-3][0] < 0.01 * moved[1.0][0]  # a thousandth of the rate: the PCA parts all but stay
     assert moved[1e-3][1] > 0.3 * moved[1.0][1]   # while the stacks learn as before
     assert json.loads((tmp_path / "scale0.001" / "config.json").read_text())["train"]["pca_lr_scale"] == 1e-3
+
+
+def test_the_training_equaliser_is_smooth_reproducible_and_leaves_half_the_notes_alone():
+    import math
+
+    from samplegen.spectral.features import LOG_FLOOR
+    from samplegen.training.augment import equalised, random_eq_nepers, step_generator
+
+    def curves(eq_db: float, epoch: int = 3, step: int = 5, n: int = 400) -> torch.Tensor:
+        return random_eq_nepers(n, 1025, 44100, eq_db, step_generator(0, epoch, step))
+
+    c = curves(6.0)
+    assert torch.equal(c, curves(6.0)) and not torch.equal(c, curves(6.0, step=6))  # a function of the step
+    untouched = (c == 0).all(dim=1).float().mean().item()
+    assert 0.4 < untouched < 0.6
+    db = c * 20 / math.log(10)
+    moved = db[(db != 0).any(dim=1)]
+    assert 1.0 < moved.abs().median() < 10.0  # dB-sized: a filter, not a new note
+    # smooth on a log-frequency scale: above 500 Hz (bin 24, a 24th of an octave a bin) under 1 dB from bin to bin
+    assert db[:, 24:].diff(dim=1).abs().max() < 1.0
+    assert torch.equal(curves(0.0), torch.zeros(400, 1025))
+    # log magnitudes with an IF half after them: only the magnitude moves, and never below the features' floor
+    raw = torch.cat([torch.full((4, 7, 1025), math.log(LOG_FLOOR)), torch.randn(4, 7, 1025)], dim=-1)
+    gains = torch.full((4, 1025), -1.0)
+    gains[0] = 1.0
+    out = equalised(raw, gains, 1025)
+    assert torch.equal(out[..., 1025:], raw[..., 1025:]) and torch.equal(out[1:, :, :1025], raw[1:, :, :1025])
+    assert torch.allclose(out[0, :, :1025], raw[0, :, :1025] + 1.0)

@@ -33,6 +33,8 @@ BEFORE_FORMAT_6: dict[str, dict[str, Any]] = {"model": {"logvar_ceiling": False}
 BEFORE_FORMAT_7: dict[str, dict[str, Any]] = {"train": {"pca_lr_scale": 1.0}}
 #: ... and before format 8 (the log head was a linear frame layer alone).
 BEFORE_FORMAT_8: dict[str, dict[str, Any]] = {"model": {"log_head_hidden": 0}}
+#: ... and before format 9 (no training note went through an equaliser).
+BEFORE_FORMAT_9: dict[str, dict[str, Any]] = {"train": {"eq_augment_db": 0.0}}
 #: train.log_weight measured for each decoder: without the log head the log loss reaches every bin, and 0.3
 #: already made 4-5 % of blends dip; with it, it reaches only the quiet bins (BENCHMARKS.md, Fidelity).
 NO_HEAD_LOG_WEIGHT = 0.1
@@ -42,6 +44,8 @@ SPLITS = ("note", "instrument")
 #: :meth:`TrainConfig.for_corpus`).
 SMALL_CORPUS_STEPS_PER_EPOCH = 8
 PRECISIONS = ("auto", "fp32", "bf16")
+#: Beyond this the equaliser's bells (two standard deviations of it) would no longer leave a note that note.
+MAX_EQ_AUGMENT_DB = 12.0
 #: Learning rate of the PCA-started layers as a share of the rest's (BENCHMARKS.md, "A slower PCA start";
 #: 0.1 until the twelfth session, "A wider log head").
 PCA_LR_SCALE = 0.03
@@ -107,6 +111,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = True
     pca_lr_scale: float = PCA_LR_SCALE
+    eq_augment_db: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -133,6 +138,8 @@ class TrainConfig:
             raise ParameterError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if not (math.isfinite(self.pca_lr_scale) and 0 < self.pca_lr_scale <= 1):
             raise ParameterError(f"pca_lr_scale={self.pca_lr_scale} must be in (0, 1]")
+        if not (math.isfinite(self.eq_augment_db) and 0 <= self.eq_augment_db <= MAX_EQ_AUGMENT_DB):
+            raise ParameterError(f"eq_augment_db={self.eq_augment_db} must be from 0 to {MAX_EQ_AUGMENT_DB:g} (dB)")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
 
@@ -249,6 +256,8 @@ class RunConfig:
             train = {**BEFORE_FORMAT_7["train"], **train}
         if version in (1, 2, 3, 4, 5, 6, 7) and isinstance(model, dict):
             model = {**BEFORE_FORMAT_8["model"], **model}
+        if version in (1, 2, 3, 4, 5, 6, 7, 8) and isinstance(train, dict):
+            train = {**BEFORE_FORMAT_9["train"], **train}
         if version is not None and isinstance(train, dict) and "precision" not in train:
             train = {**train, "precision": "fp32"}  # a run saved before the option trained in fp32
         cfg = cls(

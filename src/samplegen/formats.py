@@ -47,15 +47,16 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 8,
-    (1, 2, 3, 4, 5, 6, 7, 8), None, "train the run again",
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 9,
+    (1, 2, 3, 4, 5, 6, 7, 8, 9), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
     "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then); "
     "4: model.log_head (older runs: false); "
     "5: model.log_head_residual (older runs: false, the head wrote the quiet bins' level itself); "
     "6: model.logvar_ceiling (older runs: false, log σ² was clamped at 20); "
     "7: train.pca_lr_scale (older runs: 1, every layer at the same learning rate); "
-    "8: model.log_head_hidden (older runs: 0, a linear log head)")
+    "8: model.log_head_hidden (older runs: 0, a linear log head); "
+    "9: train.eq_augment_db (older runs: 0, no equaliser)")
 MODEL = FileFormat(
     "model weights", "model.safetensors of a run folder (metadata `format_version`)", 1, (1,), 1,
     "train the run again", "1: the first")

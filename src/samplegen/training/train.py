@@ -35,6 +35,7 @@ from samplegen.formats import TRAIN_STATE, check_version
 from samplegen.model.network import SampleModel, StepTerms, kl_divergence
 from samplegen.spectral.features import FeatureStats, adjust_stats, audio_to_features
 from samplegen.training import distributed
+from samplegen.training.augment import equalised, random_eq_nepers, step_generator
 from samplegen.training.data_stats import fit_stats, init_model_from_pca, pca_rows
 from samplegen.training.feature_cache import NoteFeatures
 
@@ -588,6 +589,11 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
             group["lr"] = learning_rate_at(epoch, s.cfg, b, spe) * group.get("lr_scale", 1.0)
         eps = step_noise[b]
         raw = raw.to(s.device, non_blocking=True)
+        if tc.eq_augment_db > 0:
+            # drawn for the global batch, as its noise is: several processes train as one would
+            curves = shard.noise(random_eq_nepers(shard.n_global, s.cfg.stft.n_bins, s.cfg.data.sample_rate,
+                                                  tc.eq_augment_db, step_generator(tc.seed, epoch, b)))
+            raw = equalised(raw, curves[: len(raw)], s.cfg.stft.n_bins)
         weight = shard.loss_weight
         log_scale = None
         if tc.log_weight > 0:
