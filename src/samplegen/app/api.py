@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from samplegen.app import export, plugin_bundle
 from samplegen.app import tune as tuning
 from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, render_soundfont_corpus)
-from samplegen.checkpoint import LATENTS_NAME, MODEL_NAME, STATE_NAME, load_run, saved_run_config
+from samplegen.checkpoint import LATENTS_NAME, MODEL_NAME, STATE_NAME, Run, load_run, saved_run_config
 from samplegen.config import RunConfig, load_config_file
 from samplegen.errors import ParameterError
 from samplegen.generation import generate
@@ -125,7 +125,7 @@ def run_is_partial(run: str | Path) -> bool:
     return (Path(run) / STATE_NAME).is_file() and not run_is_complete(run)
 
 
-def load_for_generation(run: str | Path, device: str = "auto") -> Any:
+def load_for_generation(run: str | Path, device: str = "auto") -> Run:
     """A run loaded where it will decode: ``device`` "auto" (a GPU when there is one, with that device's phase
     retrieval), "cpu" or "cuda"."""
     return load_run(run, resolve_device(device))
