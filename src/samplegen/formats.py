@@ -108,10 +108,10 @@ def check_version(fmt: FileFormat, found: object, where: str | Path,
 
     Example
     -------
-    >>> check_version(RUN_CONFIG, 9, "run/config.json")
+    >>> check_version(RUN_CONFIG, 10, "run/config.json")
     Traceback (most recent call last):
     ...
-    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 9); this one reads format_version <= 8: upgrade SampleGen
+    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 10); this one reads format_version <= 9: upgrade SampleGen
     """
     if found is None:
         if fmt.unversioned is None:
