@@ -197,6 +197,11 @@ class Run:
     latent_logvar: torch.Tensor | None  # N x L (None for the AE)
     corpus: CorpusIndex
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is (``load_run``'s ``device``): decoding and phase retrieval run there."""
+        return next(self.model.parameters()).device
+
     def index(self, name: str) -> int:
         """Row of corpus note ``name``; a clear error that suggests close names otherwise."""
         try:

@@ -86,14 +86,10 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         torch.set_num_threads(previous)
 
 
-def _model_device(run: Run) -> torch.device:
-    return next(run.model.parameters()).device
-
-
 def _waves(run: Run, feats_norm: torch.Tensor, method: str | None = None, n_iter: int | None = None) -> np.ndarray:
     """Normalised features → waveforms through the run's phase retrieval, in batches, where the model is: PCA's
     and the oracle's magnitudes go through the same phase retrieval as the model's (the device's default)."""
-    device = _model_device(run)
+    device = run.device
 
     def batch(s: int) -> np.ndarray:
         with DEVICE_LOCK if device.type != "cpu" else contextlib.nullcontext():
@@ -178,7 +174,7 @@ def sound_quality(run: Run, audio: np.ndarray, names: list[str], pca: PCABaselin
     if feats is None:
         feats = _features(run, audio)
     with torch.no_grad():
-        device = _model_device(run)
+        device = run.device
         mu = torch.cat([run.model.encode(feats[s : s + 64].to(device))[0].cpu() for s in range(0, len(feats), 64)])
     outputs = {
         "model": _decode_batched(run, mu),
@@ -456,7 +452,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
     result: dict[str, Any] = {
         "run": str(Path(run_path).resolve()),
         "version": __version__,
-        "device": str(_model_device(run)),
+        "device": str(run.device),
         "phase_retrieval": _phase_retrieval(run),
         "headline": {
             "split": "heldout" if "heldout" in sets else "train",
@@ -486,7 +482,7 @@ def _phase_retrieval(run: Run) -> str:
     """The way back to waveforms that the quality figures went through, in words."""
     if run.config.phase.mode == "if":
         return f"IF integration + {run.config.phase.n_iter} iterations"
-    return "{} + {} iterations".format(*default_phase(_model_device(run)))
+    return "{} + {} iterations".format(*default_phase(run.device))
 
 
 def _generated_headline(generated: dict) -> dict[str, float | None]:

@@ -61,7 +61,7 @@ def decode(run: Run, z: torch.Tensor | np.ndarray, method: str | None = None, n_
     """
     zt = torch.as_tensor(np.asarray(z, dtype=np.float32) if not torch.is_tensor(z) else z, dtype=torch.float32)
     single = zt.ndim == 1
-    on_gpu = next(run.model.parameters()).is_cuda
+    on_gpu = run.device.type == "cuda"
     with spectral.DEVICE_LOCK if on_gpu else contextlib.nullcontext():
         feats = _decoded_on_device(run, zt[None] if single else zt)
         with torch.no_grad():
@@ -90,7 +90,7 @@ def _decoded_on_device(run: Run, z: torch.Tensor) -> torch.Tensor:
     """:func:`decode_features`, left on the model's device."""
     if not torch.isfinite(z).all():
         raise ParameterError("latent points must be finite numbers")
-    device = next(run.model.parameters()).device
+    device = run.device
     with torch.no_grad():
         return run.stats.denormalise(run.model.decode(z.to(device=device, dtype=torch.float32)))
 
@@ -112,7 +112,7 @@ def magnitude_from_features(run: Run, feats: torch.Tensor) -> torch.Tensor:
 def encode_audio(run: Run, audio: np.ndarray) -> torch.Tensor:
     """Prepared notes (B, n_samples) → posterior means (B, L)."""
     feats = run.stats.normalise(audio_to_features(audio, run.config.stft, run.config.phase))
-    device = next(run.model.parameters()).device
+    device = run.device
     with torch.no_grad():
         mu, _ = run.model.encode(feats.to(device))
     return mu.cpu()
