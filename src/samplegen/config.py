@@ -87,7 +87,7 @@ class TrainConfig:
         compiler) training goes on eagerly after a one-line warning; false skips the attempt and its one-time compile
     pca_lr_scale : the learning rate of the layers the PCA start sets (the frame layers and the linear paths),
         as a share of ``learning_rate`` (runs before format 7: 1). Adam moves every weight by about the learning
-        rate whatever its gradient, and the 5,536-wide linear path turned that into jumps of μ that threw the
+        rate whatever its gradient, and the linear path (5,536 wide then, 11,072 with the frame code of 64) turned that into jumps of μ that threw the
         model off its PCA start in the first epochs (training error up by 70 %, BENCHMARKS.md); at 0.03 (a tenth
         until the twelfth session), the nonlinear layers learn what PCA misses while the PCA parts move slowly
     eq_augment_db : half of each batch's notes go through a random smooth equaliser of about this many dB
@@ -156,7 +156,7 @@ class TrainConfig:
         """These settings adapted to ``n_train`` training notes: the default batch size shrinks so that an epoch
         is at least ``SMALL_CORPUS_STEPS_PER_EPOCH`` optimisation steps.
 
-        The schedules count epochs, and at 32 notes a batch a 25-note corpus takes one step an epoch: 150 steps
+        The schedules count epochs, and at 32 notes a batch a 25-note corpus takes one step an epoch: 93 steps
         in all, the learning rate warmed up over 5 of them and the KL term switched fully on after 2, which threw
         the model off its PCA start. With the epoch as 8 steps, the warm-ups keep their share of the steps
         (3 % and 1 %) over 8 times as many. A batch size set to anything but the default is kept.
