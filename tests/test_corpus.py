@@ -217,3 +217,65 @@ def test_corpus_build_mixes_by_default_and_not_when_told(tmp_path, tiny_samples_
     assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "n"), "--duration", "0.5",
                  "--mix", "0"]) == 0
     assert all(e.parents is None for e in load_corpus(tmp_path / "n", duration_s=0.5).entries)
+
+
+def _old_mixture_pairs(originals: list[int], n: int, seed: int) -> list[tuple[int, int]]:
+    """The pairs mix_entries drew before it kept them distinct (duplicates and both orders included)."""
+    rng = np.random.default_rng(seed)
+    return [tuple(int(i) for i in rng.choice(originals, size=2, replace=False)) for _ in range(n)]
+
+
+def _notes_corpus(tmp_path, count: int):
+    from samplegen.audio.corpus import Corpus, CorpusEntry
+    from synth import note_family
+
+    audio = np.stack([prepare_note(y, duration_s=0.25) for y in note_family(count, seconds=0.3, seed=2)])
+    entries = [CorpusEntry(f"n{i:02d}", f"n{i:02d}.wav") for i in range(count)]
+    return Corpus(tmp_path, entries, audio)
+
+
+def test_mixtures_are_distinct_pairs_drawn_as_before_until_a_pair_repeats(tmp_path):
+    """Each mixture is another unordered pair; the draws are the old ones, a pair already mixed is drawn again."""
+    from samplegen.audio.corpus import DEFAULT_MIXTURES, default_mix_count, distinct_pairs
+
+    for count, n, seed in ((6, 15, 0), (6, 10, 5), (40, 60, 1)):
+        corpus = mix_entries(_notes_corpus(tmp_path, count), n, seed)
+        index = {e.name: i for i, e in enumerate(corpus.entries)}
+        pairs = [(index[e.parents[0]], index[e.parents[1]]) for e in corpus.entries if e.parents]
+        assert len(pairs) == n and len({frozenset(p) for p in pairs}) == n and all(a != b for a, b in pairs)
+        old = _old_mixture_pairs(list(range(count)), n, seed)
+        first_repeat = next((k for k in range(n) if frozenset(old[k]) in {frozenset(p) for p in old[:k]}), n)
+        assert pairs[:first_repeat] == old[:first_repeat], (count, n, seed, first_repeat)
+        if count == 6 and n == 15:
+            assert first_repeat < n  # this draw does repeat a pair: the re-draw is exercised
+    # The default corpus (1,023 notes, 300 mixtures, seed 0) draws no pair twice: its mixtures are what they were.
+    old = _old_mixture_pairs(list(range(1023)), DEFAULT_MIXTURES, 0)
+    assert len({frozenset(p) for p in old}) == DEFAULT_MIXTURES == default_mix_count(1023)
+    assert all(default_mix_count(n) <= distinct_pairs(n) for n in range(0, 50))
+
+
+def test_more_mixtures_than_pairs_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys):
+    from samplegen.app.cli import main
+    from samplegen.errors import ParameterError
+    from synth import note_family
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, note in enumerate(note_family(4, seconds=0.6, seed=1)):
+        sf.write(src / f"note{i}.wav", note, SAMPLE_RATE, subtype="PCM_16")
+    for mix in ("20", "7", "1000000000"):
+        out = tmp_path / f"out{mix}"
+        assert main(["corpus", "build", "--from", str(src), "--out", str(out), "--duration", "0.5", "--mix", mix]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
+        assert len(err) == 1 and "6 distinct pairs of 4 notes" in err[0] and "--mix 6 or fewer" in err[0], err
+        assert not out.exists()
+    with pytest.raises(ParameterError, match="6 distinct pairs"):
+        build_folder_corpus(src, tmp_path / "lib", duration_s=0.5, mix=7)
+    assert not (tmp_path / "lib").exists()
+    with pytest.raises(ParameterError, match="distinct pairs"):  # a SoundFont's 2 notes make 1 pair
+        render_soundfont_corpus(tmp_path / "sf", programs=[0], velocities=(64, 127), duration_s=0.5, mix=2)
+    assert not (tmp_path / "sf").exists()
+    corpus = build_folder_corpus(src, tmp_path / "all", duration_s=0.5, mix=6)  # every pair, once
+    mixes = [frozenset(e.parents) for e in corpus.entries if e.parents]
+    assert len(mixes) == len(set(mixes)) == 6
+    assert len(list((tmp_path / "all").glob("mix*.wav"))) == 6

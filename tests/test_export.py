@@ -218,6 +218,30 @@ def test_sf2_c3_c4_c5_of_a_known_tone_and_its_loop_sustains_a_held_note(tmp_path
     assert _rms_db(held[int(3.0 * SR) : int(3.9 * SR)]) < -60  # without the loop it has run out
 
 
+def test_sf2_names_sharing_their_first_19_characters_stay_distinct():
+    """SF2 names hold 19 characters: two long names alike that far must not become two identical presets."""
+    from samplegen.audio.soundfont import _chunks, read_presets
+
+    y = _sustained(0.2)
+    names = ["averyveryverylongname_A", "averyveryverylongname_B", "averyveryverylong~2", "pad", "pad"]
+    data = sf2_bytes([Sf2Sound(name, y, SR) for name in names])
+    presets = [p.name for p in read_presets(data)]
+    chunks = _chunks(data)
+
+    def names_of(table: bytes, size: int) -> list[str]:
+        return [struct.unpack("<20s", table[off : off + 20])[0].split(b"\0", 1)[0].decode("ascii")
+                for off in range(0, len(table) - size, size)]  # the terminal record left out
+
+    samples, instruments = names_of(chunks[b"shdr"], 46), names_of(chunks[b"inst"], 22)
+    assert presets == samples == instruments
+    assert len(set(presets)) == len(names) and all(len(n) <= 19 for n in presets)
+    # short distinct names stay exactly as they are, the first long one keeps its 19 characters
+    assert presets[0] == "averyveryverylongna" and presets[2:4] == ["averyveryverylong~2", "pad"]
+    assert presets[1].startswith("averyveryverylong") and presets[4].startswith("pad~")
+    assert [p.name for p in read_presets(sf2_bytes([Sf2Sound(n, y, SR) for n in ("sharp", "flat_b3")]))] == \
+        ["sharp", "flat_b3"]
+
+
 def test_sf2_export_refuses_a_wrong_suffix_in_one_line(tiny_run, tmp_path, capsys):
     name = load_run(tiny_run).corpus.names[0]
     assert cli_main(["export", "sf2", str(tiny_run), name, "--out", str(tmp_path / "x.wav")]) == 2

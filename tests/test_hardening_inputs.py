@@ -304,6 +304,11 @@ def test_the_decoded_size_is_bounded_by_channels_times_frames_not_seconds(tmp_pa
     (["sample", "{run}", "-n", "20000"], "n=20000 must be an integer from 1 to 256"),
     (["perturb", "{run}", "{note}", "-n", "0"], "n=0 must be an integer from 1 to 256"),
     (["interpolate", "{run}", "{note}", "{note}", "--steps", "1000000"], "steps=1000000 must be an integer from 2"),
+    (["sample", "{run}", "--seed", str(2**64)], f"seed={2**64} must be a whole number from 0 to {2**63 - 1}"),
+    (["perturb", "{run}", "{note}", "--seed", "-1"], "seed=-1 must be a whole number"),
+    (["evaluate", "{run}", "--seed", str(2**63)], "must be a whole number from 0"),
+    (["train", "--data", "{samples}", "--seed", str(2**70)], "must be a whole number from 0"),
+    (["corpus", "build", "--from", "{samples}", "--seed", "-5"], "seed=-5 must be a whole number"),
     (["corpus", "build", "--from", "{samples}", "--duration", "1e6"], "between 0.1 and 30 seconds"),
     (["corpus", "build", "--from", "{samples}", "--duration", "1e-5"], "between 0.1 and 30 seconds"),
     (["corpus", "build", "--duration", "1e6"], "between 0.1 and 30 seconds"),  # the SoundFont: before rendering
@@ -327,9 +332,11 @@ def test_out_of_range_numbers_are_one_line_errors_and_write_nothing(argv, needle
 
 @pytest.mark.parametrize("text, needle", [
     ('{"z": [1' + "0" * 400 + ', 0, 0]}', "not a latent point file"),  # 10^400 as an integer: float() overflows
-    ('{"z": [1e400, 0, 0]}', "finite numbers"),  # 10^400 as a float: inf
+    ('{"z": [1e400, 0, 0]}', "not finite numbers within"),  # 10^400 as a float: inf
+    ('{"z": [NaN, 0, 0]}', "not finite numbers within"),
+    ('{"z": [1e20, 0, 0]}', "not finite numbers within ±1000"),  # decoded, this was noise (at 10^30 an overflow)
     ('{"z": ' + "[" * 100_000 + "]" * 100_000 + "}", "too deeply"),
-    ('{"z": [1, 2]}', "needs 3 finite numbers"),
+    ('{"z": [1, 2]}', "size (2,); this run needs 3 numbers"),
 ])
 def test_a_crafted_latent_file_is_a_one_line_error(text, needle, tiny_run, tmp_path, capsys):
     point = tmp_path / "crafted.latent.json"
@@ -380,6 +387,7 @@ def test_presets_sharing_bank_and_program_give_one_note_each_not_two_copies(tmp_
     raw = bytearray(sf2_bytes([Sf2Sound("same", dull), Sf2Sound("same", bright), Sf2Sound("other", dull)]))
     phdr = raw.index(b"phdr") + 8
     raw[phdr + 38 + 20 : phdr + 38 + 22] = struct.pack("<H", 0)  # the second 'same' at program 0 too
+    raw[phdr + 38 : phdr + 38 + 20] = b"same".ljust(20, b"\0")  # and named 'same' again (sf2_bytes wrote 'same~2')
     (tmp_path / "x.sf2").write_bytes(bytes(raw))
     out = tmp_path / "out"
     corpus = render_soundfont_corpus(out, tmp_path / "x.sf2", velocities=(64, 100), duration_s=0.5)
@@ -532,3 +540,79 @@ def test_control_characters_in_names_do_not_reach_the_terminal(run_copy, capsys)
     assert "\x1b" not in out and "\x07" not in out and "evil\\x1b]0;owned\\x07\\x1b[2J\\nsecond line" in out
     assert main(["perturb", str(run_copy), "nope\x1b[2J", "--out", str(run_copy.parent / "o")]) == 2
     one_line_error(capsys.readouterr().err, "nope\\x1b[2J")
+
+
+# --- a careless user's inputs (eighteenth session's probe) ------------------------------------------------
+
+
+def test_an_empty_out_or_one_inside_the_run_folder_is_refused(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty --out would have written here
+    assert main(["sample", str(tiny_run), "-n", "1", "--out", ""]) == 2
+    one_line_error(capsys.readouterr().err, "--out is empty")
+    assert not list(tmp_path.iterdir())
+    before = sorted(p.name for p in tiny_run.iterdir())
+    for argv in (["sample", str(tiny_run), "-n", "1"], ["export", "onnx", str(tiny_run)],
+                 ["evaluate", "--compare", str(tiny_run), str(tiny_run)]):
+        for out in (tiny_run, tiny_run / "sounds"):
+            assert main([*argv, "--out", str(out)]) == 2
+            one_line_error(capsys.readouterr().err, "inside the run folder", "another folder")
+    assert sorted(p.name for p in tiny_run.iterdir()) == before
+
+
+def test_roundtrip_checks_every_file_before_writing_and_refuses_silence(tmp_path, capsys):
+    good, silent, text = tmp_path / "good.wav", tmp_path / "silent.wav", tmp_path / "text.wav"
+    sf.write(good, harmonic_note(0.5), SR)
+    sf.write(silent, np.zeros(SR // 2, dtype=np.float32), SR)
+    text.write_text("not audio")
+    out = tmp_path / "out"
+    for files, needle in (([good, text], "text.wav: not a readable audio file"), ([silent], "silent.wav is silent")):
+        assert main(["roundtrip", *map(str, files), "--out", str(out)]) == 2
+        one_line_error(capsys.readouterr().err, needle)
+        assert not out.exists()
+    assert main(["roundtrip", str(good), "--iters", "100000000", "--out", str(out)]) == 2
+    one_line_error(capsys.readouterr().err, "--iters 100000000 must be an integer from 0 to 1000")
+
+
+def test_a_sound_that_cannot_be_used_is_named_in_the_error(tiny_run, tmp_path, capsys):
+    good, silent = tmp_path / "good.wav", tmp_path / "silent.wav"
+    sf.write(good, harmonic_note(0.5), SR)
+    sf.write(silent, np.zeros(SR // 2, dtype=np.float32), SR)
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tiny_run), str(good), str(silent), "--out", str(out)]) == 2
+    one_line_error(capsys.readouterr().err, f"{silent}: silent")
+    assert main(["reconstruct", str(tiny_run), str(tmp_path), "--out", str(out)]) == 2
+    one_line_error(capsys.readouterr().err, f"{tmp_path} is a folder")
+    assert main(["export", "sf2", str(tiny_run), str(good), "--out", str(tmp_path / ".sf2")]) == 2
+    one_line_error(capsys.readouterr().err, "has no name before .sf2")
+    assert not out.exists()
+
+
+def test_a_latent_point_far_outside_the_prior_is_refused(tiny_run):
+    import torch
+
+    from samplegen.checkpoint import load_run
+    from samplegen.errors import ParameterError
+    from samplegen.generation.generate import decode
+
+    run = load_run(tiny_run)
+    z = torch.zeros(1, run.config.model.latent_dim)
+    z[0, 0] = 1e6
+    with pytest.raises(ParameterError, match="within ±1000"):
+        decode(run, z)
+
+
+def test_a_host_that_cannot_be_listened_on_says_to_fix_the_host(tiny_run, capsys):
+    assert main(["play", str(tiny_run), "--no-browser", "--host", "999.1.1.1", "--port", "0"]) == 2
+    one_line_error(capsys.readouterr().err, "cannot listen on 999.1.1.1", "pass --host")
+
+
+def test_a_corpus_note_whose_file_has_gone_is_reconstructed_with_a_warning(tiny_run, tmp_path, capsys):
+    moved = tmp_path / "run"
+    shutil.copytree(tiny_run, moved)
+    index = json.loads((moved / "corpus.json").read_text())
+    index["corpus_path"] = str(tmp_path / "gone")
+    (moved / "corpus.json").write_text(json.dumps(index))
+    note = index["notes"][0]["name"]
+    assert main(["reconstruct", str(moved), note, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "1 reconstructions, 0 originals" in printed and "no original written" in printed

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from samplegen import dataclass_io
-from samplegen.errors import ParameterError
+from samplegen.errors import ParameterError, check_seed
 from samplegen.formats import RUN_CONFIG, check_version
 from samplegen.model.network import ModelConfig
 from samplegen.spectral.features import LEGACY_MAGNITUDE_POWER, FeatureConfig
@@ -149,6 +149,7 @@ class TrainConfig:
             raise ParameterError(f"pca_lr_scale={self.pca_lr_scale} must be in (0, 1]")
         if not (math.isfinite(self.eq_augment_db) and 0 <= self.eq_augment_db <= MAX_EQ_AUGMENT_DB):
             raise ParameterError(f"eq_augment_db={self.eq_augment_db} must be from 0 to {MAX_EQ_AUGMENT_DB:g} (dB)")
+        check_seed(self.seed)
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise ParameterError(f"grad_clip={self.grad_clip} must be a positive number")
 

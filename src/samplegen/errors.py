@@ -26,6 +26,25 @@ class CheckpointError(SampleGenError):
     """A run folder is missing, tampered with, truncated or from an incompatible version."""
 
 
+#: The largest seed every generator here takes (torch's manual_seed reads a signed 64-bit integer).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """``seed`` when it is a whole number every random generator here accepts, else a one-line ParameterError.
+
+    >>> check_seed(3)
+    3
+    >>> check_seed(2**70)
+    Traceback (most recent call last):
+    ...
+    samplegen.errors.ParameterError: seed=1180591620717411303424 must be a whole number from 0 to 9223372036854775807
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"{name}={seed!r} must be a whole number from 0 to {MAX_SEED}")
+    return seed
+
+
 def did_you_mean(name: str, choices: Iterable[str], otherwise: str = "") -> str:
     """The end of an error message about an unknown ``name``: the closest of ``choices``, else ``otherwise``.
 

@@ -17,7 +17,7 @@ from samplegen.app import tune as tuning
 from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, render_soundfont_corpus)
 from samplegen.checkpoint import LATENTS_NAME, MODEL_NAME, STATE_NAME, Run, load_run, saved_run_config
 from samplegen.config import RunConfig, load_config_file
-from samplegen.errors import ParameterError
+from samplegen.errors import ParameterError, check_seed
 from samplegen.generation import generate
 from samplegen.model.network import MODEL_KINDS
 from samplegen.training.distributed import resolve_device
@@ -53,6 +53,7 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
         raise ParameterError("give either a SoundFont or a source folder, not both")
     if mix is not None and (not isinstance(mix, int) or isinstance(mix, bool) or mix < 0):
         raise ParameterError(f"mix={mix!r} must be a non-negative integer")
+    check_seed(seed)
     kwargs: dict[str, Any] = {} if duration_s is None else {"duration_s": duration_s}
     if source is not None:
         return build_folder_corpus(source, out, mix=mix, seed=seed, progress=progress, retune=retune,

@@ -142,7 +142,13 @@ def cmd_features(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    _print_paths(api.reconstruct(args.run, args.inputs, args.out, device=args.device), "WAVs (originals and reconstructions)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = api.reconstruct(args.run, args.inputs, args.out, device=args.device)
+    originals = sum(p.name.endswith("_original.wav") for p in paths)
+    _print_paths(paths, f"WAVs ({len(paths) - originals} reconstructions, {originals} originals)")
+    for w in caught:
+        print(f"warning: {terminal_safe(str(w.message))}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
@@ -447,11 +453,29 @@ def _add_demo_parser(sub: _Verbs) -> None:
     dm.set_defaults(func=cmd_demo)
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an empty ``--out`` (it would write into the current folder) and one in a run folder the verb reads:
+    a run folder holds the model alone, and is shared, resumed and loaded by the plug-in as it is."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    if not str(out).strip():
+        raise SampleGenError("--out is empty; name the folder (or file) to write")
+    runs = [r for r in [getattr(args, "run", None), *(getattr(args, "compare", None) or [])] if r]
+    where = Path(out).resolve()
+    for run in runs:
+        folder = Path(run).resolve()
+        if where == folder or folder in where.parents:
+            raise SampleGenError(f"--out {out} is inside the run folder {run}, which holds the model alone; "
+                                 "write to another folder")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     runtime.keep_large_buffers()
     try:
+        _check_out(args)
         args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a message at exit
     except BrokenPipeError:  # `samplegen info RUN | head`: the reader has all it wanted

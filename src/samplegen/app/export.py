@@ -127,6 +127,8 @@ def sf2_sound(sound: SamplerSound) -> Sf2Sound:
 def export_sf2(run: Run, items: Sequence[str], out_file: str | Path) -> Path:
     """Write one SoundFont: preset i (bank 0) plays SOUND i across the keyboard."""
     path = Path(out_file)
+    if path.name.lower() == ".sf2":
+        raise ParameterError(f"--out {path} has no name before .sf2; e.g. --out {path.with_name('sounds.sf2')}")
     if path.suffix.lower() != ".sf2":
         raise ParameterError(f"--out {path} must end in .sf2")
     sounds = [sf2_sound(s) for s in sampler_sounds(run, items)]

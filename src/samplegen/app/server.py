@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import json
 import re
@@ -48,7 +49,7 @@ from samplegen.audio.audio_io import SUPPORTED_EXTENSIONS, read_audio
 from samplegen.checkpoint import load_run
 from samplegen.errors import AudioError, ParameterError
 from samplegen.files import atomic_write, safe_file_stem
-from samplegen.generation.generate import latent_point
+from samplegen.generation.generate import MAX_ABS_LATENT, latent_point
 
 #: Largest request body accepted (a latent point and a few numbers fit in well under 4 KB).
 MAX_BODY_BYTES = 16_384
@@ -70,9 +71,8 @@ DOCS_ASSETS = "/api/docs-assets"
 #: Sent with every response: no other page may frame the instrument.
 FRAME_HEADERS = [(b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'")]
 
-#: Bound checked while parsing; each run's own (tighter) bound is checked by the instrument.
-API_Z_LIMIT = 1000.0
-Latent = Annotated[float, Field(ge=-API_Z_LIMIT, le=API_Z_LIMIT, allow_inf_nan=False)]
+#: Latent values are bounded while parsing (generate's bound); each run's own, tighter bound is checked by the instrument.
+Latent = Annotated[float, Field(ge=-MAX_ABS_LATENT, le=MAX_ABS_LATENT, allow_inf_nan=False)]
 ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Seq = Annotated[int, Field(ge=0, le=2**53)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -590,8 +590,11 @@ def serve(run_path: str | Path, host: str = "127.0.0.1", port: int = 8765, open_
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ParameterError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port, "
-                             f"or --port 0 for any") from None
+        if exc.errno == errno.EADDRINUSE or exc.errno == errno.EACCES:
+            fix = "pass --port with a free port, or --port 0 for any"
+        else:  # no such host, or an address this machine does not have
+            fix = "pass --host with an address of this machine (127.0.0.1, the default, for this computer alone)"
+        raise ParameterError(f"cannot listen on {host}:{port} ({exc.strerror}); {fix}") from None
     try:
         log(f"loading {run_path} and measuring what its knobs do ...")
         app = create_app(Instrument(load_run(run_path, device)), hosts=[host])

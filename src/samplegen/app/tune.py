@@ -22,7 +22,7 @@ import numpy as np
 from samplegen import checkpoint as ckpt
 from samplegen.audio.corpus import Corpus, load_corpus
 from samplegen.config import HEAD_LOG_WEIGHT, NO_HEAD_LOG_WEIGHT, RunConfig
-from samplegen.errors import ParameterError
+from samplegen.errors import ParameterError, check_seed
 from samplegen.evaluation import metrics
 from samplegen.evaluation.evaluate import generation_health, health_thresholds, measured_notes, measured_splits
 from samplegen.files import atomic_write, write_json
@@ -182,6 +182,7 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
         raise ParameterError(f"max_unhealthy={max_unhealthy} must be a fraction in [0, 1]")
     if not isinstance(epochs, int) or epochs < 2:
         raise ParameterError(f"epochs={epochs!r} must be an integer >= 2")
+    check_seed(seed)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -213,6 +213,8 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if not presets:
         reason = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CorpusError(f"{path} has no melodic presets to render{reason}")
+    if mix is not None:  # before anything is written, on as many notes as could render (mix_entries checks again)
+        check_mix_count(mix, len(presets) * len(velocities))
     out = Path(out_dir)
     _start_build(out)
     entries, notes, off = [], [], []
@@ -329,6 +331,8 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     _check_apart(src, out)
     check_finished(src)
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress, retune, keep_off_pitch)
+    if mix is not None:
+        check_mix_count(mix, len(entries))  # before anything is written
     _start_build(out)
     written = []
     for e, tuned in zip(entries, notes):
@@ -436,28 +440,52 @@ MIX_SHARE = 0.3
 
 
 def default_mix_count(n_notes: int) -> int:
-    """How many mixtures ``mix=None`` adds to a corpus of ``n_notes`` notes: few notes get few mixtures, so that
-    repeats of the same few pairs do not outnumber the samples themselves."""
-    return min(DEFAULT_MIXTURES, round(MIX_SHARE * n_notes))
+    """How many mixtures ``mix=None`` adds to a corpus of ``n_notes`` notes: few notes get few mixtures, never more
+    than the :func:`distinct_pairs` there are (each mixture is a different pair)."""
+    return min(DEFAULT_MIXTURES, round(MIX_SHARE * n_notes), distinct_pairs(n_notes))
+
+
+def distinct_pairs(n_notes: int) -> int:
+    """How many different two-note mixtures ``n_notes`` notes make (a+b and b+a are one)."""
+    return max(n_notes, 0) * max(n_notes - 1, 0) // 2
+
+
+def check_mix_count(n: object, n_notes: int) -> None:
+    """Refuse ``n`` mixtures of ``n_notes`` notes: ParameterError unless ``n`` is an integer from 0 to the
+    :func:`distinct_pairs` there are; CorpusError for mixtures of fewer than two notes.
+
+    A build calls it before it writes anything, :func:`mix_entries` again on the notes it mixes.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ParameterError(f"mix={n!r} must be a non-negative integer")
+    if n and n_notes < 2:
+        raise CorpusError("mixing needs at least two notes in the corpus")
+    pairs = distinct_pairs(n_notes)
+    if n > pairs:
+        raise ParameterError(f"--mix {n} asks for more mixtures than the {pairs} distinct pairs of {n_notes} notes; "
+                             f"pass --mix {pairs} or fewer")
 
 
 def mix_entries(corpus: Corpus, n: int | None, seed: int, out_dir: str | Path | None = None) -> Corpus:
-    """Augment with ``n`` mixtures of two distinct random notes (the seed's suggestion).
+    """Augment with ``n`` mixtures of two distinct random notes (the seed's suggestion), each a different pair.
 
     Each mixture is the equal-weight sum of two prepared notes, prepared again
     (so it is loudness-normalised like every other note); its parents are
-    recorded. Written to ``out_dir`` when given. ``n=None``: :func:`default_mix_count`.
+    recorded. Written to ``out_dir`` when given. ``n=None``: :func:`default_mix_count`; more than the
+    :func:`distinct_pairs` of the corpus's notes is refused (:func:`check_mix_count`) before any is written.
     """
     originals = [i for i, e in enumerate(corpus.entries) if e.parents is None]
     n = default_mix_count(len(originals)) if n is None else n
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ParameterError(f"mix={n!r} must be a non-negative integer")
-    if n and len(originals) < 2:
-        raise CorpusError("mixing needs at least two notes in the corpus")
+    check_mix_count(n, len(originals))
     rng = np.random.default_rng(seed)
     entries, notes = list(corpus.entries), [corpus.audio]
+    used: set[tuple[int, int]] = set()
     for k in range(n):
+        # The same draws as before pairs were kept distinct: only a pair already mixed (in either order) is drawn again.
         a, b = rng.choice(originals, size=2, replace=False)
+        while (int(min(a, b)), int(max(a, b))) in used:
+            a, b = rng.choice(originals, size=2, replace=False)
+        used.add((int(min(a, b)), int(max(a, b))))
         ea, eb = corpus.entries[a], corpus.entries[b]
         y = audio_io.prepare_note(corpus.audio[a] + corpus.audio[b], duration_s=corpus.audio.shape[1] / audio_io.SAMPLE_RATE)
         name = f"mix{k:04d}_{ea.name[:24]}__{eb.name[:24]}"

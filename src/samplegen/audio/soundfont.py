@@ -152,6 +152,34 @@ def _name20(name: str) -> bytes:
     return name.encode("ascii", "replace")[:19].ljust(20, b"\0")
 
 
+def _unique_names20(names: list[str]) -> list[bytes]:
+    """Each name as a 20-byte SF2 name field (19 ASCII characters and a zero), none the same as another's.
+
+    A sampler lists presets by these names, so two sounds whose names share their first 19 characters must not
+    both become that prefix: the second (the third...) is shortened and numbered ("averyveryverylong~2"). A name
+    that fits whole keeps it, even against an earlier name cut to the same characters; then the first of those cut
+    keeps its prefix.
+    """
+    encoded = [n.encode("ascii", "replace") for n in names]
+    chosen: list[bytes | None] = [None] * len(names)
+    taken: set[bytes] = set()
+    for whole in (True, False):  # names that fit whole first, then the prefixes of longer ones
+        for i, e in enumerate(encoded):
+            if (len(e) <= 19) == whole and e[:19] not in taken:
+                chosen[i] = e[:19]
+                taken.add(e[:19])
+    for i, e in enumerate(encoded):
+        k = 2
+        while chosen[i] is None:
+            suffix = b"~%d" % k
+            candidate = e[: 19 - len(suffix)] + suffix
+            if candidate not in taken:
+                chosen[i] = candidate
+                taken.add(candidate)
+            k += 1
+    return [c.ljust(20, b"\0") for c in chosen if c is not None]
+
+
 def _chunk(cid: bytes, body: bytes) -> bytes:
     """A RIFF chunk whose size is even: SoundFont 2.01 (section 5.1) pads odd strings with a zero byte *inside*
     the chunk. FluidSynth misreads a file whose bank name is an odd-sized chunk followed by a RIFF pad byte:
@@ -175,10 +203,11 @@ def sf2_bytes(sounds: list[Sf2Sound], bank_name: str = "SampleGen", attack_s: fl
         raise ParameterError("an SF2 needs at least one sound")
     if len(sounds) > 128:
         raise ParameterError(f"{len(sounds)} sounds do not fit one bank of 128 presets; export fewer")
+    names = _unique_names20([s.name for s in sounds])
     pcm: list[bytes] = []
     shdr: list[bytes] = []
     offset = 0
-    for s in sounds:
+    for s, name in zip(sounds, names):
         y = np.clip(np.asarray(s.audio, dtype=np.float64), -1.0, 1.0)
         if y.ndim != 1 or len(y) < 2 or not np.isfinite(y).all():
             raise ParameterError(f"sound {s.name!r} must be finite mono audio")
@@ -190,7 +219,7 @@ def sf2_bytes(sounds: list[Sf2Sound], bank_name: str = "SampleGen", attack_s: fl
         if not (0 <= s.root_key <= 127 and -99 <= s.pitch_correction <= 99):
             raise ParameterError(f"sound {s.name!r}: root key {s.root_key} must be 0-127 and pitch correction "
                                  f"{s.pitch_correction} within ±99 cents")
-        shdr.append(_name20(s.name) + struct.pack("<5IBbHH", start, end, start + loop[0], start + loop[1],
+        shdr.append(name + struct.pack("<5IBbHH", start, end, start + loop[0], start + loop[1],
                                                   s.sample_rate, s.root_key, s.pitch_correction, 0, 1))
         pcm.append(data.tobytes() + b"\0\0" * SAMPLE_PADDING)
         offset = end + SAMPLE_PADDING
@@ -202,11 +231,11 @@ def sf2_bytes(sounds: list[Sf2Sound], bank_name: str = "SampleGen", attack_s: fl
     inst: list[bytes] = []
     ibag: list[bytes] = []
     igen: list[bytes] = []
-    for i, s in enumerate(sounds):
-        phdr.append(_name20(s.name) + struct.pack("<HHHIII", i, 0, len(pbag), 0, 0, 0))
+    for i, (s, name) in enumerate(zip(sounds, names)):
+        phdr.append(name + struct.pack("<HHHIII", i, 0, len(pbag), 0, 0, 0))
         pbag.append(struct.pack("<HH", len(pgen), 0))
         pgen.append(struct.pack("<HH", GEN_INSTRUMENT, i))
-        inst.append(_name20(s.name) + struct.pack("<H", len(ibag)))
+        inst.append(name + struct.pack("<H", len(ibag)))
         ibag.append(struct.pack("<HH", len(igen), 0))
         igen.append(struct.pack("<HBB", GEN_KEY_RANGE, 0, 127))  # keyRange must come first
         igen.append(struct.pack("<Hh", GEN_ATTACK_VOL_ENV, _timecents(attack_s)))

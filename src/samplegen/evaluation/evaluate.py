@@ -31,7 +31,7 @@ from samplegen import __version__
 from samplegen.audio import audio_io
 from samplegen.audio.corpus import load_corpus
 from samplegen.checkpoint import Run, load_run
-from samplegen.errors import CorpusError, ParameterError
+from samplegen.errors import CorpusError, ParameterError, check_seed
 from samplegen.evaluation import generation_measures as GM
 from samplegen.evaluation import metrics as M
 from samplegen.files import atomic_write, spreadsheet_safe, unique_stems, write_json
@@ -427,6 +427,7 @@ def evaluate(run_path: str | Path, out_dir: str | Path, data: str | Path | None 
                                    ("steps", steps, 3, MAX_PATH_STEPS)):
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ParameterError(f"--{flag} {value!r} must be an integer from {low} to {high:,}")
+    check_seed(seed)
     t0 = time.perf_counter()
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from samplegen.audio import audio_io
-from samplegen.errors import ParameterError
+from samplegen.errors import AudioError, ParameterError
 from samplegen.evaluation import metrics
 from samplegen.files import unique_stems
 from samplegen.spectral import stft as spectral
@@ -37,13 +38,14 @@ def roundtrip(files: Sequence[str | Path], out_dir: str | Path, method: str | No
     """
     if not files:
         raise ParameterError("give at least one audio file")
+    if n_iter is not None and (not isinstance(n_iter, int) or isinstance(n_iter, bool)
+                               or not 0 <= n_iter <= spectral.MAX_ITERATIONS):
+        raise ParameterError(f"--iters {n_iter!r} must be an integer from 0 to {spectral.MAX_ITERATIONS}")
     cfg = stft or spectral.StftConfig()
     out = Path(out_dir)
+    notes = [_read(f, cfg) for f in files]  # every file checked before anything is written
     results = []
-    for f, stem in zip(files, unique_stems(Path(f).stem for f in files)):
-        y = audio_io.read_audio(f)
-        if len(y) < cfg.n_fft:
-            raise ParameterError(f"{f} is shorter than one STFT frame ({cfg.n_fft} samples)")
+    for f, stem, y in zip(files, unique_stems(Path(f).stem for f in files), notes):
         x = torch.from_numpy(y)
         rebuilt = spectral.retrieve_phase(spectral.magnitude(x, cfg), cfg, len(y), method=method, n_iter=n_iter).numpy()
         results.append(RoundTrip(
@@ -54,3 +56,17 @@ def roundtrip(files: Sequence[str | Path], out_dir: str | Path, method: str | No
             float(metrics.log_spectral_distance_db(y, rebuilt)),
         ))
     return results
+
+
+def _read(file: str | Path, cfg: spectral.StftConfig) -> np.ndarray:
+    """The whole file, refused (naming it) when unreadable, shorter than a frame or silent: a silent file's
+    distance would read as a perfect score."""
+    try:
+        y = audio_io.read_audio(file)
+    except AudioError as exc:
+        raise AudioError(f"{file}: {exc}") from None
+    if len(y) < cfg.n_fft:
+        raise ParameterError(f"{file} is shorter than one STFT frame ({cfg.n_fft} samples)")
+    if not np.any(y):
+        raise AudioError(f"{file} is silent: there is nothing for phase retrieval to get wrong")
+    return y

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,7 +20,7 @@ import torch
 
 from samplegen.audio import audio_io
 from samplegen.checkpoint import Run
-from samplegen.errors import AudioError, CheckpointError, ParameterError
+from samplegen.errors import AudioError, CheckpointError, ParameterError, check_seed
 from samplegen.files import inside_folder, parse_json, read_regular_file, unique_stems, write_json
 from samplegen.formats import LATENT_POINT, check_version
 from samplegen.spectral import stft as spectral
@@ -31,6 +32,10 @@ INTERPOLATION_MODES = ("linear", "slerp")
 MAX_SOUNDS = 256
 #: Largest ``.latent.json`` read (a point of 1,024 numbers is about 25 KB).
 MAX_LATENT_FILE_BYTES = 1024**2
+#: Largest |z_i| decoded: the prior's draws stay within ±8, the generation commands' widest reach (temperature
+#: or nudges of 10 prior deviations) within about ±60; further out the decoder only extrapolates into noise,
+#: and at 10^30 its output overflows.
+MAX_ABS_LATENT = 1000.0
 
 
 @dataclass
@@ -90,6 +95,8 @@ def _decoded_on_device(run: Run, z: torch.Tensor) -> torch.Tensor:
     """:func:`decode_features`, left on the model's device."""
     if not torch.isfinite(z).all():
         raise ParameterError("latent points must be finite numbers")
+    if z.numel() and float(z.abs().max()) > MAX_ABS_LATENT:
+        raise ParameterError(f"latent points must lie within ±{MAX_ABS_LATENT:g} (the prior's draws lie within ±8)")
     device = run.device
     with torch.no_grad():
         return run.stats.denormalise(run.model.decode(z.to(device=device, dtype=torch.float32)))
@@ -128,8 +135,13 @@ def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
     if path.suffix.lower() == ".json" and path.is_file():
         return path.name[: -len(".latent.json")] if path.name.endswith(".latent.json") else path.stem, \
             load_latent(path, run.config.model.latent_dim), None
+    if path.is_dir():
+        raise ParameterError(f"{item} is a folder; give an audio file, a .latent.json or a note of the run's corpus")
     if path.is_file():
-        note = audio_io.prepare_note(audio_io.read_audio(path), duration_s=run.config.data.duration_s)
+        try:
+            note = audio_io.prepare_note(audio_io.read_audio(path), duration_s=run.config.data.duration_s)
+        except AudioError as exc:  # the reason alone ("silent") would not say which of several inputs
+            raise AudioError(f"{item}: {exc}") from None
         return path.stem, encode_audio(run, note[None])[0], note
     if path.suffix.lower() in audio_io.SUPPORTED_EXTENSIONS:
         raise AudioError(f"{item}: no such file")
@@ -162,8 +174,11 @@ def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
         z = torch.tensor([float(v) for v in data["z"]], dtype=torch.float32)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:  # 10^400 written as an integer overflows
         raise ParameterError(f"{path} is not a latent point file ({exc})") from None
-    if z.shape != (latent_dim,) or not torch.isfinite(z).all():
-        raise ParameterError(f"{path} holds a point of size {tuple(z.shape)}; this run needs {latent_dim} finite numbers")
+    if z.shape != (latent_dim,):
+        raise ParameterError(f"{path} holds a point of size {tuple(z.shape)}; this run needs {latent_dim} numbers")
+    if not torch.isfinite(z).all() or float(z.abs().max()) > MAX_ABS_LATENT:
+        raise ParameterError(f"{path} holds values that are not finite numbers within ±{MAX_ABS_LATENT:g}; "
+                             "write it again with a generation command, or fix its \"z\"")
     return z
 
 
@@ -184,6 +199,9 @@ def originals(run: Run, items: Sequence[str]) -> list[Sound]:
         name, z, audio = resolve(run, item)
         if audio is not None:
             out.append(Sound(f"{name}_original", z.numpy(), audio, source=name))
+        elif not Path(item).is_file() and run.corpus.corpus_path:  # a corpus note whose file has gone
+            warnings.warn(f"{item}: no original written, its file is no longer in {run.corpus.corpus_path}",
+                          stacklevel=2)
     return out
 
 
@@ -225,8 +243,8 @@ def interpolate(run: Run, a: str, b: str, steps: int = 8, mode: str = "linear") 
 
 def _check_count(name: str, value: object, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_SOUNDS:
-        raise ParameterError(f"{name}={value!r} must be an integer from {minimum} to {MAX_SOUNDS} (sounds per call; "
-                             "run again with another --seed for more)")
+        more = "" if name == "steps" else "; run again with another --seed for more"  # a path has no seed
+        raise ParameterError(f"{name}={value!r} must be an integer from {minimum} to {MAX_SOUNDS} (sounds per call{more})")
 
 
 def sample(run: Run, n: int = 8, temperature: float = 1.0, seed: int = 0) -> list[Sound]:
@@ -234,7 +252,7 @@ def sample(run: Run, n: int = 8, temperature: float = 1.0, seed: int = 0) -> lis
     _check_count("n", n)
     if not (math.isfinite(temperature) and 0 < temperature <= 10):
         raise ParameterError(f"temperature={temperature} must be in (0, 10]")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     z = torch.randn(n, run.config.model.latent_dim, generator=g) * temperature
     wavs = decode(run, z)
     return [Sound(f"sample_{i:03d}", z[i].numpy(), wavs[i], source=f"prior draw, T={temperature}, seed={seed}") for i in range(n)]
@@ -250,7 +268,7 @@ def perturb(run: Run, item: str, amount: float = 0.5, n: int = 4, seed: int = 0)
         raise ParameterError(f"amount={amount} must be in [0, 10]")
     _check_count("n", n)
     name, z0, _ = resolve(run, item)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     z = z0[None] + amount * torch.randn(n, z0.shape[0], generator=g)
     wavs = decode(run, z)
     return [Sound(f"{name}_vary_{i:02d}", z[i].numpy(), wavs[i], source=f"{name} + {amount}·N(0, I), seed={seed}") for i in range(n)]

@@ -92,6 +92,9 @@ RTPGHI_ONSET_RATIO = 0.5
 #: every note; the one whose iterate is more consistent after a third of the iterations goes on.
 RTPGHI_FRESH_FRAMES = (0, 2)
 DEFAULT_MOMENTUM = 0.99
+#: Most Griffin–Lim iterations one call runs: past 100 a note's spectral convergence moves by hundredths of
+#: a dB (module docstring), and 10^8 iterations would run for days.
+MAX_ITERATIONS = 1000
 #: PGHI's γ for a Hann window of length n_fft is this times n_fft² (Průša et al. 2017, table 1).
 HANN_GAMMA = 0.25645
 #: PGHI leaves coefficients more than 60 dB below a note's peak to the random start:
@@ -333,8 +336,8 @@ def _retrieve_phase(mag: torch.Tensor, cfg: StftConfig, length: int, method: str
         n_iter = auto_iters if n_iter is None else n_iter
     if method not in PHASE_METHODS:
         raise ParameterError(f"method={method!r} must be one of {PHASE_METHODS}")
-    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0:
-        raise ParameterError(f"n_iter={n_iter!r} must be a non-negative integer")
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or not 0 <= n_iter <= MAX_ITERATIONS:
+        raise ParameterError(f"n_iter={n_iter!r} must be an integer from 0 to {MAX_ITERATIONS} (iterations)")
     _check_length(length)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 2.0:
         raise ParameterError(f"momentum={momentum!r} must be a number in [0, 2)")
@@ -414,8 +417,8 @@ def fast_griffin_lim(spec: torch.Tensor, mag: torch.Tensor, cfg: StftConfig, len
     -------
     Tensor[B x length], float32.
     """
-    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0:
-        raise ParameterError(f"n_iter={n_iter!r} must be a non-negative integer")
+    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or not 0 <= n_iter <= MAX_ITERATIONS:
+        raise ParameterError(f"n_iter={n_iter!r} must be an integer from 0 to {MAX_ITERATIONS} (iterations)")
     _check_length(length)
     _check_fade_in(fade_in)
     if not spec.is_complex() or spec.shape != mag.shape:
