@@ -221,22 +221,21 @@ OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.js
     2: ({"model": {"frame_hidden": 0, "log_head": False, "log_head_residual": False, "logvar_ceiling": False,
                    "log_head_hidden": 0},
          "train": {"log_weight": 0.0, "lr_warmup_epochs": 0, "adam_beta2": 0.999, "precision": "fp32",
-                   "pca_lr_scale": 1.0, "eq_augment_db": 0.0, "validate_mixtures": True}},
+                   "pca_lr_scale": 1.0, "eq_augment_db": 0.0}},
         [("model", "frame_hidden"), ("model", "log_head"), ("model", "log_head_residual"), ("model", "logvar_ceiling"),
          ("train", "log_weight"), ("train", "lr_warmup_epochs"), ("train", "adam_beta2"), ("train", "precision"),
-         ("train", "pca_lr_scale"), ("model", "log_head_hidden"), ("train", "eq_augment_db"), ("train", "validate_mixtures")]),
+         ("train", "pca_lr_scale"), ("model", "log_head_hidden"), ("train", "eq_augment_db")]),
     4: ({"model": {"log_head": True, "log_head_residual": False, "logvar_ceiling": False, "log_head_hidden": 0},
-         "train": {"log_weight": 0.5, "pca_lr_scale": 1.0, "eq_augment_db": 0.0, "validate_mixtures": True}},
+         "train": {"log_weight": 0.5, "pca_lr_scale": 1.0, "eq_augment_db": 0.0}},
         [("model", "log_head_residual"), ("model", "logvar_ceiling"), ("train", "pca_lr_scale"),
-         ("model", "log_head_hidden"), ("train", "eq_augment_db"), ("train", "validate_mixtures")]),
-    5: ({"model": {"logvar_ceiling": False, "log_head_hidden": 0}, "train": {"pca_lr_scale": 1.0, "eq_augment_db": 0.0, "validate_mixtures": True}},
-        [("model", "logvar_ceiling"), ("train", "pca_lr_scale"), ("model", "log_head_hidden"), ("train", "eq_augment_db"), ("train", "validate_mixtures")]),
-    6: ({"model": {"log_head_hidden": 0}, "train": {"pca_lr_scale": 1.0, "eq_augment_db": 0.0, "validate_mixtures": True}},
-        [("train", "pca_lr_scale"), ("model", "log_head_hidden"), ("train", "eq_augment_db"), ("train", "validate_mixtures")]),
-    7: ({"model": {"log_head_hidden": 0}, "train": {"eq_augment_db": 0.0, "validate_mixtures": True}},
-        [("model", "log_head_hidden"), ("train", "eq_augment_db"), ("train", "validate_mixtures")]),
-    8: ({"train": {"eq_augment_db": 0.0, "validate_mixtures": True}}, [("train", "eq_augment_db"), ("train", "validate_mixtures")]),
-    9: ({"train": {"validate_mixtures": True}}, [("train", "validate_mixtures")]),
+         ("model", "log_head_hidden"), ("train", "eq_augment_db")]),
+    5: ({"model": {"logvar_ceiling": False, "log_head_hidden": 0}, "train": {"pca_lr_scale": 1.0, "eq_augment_db": 0.0}},
+        [("model", "logvar_ceiling"), ("train", "pca_lr_scale"), ("model", "log_head_hidden"), ("train", "eq_augment_db")]),
+    6: ({"model": {"log_head_hidden": 0}, "train": {"pca_lr_scale": 1.0, "eq_augment_db": 0.0}},
+        [("train", "pca_lr_scale"), ("model", "log_head_hidden"), ("train", "eq_augment_db")]),
+    7: ({"model": {"log_head_hidden": 0}, "train": {"eq_augment_db": 0.0}},
+        [("model", "log_head_hidden"), ("train", "eq_augment_db")]),
+    8: ({"train": {"eq_augment_db": 0.0}}, [("train", "eq_augment_db")]),
 }
 
 
@@ -244,8 +243,7 @@ OLD_RUNS = {  # format: (what its runs were trained with, the keys its config.js
 def test_an_old_format_run_loads_and_decodes_as_it_was_trained(tiny_samples_dir, tiny_config_file, tmp_path, version):
     """Runs saved before format 3 have no frame decoder, no log loss and no log head; a format-4 log head wrote the
     quiet bins' level itself; before format 6 log σ² was clamped, not kept below 0; before format 7 every layer
-    learned at the same rate; before format 9 no note went through the training equaliser; before format 10 held-out mixtures counted in
-    the validation loss. Their config lacks the
+    learned at the same rate; before format 9 no note went through the training equaliser. Their config lacks the
     keys that came later; they decode, generate and resume."""
     trained_with, missing = OLD_RUNS[version]
     data = json.loads(tiny_config_file.read_text())

@@ -44,10 +44,10 @@ def test_every_format_reads_what_it_writes(fmt):
 
 
 @pytest.mark.parametrize("found, needle", [
-    (11, "run/config.json was written by a newer SampleGen (run config format_version 11); this one reads "
-        "format_version <= 10: upgrade SampleGen"),
+    (10, "run/config.json was written by a newer SampleGen (run config format_version 10); this one reads "
+        "format_version <= 9: upgrade SampleGen"),
     (0, "run/config.json is run config format_version 0, which this SampleGen does not read (it reads 1, 2, 3, 4, 5, "
-        "6, 7, 8, 9, 10): train the run again"),
+        "6, 7, 8, 9): train the run again"),
     ("three", "has format_version 'three', not a whole number"),
     (True, "has format_version True, not a whole number"),
     (None, "run/config.json has no format_version: it is not a SampleGen run config"),

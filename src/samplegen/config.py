@@ -35,8 +35,6 @@ BEFORE_FORMAT_7: dict[str, dict[str, Any]] = {"train": {"pca_lr_scale": 1.0}}
 BEFORE_FORMAT_8: dict[str, dict[str, Any]] = {"model": {"log_head_hidden": 0}}
 #: ... and before format 9 (no training note went through an equaliser).
 BEFORE_FORMAT_9: dict[str, dict[str, Any]] = {"train": {"eq_augment_db": 0.0}}
-#: ... and before format 10 (held-out mixtures counted in the validation loss).
-BEFORE_FORMAT_10: dict[str, dict[str, Any]] = {"train": {"validate_mixtures": True}}
 #: train.log_weight measured for each decoder: without the log head the log loss reaches every bin, and 0.3
 #: already made 4-5 % of blends dip; with it, it reaches only the quiet bins (BENCHMARKS.md, Fidelity).
 NO_HEAD_LOG_WEIGHT = 0.1
@@ -90,12 +88,6 @@ class TrainConfig:
         rate whatever its gradient, and the linear path (5,536 wide then, 11,072 with the frame code of 64) turned that into jumps of μ that threw the
         model off its PCA start in the first epochs (training error up by 70 %, BENCHMARKS.md); at 0.03 (a tenth
         until the twelfth session), the nonlinear layers learn what PCA misses while the PCA parts move slowly
-    eq_augment_db : half of each batch's notes go through a random smooth equaliser of about this many dB
-        (0: none, the default; runs before format 9: 0). Notes of unseen instruments came 0.3 dB nearer, every
-        other split further (BENCHMARKS.md, "a random equaliser")
-    validate_mixtures : count held-out two-note mixtures in the validation loss that picks the best epoch and
-        stops training early (runs before format 10: true). Off, the default, that loss measures the corpus's
-        own held-out notes, as ``evaluate`` and ``tune`` do: a held-out mixture may have a parent that trains
     """
 
     # 150 until the tenth session, 120 until the twelfth, 110 in it, 140 in the thirteenth, 120 until the sixteenth:
@@ -120,7 +112,6 @@ class TrainConfig:
     compile: bool = True
     pca_lr_scale: float = PCA_LR_SCALE
     eq_augment_db: float = 0.0
-    validate_mixtures: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -268,8 +259,6 @@ class RunConfig:
             model = {**BEFORE_FORMAT_8["model"], **model}
         if version in (1, 2, 3, 4, 5, 6, 7, 8) and isinstance(train, dict):
             train = {**BEFORE_FORMAT_9["train"], **train}
-        if version in (1, 2, 3, 4, 5, 6, 7, 8, 9) and isinstance(train, dict):
-            train = {**BEFORE_FORMAT_10["train"], **train}
         if version is not None and isinstance(train, dict) and "precision" not in train:
             train = {**train, "precision": "fp32"}  # a run saved before the option trained in fp32
         cfg = cls(

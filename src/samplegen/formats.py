@@ -47,8 +47,8 @@ class FileFormat:
 
 
 RUN_CONFIG = FileFormat(
-    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 10,
-    (1, 2, 3, 4, 5, 6, 7, 8, 9, 10), None, "train the run again",
+    "run config", "config.json of a run folder (`format_version`); stats and latents follow it", 9,
+    (1, 2, 3, 4, 5, 6, 7, 8, 9), None, "train the run again",
     "2: the `features` section (format 1 runs were trained on the log magnitude); "
     "3: model.frame_hidden, train.log_weight, adam_beta2, lr_warmup_epochs (older runs: their values then); "
     "4: model.log_head (older runs: false); "
@@ -56,8 +56,7 @@ RUN_CONFIG = FileFormat(
     "6: model.logvar_ceiling (older runs: false, log σ² was clamped at 20); "
     "7: train.pca_lr_scale (older runs: 1, every layer at the same learning rate); "
     "8: model.log_head_hidden (older runs: 0, a linear log head); "
-    "9: train.eq_augment_db (older runs: 0, no equaliser); "
-    "10: train.validate_mixtures (older runs: true, held-out mixtures in the validation loss)")
+    "9: train.eq_augment_db (older runs: 0, no equaliser)")
 MODEL = FileFormat(
     "model weights", "model.safetensors of a run folder (metadata `format_version`)", 1, (1,), 1,
     "train the run again", "1: the first")
@@ -109,10 +108,10 @@ def check_version(fmt: FileFormat, found: object, where: str | Path,
 
     Example
     -------
-    >>> check_version(RUN_CONFIG, 11, "run/config.json")
+    >>> check_version(RUN_CONFIG, 10, "run/config.json")
     Traceback (most recent call last):
     ...
-    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 11); this one reads format_version <= 10: upgrade SampleGen
+    samplegen.errors.CheckpointError: run/config.json was written by a newer SampleGen (run config format_version 10); this one reads format_version <= 9: upgrade SampleGen
     """
     if found is None:
         if fmt.unversioned is None:

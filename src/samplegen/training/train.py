@@ -118,18 +118,6 @@ def split_groups(corpus: Corpus | NoteFeatures, val_fraction: float, seed: int, 
     return val
 
 
-def validation_rows(corpus: Corpus | NoteFeatures, val_mask: np.ndarray, with_mixtures: bool) -> np.ndarray:
-    """The held-out rows whose loss picks the best epoch and stops training early.
-
-    Without ``with_mixtures`` (``train.validate_mixtures``, off by default) the corpus's own notes alone:
-    a held-out mixture may have a parent that trains, and ``evaluate`` measures own notes only.
-    """
-    rows = np.flatnonzero(val_mask)
-    if with_mixtures:
-        return rows
-    return rows[[corpus.entries[i].parents is None for i in rows]] if len(rows) else rows
-
-
 @dataclass(frozen=True)
 class BetaSchedule:
     """The KL weight β over a run: the one schedule the training steps, validation and early stopping read.
@@ -413,7 +401,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     # Data: held-out notes, statistics from the training part only, batches streamed or kept on the device.
     feats = _checked_features(data, cfg)
     val_mask = split_groups(feats, cfg.train.val_fraction, cfg.train.seed, cfg.train.split)
-    train_idx, val_idx = np.flatnonzero(~val_mask), validation_rows(feats, val_mask, cfg.train.validate_mixtures)
+    train_idx, val_idx = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
     if len(train_idx) == 0:
         raise TrainingError("the corpus is too small to split; add notes or set train.val_fraction to 0")
     if not resume:  # a resumed run keeps the settings it was started with (its config.json)
