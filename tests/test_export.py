@@ -309,3 +309,29 @@ def test_onnx_export_leaves_nothing_in_the_users_home(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "onnx" / "decoder.json").is_file()  # the export ran its onnxruntime check
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+
+
+def test_an_export_that_fails_half_way_leaves_none_of_its_files(tiny_run, tmp_path, monkeypatch):
+    """A full disk after the graph was written (decoder.onnx kept without its recipe before), or after the plug-in's
+    tensors: the files of that export are removed, and a folder's other files stay."""
+    import errno
+
+    from samplegen.app import export, plugin_bundle
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    with monkeypatch.context() as m:
+        m.setattr(export.torch.jit, "trace", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            api.export_onnx(tiny_run, out)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    with monkeypatch.context() as m:
+        m.setattr(plugin_bundle, "write_json", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            api.export_plugin(tiny_run, tmp_path / "bundle")
+    assert not list((tmp_path / "bundle").iterdir())
+    assert sorted(api.export_plugin(tiny_run, tmp_path / "bundle")) == ["manifest", "tensors"]  # and then it works

@@ -3,6 +3,7 @@ made safe, leftovers of killed writes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import stat
 import tempfile
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from safetensors.torch import save as st_save_bytes
@@ -157,6 +158,18 @@ def inside_folder(root: str | Path, relative: str, listed_in: str | Path, error:
         except (OSError, RuntimeError):  # a loop of symbolic links (RuntimeError before Python 3.13)
             why = "its symbolic links loop"
     raise error(f"{listed_in} lists '{rel}', which is not a file inside {root} ({why}); refusing to read it")
+
+
+@contextlib.contextmanager
+def one_unit(written: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """Files that are only of use together (an export's graph and its recipe): when the block fails, the ones
+    it put in ``written`` are removed, so a full disk or a failed check leaves no half of an export behind."""
+    try:
+        yield written
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
 
 
 def remove_temp_files(folder: Path, patterns: Iterable[str]) -> None:

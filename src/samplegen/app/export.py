@@ -25,7 +25,7 @@ from samplegen.audio.soundfont import Sf2Sound, sf2_bytes
 from samplegen.audio.sustain_loop import Loop, crossfaded, find_loop
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
-from samplegen.files import atomic_write, remove_temp_files, sha256_file, unique_stems, write_json
+from samplegen.files import atomic_write, one_unit, remove_temp_files, sha256_file, unique_stems, write_json
 from samplegen.formats import DECODER_RECIPE, check_version
 from samplegen.generation.generate import decode, resolve
 from samplegen.spectral import stft as spectral
@@ -205,7 +205,8 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     The ONNX graph has a dynamic batch axis. The exported file is checked against PyTorch with
     onnxruntime before it is kept. The three files are one unit: ``decoder.json`` is removed first and
     written last, with the size and SHA-256 of the other two, so an export killed half-way leaves no
-    recipe rather than one run's graph beside another's recipe (:func:`check_decoder_bundle`).
+    recipe rather than one run's graph beside another's recipe (:func:`check_decoder_bundle`); one that fails
+    (a full disk, the parity check) removes the files it wrote.
     """
     if run.config.phase.mode != "none":
         # The recipe (decoder.json, docs/plugin.md) describes magnitude + PGHI only.
@@ -218,38 +219,38 @@ def export_onnx(run: Run, out_dir: str | Path, opset: int = 18) -> dict[str, Pat
     (out / RECIPE_NAME).unlink(missing_ok=True)
     module = _Decoder(run).eval()
     z = torch.randn(2, run.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
-    paths: dict[str, Path] = {}
-    tmp_onnx = out / ".decoder.onnx.tmp"
-    try:
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.onnx.export(module, (z,), None, input_names=["z"], output_names=["features"],
-                                    dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False)
-        if program is None:
-            raise ParameterError("torch.onnx.export returned nothing; update torch and onnxscript")
-        program.save(str(tmp_onnx))
-        check = torch.randn(5, run.config.model.latent_dim, generator=torch.Generator().manual_seed(1))
-        session = ort.InferenceSession(str(tmp_onnx), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"z": check.numpy()})[0]
+    with one_unit({}) as paths:
+        tmp_onnx = out / ".decoder.onnx.tmp"
+        try:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.onnx.export(module, (z,), None, input_names=["z"], output_names=["features"],
+                                        dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False)
+            if program is None:
+                raise ParameterError("torch.onnx.export returned nothing; update torch and onnxscript")
+            program.save(str(tmp_onnx))
+            check = torch.randn(5, run.config.model.latent_dim, generator=torch.Generator().manual_seed(1))
+            session = ort.InferenceSession(str(tmp_onnx), providers=["CPUExecutionProvider"])
+            got = session.run(None, {"z": check.numpy()})[0]
+            with torch.no_grad():
+                want = module(check).numpy()
+            diff = float(np.max(np.abs(got - want)))
+            if diff > 1e-4:
+                raise ParameterError(f"the ONNX export differs from PyTorch by {diff:.2e}; please report this")
+            paths["onnx"] = atomic_write(out / "decoder.onnx", lambda fh: fh.write(tmp_onnx.read_bytes()))
+        finally:
+            tmp_onnx.unlink(missing_ok=True)
         with torch.no_grad():
-            want = module(check).numpy()
-        diff = float(np.max(np.abs(got - want)))
-        if diff > 1e-4:
-            raise ParameterError(f"the ONNX export differs from PyTorch by {diff:.2e}; please report this")
-        paths["onnx"] = atomic_write(out / "decoder.onnx", lambda fh: fh.write(tmp_onnx.read_bytes()))
-    finally:
-        tmp_onnx.unlink(missing_ok=True)
-    with torch.no_grad():
-        traced = torch.jit.trace(module, z)
-    tmp_ts = out / ".decoder.torchscript.tmp"
-    try:
-        traced.save(str(tmp_ts))
-        paths["torchscript"] = atomic_write(out / "decoder.torchscript.pt", lambda fh: fh.write(tmp_ts.read_bytes()))
-    finally:
-        tmp_ts.unlink(missing_ok=True)
-    recipe = decoder_recipe(run)
-    recipe["parity"] = {"onnxruntime_max_abs_diff": diff, "checked_batch": 5}
-    recipe["files"] = {key: {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for key, p in paths.items()}
-    paths["recipe"] = write_json(out / RECIPE_NAME, recipe)
+            traced = torch.jit.trace(module, z)
+        tmp_ts = out / ".decoder.torchscript.tmp"
+        try:
+            traced.save(str(tmp_ts))
+            paths["torchscript"] = atomic_write(out / "decoder.torchscript.pt", lambda fh: fh.write(tmp_ts.read_bytes()))
+        finally:
+            tmp_ts.unlink(missing_ok=True)
+        recipe = decoder_recipe(run)
+        recipe["parity"] = {"onnxruntime_max_abs_diff": diff, "checked_batch": 5}
+        recipe["files"] = {key: {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for key, p in paths.items()}
+        paths["recipe"] = write_json(out / RECIPE_NAME, recipe)
     return paths
 
 

@@ -31,7 +31,7 @@ from samplegen.app.export import decoder_recipe
 from samplegen.app.instrument import KNOB_RANGE, MAX_GAIN_DB, PEAK, PLACE_NEIGHBOURS, Instrument
 from samplegen.checkpoint import Run
 from samplegen.errors import ParameterError
-from samplegen.files import remove_temp_files, save_tensors, sha256_file, write_json
+from samplegen.files import one_unit, remove_temp_files, save_tensors, sha256_file, write_json
 from samplegen.formats import PLUGIN_BUNDLE
 from samplegen.model.network import QUIET_GATE_DB, QUIET_GATE_WIDTH_DB
 from samplegen.spectral import stft as spectral
@@ -108,7 +108,8 @@ def phase_start(run: Run) -> torch.Tensor:
 
 
 def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``bundle.json`` and ``tensors.safetensors`` for the plug-in; returns their paths."""
+    """Write ``bundle.json`` and ``tensors.safetensors`` for the plug-in; returns their paths. The manifest is
+    written last; when anything fails, the files this call wrote are removed (no half a bundle)."""
     if run.config.phase.mode != "none":
         raise ParameterError(f"the plug-in plays magnitude-only runs; {run.path} also learned phase "
                              f"(phase.mode={run.config.phase.mode!r}): export SFZ or SF2 instead")
@@ -125,7 +126,14 @@ def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
         "knobs.move": torch.from_numpy(inst.knob_move).float(),
         "phase.start": phase_start(run),
     })
-    tensor_path = save_tensors(out / TENSORS_NAME, tensors)
+    with one_unit({}) as written:
+        written["tensors"] = save_tensors(out / TENSORS_NAME, tensors)
+        written["manifest"] = write_json(out / MANIFEST_NAME, _manifest(run, inst, written["tensors"]))
+    return written
+
+
+def _manifest(run: Run, inst: Instrument, tensor_path: Path) -> dict[str, Any]:
+    """bundle.json's content (docs/plugin.md), naming the tensors file by its size and SHA-256."""
     cfg = run.config
     recipe = decoder_recipe(run)
     denorm = {k: v for k, v in recipe["denormalise"].items() if k not in ("mean", "std")}
@@ -147,4 +155,4 @@ def export_plugin_bundle(run: Run, out_dir: str | Path) -> dict[str, Path]:
         "knobs": [{"label": k.label, "hint": k.hint} for k in inst.knobs],
         "tensors": {"name": TENSORS_NAME, "bytes": tensor_path.stat().st_size, "sha256": sha256_file(tensor_path)},
     }
-    return {"tensors": tensor_path, "manifest": write_json(out / MANIFEST_NAME, manifest)}
+    return manifest
