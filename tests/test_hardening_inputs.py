@@ -616,3 +616,26 @@ def test_a_corpus_note_whose_file_has_gone_is_reconstructed_with_a_warning(tiny_
     assert main(["reconstruct", str(moved), note, "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "1 reconstructions, 0 originals" in printed and "no original written" in printed
+
+
+def test_a_point_from_another_run_warns_and_one_of_true_values_is_refused(tiny_run, tmp_path, capsys):
+    from samplegen.checkpoint import load_run
+
+    dim = load_run(tiny_run).config.model.latent_dim
+    other = tmp_path / "other.latent.json"
+    other.write_text(json.dumps({"format_version": 1, "z": [0.1] * dim, "source": "x", "run": "/runs/someone-else"}))
+    assert main(["perturb", str(tiny_run), str(other), "-n", "1", "--out", str(tmp_path / "out")]) == 0
+    assert "made with run 'someone-else'" in capsys.readouterr().out
+    truthy = tmp_path / "true.latent.json"
+    truthy.write_text(json.dumps({"format_version": 1, "z": [True] * dim}))
+    assert main(["perturb", str(tiny_run), str(truthy), "-n", "1", "--out", str(tmp_path / "out2")]) == 2
+    one_line_error(capsys.readouterr().err, "must be a list of numbers")
+
+
+def test_audio_at_a_sample_rate_no_recording_has_is_refused(tmp_path):
+    from samplegen.audio.audio_io import read_audio
+    from samplegen.errors import AudioError
+
+    sf.write(tmp_path / "slow.wav", np.zeros(100, dtype=np.float32) + 0.1, 1)
+    with pytest.raises(AudioError, match="sample rate of 1 Hz"):
+        read_audio(tmp_path / "slow.wav")

@@ -142,13 +142,9 @@ def cmd_features(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        paths = api.reconstruct(args.run, args.inputs, args.out, device=args.device)
+    paths = api.reconstruct(args.run, args.inputs, args.out, device=args.device)
     originals = sum(p.name.endswith("_original.wav") for p in paths)
     _print_paths(paths, f"WAVs ({len(paths) - originals} reconstructions, {originals} originals)")
-    for w in caught:
-        print(f"warning: {terminal_safe(str(w.message))}")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
@@ -476,7 +472,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.keep_large_buffers()
     try:
         _check_out(args)
-        args.func(args)
+        if args.func is cmd_play:  # a server: its warnings as Python shows them, while it runs
+            args.func(args)
+        else:
+            with warnings.catch_warnings(record=True) as caught:  # a verb's warnings as lines of their own, at its end
+                args.func(args)
+            for w in caught:
+                print(f"warning: {terminal_safe(str(w.message))}")
         sys.stdout.flush()  # a closed pipe shows here, not as a message at exit
     except BrokenPipeError:  # `samplegen info RUN | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

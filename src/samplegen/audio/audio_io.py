@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, "torch.Tensor")
 
 SAMPLE_RATE = 44100
+#: Lowest sample rate read: telephone audio is 8 kHz; a file at 1 Hz is a mistake that resampling would stretch
+#: 44,100 times.
+MIN_SAMPLE_RATE = 4000
 DEFAULT_DURATION_S = 2.0
 #: ``.oga`` is Ogg audio under the name some recorders and Xiph's own tools give it; libsndfile reads it as ``.ogg``.
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga")
@@ -91,6 +94,9 @@ def read_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     try:
         with sf.SoundFile(str(path)) as fh:
             file_sr, channels = fh.samplerate, fh.channels
+            if file_sr < MIN_SAMPLE_RATE:
+                raise AudioError(f"a sample rate of {file_sr} Hz is not audio this can use (at least "
+                                 f"{MIN_SAMPLE_RATE:,} Hz); write the file again at its real rate")
             frames = min(fh.frames, int(MAX_READ_S * file_sr)) if fh.frames > 0 else int(MAX_READ_S * file_sr)
             if frames * channels > MAX_DECODED_VALUES:
                 raise AudioError(f"would decode to {frames * channels:,} values ({channels} channels x {frames:,} "

@@ -134,7 +134,7 @@ def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
     path = Path(item)
     if path.suffix.lower() == ".json" and path.is_file():
         return path.name[: -len(".latent.json")] if path.name.endswith(".latent.json") else path.stem, \
-            load_latent(path, run.config.model.latent_dim), None
+            load_latent(path, run.config.model.latent_dim, run.path.name), None
     if path.is_dir():
         raise ParameterError(f"{item} is a folder; give an audio file, a .latent.json or a note of the run's corpus")
     if path.is_file():
@@ -162,8 +162,9 @@ def latent_point(z: Sequence[float] | np.ndarray, source: str, run: str) -> dict
             "run": run}
 
 
-def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
-    """Read a ``.latent.json`` point; its size must match the run's latent size."""
+def load_latent(path: str | Path, latent_dim: int, run_name: str | None = None) -> torch.Tensor:
+    """Read a ``.latent.json`` point; its size must match the run's latent size. A point another run wrote
+    (by its folder's name, when ``run_name`` is given) is read with a warning: there it is another sound."""
     try:
         data = parse_json(read_regular_file(path, MAX_LATENT_FILE_BYTES, ParameterError), path, ParameterError)
     except OSError as exc:
@@ -171,7 +172,10 @@ def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
     if isinstance(data, dict):
         check_version(LATENT_POINT, data.get("format_version"), path, ParameterError)
     try:
-        z = torch.tensor([float(v) for v in data["z"]], dtype=torch.float32)
+        values = data["z"]
+        if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            raise TypeError('"z" must be a list of numbers')
+        z = torch.tensor([float(v) for v in values], dtype=torch.float32)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:  # 10^400 written as an integer overflows
         raise ParameterError(f"{path} is not a latent point file ({exc})") from None
     if z.shape != (latent_dim,):
@@ -179,6 +183,10 @@ def load_latent(path: str | Path, latent_dim: int) -> torch.Tensor:
     if not torch.isfinite(z).all() or float(z.abs().max()) > MAX_ABS_LATENT:
         raise ParameterError(f"{path} holds values that are not finite numbers within ±{MAX_ABS_LATENT:g}; "
                              "write it again with a generation command, or fix its \"z\"")
+    made_by = data.get("run")
+    if run_name and isinstance(made_by, str) and made_by and Path(made_by).name != run_name:
+        warnings.warn(f"{path} was made with run {Path(made_by).name!r}; in {run_name!r} the same point is "
+                      "another sound", stacklevel=2)
     return z
 
 
