@@ -379,7 +379,7 @@ def _add_roundtrip_parser(sub: _Verbs) -> None:
     rt.add_argument("files", nargs="+", metavar="FILE")
     rt.add_argument("--out", required=True)
     rt.add_argument("--method", default=None, help="phase retrieval method (default: the package default)")
-    rt.add_argument("--iters", type=int, default=None, help="iterations (default: the package default)")
+    rt.add_argument("--iters", type=int, default=None, help="iterations, 0 to 1,000 (default: the package default)")
     rt.set_defaults(func=cmd_roundtrip)
 
 
