@@ -559,4 +559,132 @@ void Engine::crossfade (std::vector<float>& y, const Loop& loop)
     }
 }
 
+namespace
+{
+/** samplegen.audio.audio_io.frame_rms_db of y[begin, end): RMS of each whole frame in dBFS, floored at -200 dB. */
+std::vector<double> frameRmsDb (const std::vector<double>& y, size_t begin, size_t end, size_t frame)
+{
+    const size_t len = end - begin;
+    auto db = [] (double meanSquare) { return 20.0 * std::log10 (std::max (std::sqrt (meanSquare), 1e-10)); };
+    if (len < frame)
+    {
+        double sum = 0.0;
+        for (size_t i = begin; i < end; ++i)
+            sum += y[i] * y[i];
+        return { db (len > 0 ? sum / (double) len : 0.0) };
+    }
+    std::vector<double> env (len / frame);
+    for (size_t k = 0; k < env.size(); ++k)
+    {
+        double sum = 0.0;
+        for (size_t j = 0; j < frame; ++j)
+            sum += y[begin + k * frame + j] * y[begin + k * frame + j];
+        env[k] = db (sum / (double) frame);
+    }
+    return env;
+}
+
+/** samplegen.audio.audio_io.noise_lead_in: samples of steady background before the note starts (0: none). */
+size_t noiseLeadIn (const std::vector<double>& y, int sr)
+{
+    const size_t frame = (size_t) std::max (1, (int) (sr * 0.01));
+    const auto env = frameRmsDb (y, 0, y.size(), frame);
+    const size_t first = (size_t) std::max (1L, std::lround (0.05 / 0.01));  // NOISE_LEAD_S
+    if (env.size() <= first)
+        return 0;
+    std::vector<double> lead (env.begin(), env.begin() + (long) first);
+    std::sort (lead.begin(), lead.end());
+    const double floor = first % 2 ? lead[first / 2] : 0.5 * (lead[first / 2 - 1] + lead[first / 2]);
+    if (floor > *std::max_element (env.begin(), env.end()) - 20.0)  // NOISE_BELOW_PEAK_DB
+        return 0;
+    size_t end = 0;
+    while (end < env.size() && ! (env[end] > floor + 6.0))  // NOISE_RISE_DB
+        ++end;
+    if (end == env.size())
+        end = 0;
+    if (end < first)
+        return 0;
+    const size_t fine = (size_t) std::max (1, (int) (sr * 0.001));
+    const auto sub = frameRmsDb (y, end * frame, std::min ((end + 1) * frame, y.size()), fine);
+    size_t rise = 0;
+    while (rise < sub.size() && ! (sub[rise] > floor + 6.0))
+        ++rise;
+    return end * frame + (rise == sub.size() ? 0 : rise) * fine;
+}
+
+/** samplegen.audio.audio_io.onset_sample: the first 2.9 ms frame within 40 dB of the loudest, or the end of a noise lead-in. */
+size_t onsetSample (const std::vector<double>& y, int sr)
+{
+    const size_t frame = (size_t) std::max (1, (int) (sr * 0.0029));
+    const auto env = frameRmsDb (y, 0, y.size(), frame);
+    const double threshold = *std::max_element (env.begin(), env.end()) - 40.0;
+    size_t k = 0;
+    while (k < env.size() && env[k] < threshold)
+        ++k;
+    return std::max (k * frame, noiseLeadIn (y, sr));
+}
+} // namespace
+
+double Engine::pitchHz (const std::vector<float>& yf, int sr)
+{
+    constexpr double fmin = 50.0, fmax = 2000.0;
+    const std::vector<double> y (yf.begin(), yf.end());
+    double peak = 0.0;
+    for (double v : y)
+    {
+        if (! std::isfinite (v))
+            return 0.0;
+        peak = std::max (peak, std::abs (v));
+    }
+    const size_t maxLag = (size_t) (sr / fmin), minLag = std::max ((size_t) 2, (size_t) (sr / fmax));
+    if (y.size() < maxLag * 3 || peak < 1e-6)
+        return 0.0;
+    const size_t tail = y.size() > (size_t) (0.2 * sr) ? y.size() - (size_t) (0.2 * sr) : 0;
+    const size_t start = std::min (onsetSample (y, sr) + (size_t) (0.05 * sr), tail);
+    const size_t length = std::min ((size_t) (0.5 * sr), y.size() - start);
+    if (length < 2 * maxLag)
+        return 0.0;
+    const double* x = y.data() + start;
+    const size_t w = length - maxLag;
+    std::vector<double> energy (length + 1, 0.0);
+    for (size_t i = 0; i < length; ++i)
+        energy[i + 1] = energy[i] + x[i] * x[i];
+    // YIN's cumulative-mean-normalised difference of d(tau) = sum_{j<w} (x_j - x_{j+tau})^2.
+    std::vector<double> cmnd (maxLag + 1, 1.0);
+    double cumulative = 0.0;
+    for (size_t tau = 1; tau <= maxLag; ++tau)
+    {
+        double corr = 0.0;
+        for (size_t j = 0; j < w; ++j)
+            corr += x[j] * x[j + tau];
+        const double d = energy[w] + (energy[tau + w] - energy[tau]) - 2.0 * corr;
+        cumulative += d;
+        cmnd[tau] = d * (double) tau / std::max (cumulative, 1e-12);
+    }
+    size_t tau = minLag;
+    while (tau <= maxLag && ! (cmnd[tau] < 0.15))
+        ++tau;
+    if (tau > maxLag)
+        return 0.0;
+    while (tau + 1 <= maxLag && cmnd[tau + 1] < cmnd[tau])
+        ++tau;
+    double shift = 0.0;
+    if (tau >= 1 && tau < maxLag)
+    {
+        const double a = cmnd[tau - 1], b = cmnd[tau], c = cmnd[tau + 1], denom = a - 2.0 * b + c;
+        shift = std::abs (denom) > 1e-12 ? 0.5 * (a - c) / denom : 0.0;
+    }
+    return (double) sr / ((double) tau + shift);
+}
+
+double Engine::pitchOffsetSemitones (const std::vector<float>& y, int sampleRate)
+{
+    constexpr double c4Hz = 261.6255653005986;  // samplegen.audio.audio_io.C4_HZ
+    const double hz = pitchHz (y, sampleRate);
+    if (hz <= 0.0)
+        return 0.0;
+    const double folded = std::fmod (1200.0 * std::log2 (hz / c4Hz) + 600.0, 1200.0);  // corpus.cents_from_c
+    return ((folded < 0.0 ? folded + 1200.0 : folded) - 600.0) / 100.0;
+}
+
 } // namespace samplegen

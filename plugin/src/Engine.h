@@ -80,6 +80,15 @@ public:
         and the browser instrument play), so the jump from the loop's end to its start continues the waveform. */
     static void crossfade (std::vector<float>& y, const Loop& loop);
 
+    /** samplegen.audio.audio_io.estimate_pitch_hz: the note's fundamental in Hz (YIN over up to 0.5 s after the
+        attack, parabolic refinement), or 0 when it is unpitched. */
+    static double pitchHz (const std::vector<float>& y, int sampleRate);
+
+    /** How many semitones (fractional) the note lies above the nearest C, octaves folded into [-6, 6): the browser
+        instrument's `root` less 60 (samplegen.app.instrument). 0 for an unpitched note. A voice plays key k at rate
+        2^((k - rootKey - offset) / 12), so every key sounds in tune whatever the decoded note's own pitch. */
+    static double pitchOffsetSemitones (const std::vector<float>& y, int sampleRate);
+
 private:
     using Complex = std::complex<float>;
     using Spectrogram = std::vector<Complex, FftwAllocator<Complex>>;

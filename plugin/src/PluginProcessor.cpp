@@ -419,7 +419,8 @@ void SampleGenProcessor::workerPoll()
     Engine::normalise (target->audio, b->peak, b->maxGainDb);
     target->loop = Engine::findLoop (target->audio, b->sampleRate);
     Engine::crossfade (target->audio, target->loop);
-    target->rootKey = b->rootKey;
+    // The key at which the note sounds at its own measured pitch, as the browser instrument plays it.
+    target->root = b->rootKey + Engine::pitchOffsetSemitones (target->audio, b->sampleRate);
     target->sampleRate = b->sampleRate;
     target->state = Slot::Ready;
     lastDecoded = z;
@@ -517,7 +518,7 @@ void SampleGenProcessor::startNote (int note, float velocity)
     v->active = true;
     v->note = note;
     v->velocity = velocity;
-    v->step = std::pow (2.0, (note - s.rootKey) / 12.0) * s.sampleRate / hostRate;
+    v->step = std::pow (2.0, (note - s.root) / 12.0) * s.sampleRate / hostRate;
     v->attackStep = 1.0f / (float) juce::jmax (1.0, attack->load() * hostRate);
     v->age = ++noteCounter;
 }

@@ -78,7 +78,7 @@ private:
         std::atomic<int> state { Free };
         std::vector<float> audio;  // written only while Writing (by the worker), read only while Playing
         Loop loop;
-        int rootKey = 60;
+        double root = 60.0;  // the MIDI key (fractional) at which the note sounds at its measured pitch
         double sampleRate = 44100.0;
     };
 

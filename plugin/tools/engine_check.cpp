@@ -4,10 +4,13 @@
 //   samplegen-engine BUNDLE_DIR POINTS.f32 OUT_DIR    points: B x latent_dim float32 (little-endian)
 //   samplegen-engine --loop AUDIO.f32 [OUT.f32]       prints the sustain loop of a mono 44.1 kHz note:
 //                                                     START END CROSSFADE; writes the crossfaded note to OUT.f32
+//   samplegen-engine --pitch AUDIO.f32                 prints a mono 44.1 kHz note's f0 in Hz (0: unpitched) and
+//                                                     its offset from the nearest C in semitones
 //
 // writes OUT_DIR/features.f32 (B x n_frames x n_bins: the decoder's output), magnitude.f32 (B x n_bins x
 // n_frames), pghi.f64 (B x n_bins x n_frames: the PGHI start), wave.f32 (B x length: the raw waveform),
-// note.f32 (B x length: normalised and crossfaded as the plug-in plays it), loops.txt (start end per point, 0 0: none) and
+// note.f32 (B x length: normalised and crossfaded as the plug-in plays it), loops.txt (start end per point, 0 0: none),
+// roots.txt (the key at which each note sounds at its measured pitch, as the plug-in plays it) and
 // timing.txt (CPU milliseconds per note of one thread: the decoder alone, PGHI alone, the whole note).
 #include "../src/Bundle.h"
 #include "../src/Engine.h"
@@ -27,6 +30,19 @@ bool writeRaw (const juce::File& f, const std::vector<T>& v)
 int main (int argc, char** argv)
 {
     using namespace samplegen;
+    if (argc == 3 && juce::String (argv[1]) == "--pitch")
+    {
+        juce::MemoryBlock raw;
+        if (! juce::File::getCurrentWorkingDirectory().getChildFile (argv[2]).loadFileAsData (raw))
+        {
+            std::fprintf (stderr, "samplegen-engine: error: cannot read %s\n", argv[2]);
+            return 2;
+        }
+        const auto* data = static_cast<const float*> (raw.getData());
+        const std::vector<float> note (data, data + raw.getSize() / sizeof (float));
+        std::printf ("%.9f %.9f\n", Engine::pitchHz (note, 44100), Engine::pitchOffsetSemitones (note, 44100));
+        return 0;
+    }
     if ((argc == 3 || argc == 4) && juce::String (argv[1]) == "--loop")
     {
         juce::MemoryBlock raw;
@@ -73,7 +89,7 @@ int main (int argc, char** argv)
     Engine engine (*bundle);
     std::vector<float> feats, mag, wave, allFeats, allMag, allWave, allNote;
     std::vector<double> phase, allPhase;
-    juce::String loops;
+    juce::String loops, roots;
     // CPU time of this thread: on a shared machine, closer to what one core needs than the wall clock.
     auto cpuMs = []
     {
@@ -104,11 +120,13 @@ int main (int argc, char** argv)
         auto loop = Engine::findLoop (wave, bundle->sampleRate);
         Engine::crossfade (wave, loop);
         loops << loop.start << " " << loop.end << "\n";
+        roots << juce::String (bundle->rootKey + Engine::pitchOffsetSemitones (wave, bundle->sampleRate), 9) << "\n";
         allNote.insert (allNote.end(), wave.begin(), wave.end());
     }
     const bool ok = writeRaw (out.getChildFile ("features.f32"), allFeats) && writeRaw (out.getChildFile ("magnitude.f32"), allMag)
                     && writeRaw (out.getChildFile ("pghi.f64"), allPhase) && writeRaw (out.getChildFile ("wave.f32"), allWave)
                     && writeRaw (out.getChildFile ("note.f32"), allNote) && out.getChildFile ("loops.txt").replaceWithText (loops)
+                    && out.getChildFile ("roots.txt").replaceWithText (roots)
                     && out.getChildFile ("timing.txt").replaceWithText ("decoder_ms " + juce::String (decodeMs / count, 3)
                                                                         + "\npghi_ms " + juce::String (pghiMs / count, 3)
                                                                         + "\nnote_ms " + juce::String (renderMs / count, 3) + "\n");
