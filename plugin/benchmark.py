@@ -6,7 +6,8 @@ RUN is a trained run (the default config's, for the published figures); `make pl
 plug-in. Prints:
 
 - one new note (decoder + PGHI + fast Griffin-Lim, one thread): the plug-in's engine (samplegen-engine) and
-  Python's `samplegen.generation.generate.decode` with torch on one thread, on the same prior draws;
+  Python's `samplegen.generation.generate.decode` with torch on one thread, on the same prior draws, and the
+  engine's pitch tracker on each (the key the note is played from);
 
 All times are CPU time of the working thread (on a shared machine closer to one core's cost than the wall clock):
 - the audio thread: SECONDS of 16 voices (re-struck every second across C2-C6, so 16 or more always sound)
@@ -33,8 +34,8 @@ VST3 = HERE / "build" / "SampleGen_artefacts" / "Release" / "VST3" / "SampleGen.
 SR, BLOCK = 44100, 512
 
 
-def decode_times(run_dir: Path, bundle: Path, points: int, work: Path) -> tuple[float, float]:
-    """Milliseconds per note: (plug-in engine, Python), the same ``points`` prior draws."""
+def decode_times(run_dir: Path, bundle: Path, points: int, work: Path) -> tuple[float, float, float]:
+    """Milliseconds per note: (plug-in engine, Python, the engine's pitch tracker), the same ``points`` prior draws."""
     from samplegen.checkpoint import load_run
     from samplegen.generation.generate import decode
 
@@ -49,7 +50,7 @@ def decode_times(run_dir: Path, bundle: Path, points: int, work: Path) -> tuple[
     for i in range(points):
         decode(run, z[i : i + 1])
     python_ms = (time.thread_time() - start) / points * 1000
-    return float(timing["note_ms"]), python_ms
+    return float(timing["note_ms"]), python_ms, float(timing["pitch_ms"])
 
 
 def block_cost(bundle: Path, seconds: float) -> float:
@@ -85,9 +86,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         api.export_plugin(args.run, work / "bundle")
-        engine_ms, python_ms = decode_times(Path(args.run), work / "bundle", args.points, work)
+        engine_ms, python_ms, pitch_ms = decode_times(Path(args.run), work / "bundle", args.points, work)
         print(f"one new note, one thread: plug-in engine {engine_ms:.1f} ms, Python {python_ms:.1f} ms "
-              f"(mean of {args.points} prior draws)")
+              f"(mean of {args.points} prior draws); then the engine's pitch tracker {pitch_ms:.1f} ms")
         us = block_cost(work / "bundle", args.seconds)
         print(f"audio thread, 16 voices: {us:.0f} us per {BLOCK}-sample block "
               f"({100 * us / (BLOCK / SR * 1e6):.1f} % of its {BLOCK / SR * 1e3:.1f} ms budget; {args.seconds:.0f} s rendered)")

@@ -11,7 +11,7 @@
 // n_frames), pghi.f64 (B x n_bins x n_frames: the PGHI start), wave.f32 (B x length: the raw waveform),
 // note.f32 (B x length: normalised and crossfaded as the plug-in plays it), loops.txt (start end per point, 0 0: none),
 // roots.txt (the key at which each note sounds at its measured pitch, as the plug-in plays it) and
-// timing.txt (CPU milliseconds per note of one thread: the decoder alone, PGHI alone, the whole note).
+// timing.txt (CPU milliseconds per note of one thread: the decoder alone, PGHI alone, the whole note, the pitch tracker).
 #include "../src/Bundle.h"
 #include "../src/Engine.h"
 
@@ -97,7 +97,7 @@ int main (int argc, char** argv)
         clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
         return (double) ts.tv_sec * 1e3 + (double) ts.tv_nsec * 1e-6;
     };
-    double decodeMs = 0.0, renderMs = 0.0, pghiMs = 0.0;
+    double decodeMs = 0.0, renderMs = 0.0, pghiMs = 0.0, pitchMs = 0.0;
     for (int i = 0; i < count; ++i)
     {
         const float* z = static_cast<const float*> (raw.getData()) + (size_t) i * (size_t) bundle->latentDim;
@@ -120,7 +120,10 @@ int main (int argc, char** argv)
         auto loop = Engine::findLoop (wave, bundle->sampleRate);
         Engine::crossfade (wave, loop);
         loops << loop.start << " " << loop.end << "\n";
-        roots << juce::String (bundle->rootKey + Engine::pitchOffsetSemitones (wave, bundle->sampleRate), 9) << "\n";
+        const double t4 = cpuMs();
+        const double offset = Engine::pitchOffsetSemitones (wave, bundle->sampleRate);
+        pitchMs += cpuMs() - t4;
+        roots << juce::String (bundle->rootKey + offset, 9) << "\n";
         allNote.insert (allNote.end(), wave.begin(), wave.end());
     }
     const bool ok = writeRaw (out.getChildFile ("features.f32"), allFeats) && writeRaw (out.getChildFile ("magnitude.f32"), allMag)
@@ -129,7 +132,8 @@ int main (int argc, char** argv)
                     && out.getChildFile ("roots.txt").replaceWithText (roots)
                     && out.getChildFile ("timing.txt").replaceWithText ("decoder_ms " + juce::String (decodeMs / count, 3)
                                                                         + "\npghi_ms " + juce::String (pghiMs / count, 3)
-                                                                        + "\nnote_ms " + juce::String (renderMs / count, 3) + "\n");
+                                                                        + "\nnote_ms " + juce::String (renderMs / count, 3)
+                                                                        + "\npitch_ms " + juce::String (pitchMs / count, 3) + "\n");
     if (! ok)
     {
         std::fprintf (stderr, "samplegen-engine: error: cannot write to %s\n", argv[3]);
