@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from samplegen.app import export, plugin_bundle
 from samplegen.app import tune as tuning
-from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, render_soundfont_corpus)
+from samplegen.audio.corpus import (BUILDING_NAME, MANIFEST_NAME, Corpus, build_folder_corpus, check_mix_value,
+                                    render_soundfont_corpus)
 from samplegen.checkpoint import LATENTS_NAME, MODEL_NAME, STATE_NAME, Run, load_run, saved_run_config
 from samplegen.config import RunConfig, load_config_file
 from samplegen.errors import ParameterError, check_seed
@@ -51,8 +52,8 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
     """
     if soundfont is not None and source is not None:
         raise ParameterError("give either a SoundFont or a source folder, not both")
-    if mix is not None and (not isinstance(mix, int) or isinstance(mix, bool) or mix < 0):
-        raise ParameterError(f"mix={mix!r} must be a non-negative integer")
+    if mix is not None:
+        check_mix_value(mix)
     check_seed(seed)
     kwargs: dict[str, Any] = {} if duration_s is None else {"duration_s": duration_s}
     if source is not None:

@@ -450,14 +450,21 @@ def distinct_pairs(n_notes: int) -> int:
     return max(n_notes, 0) * max(n_notes - 1, 0) // 2
 
 
+def check_mix_value(n: object) -> int:
+    """``n`` (a number of mixtures) when it is a whole number >= 0, else a ParameterError: checked before the notes
+    are known."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ParameterError(f"mix={n!r} must be a non-negative integer")
+    return n
+
+
 def check_mix_count(n: object, n_notes: int) -> None:
     """Refuse ``n`` mixtures of ``n_notes`` notes: ParameterError unless ``n`` is an integer from 0 to the
     :func:`distinct_pairs` there are; CorpusError for mixtures of fewer than two notes.
 
     A build calls it before it writes anything, :func:`mix_entries` again on the notes it mixes.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ParameterError(f"mix={n!r} must be a non-negative integer")
+    n = check_mix_value(n)
     if n and n_notes < 2:
         raise CorpusError("mixing needs at least two notes in the corpus")
     pairs = distinct_pairs(n_notes)

@@ -238,7 +238,7 @@ def interpolation_path(za: torch.Tensor, zb: torch.Tensor, steps: int, mode: str
 
 def interpolate(run: Run, a: str, b: str, steps: int = 8, mode: str = "linear") -> list[Sound]:
     """A series of ``steps`` sounds from A to B (both ends included)."""
-    _check_count("steps", steps, minimum=2)
+    _check_count("steps", steps, minimum=2, more="")  # a path has no seed
     name_a, za, _ = resolve(run, a)
     name_b, zb, _ = resolve(run, b)
     path = interpolation_path(za, zb, steps, mode)
@@ -249,9 +249,8 @@ def interpolate(run: Run, a: str, b: str, steps: int = 8, mode: str = "linear") 
     ]
 
 
-def _check_count(name: str, value: object, minimum: int = 1) -> None:
+def _check_count(name: str, value: object, minimum: int = 1, more: str = "; run again with another --seed for more") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_SOUNDS:
-        more = "" if name == "steps" else "; run again with another --seed for more"  # a path has no seed
         raise ParameterError(f"{name}={value!r} must be an integer from {minimum} to {MAX_SOUNDS} (sounds per call{more})")
 
 

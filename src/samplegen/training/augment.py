@@ -3,8 +3,8 @@
 A preset the model never heard is often a known one through another filter: brighter, duller, a resonance
 moved. The corpus's two-note mixtures (``corpus build --mix``) teach the decoder what lies between notes; a
 random equaliser teaches the encoder and decoder a note's filtering as something that varies, so an unseen
-preset's is less often new to it (BENCHMARKS.md, "A random equaliser at training time"). A linear filter
-multiplies a note's STFT magnitude by its gain at each bin, so the equaliser is exact on the features and
+preset's is less often new to it (BENCHMARKS.md, "Time structure, length, and a random equaliser"). A
+linear filter multiplies a note's STFT magnitude by its gain at each bin, so the equaliser is exact on the features and
 adds to their log magnitude: nothing is rendered, and the feature cache stays as it is.
 
 Each step's curves are a pure function of (seed, epoch, step), so a resumed run sees the very same ones.
