@@ -279,3 +279,23 @@ def test_more_mixtures_than_pairs_is_refused_in_one_line_before_anything_is_writ
     mixes = [frozenset(e.parents) for e in corpus.entries if e.parents]
     assert len(mixes) == len(set(mixes)) == 6
     assert len(list((tmp_path / "all").glob("mix*.wav"))) == 6
+
+
+def test_a_rebuild_into_the_same_folder_removes_the_notes_it_no_longer_lists_and_nothing_else(tmp_path, tiny_samples_dir):
+    out = tmp_path / "c"
+    first = build_folder_corpus(tiny_samples_dir, out, duration_s=0.5, mix=5, seed=3)
+    old_mixes = {e.file for e in first.entries if e.parents}
+    (out / "my_notes.txt").write_text("the user's own file")
+    (out / "originals").mkdir(exist_ok=True)
+    (out / "originals" / "note00.wav").write_bytes((out / "note00.wav").read_bytes())  # as a retuned build leaves it
+    with open(out / "manifest.csv", "a") as fh:  # a name no build writes must not be followed
+        fh.write("escape,../outside.wav,,x,unknown,,,,,\n")
+    (tmp_path / "outside.wav").write_bytes(b"not ours")
+    second = build_folder_corpus(tiny_samples_dir, out, duration_s=0.5, mix=5, seed=4)
+    new_mixes = {e.file for e in second.entries if e.parents}
+    assert old_mixes - new_mixes, "the two seeds drew the same pairs; the test needs different ones"
+    on_disk = {p.name for p in out.glob("*.wav")}
+    assert on_disk == {e.file for e in second.entries}  # the first build's other mixtures are gone
+    assert not (out / "originals" / "note00.wav").exists()  # note00 is not retuned this time
+    assert (out / "my_notes.txt").exists() and (tmp_path / "outside.wav").exists()
+    assert len(load_corpus(out, duration_s=0.5).entries) == len(second.entries)

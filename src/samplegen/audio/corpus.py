@@ -216,7 +216,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if mix is not None:  # before anything is written, on as many notes as could render (mix_entries checks again)
         check_mix_count(mix, len(presets) * len(velocities))
     out = Path(out_dir)
-    _start_build(out)
+    previous = _start_build(out)
     entries, notes, off = [], [], []
     total = len(presets) * len(velocities)
     for i, preset in enumerate(presets):
@@ -248,6 +248,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if mix != 0:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
     _write_manifest(corpus)
+    _remove_stale(out, previous, corpus)
     return corpus
 
 
@@ -333,7 +334,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress, retune, keep_off_pitch)
     if mix is not None:
         check_mix_count(mix, len(entries))  # before anything is written
-    _start_build(out)
+    previous = _start_build(out)
     written = []
     for e, tuned in zip(entries, notes):
         file = f"{safe_file_stem(e.name)}.wav"
@@ -344,6 +345,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     if mix != 0:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
     _write_manifest(corpus)
+    _remove_stale(out, previous, corpus)
     return corpus
 
 
@@ -362,8 +364,12 @@ def _check_apart(src: Path, out: Path) -> None:
                          "(the originals are never modified)")
 
 
-def _start_build(out: Path) -> None:
-    """Mark ``out`` as being built and remove the temporary files a killed build left in it."""
+def _start_build(out: Path) -> set[str]:
+    """Mark ``out`` as being built and remove the temporary files a killed build left in it.
+
+    Returns the note files the folder's last finished build listed, for :func:`_remove_stale`.
+    """
+    previous = _listed_files(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         # .NAME.wav.*.tmp from files.atomic_write; .NAME.*.wav.tmp from earlier versions
@@ -373,6 +379,39 @@ def _start_build(out: Path) -> None:
         (out / BUILDING_NAME).write_text("a corpus build is writing this folder, or was interrupted: build it again\n")
     except OSError as exc:
         raise CorpusError(f"cannot write to {out}: {exc.strerror}; choose a writable output folder") from None
+    return previous
+
+
+def _listed_files(out: Path) -> set[str]:
+    """The WAV files a built corpus's manifest lists by a plain name (as builds write them); none for anything else."""
+    try:
+        with open(out / MANIFEST_NAME, newline="") as fh:
+            files = {row.get("file") or "" for row in csv.DictReader(fh)}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return set()
+    return {f for f in files if f.endswith(".wav") and f == safe_file_stem(f[:-4]) + ".wav"}
+
+
+def _remove_stale(out: Path, previous: set[str], corpus: Corpus) -> None:
+    """Remove the notes (and originals) an earlier build of ``out`` wrote that this one does not list.
+
+    A rebuild with another seed, ``--mix`` or source would otherwise leave hundreds of WAVs beside the new
+    corpus, which a sampler or a later ``--from`` would take for notes. Only files the old manifest named by
+    a plain name are touched; the corpus is complete (its manifest written) before any is removed.
+    """
+    notes = {e.file for e in corpus.entries}
+    retuned = {e.file for e in corpus.entries if e.retuned_cents}
+    left = []
+    for file in sorted(previous):
+        for path, kept in ((out / file, notes), (out / ORIGINALS_DIR / file, retuned)):
+            if file not in kept and path.is_file() and not path.is_symlink():
+                try:
+                    path.unlink()
+                except OSError:
+                    left.append(path)
+    if left:
+        warnings.warn(f"{len(left)} file(s) of an earlier build could not be removed from {out} (first: {left[0]}); "
+                      "manifest.csv lists the corpus's notes", stacklevel=3)
 
 
 def check_finished(root: Path) -> None:
