@@ -160,6 +160,20 @@ def test_train_with_progress_bars_shown(tiny_samples_dir, tiny_config_file, tmp_
     assert "training finished" in out
     # The result is compared with the PCA start, in plain words either way (issue 19).
     assert "held-out reconstruction error" in out or "WORSE than the PCA it started from" in out
+    # A raw folder trains as it is; the user is told what `corpus build` would have added.
+    assert "warning: " in out and "is a folder of samples, not a built corpus" in out
+    assert f"corpus build --from {tiny_samples_dir}" in out
+
+
+def test_training_on_a_built_corpus_gives_no_raw_folder_hint(tiny_samples_dir, tiny_config_file, tmp_path, capsys):
+    from samplegen.app.cli import main as cli_main
+
+    assert cli_main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "corpus")]) == 0
+    code = cli_main(["train", "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "run"),
+                     "--config", str(tiny_config_file), "--epochs", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "training finished" in out and "not a built corpus" not in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no GPU")

@@ -8,12 +8,14 @@ every core), the others wait at a barrier and then read the same cache, and
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from samplegen.audio.corpus import MANIFEST_NAME
 from samplegen.checkpoint import saved_run_config
 from samplegen.config import RunConfig
 from samplegen.errors import ParameterError, SampleGenError
@@ -60,6 +62,10 @@ def train_in_group(data: str | Path, out: str | Path, cfg: RunConfig, *, resume:
     feat_cfg = _config_for(cfg, Path(out), resume)
     feats = None
     if ctx.is_main:
+        if not (Path(data) / MANIFEST_NAME).is_file() and Path(data).is_dir():
+            warnings.warn(f"{data} is a folder of samples, not a built corpus: its notes train at their own pitch and "
+                          f"without the two-note mixtures that smooth blends; `samplegen corpus build --from {data} "
+                          "--out CORPUS` tunes them and adds the mixtures", stacklevel=2)
         feats = folder_features(data, feat_cfg, cache=cache, workers=workers, dtype=dtype, show_progress=show_progress)
     distributed.barrier(ctx)
     if feats is None:
