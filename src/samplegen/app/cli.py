@@ -112,13 +112,11 @@ def cmd_export_plugin(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from samplegen.app import api
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
-                               config=args.config, resume=args.resume, show_progress=not args.quiet,
-                               devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
-                               precision=args.precision, cache=args.cache, workers=args.workers,
-                               cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
+    result = api.train_run(args.data, args.out, model=args.model, epochs=args.epochs, seed=args.seed,
+                           config=args.config, resume=args.resume, show_progress=not args.quiet,
+                           devices=args.devices, nodes=args.nodes, rdzv=args.rdzv, device=args.device,
+                           precision=args.precision, cache=args.cache, workers=args.workers,
+                           cache_dtype=args.cache_dtype, loader_workers=args.loader_workers)
     how = "stopped early" if result.stopped_early else "finished"
     at = "epoch 0, the PCA start: no epoch did better" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
     print(f"training {how} after {result.epochs_run} epochs in {result.seconds:.0f} s; "
@@ -127,8 +125,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     if check is not None and not check.worse:
         print(f"{check.notes} reconstruction error {check.model:.4g}, the PCA start's {check.pca:.4g}")
     print(f"run folder: {result.run_dir}/ (loss curves in history.png)")
-    for w in caught:
-        print(f"warning: {terminal_safe(str(w.message))}")
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -194,16 +190,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     kwargs = dict(n_draws=args.draws, n_paths=args.paths, steps=args.steps, seed=args.seed,
                   device=resolve_device(args.device), log=print)
-    with warnings.catch_warnings(record=True) as caught:  # printed as lines of their own, not as Python's
-        warnings.simplefilter("always")
-        if args.compare:
-            results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
-        else:
-            if not args.run:
-                raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
-            results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
-    for w in caught:
-        print(f"warning: {terminal_safe(str(w.message))}")
+    if args.compare:
+        results = ev.compare(args.compare[0], args.compare[1], args.out, **kwargs)
+    else:
+        if not args.run:
+            raise SampleGenError("give a RUN folder, or --compare RUN_A RUN_B")
+        results = [ev.evaluate(args.run, args.out, data=args.data, **kwargs)]
     for res in results:
         h = res["headline"]
         print(f"{res['run']}: {h['split']} LSD {h['model_lsd_db']:.2f} dB (PCA {h['pca_lsd_db']:.2f}, "
@@ -476,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.func(args)
         else:
             with warnings.catch_warnings(record=True) as caught:  # a verb's warnings as lines of their own, at its end
+                warnings.simplefilter("always", UserWarning)  # each time, not once a process (tests run many verbs)
                 args.func(args)
             for w in caught:
                 print(f"warning: {terminal_safe(str(w.message))}")
