@@ -299,3 +299,12 @@ def test_a_rebuild_into_the_same_folder_removes_the_notes_it_no_longer_lists_and
     assert not (out / "originals" / "note00.wav").exists()  # note00 is not retuned this time
     assert (out / "my_notes.txt").exists() and (tmp_path / "outside.wav").exists()
     assert len(load_corpus(out, duration_s=0.5).entries) == len(second.entries)
+
+
+def test_a_build_into_a_folder_with_another_tools_manifest_removes_nothing(tmp_path, tiny_samples_dir):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "manifest.csv").write_text("file,comment\nkeep_me.wav,a take I like\n")
+    (out / "keep_me.wav").write_bytes((tiny_samples_dir / "note00.wav").read_bytes())
+    build_folder_corpus(tiny_samples_dir, out, duration_s=0.5, mix=0)
+    assert (out / "keep_me.wav").exists()

@@ -383,10 +383,14 @@ def _start_build(out: Path) -> set[str]:
 
 
 def _listed_files(out: Path) -> set[str]:
-    """The WAV files a built corpus's manifest lists by a plain name (as builds write them); none for anything else."""
+    """The WAV files a built corpus's manifest lists by a plain name (as builds write them); none for anything else,
+    nor for a manifest.csv some other tool wrote (without the columns a build writes)."""
     try:
         with open(out / MANIFEST_NAME, newline="") as fh:
-            files = {row.get("file") or "" for row in csv.DictReader(fh)}
+            reader = csv.DictReader(fh)
+            if not {"name", "file", "preset", "family", "parent_a", "parent_b"} <= set(reader.fieldnames or ()):
+                return set()
+            files = {row.get("file") or "" for row in reader}
     except (OSError, UnicodeDecodeError, csv.Error):
         return set()
     return {f for f in files if f.endswith(".wav") and f == safe_file_stem(f[:-4]) + ".wav"}
