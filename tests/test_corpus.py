@@ -217,6 +217,13 @@ def test_corpus_build_mixes_by_default_and_not_when_told(tmp_path, tiny_samples_
     assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "n"), "--duration", "0.5",
                  "--mix", "0"]) == 0
     assert all(e.parents is None for e in load_corpus(tmp_path / "n", duration_s=0.5).entries)
+    capsys.readouterr()
+    # Built again without mixtures into the first folder: its mixtures go, and the build says so.
+    assert main(["corpus", "build", "--from", str(tiny_samples_dir), "--out", str(tmp_path / "d"), "--duration", "0.5",
+                 "--mix", "0"]) == 0
+    mixes = default_mix_count(len(originals))
+    assert f"removed {mixes} file(s) an earlier build wrote into" in capsys.readouterr().out
+    assert len(list((tmp_path / "d").glob("*.wav"))) == len(originals)
 
 
 def _old_mixture_pairs(originals: list[int], n: int, seed: int) -> list[tuple[int, int]]:
@@ -297,6 +304,7 @@ def test_a_rebuild_into_the_same_folder_removes_the_notes_it_no_longer_lists_and
     on_disk = {p.name for p in out.glob("*.wav")}
     assert on_disk == {e.file for e in second.entries}  # the first build's other mixtures are gone
     assert not (out / "originals" / "note00.wav").exists()  # note00 is not retuned this time
+    assert second.removed == len(old_mixes - new_mixes) + 1
     assert (out / "my_notes.txt").exists() and (tmp_path / "outside.wav").exists()
     assert len(load_corpus(out, duration_s=0.5).entries) == len(second.entries)
 

@@ -62,6 +62,8 @@ def cmd_corpus_build(args: argparse.Namespace) -> None:
         worst = max(retuned, key=lambda e: abs(e.retuned_cents))
         print(f"retuned {len(retuned)} note(s) to C (largest shift {worst.retuned_cents:+.0f} cents, "
               f"{terminal_safe(worst.name)}); the notes as they were are in {Path(args.out) / 'originals'}/")
+    if corpus.removed:
+        print(f"removed {corpus.removed} file(s) an earlier build wrote into {args.out}/ that this corpus does not list")
     if corpus.off_pitch:
         print(f"warning: {len(corpus.off_pitch)} note(s) are not C4 within ±50 cents (listed in corpus_report.txt)")
     for w in caught:

@@ -84,6 +84,7 @@ class Corpus:
     audio: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
     off_pitch: list[tuple[str, float]] = field(default_factory=list)  # (name, cents from C4 as stored)
+    removed: int = 0  # files an earlier build wrote into the folder that this one does not list, removed by the build
 
     def index(self, name: str) -> int:
         for i, e in enumerate(self.entries):
@@ -248,7 +249,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if mix != 0:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
     _write_manifest(corpus)
-    _remove_stale(out, previous, corpus)
+    corpus.removed = _remove_stale(out, previous, corpus)
     return corpus
 
 
@@ -345,7 +346,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     if mix != 0:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
     _write_manifest(corpus)
-    _remove_stale(out, previous, corpus)
+    corpus.removed = _remove_stale(out, previous, corpus)
     return corpus
 
 
@@ -396,26 +397,29 @@ def _listed_files(out: Path) -> set[str]:
     return {f for f in files if f.endswith(".wav") and f == safe_file_stem(f[:-4]) + ".wav"}
 
 
-def _remove_stale(out: Path, previous: set[str], corpus: Corpus) -> None:
+def _remove_stale(out: Path, previous: set[str], corpus: Corpus) -> int:
     """Remove the notes (and originals) an earlier build of ``out`` wrote that this one does not list.
 
     A rebuild with another seed, ``--mix`` or source would otherwise leave hundreds of WAVs beside the new
     corpus, which a sampler or a later ``--from`` would take for notes. Only files the old manifest named by
-    a plain name are touched; the corpus is complete (its manifest written) before any is removed.
+    a plain name are touched; the corpus is complete (its manifest written) before any is removed. Returns how
+    many were removed.
     """
     notes = {e.file for e in corpus.entries}
     retuned = {e.file for e in corpus.entries if e.retuned_cents}
-    left = []
+    left, removed = [], 0
     for file in sorted(previous):
         for path, kept in ((out / file, notes), (out / ORIGINALS_DIR / file, retuned)):
             if file not in kept and path.is_file() and not path.is_symlink():
                 try:
                     path.unlink()
+                    removed += 1
                 except OSError:
                     left.append(path)
     if left:
         warnings.warn(f"{len(left)} file(s) of an earlier build could not be removed from {out} (first: {left[0]}); "
                       "manifest.csv lists the corpus's notes", stacklevel=3)
+    return removed
 
 
 def check_finished(root: Path) -> None:
