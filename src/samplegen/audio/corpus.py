@@ -248,8 +248,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     corpus = Corpus(out, entries, np.stack(notes), skipped, off)
     if mix != 0:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
-    _write_manifest(corpus)
-    corpus.removed = _remove_stale(out, previous, corpus)
+    _finish_build(corpus, previous)
     return corpus
 
 
@@ -345,8 +344,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     corpus = Corpus(out, written, np.stack([t.audio for t in notes]), skipped, off)
     if mix != 0:
         corpus = mix_entries(corpus, mix, seed, out_dir=out)
-    _write_manifest(corpus)
-    corpus.removed = _remove_stale(out, previous, corpus)
+    _finish_build(corpus, previous)
     return corpus
 
 
@@ -368,7 +366,7 @@ def _check_apart(src: Path, out: Path) -> None:
 def _start_build(out: Path) -> set[str]:
     """Mark ``out`` as being built and remove the temporary files a killed build left in it.
 
-    Returns the note files the folder's last finished build listed, for :func:`_remove_stale`.
+    Returns the note files the folder's last finished build listed, for :func:`_finish_build`.
     """
     previous = _listed_files(out)
     try:
@@ -395,6 +393,13 @@ def _listed_files(out: Path) -> set[str]:
     except (OSError, UnicodeDecodeError, csv.Error):
         return set()
     return {f for f in files if f.endswith(".wav") and f == safe_file_stem(f[:-4]) + ".wav"}
+
+
+def _finish_build(corpus: Corpus, previous: set[str]) -> None:
+    """Write the manifest and report (the folder is a finished corpus from here), then remove what the build
+    before wrote and this one does not list (:func:`_remove_stale`; counted in ``corpus.removed``)."""
+    _write_manifest(corpus)
+    corpus.removed = _remove_stale(Path(corpus.root), previous, corpus)
 
 
 def _remove_stale(out: Path, previous: set[str], corpus: Corpus) -> int:

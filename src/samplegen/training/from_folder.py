@@ -62,7 +62,7 @@ def train_in_group(data: str | Path, out: str | Path, cfg: RunConfig, *, resume:
     feat_cfg = _config_for(cfg, Path(out), resume)
     feats = None
     if ctx.is_main:
-        if not (Path(data) / MANIFEST_NAME).is_file() and Path(data).is_dir():
+        if Path(data).is_dir() and not (Path(data) / MANIFEST_NAME).is_file():
             warnings.warn(f"{data} is a folder of samples, not a built corpus: its notes train at their own pitch and "
                           f"without the two-note mixtures that smooth blends; `samplegen corpus build --from {data} "
                           "--out CORPUS` tunes them and adds the mixtures", stacklevel=2)
