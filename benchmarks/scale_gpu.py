@@ -6,7 +6,7 @@ Usage on a CUDA machine (from the repository root, with the package importable):
     git archive <old-commit> src | tar -x -C /tmp/before      # the code to compare with
     python benchmarks/scale_gpu.py --workdir /tmp/sg --before /tmp/before/src --notes-npy notes.npy --out sg.json
     python benchmarks/scale_gpu.py --workdir /tmp/g --device cpu --notes 64 --distinct 16 --epochs 2 \\
-        --rows after:fp32:32,after:fp32:32:plain,before:fp32:32 --before /tmp/before/src   # a smoke run
+        --rows after:fp32:32,after:fp32:32:ungraphed,before:fp32:32 --before /tmp/before/src   # a smoke run
 
 What it measures, in this order (the JSON file is rewritten after each part, so a run cut short keeps
 what it finished):
@@ -24,9 +24,12 @@ what it finished):
   (``--distinct`` synthetic notes tiled at random gains: throughput does not depend on the content);
   samples/s = training notes / median epoch time after the first (validation and checkpoint included) and
   the best validation loss.  ``--rows`` lists them as code:precision:batch[:variant], code "after" (this
-  code) or "before" (``--before``'s, in a child process), variant "plain" (the step compiled in
-  ``torch.compile``'s default mode instead of :data:`samplegen.training.train.CUDA_COMPILE_MODE`).
-  ``--budget-s`` skips the rows that would start after that many seconds;
+  code) or "before" (``--before``'s, in a child process), variant "ungraphed" (the step launched from Python,
+  not recorded as one CUDA graph: :data:`samplegen.training.train.STEP_GRAPH` "off") or "plain" (that, with
+  the step compiled in ``torch.compile``'s default mode instead of
+  :data:`samplegen.training.train.CUDA_COMPILE_MODE`).
+  ``--budget-s`` skips the rows that would start after that many seconds; ``--training-only`` measures
+  nothing else;
 - with ``--profile DIR``: torch.profiler tables (top operations by device and by host time) of one decode()
   at batch 256 and of 2 training epochs at batch 32, in DIR.
 """
@@ -44,7 +47,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -69,7 +72,8 @@ except ImportError:  # --before code from before the package was split into subp
     from samplegen.feature_cache import NoteFeatures  # type: ignore[no-redef]
     from samplegen.features import audio_to_log_features as audio_to_features  # type: ignore[no-redef]
 
-DEFAULT_ROWS = "after:fp32:32,after:bf16:256,after:bf16:32,before:fp32:32,after:fp32:32:plain,after:fp32:256"
+DEFAULT_ROWS = ("after:fp32:32,after:fp32:32:ungraphed,after:bf16:32,after:bf16:256,before:fp32:32,"
+                "after:fp32:32:plain,after:fp32:256")
 
 
 def _sync(device: str) -> None:
@@ -165,6 +169,8 @@ def training_figures(feats: NoteFeatures, workdir: Path, device: str, epochs: in
     variant = rest[0] if rest else "default"
     batch = int(batch_text)
     torch._dynamo.reset()  # each row compiles afresh (and never meets dynamo's recompile limit)
+    if variant in ("plain", "ungraphed"):
+        train_module.STEP_GRAPH = "off"  # type: ignore[attr-defined]
     if variant == "plain":
         train_module.CUDA_COMPILE_MODE = None  # type: ignore[attr-defined]
     cfg = RunConfig(data=DataConfig(duration_s=2.0),
@@ -259,7 +265,7 @@ def measure(a: argparse.Namespace) -> dict:
     for spec in specs:
         parts = spec.split(":")
         if not (3 <= len(parts) <= 4 and parts[0] in ("before", "after") and parts[1] in ("fp32", "bf16")
-                and parts[2].isdigit() and (len(parts) == 3 or parts[3] == "plain")):
+                and parts[2].isdigit() and (len(parts) == 3 or parts[3] in ("plain", "ungraphed"))):
             raise SystemExit(f"--rows: {spec!r} is not code:precision:batch[:variant] (see --help)")
     a.workdir.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name() if a.device.startswith("cuda") else (platform.processor() or "cpu")
@@ -269,6 +275,36 @@ def measure(a: argparse.Namespace) -> dict:
     def save() -> None:
         a.out.write_text(json.dumps(result, indent=2))
 
+    if not a.training_only:
+        _phase_and_generation(a, result, save)
+    feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device) if specs else (None, None)
+    compile_mode = getattr(train_module, "CUDA_COMPILE_MODE", None)
+    step_graph = getattr(train_module, "STEP_GRAPH", None)
+    for spec in specs:
+        if time.perf_counter() - t_start > a.budget_s:
+            result["skipped"].append(spec)
+            continue
+        if spec.startswith("before") and a.before is None:
+            raise SystemExit(f"row {spec!r} needs --before")
+        try:
+            if spec.startswith("before"):
+                row = _child_row(a, spec)
+            else:
+                row = training_figures(feats, a.workdir, a.device, a.epochs, spec)
+        except Exception as exc:  # noqa: BLE001 - one failed row is reported; the others still run
+            row = {"row": spec, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        train_module.CUDA_COMPILE_MODE = compile_mode  # type: ignore[attr-defined]
+        train_module.STEP_GRAPH = step_graph  # type: ignore[attr-defined]
+        result["train"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        save()
+    result["seconds"] = time.perf_counter() - t_start
+    save()
+    return result
+
+
+def _phase_and_generation(a: argparse.Namespace, result: dict, save: Callable[[], None]) -> None:
+    """The phase retrieval and generation figures (and ``--profile``'s tables) into ``result``."""
     if a.corpus is not None:
         from phase_retrieval import load_notes
 
@@ -288,34 +324,27 @@ def measure(a: argparse.Namespace) -> dict:
     save()
     if a.profile is not None:
         profiles(a.workdir, a.device, a.profile)
-    feats, _ = tiled_features(a.workdir, a.notes, a.distinct, a.device) if specs else (None, None)
-    compile_mode = getattr(train_module, "CUDA_COMPILE_MODE", None)
-    for spec in specs:
-        if time.perf_counter() - t_start > a.budget_s:
-            result["skipped"].append(spec)
-            continue
-        if spec.startswith("before") and a.before is None:
-            raise SystemExit(f"row {spec!r} needs --before")
-        try:
-            if spec.startswith("before"):
-                row = _child_row(a, spec)
-            else:
-                row = training_figures(feats, a.workdir, a.device, a.epochs, spec)
-        except Exception as exc:  # noqa: BLE001 - one failed row is reported; the others still run
-            row = {"row": spec, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        train_module.CUDA_COMPILE_MODE = compile_mode  # type: ignore[attr-defined]
-        result["train"].append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
-        save()
-    result["seconds"] = time.perf_counter() - t_start
-    save()
-    return result
 
 
 def table(r: dict) -> str:
     lines = [f"device: {r['device']}, torch {r['torch']}, {r['host_threads']} host threads; "
-             f"phase on {r['phase_notes']}; training on {r['notes']} notes\n",
-             "| phase retrieval | ms/note (batch) | ms/note (4× batch) | SC mean / median / worst (dB) |",
+             f"phase on {r.get('phase_notes', 'no notes')}; training on {r['notes']} notes"]
+    if "generate" in r:
+        lines += [""] + _phase_table(r)
+    lines += ["", "| training row | samples/s | first epoch s | best val loss |", "|---|---:|---:|---:|"]
+    for t in r["train"]:
+        if "error" in t:
+            lines.append(f"| {t['row']} | failed: {t['error'][:120]} | | |")
+            continue
+        lines.append(f"| {t['row']} | {t['train_samples_per_s']:,.0f} | {t['first_epoch_s']:.1f} | "
+                     f"{t['best_val_loss']:.4f} |")
+    if r["skipped"]:
+        lines.append(f"\nskipped (time budget): {', '.join(r['skipped'])}")
+    return "\n".join(lines)
+
+
+def _phase_table(r: dict) -> list[str]:
+    lines = ["| phase retrieval | ms/note (batch) | ms/note (4× batch) | SC mean / median / worst (dB) |",
              "|---|---:|---:|---|"]
     for p in r["phase"]:
         big = f"{p['ms_per_note_batch4x']:.2f}" if "ms_per_note_batch4x" in p else ""
@@ -328,17 +357,8 @@ def table(r: dict) -> str:
               f"| rtpghi + 20 | {g.get('rtpghi20_notes_per_s', float('nan')):,.0f} |",
               f"| CPU default (pghi + 10) | {g['cpu_default_notes_per_s']:,.0f} |",
               f"| device default, unfused and ungraphed | {g.get('unfused_ungraphed_notes_per_s', float('nan')):,.0f} |",
-              f"| decoder alone | {g['decoder_only_notes_per_s']:,.0f} |",
-              "", "| training row | samples/s | first epoch s | best val loss |", "|---|---:|---:|---:|"]
-    for t in r["train"]:
-        if "error" in t:
-            lines.append(f"| {t['row']} | failed: {t['error'][:120]} | | |")
-            continue
-        lines.append(f"| {t['row']} | {t['train_samples_per_s']:,.0f} | {t['first_epoch_s']:.1f} | "
-                     f"{t['best_val_loss']:.4f} |")
-    if r["skipped"]:
-        lines.append(f"\nskipped (time budget): {', '.join(r['skipped'])}")
-    return "\n".join(lines)
+              f"| decoder alone | {g['decoder_only_notes_per_s']:,.0f} |"]
+    return lines
 
 
 def main() -> None:
@@ -355,6 +375,7 @@ def main() -> None:
     p.add_argument("--save-notes", type=Path, help="with --corpus: save those notes as .npy for --notes-npy")
     p.add_argument("--notes-npy", type=Path, help="real 2-second notes for the phase figures, (N, samples) float32")
     p.add_argument("--before", type=Path, help="a src/ folder of older code for the 'before' rows")
+    p.add_argument("--training-only", action="store_true", help="only the training rows: no phase or generation")
     p.add_argument("--profile", type=Path, help="a folder for torch.profiler tables of decode and of training")
     p.add_argument("--child-row", help=argparse.SUPPRESS)
     a = p.parse_args()

@@ -255,12 +255,29 @@ def test_a_failed_checkpoint_write_stops_training_with_its_error(tiny_samples_di
         train(corpus, tmp_path / "run", cfg, show_progress=False)
 
 
+def _killed_after_epoch_2_and_resumed(corpus, run: Path, cfg, monkeypatch) -> None:
+    """Train ``run``, the process dying right after epoch 2's checkpoint, then resume it to the end."""
+    import samplegen.training.train as train_module
+
+    real_write = train_module._write_history_csv
+
+    def killed_after_epoch_2(path, history):
+        real_write(path, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_history_csv", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(corpus, run, cfg, show_progress=False)
+    monkeypatch.setattr(train_module, "_write_history_csv", real_write)
+    train(corpus, run, cfg, resume=True, show_progress=False)
+
+
 def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, tiny_config_file, tmp_path,
                                                             monkeypatch):
     """train.compile changes how a step and validation run, not what they compute: in float32, weights and
     validation losses within float rounding of eager training; and a compiled run at the default precision
     (bf16 on a CPU that has it) killed after epoch 2 and resumed ends where an uninterrupted one does."""
-    import samplegen.training.train as train_module
     cfg = load_config_file(tiny_config_file)
     cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100, precision="fp32"))
     corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
@@ -280,18 +297,7 @@ def test_a_compiled_step_trains_the_eager_model_and_resumes(tiny_samples_dir, ti
     compiled = replace(cfg, train=replace(cfg.train, compile=True, precision="auto"))
     train(corpus, tmp_path / "whole", compiled, show_progress=False)
     b, _ = checkpoint.load_tensors(tmp_path / "whole" / "train_state.safetensors")
-    real_write = train_module._write_history_csv
-
-    def killed_after_epoch_2(path, history):
-        real_write(path, history)
-        if len(history) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "_write_history_csv", killed_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(corpus, tmp_path / "part", compiled, show_progress=False)
-    monkeypatch.setattr(train_module, "_write_history_csv", real_write)
-    train(corpus, tmp_path / "part", compiled, resume=True, show_progress=False)
+    _killed_after_epoch_2_and_resumed(corpus, tmp_path / "part", compiled, monkeypatch)
     c, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
     assert all(torch.allclose(b[k], c[k], rtol=1e-5, atol=1e-7) for k in model_keys)
 
@@ -406,3 +412,43 @@ def test_a_mixture_is_held_out_with_a_parent_and_counts_in_the_validation_loss(t
     train(corpus, tmp_path / "run", cfg, show_progress=False)
     assert seen and all(rows_seen == {int(i) for i in np.flatnonzero(mask)} for rows_seen in seen)
     assert [s == "val" for s in checkpoint.load_run(tmp_path / "run").corpus.splits] == list(mask)
+
+
+def test_the_recorded_step_trains_as_the_step_by_step_loop_and_resumes(tiny_samples_dir, tiny_config_file, tmp_path,
+                                                                        monkeypatch):
+    """On one GPU the whole optimisation step is recorded as a CUDA graph (``train.STEP_GRAPH``). What it needs
+    besides the recording -- the batch and noise copied into fixed buffers, the learning rate and KL weight as
+    tensors filled before each step, the epoch's shorter last batch left to the plain loop -- runs here without
+    recording, and must train what the plain loop trains (the warm-up changes the learning rate at every
+    step, so a stale one shows). Its checkpoint keeps plain numbers, and a killed run resumes."""
+    import samplegen.training.train as train_module
+
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=3, patience=100, precision="fp32"))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    train(corpus, tmp_path / "plain", cfg, show_progress=False)
+
+    monkeypatch.setattr(train_module, "STEP_GRAPH", "always")
+    sizes = []
+    real_step = train_module._StepGraph.step
+
+    def counted(self, raw, *args):
+        sizes.append(len(raw))
+        return real_step(self, raw, *args)
+
+    monkeypatch.setattr(train_module._StepGraph, "step", counted)
+    train(corpus, tmp_path / "graph", cfg, show_progress=False)
+    # 12 training notes in batches of 8: the full batch of each epoch took the graph's path, the 4 left the loop's
+    assert sizes == [8, 8, 8]
+    a, _ = checkpoint.load_tensors(tmp_path / "plain" / "train_state.safetensors")
+    b, meta = checkpoint.load_tensors(tmp_path / "graph" / "train_state.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    groups = json.loads(meta["param_groups"])
+    assert all(type(g["lr"]) is float and g["capturable"] is False for g in groups)
+    val = {run: [float(r["val_loss"]) for r in csv.DictReader(open(tmp_path / run / "history.csv"))]
+           for run in ("plain", "graph")}
+    assert val["graph"] == pytest.approx(val["plain"], rel=1e-5)
+
+    _killed_after_epoch_2_and_resumed(corpus, tmp_path / "part", cfg, monkeypatch)
+    c, _ = checkpoint.load_tensors(tmp_path / "part" / "train_state.safetensors")
+    assert all(torch.allclose(b[k], c[k], rtol=1e-6, atol=1e-8) for k in b)

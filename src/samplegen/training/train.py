@@ -267,6 +267,21 @@ class _ValidationPass(torch.nn.Module):
 CUDA_COMPILE_MODE: str | None = "reduce-overhead"
 
 
+#: Where the whole optimisation step is recorded as one CUDA graph (:class:`_StepGraph`): "cuda" (one process
+#: on a GPU, with ``train.compile``, whose false turns it off), "off" (``benchmarks/scale_gpu.py``'s row without
+#: it), or "always" (also on a CPU, where the same buffers and tensor learning rate are used and nothing is
+#: recorded: the tests check that it trains as the plain loop does).
+STEP_GRAPH = "cuda"
+
+
+def _step_graph(s: "_Session") -> "_StepGraph | None":
+    on_gpu = s.device.startswith("cuda")
+    wanted = STEP_GRAPH == "always" or (STEP_GRAPH == "cuda" and on_gpu and s.cfg.train.compile)
+    if not wanted or s.ctx.distributed:  # DDP's gradient buckets are not recorded here
+        return None
+    return _StepGraph(s, record=on_gpu)
+
+
 #: Share of an accelerator's free memory the whole feature set may take to be kept there for training.
 RESIDENT_SHARE = 0.4
 
@@ -346,6 +361,7 @@ class _Session:
     bf16: bool
     loader_workers: int
     val_pass: Callable[..., tuple[torch.Tensor, ...]]  # the held-out notes' loss terms, compiled as the step is
+    graph: "_StepGraph | None" = None  # the step recorded as a CUDA graph (one GPU); None steps from Python
 
     @property
     def steps_per_epoch(self) -> int:
@@ -353,8 +369,9 @@ class _Session:
 
     def precision(self) -> torch.autocast:
         """The step's autocast (bf16 when ``bf16``), which validation shares."""
+        # A recorded graph must not keep autocast's cached bf16 weights: they are not refreshed at a replay.
         return torch.autocast(device_type="cuda" if self.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
-                              enabled=self.bf16)
+                              enabled=self.bf16, cache_enabled=self.graph is None)
 
     def validate(self) -> dict[str, float]:
         with self.precision():
@@ -423,8 +440,9 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
         _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
                             pca_is_best=math.isfinite(progress.best_val) and not resume)
     s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
-    if cfg.train.compile:
-        s.net = _CompiledStep(s.net, CUDA_COMPILE_MODE if device.startswith("cuda") else None)
+    s.graph = _step_graph(s)
+    if cfg.train.compile:  # a recorded step holds the compiled kernels itself: no CUDA graphs of their own
+        s.net = _CompiledStep(s.net, CUDA_COMPILE_MODE if device.startswith("cuda") and s.graph is None else None)
     _allow_tf32(device)
 
     # Epochs: train, validate, checkpoint (in the background); stop early after `patience` epochs without progress.
@@ -585,8 +603,7 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
     sums = torch.zeros(3, dtype=torch.float64, device=s.device)
     log_scales: dict[float, torch.Tensor] = {}  # log_l1's weight in each step's loss, a tensor made once per value
     for b, (shard, raw) in enumerate(zip(shards, _step_batches(s, [s.train_idx[sh.rows] for sh in shards]))):
-        for group in s.optimiser.param_groups:
-            group["lr"] = learning_rate_at(epoch, s.cfg, b, spe) * group.get("lr_scale", 1.0)
+        lr = learning_rate_at(epoch, s.cfg, b, spe)
         eps = step_noise[b]
         raw = raw.to(s.device, non_blocking=True)
         if tc.eq_augment_db > 0:
@@ -601,18 +618,137 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
             log_scale = log_scales.get(value)
             if log_scale is None:
                 log_scale = log_scales[value] = torch.tensor(value, device=s.device)
-        with s.precision():
-            terms = s.net(raw, eps, log_scale)
-        recon = terms.recon + tc.log_weight * terms.log_l1
-        loss = recon + s.beta.at((epoch - 1) * spe + b) * terms.kl
-        sums += torch.stack([loss, recon, terms.kl]).detach().double() * shard.n_local
-        s.optimiser.zero_grad(set_to_none=True)
-        # A log head's log_l1 is a value alone here; its gradient comes as seeds (SampleModel.forward).
-        torch.autograd.backward([loss if weight == 1.0 else loss * weight, *(t for t, _ in terms.seeds)],
-                                [None, *(g for _, g in terms.seeds)])
-        torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
-        s.optimiser.step()
+        beta = s.beta.at((epoch - 1) * spe + b)
+        if s.graph is not None and s.graph.takes(raw, weight):
+            terms = s.graph.step(raw, eps, lr, beta, log_scale)
+        else:
+            _set_learning_rate(s.optimiser, lr)
+            terms = _optimisation_step(s, raw, eps, beta, log_scale, weight)
+        sums += terms * shard.n_local
     return distributed.all_reduce_sum(sums.cpu(), s.ctx).tolist()
+
+
+def _set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate for the next step: ``lr`` times the group's ``lr_scale`` (filled in place where
+    it is a tensor, as a recorded step graph reads it)."""
+    for group in optimiser.param_groups:
+        value = lr * group.get("lr_scale", 1.0)
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value
+
+
+def _optimisation_step(s: _Session, raw: torch.Tensor, eps: torch.Tensor | None, beta: float | torch.Tensor,
+                       log_scale: torch.Tensor | None, weight: float = 1.0) -> torch.Tensor:
+    """One step of Adam on a batch; its loss, reconstruction and KL (float64, on the device, not synchronised).
+
+    No host synchronisation and no value read back, so :class:`_StepGraph` records this same function."""
+    tc = s.cfg.train
+    with s.precision():
+        terms = s.net(raw, eps, log_scale)
+    recon = terms.recon + tc.log_weight * terms.log_l1
+    loss = recon + beta * terms.kl
+    s.optimiser.zero_grad(set_to_none=True)
+    # A log head's log_l1 is a value alone here; its gradient comes as seeds (SampleModel.forward).
+    torch.autograd.backward([loss if weight == 1.0 else loss * weight, *(t for t, _ in terms.seeds)],
+                            [None, *(g for _, g in terms.seeds)])
+    torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
+    s.optimiser.step()
+    return torch.stack([loss, recon, terms.kl]).detach().double()
+
+
+class _StepGraph:
+    """The whole optimisation step of a full batch recorded once as a CUDA graph, then replayed.
+
+    On a GPU at the default batch a step's kernels take about 1 ms and launching them from Python about 4
+    (BENCHMARKS.md, "GPU speed"); a replay launches them all at once. A graph replays fixed addresses, so the
+    batch and its noise are copied into buffers it reads, the learning rate and KL weight are device tensors
+    filled before each replay, and Adam is capturable with a tensor learning rate. The first
+    :attr:`WARMUP` full steps run eagerly on a side stream (compiling, creating Adam's moments and cuBLAS's
+    workspace), as torch's CUDA-graph notes ask. An epoch's shorter last batch runs as before, and so does every
+    step after a recording that failed (with a warning). With ``record`` False (a CPU: the tests) the same
+    buffers and tensors are used and nothing is recorded.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, s: _Session, record: bool) -> None:
+        self.s, self.record = s, record
+        device = torch.device(s.device)
+        for group in s.optimiser.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+            group["capturable"] = record
+        self.beta = torch.zeros((), device=device)
+        self.stream = torch.cuda.Stream(device) if record else None
+        self.graph: Any = None
+        self.raw: torch.Tensor | None = None
+        self.eps: torch.Tensor | None = None
+        self.log_scale: torch.Tensor | None = None
+        self.terms = torch.zeros(3, dtype=torch.float64, device=device)
+        self.eager_steps = 0
+        self.failed = False
+
+    def takes(self, raw: torch.Tensor, weight: float) -> bool:
+        """Whether this batch can be the recorded step: a full batch of a single process's loss."""
+        return not self.failed and weight == 1.0 and len(raw) == self.s.cfg.train.batch_size
+
+    def step(self, raw: torch.Tensor, eps: torch.Tensor | None, lr: float, beta: float,
+             log_scale: torch.Tensor | None) -> torch.Tensor:
+        """One optimisation step on ``raw``, the same as :func:`_optimisation_step`'s; its three loss terms."""
+        _set_learning_rate(self.s.optimiser, lr)
+        self.beta.fill_(beta)
+        if self.raw is None:  # the buffers a recorded step reads, filled below at every step
+            self.raw, self.eps = torch.empty_like(raw), None if eps is None else torch.empty_like(eps)
+            self.log_scale = None if log_scale is None else torch.empty_like(log_scale)
+        for buffer, value in ((self.raw, raw), (self.eps, eps), (self.log_scale, log_scale)):
+            if buffer is not None and value is not None:
+                buffer.copy_(value)
+        if not self.record:
+            return self._from_buffers()
+        if self.graph is None and self.eager_steps < self.WARMUP:
+            self.eager_steps += 1
+            return self._on_side_stream()
+        if self.graph is None:
+            try:
+                self._capture()
+            except Exception as exc:  # noqa: BLE001 - training goes on step by step, as without a graph
+                self._give_up(exc)
+                return self._from_buffers()
+        self.graph.replay()
+        return self.terms
+
+    def _from_buffers(self) -> torch.Tensor:
+        assert self.raw is not None
+        return _optimisation_step(self.s, self.raw, self.eps, self.beta, self.log_scale)
+
+    def _on_side_stream(self) -> torch.Tensor:
+        assert self.stream is not None
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            terms = self._from_buffers()
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return terms
+
+    def _capture(self) -> None:
+        """Record the step (recording runs nothing: the caller replays it for this batch)."""
+        assert self.stream is not None
+        torch.cuda.current_stream().wait_stream(self.stream)
+        torch.cuda.synchronize()
+        self.s.optimiser.zero_grad(set_to_none=True)  # the recorded backward pass allocates them in its pool
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the checkpoint writer's thread may copy files while this thread records
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            terms = self._from_buffers()
+            self.terms.copy_(terms)
+        self.graph = graph
+
+    def _give_up(self, exc: Exception) -> None:
+        self.failed, self.graph = True, None
+        self.s.optimiser.zero_grad(set_to_none=True)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"the training step could not be recorded as a CUDA graph ({type(exc).__name__}: {first}); "
+                      "training goes on step by step", stacklevel=3)
 
 
 def _step_batches(s: _Session, rows: list[np.ndarray]) -> Iterable[torch.Tensor]:
@@ -783,7 +919,7 @@ def _checkpoint_job(run_dir: Path, model: SampleModel, optimiser: torch.optim.Op
     opt_state = optimiser.state_dict()
     opt_state = {"state": {i: {k: torch.as_tensor(v).detach().to("cpu", copy=True) for k, v in slots.items()}
                            for i, slots in opt_state["state"].items()},
-                 "param_groups": copy.deepcopy(opt_state["param_groups"])}
+                 "param_groups": [_saved_group(g) for g in opt_state["param_groups"]]}
 
     def job() -> None:
         if improved:
@@ -792,6 +928,15 @@ def _checkpoint_job(run_dir: Path, model: SampleModel, optimiser: torch.optim.Op
         _write_history_csv(run_dir / ckpt.HISTORY_CSV, progress.history)
 
     return job
+
+
+def _saved_group(group: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser group as JSON keeps it: a step graph's tensor learning rate as a number, and not capturable
+    (a resumed run decides that again for its own device)."""
+    group = copy.deepcopy(group)
+    group["lr"] = float(group["lr"])
+    group["capturable"] = False
+    return group
 
 
 def _save_train_state(path: Path, weights: dict[str, torch.Tensor], opt_state: dict[str, Any],
