@@ -163,6 +163,8 @@ def test_train_with_progress_bars_shown(tiny_samples_dir, tiny_config_file, tmp_
     # A raw folder trains as it is; the user is told what `corpus build` would have added.
     assert "warning: " in out and "is a folder of samples, not a built corpus" in out
     assert f"corpus build --from {tiny_samples_dir}" in out
+    # ... before it trains: a warning is printed when it is raised, not when the verb ends
+    assert out.index("is a folder of samples") < out.index("training finished")
 
 
 def test_training_on_a_built_corpus_gives_no_raw_folder_hint(tiny_samples_dir, tiny_config_file, tmp_path, capsys):

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence, TypeAlias
+from typing import Any, Sequence, TypeAlias
 
 from samplegen import __version__
 
@@ -460,6 +460,13 @@ def _check_out(args: argparse.Namespace) -> None:
                                  "write to another folder")
 
 
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: Any = None, line: str | None = None) -> None:
+    """A warning as one line of the verb's output when it is raised: a ten-minute `train` says before it trains
+    what it will leave out, not after."""
+    print(f"warning: {terminal_safe(str(message))}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -469,11 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.func is cmd_play:  # a server: its warnings as Python shows them, while it runs
             args.func(args)
         else:
-            with warnings.catch_warnings(record=True) as caught:  # a verb's warnings as lines of their own, at its end
+            with warnings.catch_warnings():  # a verb's warnings as lines of their own, when they happen
                 warnings.simplefilter("always", UserWarning)  # each time, not once a process (tests run many verbs)
+                warnings.showwarning = _print_warning
                 args.func(args)
-            for w in caught:
-                print(f"warning: {terminal_safe(str(w.message))}")
         sys.stdout.flush()  # a closed pipe shows here, not as a message at exit
     except BrokenPipeError:  # `samplegen info RUN | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
