@@ -666,9 +666,9 @@ class _StepGraph:
     batch and its noise are copied into buffers it reads, the learning rate and KL weight are device tensors
     filled before each replay, and Adam is capturable with a tensor learning rate. The first
     :attr:`WARMUP` full steps run eagerly on a side stream (compiling, creating Adam's moments and cuBLAS's
-    workspace), as torch's CUDA-graph notes ask. An epoch's shorter last batch runs as before, and so does every
-    step after a recording that failed (with a warning). With ``record`` False (a CPU: the tests) the same
-    buffers and tensors are used and nothing is recorded.
+    workspace), as torch's CUDA-graph notes ask. An epoch's shorter last batch is launched step by step from
+    Python, and so is every step after a recording that failed (with a warning). With ``record`` False (a CPU:
+    the tests) the same buffers and tensors are used and nothing is recorded.
     """
 
     WARMUP = 3
