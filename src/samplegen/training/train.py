@@ -602,6 +602,7 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
         step_noise = list(_to_device(torch.cat(draws), s.device).split([len(d) for d in draws]))
     sums = torch.zeros(3, dtype=torch.float64, device=s.device)
     log_scales: dict[float, torch.Tensor] = {}  # log_l1's weight in each step's loss, a tensor made once per value
+    held: StepTerms | None = None  # the last plain step's forward terms (see _optimisation_step)
     for b, (shard, raw) in enumerate(zip(shards, _step_batches(s, [s.train_idx[sh.rows] for sh in shards]))):
         lr = learning_rate_at(epoch, s.cfg, b, spe)
         eps = step_noise[b]
@@ -623,8 +624,9 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
             terms = s.graph.step(raw, eps, lr, beta, log_scale)
         else:
             _set_learning_rate(s.optimiser, lr)
-            terms = _optimisation_step(s, raw, eps, beta, log_scale, weight)
+            terms, held = _optimisation_step(s, raw, eps, beta, log_scale, weight)
         sums += terms * shard.n_local
+    del held
     return distributed.all_reduce_sum(sums.cpu(), s.ctx).tolist()
 
 
@@ -640,10 +642,15 @@ def _set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _optimisation_step(s: _Session, raw: torch.Tensor, eps: torch.Tensor | None, beta: float | torch.Tensor,
-                       log_scale: torch.Tensor | None, weight: float = 1.0) -> torch.Tensor:
-    """One step of Adam on a batch; its loss, reconstruction and KL (float64, on the device, not synchronised).
+                       log_scale: torch.Tensor | None, weight: float = 1.0) -> tuple[torch.Tensor, StepTerms]:
+    """One step of Adam on a batch; its loss, reconstruction and KL (float64, on the device, not synchronised),
+    and the forward pass's terms.
 
-    No host synchronisation and no value read back, so :class:`_StepGraph` records this same function."""
+    No host synchronisation and no value read back, so :class:`_StepGraph` records this same function. The plain
+    loop holds the terms until its next step has run: on a CPU, freeing the log head's batch-sized seeds while the
+    heap is nearly empty lets glibc hand those pages back and fault fresh ones in at every step, which made an
+    epoch 13 % slower (BENCHMARKS.md, "The step as one function, on this CPU"), unless the process keeps large buffers
+    (``runtime.keep_large_buffers``, which the command calls)."""
     tc = s.cfg.train
     with s.precision():
         terms = s.net(raw, eps, log_scale)
@@ -655,7 +662,7 @@ def _optimisation_step(s: _Session, raw: torch.Tensor, eps: torch.Tensor | None,
                             [None, *(g for _, g in terms.seeds)])
     torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
     s.optimiser.step()
-    return torch.stack([loss, recon, terms.kl]).detach().double()
+    return torch.stack([loss, recon, terms.kl]).detach().double(), terms
 
 
 class _StepGraph:
@@ -720,7 +727,7 @@ class _StepGraph:
 
     def _from_buffers(self) -> torch.Tensor:
         assert self.raw is not None
-        return _optimisation_step(self.s, self.raw, self.eps, self.beta, self.log_scale)
+        return _optimisation_step(self.s, self.raw, self.eps, self.beta, self.log_scale)[0]
 
     def _on_side_stream(self) -> torch.Tensor:
         assert self.stream is not None
