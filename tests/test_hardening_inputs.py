@@ -582,6 +582,8 @@ def test_a_sound_that_cannot_be_used_is_named_in_the_error(tiny_run, tmp_path, c
     one_line_error(capsys.readouterr().err, f"{silent}: silent")
     assert main(["reconstruct", str(tiny_run), str(tmp_path), "--out", str(out)]) == 2
     one_line_error(capsys.readouterr().err, f"{tmp_path} is a folder")
+    assert main(["reconstruct", str(tiny_run), " ", "--out", str(out)]) == 2  # not "  is a folder" (the cwd)
+    one_line_error(capsys.readouterr().err, "a sound's name is empty", "samplegen info RUN")
     assert main(["export", "sf2", str(tiny_run), str(good), "--out", str(tmp_path / ".sf2")]) == 2
     one_line_error(capsys.readouterr().err, "has no name before .sf2")
     assert not out.exists()

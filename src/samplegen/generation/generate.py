@@ -131,6 +131,9 @@ def resolve(run: Run, item: str) -> tuple[str, torch.Tensor, np.ndarray | None]:
     ``item`` is an audio file (any format the corpus accepts), a ``.latent.json`` saved
     by a generation command, or the name of a note in the run's corpus.
     """
+    if not item.strip():  # Path("") is the current folder
+        raise ParameterError("a sound's name is empty; give an audio file, a .latent.json or a note of the run's "
+                             "corpus (`samplegen info RUN` lists them)")
     path = Path(item)
     if path.suffix.lower() == ".json" and path.is_file():
         return path.name[: -len(".latent.json")] if path.name.endswith(".latent.json") else path.stem, \
