@@ -9,7 +9,7 @@ from samplegen.audio.audio_io import (C4_HZ, SAMPLE_RATE, cents_between, estimat
 from samplegen.audio.corpus import (MANIFEST_FIELDS, build_folder_corpus, load_corpus, mix_entries,
                                     render_soundfont_corpus)
 from samplegen.audio.soundfont import default_soundfont, read_presets
-from samplegen.errors import CorpusError
+from samplegen.errors import CorpusError, ParameterError
 from synth import harmonic_note
 
 
@@ -309,10 +309,19 @@ def test_a_rebuild_into_the_same_folder_removes_the_notes_it_no_longer_lists_and
     assert len(load_corpus(out, duration_s=0.5).entries) == len(second.entries)
 
 
-def test_a_build_into_a_folder_with_another_tools_manifest_removes_nothing(tmp_path, tiny_samples_dir):
+def test_a_build_into_a_folder_of_other_files_is_refused_and_touches_nothing(tmp_path, tiny_samples_dir):
+    """Another tool's manifest and takes (or a run folder) are not a corpus: the build would overwrite that
+    manifest and bury the folder in its notes. An empty folder, or one holding only hidden files, is fine."""
     out = tmp_path / "c"
     out.mkdir()
-    (out / "manifest.csv").write_text("file,comment\nkeep_me.wav,a take I like\n")
+    theirs = "file,comment\nkeep_me.wav,a take I like\n"
+    (out / "manifest.csv").write_text(theirs)
     (out / "keep_me.wav").write_bytes((tiny_samples_dir / "note00.wav").read_bytes())
-    build_folder_corpus(tiny_samples_dir, out, duration_s=0.5, mix=0)
-    assert (out / "keep_me.wav").exists()
+    with pytest.raises(ParameterError, match="already holds files that are not a corpus .keep_me.wav, ...."):
+        build_folder_corpus(tiny_samples_dir, out, duration_s=0.5, mix=0)
+    assert sorted(p.name for p in out.iterdir()) == ["keep_me.wav", "manifest.csv"]
+    assert (out / "manifest.csv").read_text() == theirs
+    hidden = tmp_path / "h"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"finder")
+    assert len(build_folder_corpus(tiny_samples_dir, hidden, duration_s=0.5, mix=0).entries) > 0

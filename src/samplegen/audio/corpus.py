@@ -217,6 +217,7 @@ def render_soundfont_corpus(out_dir: str | Path, soundfont: str | Path | None = 
     if mix is not None:  # before anything is written, on as many notes as could render (mix_entries checks again)
         check_mix_count(mix, len(presets) * len(velocities))
     out = Path(out_dir)
+    _check_out_holds_no_other_files(out)
     previous = _start_build(out)
     entries, notes, off = [], [], []
     total = len(presets) * len(velocities)
@@ -330,6 +331,7 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     audio_io.check_note_duration(duration_s)
     src, out = Path(src_dir), Path(out_dir)
     _check_apart(src, out)
+    _check_out_holds_no_other_files(out)
     check_finished(src)
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress, retune, keep_off_pitch)
     if mix is not None:
@@ -361,6 +363,18 @@ def _check_apart(src: Path, out: Path) -> None:
         return
     raise ParameterError(f"--out {out} {where} {src}; choose an output folder outside it "
                          "(the originals are never modified)")
+
+
+def _check_out_holds_no_other_files(out: Path) -> None:
+    """Refuse an ``out`` folder that holds files but no corpus build (finished or interrupted): a build writes a
+    thousand notes and a manifest there, which would bury the user's own folder (or a run folder) in them."""
+    try:
+        visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    except OSError:  # not a folder yet (or not one: _start_build says so)
+        return
+    if visible and not (out / BUILDING_NAME).exists() and not _listed_files(out):
+        raise ParameterError(f"--out {out} already holds files that are not a corpus ({visible[0]}"
+                             f"{', ...' if len(visible) > 1 else ''}); choose a new or empty folder for the corpus")
 
 
 def _start_build(out: Path) -> set[str]:
