@@ -1,6 +1,7 @@
 import csv
 import json
 import pickle
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,6 +174,35 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ti
 def test_existing_run_without_resume_is_refused(tiny_run, tiny_samples_dir, tiny_config_file):
     with pytest.raises(TrainingError, match="--resume"):
         api.train_run(tiny_samples_dir, tiny_run, config=tiny_config_file, show_progress=False)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the run folder lock is flock's (POSIX)")
+def test_a_run_folder_another_process_trains_is_refused_and_left_alone(tiny_samples_dir, tiny_config_file,
+                                                                       tmp_path):
+    """A second `train` into a folder a first one is writing (a --resume in another terminal, or two starts at
+    once) stops before writing anything there; the lock leaves with its process."""
+    import fcntl
+
+    from samplegen.training.train import LOCK_NAME
+
+    cfg = load_config_file(tiny_config_file)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=1))
+    corpus = load_corpus(tiny_samples_dir, duration_s=cfg.data.duration_s)
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / LOCK_NAME, "a") as other:  # what the first process holds
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(TrainingError, match="being trained by another samplegen process"):
+            train(corpus, run, cfg, show_progress=False)
+        assert [p.name for p in run.iterdir()] == [LOCK_NAME]
+    train(corpus, run, cfg, show_progress=False)  # released (and a lock file alone is an empty folder)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with open(run / LOCK_NAME, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(TrainingError, match="being trained by another samplegen process"):
+            train(corpus, run, replace(cfg, train=replace(cfg.train, epochs=3)), resume=True, show_progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 1
 
 
 def test_same_seed_same_weights(tiny_samples_dir, tiny_config_file, tmp_path):

@@ -9,6 +9,7 @@ an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -182,9 +183,46 @@ def _resolve_config(run_dir: Path, config: RunConfig | None, resume: bool, check
         if saved is None:
             raise TrainingError(f"{run_dir} holds no run to resume; drop --resume to start a new run")
         return saved.resolved()
-    if check_empty and run_dir.exists() and any(run_dir.iterdir()):
-        raise TrainingError(f"{run_dir} is not empty; pass --resume to continue that run or choose a new --out folder")
+    if check_empty:
+        _check_empty(run_dir)
     return (config or RunConfig()).resolved()
+
+
+def _check_empty(run_dir: Path) -> None:
+    """Refuse a run folder that holds anything but a lock file a failed start left (see :func:`_run_folder_lock`)."""
+    if run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        raise TrainingError(f"{run_dir} is not empty; pass --resume to continue that run or choose a new --out folder")
+
+
+#: The file a training process holds locked in its run folder while it writes there.
+LOCK_NAME = ".samplegen-train.lock"
+
+
+@contextlib.contextmanager
+def _run_folder_lock(run_dir: Path, check_empty: bool) -> Iterator[None]:
+    """Hold the run folder while this process trains into it: a second `train` into the same folder (a
+    ``--resume`` in another terminal) is refused instead of interleaving its checkpoints with this one's.
+
+    The lock is the operating system's (``flock``), so a killed process never leaves it held; where there is
+    no ``fcntl`` (Windows) nothing is locked."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(run_dir / LOCK_NAME, "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(f"{run_dir} is being trained by another samplegen process; let it finish (or stop "
+                                "it), then run again") from None
+        if check_empty:  # another process may have started and finished there since the first check
+            _check_empty(run_dir)
+        yield
 
 
 def _features_in_memory(corpus: Corpus, cfg: RunConfig) -> NoteFeatures:
@@ -413,6 +451,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
 
     # Settings: the saved ones when resuming. Killed before the first epoch ended: that same run starts over.
     cfg = _agreed_config(run_dir, config, resume, ctx)
+    new_folder = not resume  # must be empty (a --resume killed in its first epoch starts over where it was)
     resume = resume and (run_dir / ckpt.STATE_NAME).exists()
 
     # Data: held-out notes, statistics from the training part only, batches streamed or kept on the device.
@@ -436,10 +475,21 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
                  model, optimiser, BetaSchedule.of(cfg, steps_per_epoch), _use_bf16(device, cfg.train.precision),
                  loader_workers, val_pass)
     progress = _starting_progress(s, run_dir / ckpt.STATE_NAME, resume)
-    if ctx.is_main:
-        _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
-                            pca_is_best=math.isfinite(progress.best_val) and not resume)
-    s.net = distributed.wrap(model, ctx)  # DDP starts every process from rank 0's weights
+    with contextlib.ExitStack() as held:
+        if ctx.is_main:
+            held.enter_context(_run_folder_lock(run_dir, check_empty=new_folder))
+            _prepare_run_folder(run_dir, s, val_mask, resume, progress.history,
+                                pca_is_best=math.isfinite(progress.best_val) and not resume)
+        stopped_early, check = _train_and_finish(s, run_dir, progress, show_progress, on_epoch)
+    return TrainResult(run_dir, len(progress.history), progress.best_epoch, progress.best_val, stopped_early,
+                       time.perf_counter() - started, check)
+
+
+def _train_and_finish(s: _Session, run_dir: Path, progress: _Progress, show_progress: bool,
+                      on_epoch: Callable[[int, dict[str, float]], None] | None) -> tuple[bool, PcaCheck | None]:
+    """The epochs, then the finished run's last files: whether training stopped early, and the check against PCA."""
+    cfg, ctx, device = s.cfg, s.ctx, s.device
+    s.net = distributed.wrap(s.model, ctx)  # DDP starts every process from rank 0's weights
     s.graph = _step_graph(s)
     if cfg.train.compile:  # a recorded step holds the compiled kernels itself: no CUDA graphs of their own
         s.net = _CompiledStep(s.net, CUDA_COMPILE_MODE if device.startswith("cuda") and s.graph is None else None)
@@ -451,8 +501,7 @@ def train(data: Corpus | NoteFeatures, out_dir: str | Path, config: RunConfig | 
     # Finish: the best weights encode every note, and are measured against the PCA start.
     check = _finish_run(s, run_dir, progress.history) if ctx.is_main else None
     distributed.barrier(ctx)
-    return TrainResult(run_dir, len(progress.history), progress.best_epoch, progress.best_val, stopped_early,
-                       time.perf_counter() - started, check)
+    return stopped_early, check
 
 
 def _agreed_config(run_dir: Path, config: RunConfig | None, resume: bool, ctx: distributed.Context) -> RunConfig:
@@ -528,11 +577,7 @@ def _prepare_run_folder(run_dir: Path, s: _Session, val_mask: np.ndarray, resume
         saved = ckpt.saved_run_config(run_dir, None)
         if saved is not None and saved.train.epochs != s.cfg.train.epochs:  # raised for this resume: say so
             ckpt.save_run_config(run_dir, s.cfg)
-    else:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrainingError(f"cannot create {run_dir}: {exc.strerror}; choose a writable --out folder") from None
+    else:  # the folder exists: _run_folder_lock made it
         ckpt.save_run_config(run_dir, s.cfg)
         if pca_is_best:
             ckpt.save_model(run_dir, s.model)  # the PCA start, best until an epoch validates better
