@@ -37,7 +37,7 @@ OTHER_PROGRAMS_OPTIONS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--r
                           "--parallel"}  # cmake
 #: Endings that make `model.safetensors` a file name, not a name in the model package.
 FILE_ENDINGS = {"py", "json", "md", "csv", "html", "png", "safetensors", "wav", "sfz", "sf2", "npy", "db", "txt",
-                "onnx", "pt", "toml", "latent", "sh", "cpp", "h", "vst3", "lv2"}
+                "onnx", "pt", "toml", "latent", "sh", "cpp", "h", "vst3", "lv2", "lock"}
 
 
 def _rel(path: Path) -> str:
