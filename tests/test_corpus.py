@@ -309,6 +309,16 @@ def test_a_rebuild_into_the_same_folder_removes_the_notes_it_no_longer_lists_and
     assert len(load_corpus(out, duration_s=0.5).entries) == len(second.entries)
 
 
+def test_a_build_from_a_built_corpus_is_refused(tmp_path, tiny_samples_dir):
+    """Its mixtures and originals/ would be taken for notes of their own (a retuned note twice, mixtures of
+    mixtures)."""
+    built = tmp_path / "c"
+    build_folder_corpus(tiny_samples_dir, built, duration_s=0.5, mix=2)
+    with pytest.raises(ParameterError, match="is a built corpus already; train on it"):
+        build_folder_corpus(built, tmp_path / "again", duration_s=0.5)
+    assert not (tmp_path / "again").exists()
+
+
 def test_a_build_into_a_folder_of_other_files_is_refused_and_touches_nothing(tmp_path, tiny_samples_dir):
     """Another tool's manifest and takes (or a run folder) are not a corpus: the build would overwrite that
     manifest and bury the folder in its notes. An empty folder, or one holding only hidden files, is fine."""

@@ -79,6 +79,17 @@ def test_a_bad_storage_url_is_a_clear_error(tiny_samples_dir, tmp_path, url, cap
     assert code == 2 and len(err.splitlines()) == 1 and "SQLAlchemy URL" in err
 
 
+def test_a_study_into_a_run_folder_is_refused_and_touches_nothing(tiny_run, tiny_samples_dir, tmp_path, capsys):
+    """A run folder (or any folder of other files) would get the study's database, trials and plots among its
+    own files; an earlier study's folder is continued (test_a_stopped_study_resumes_from_its_sqlite_file)."""
+    before = sorted(p.name for p in tiny_run.iterdir())
+    code = cli_main(["tune", "--data", str(tiny_samples_dir), "--trials", "1", "--out", str(tiny_run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "already holds files that are not a tuning study" in err and "choose a new or empty folder" in err
+    assert sorted(p.name for p in tiny_run.iterdir()) == before
+
+
 def test_a_new_study_starts_from_the_default_configuration():
     from samplegen.config import HEAD_LOG_WEIGHT, RunConfig
     from samplegen.app.tune import base_params, sample_config

@@ -157,6 +157,22 @@ def _storage(url: str | None, out: Path) -> Any:
                              "sqlite:///study.db or postgresql://user:password@host/db") from None
 
 
+#: What a study's folder holds (:func:`tune`): any of them marks an earlier study, which ``tune`` continues.
+STUDY_FILES = ("study.db", "trials", BEST_CONFIG, "summary.html")
+
+
+def _check_out_holds_a_study_or_nothing(out: Path) -> None:
+    """Refuse an ``out`` that holds files but no study (a run folder, a corpus): the study's database, trial runs
+    and plots would land among them."""
+    try:
+        visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    except OSError:  # not a folder yet (or a file: mkdir says so)
+        return
+    if visible and not any((out / name).exists() for name in STUDY_FILES):
+        raise ParameterError(f"--out {out} already holds files that are not a tuning study ({visible[0]}"
+                             f"{', ...' if len(visible) > 1 else ''}); choose a new or empty folder for the study")
+
+
 def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | None = None,
          study_name: str = "samplegen", epochs: int = 40, base: RunConfig | None = None, seed: int = 0,
          pruner: Any = None, max_unhealthy: float = MAX_UNHEALTHY,
@@ -184,6 +200,7 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
         raise ParameterError(f"epochs={epochs!r} must be an integer >= 2")
     check_seed(seed)
     out = Path(out)
+    _check_out_holds_a_study_or_nothing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

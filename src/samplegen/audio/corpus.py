@@ -333,6 +333,9 @@ def build_folder_corpus(src_dir: str | Path, out_dir: str | Path, duration_s: fl
     _check_apart(src, out)
     _check_out_holds_no_other_files(out)
     check_finished(src)
+    if _listed_files(src):  # its mixtures and originals/ would come back as notes of their own
+        raise ParameterError(f"--from {src} is a built corpus already; train on it (`samplegen train --data {src}`) "
+                             "or build from the samples it was made from")
     entries, notes, skipped, off = _prepare_folder(src, duration_s, progress, retune, keep_off_pitch)
     if mix is not None:
         check_mix_count(mix, len(entries))  # before anything is written
