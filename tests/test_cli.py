@@ -83,6 +83,21 @@ def test_same_seed_same_samples(tiny_run, tmp_path):
     assert (a == b).all()
 
 
+def test_a_second_batch_into_the_same_folder_keeps_the_first(tiny_run, tmp_path, capsys):
+    """Another seed (or pair, or amount) into a folder of earlier sounds: the earlier ones stay, the new ones
+    are named _2, _3…; before, sample_000.wav was replaced without a word."""
+    out = tmp_path / "s"
+    assert main(["sample", str(tiny_run), "-n", "2", "--seed", "3", "--out", str(out)]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["sample", str(tiny_run), "-n", "2", "--seed", "4", "--out", str(out)]) == 0
+    assert main(["sample", str(tiny_run), "-n", "1", "--seed", "5", "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in first} == first
+    assert sorted(p.name for p in out.glob("*.wav")) == ["sample_000.wav", "sample_000_2.wav", "sample_000_3.wav",
+                                                         "sample_001.wav", "sample_001_2.wav"]
+    assert "sample_000_3.wav" in capsys.readouterr().out  # the command says where the new sound is
+    assert json.loads((out / "sample_000_3.latent.json").read_text())["source"].endswith("seed=5")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sample", "{run}", "-n", "0", "--out", "{tmp}/x"], "n=0"),
     (["sample", "{run}", "--temperature", "-1", "--out", "{tmp}/x"], "temperature"),

@@ -120,12 +120,13 @@ def safe_file_stem(name: str) -> str:
     return stem
 
 
-def unique_stems(names: Iterable[str]) -> list[str]:
-    """:func:`safe_file_stem` of each name, with ``_2``, ``_3``… added where two would share a file.
+def unique_stems(names: Iterable[str], taken: Iterable[str] = ()) -> list[str]:
+    """:func:`safe_file_stem` of each name, with ``_2``, ``_3``… added where two would share a file, or where a
+    stem is already ``taken`` (a file of that name in the folder written to).
 
     Compared case-insensitively, since macOS and Windows folders are.
     """
-    used: set[str] = set()
+    used: set[str] = {t.casefold() for t in taken}
     out = []
     for name in names:
         base = stem = safe_file_stem(name)

@@ -288,7 +288,9 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None =
     """Write each sound as ``NAME.wav`` (24-bit, 44.1 kHz) and ``NAME.latent.json``.
 
     NAME is the sound's name made safe (:func:`samplegen.files.unique_stems`): names come from
-    corpus.json, file stems and the command line, and must not leave ``out_dir``. The waveform is
+    corpus.json, file stems and the command line, and must not leave ``out_dir``. A name already used by a
+    sound in ``out_dir`` gets ``_2``, ``_3``…: a second batch (another seed, another pair) into the same
+    folder keeps the sounds of the first, where it used to replace them. The waveform is
     scaled down only if it would clip, so a quiet output stays quiet (the health measures rely on
     the raw level).
     """
@@ -297,8 +299,9 @@ def write_sounds(sounds: Sequence[Sound], out_dir: str | Path, run: Run | None =
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ParameterError(f"cannot create output folder {out}: {exc.strerror}") from None
+    taken = {p.name[: -len(suffix)] for suffix in (".wav", ".latent.json") for p in out.glob(f"*{suffix}")}
     paths = []
-    for s, stem in zip(sounds, unique_stems(s.name for s in sounds)):
+    for s, stem in zip(sounds, unique_stems((s.name for s in sounds), taken)):
         paths.append(audio_io.write_wav(out / f"{stem}.wav", audio_io.limited_peak(s.audio)))
         write_json(out / f"{stem}.latent.json",
                    latent_point(s.z, s.source, str(run.path.resolve()) if run is not None else ""))
