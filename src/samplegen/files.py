@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from safetensors.torch import save as st_save_bytes
 
-from samplegen.errors import CheckpointError, SampleGenError
+from samplegen.errors import CheckpointError, ParameterError, SampleGenError
 
 #: Longest stem :func:`safe_file_stem` returns (bytes), leaving room for suffixes such as
 #: ``_original.wav`` or ``.latent.json`` under the 255-byte limit of common file systems.
@@ -118,6 +118,18 @@ def safe_file_stem(name: str) -> str:
     if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
         stem = f"_{stem}"
     return stem
+
+
+def refuse_a_folder_of_other_files(out: Path, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse an ``out`` folder that holds files (hidden ones aside) but is not ``what`` (``is_ours`` false): a
+    verb that writes many files there would bury the user's folder, or a run folder, in them."""
+    try:
+        visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    except OSError:  # not a folder yet (or not one: the verb's own mkdir says so)
+        return
+    if visible and not is_ours(out):
+        raise ParameterError(f"--out {out} already holds files that are not {what} ({visible[0]}"
+                             f"{', ...' if len(visible) > 1 else ''}); choose a new or empty folder")
 
 
 def unique_stems(names: Iterable[str], taken: Iterable[str] = ()) -> list[str]:

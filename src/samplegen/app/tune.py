@@ -25,7 +25,7 @@ from samplegen.config import HEAD_LOG_WEIGHT, NO_HEAD_LOG_WEIGHT, RunConfig
 from samplegen.errors import ParameterError, check_seed
 from samplegen.evaluation import metrics
 from samplegen.evaluation.evaluate import generation_health, health_thresholds, measured_notes, measured_splits
-from samplegen.files import atomic_write, write_json
+from samplegen.files import atomic_write, refuse_a_folder_of_other_files, write_json
 from samplegen.generation.generate import decode
 from samplegen.spectral.stft import StftConfig
 from samplegen.training.distributed import resolve_device
@@ -161,18 +161,6 @@ def _storage(url: str | None, out: Path) -> Any:
 STUDY_FILES = ("study.db", "trials", BEST_CONFIG, "summary.html")
 
 
-def _check_out_holds_a_study_or_nothing(out: Path) -> None:
-    """Refuse an ``out`` that holds files but no study (a run folder, a corpus): the study's database, trial runs
-    and plots would land among them."""
-    try:
-        visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    except OSError:  # not a folder yet (or a file: mkdir says so)
-        return
-    if visible and not any((out / name).exists() for name in STUDY_FILES):
-        raise ParameterError(f"--out {out} already holds files that are not a tuning study ({visible[0]}"
-                             f"{', ...' if len(visible) > 1 else ''}); choose a new or empty folder for the study")
-
-
 def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | None = None,
          study_name: str = "samplegen", epochs: int = 40, base: RunConfig | None = None, seed: int = 0,
          pruner: Any = None, max_unhealthy: float = MAX_UNHEALTHY,
@@ -200,7 +188,8 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
         raise ParameterError(f"epochs={epochs!r} must be an integer >= 2")
     check_seed(seed)
     out = Path(out)
-    _check_out_holds_a_study_or_nothing(out)
+    # a run folder (or a corpus) would get the study's database, trial runs and plots among its own files
+    refuse_a_folder_of_other_files(out, lambda o: any((o / name).exists() for name in STUDY_FILES), "a tuning study")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -33,7 +33,8 @@ from samplegen.audio import audio_io
 from samplegen.audio.soundfont import (DRUM_BANK, GM_FAMILIES, MAX_BANK, MAX_PROGRAM, check_samples,
                                        default_soundfont, read_presets, render_note)
 from samplegen.errors import AudioError, CorpusError, ParameterError, did_you_mean
-from samplegen.files import atomic_write, inside_folder, remove_temp_files, safe_file_stem, spreadsheet_safe
+from samplegen.files import (atomic_write, inside_folder, refuse_a_folder_of_other_files, remove_temp_files,
+                             safe_file_stem, spreadsheet_safe)
 
 MANIFEST_NAME = "manifest.csv"
 REPORT_NAME = "corpus_report.txt"
@@ -369,15 +370,10 @@ def _check_apart(src: Path, out: Path) -> None:
 
 
 def _check_out_holds_no_other_files(out: Path) -> None:
-    """Refuse an ``out`` folder that holds files but no corpus build (finished or interrupted): a build writes a
-    thousand notes and a manifest there, which would bury the user's own folder (or a run folder) in them."""
-    try:
-        visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    except OSError:  # not a folder yet (or not one: _start_build says so)
-        return
-    if visible and not (out / BUILDING_NAME).exists() and not _listed_files(out):
-        raise ParameterError(f"--out {out} already holds files that are not a corpus ({visible[0]}"
-                             f"{', ...' if len(visible) > 1 else ''}); choose a new or empty folder for the corpus")
+    """Refuse an ``out`` that holds files but no corpus build, finished or interrupted (another tool's manifest
+    and takes, a run folder): the build's thousand notes and manifest would land among them."""
+    refuse_a_folder_of_other_files(out, lambda o: (o / BUILDING_NAME).exists() or bool(_listed_files(o)),
+                                   "a corpus")
 
 
 def _start_build(out: Path) -> set[str]:
