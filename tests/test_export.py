@@ -142,6 +142,20 @@ def test_export_sfz_from_a_run_writes_parseable_instruments(tiny_run, tmp_path, 
         assert (int(opcodes["pitch_keycenter"]), int(opcodes["tune"])) == sampler_tuning(wav.astype(np.float32))
 
 
+def test_a_second_sfz_export_of_the_same_note_keeps_the_first(tiny_run, tmp_path, capsys):
+    """The same note from another run (or exported again) into one instrument folder: the earlier NAME.sfz
+    and samples/NAME.wav stay as they were, and the new instrument is NAME_2, pointing at its own sample."""
+    name = load_run(tiny_run).corpus.names[0]
+    out = tmp_path / "sfz"
+    assert cli_main(["export", "sfz", str(tiny_run), name, "--out", str(out)]) == 0
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli_main(["export", "sfz", str(tiny_run), name, "--out", str(out)]) == 0
+    assert f"{name}_2.sfz" in capsys.readouterr().out
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.relative_to(out) in first} == first
+    assert f"sample=samples/{name}_2.wav" in (out / f"{name}_2.sfz").read_text()
+    assert (out / "samples" / f"{name}_2.wav").is_file()
+
+
 # --- SF2 -----------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -66,15 +66,15 @@ def sampler_tuning(y: np.ndarray) -> tuple[int, int]:
     return ROOT_KEY + semitones, int(round(100 * semitones - offset))
 
 
-def sampler_sounds(run: Run, items: Sequence[str]) -> list[SamplerSound]:
+def sampler_sounds(run: Run, items: Sequence[str], taken: Iterable[str] = ()) -> list[SamplerSound]:
     """Decode each SOUND through the model, tune it (:func:`sampler_tuning`) and find its loop (its crossfade
-    written into the audio)."""
+    written into the audio); names in ``taken`` (already in the folder written to) get ``_2``, ``_3``…"""
     if not items:
         raise ParameterError("name at least one SOUND (a corpus note, an audio file or a .latent.json)")
     resolved = [resolve(run, item) for item in items]
     wavs = decode(run, torch.stack([z for _, z, _ in resolved]))
     out = []
-    for (name, _, _), stem, y in zip(resolved, unique_stems(name for name, _, _ in resolved), wavs):
+    for (name, _, _), stem, y in zip(resolved, unique_stems((name for name, _, _ in resolved), taken), wavs):
         peak = float(np.max(np.abs(y)))
         if peak <= 0:
             raise ParameterError(f"{name} decodes to silence; choose another sound")
@@ -103,10 +103,14 @@ def sfz_text(sound: SamplerSound, sample_path: str) -> str:
 
 
 def export_sfz(run: Run, items: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """Write ``samples/NAME.wav`` (loop in its 'smpl' chunk) and ``NAME.sfz`` per SOUND; returns the .sfz paths."""
+    """Write ``samples/NAME.wav`` (loop in its 'smpl' chunk) and ``NAME.sfz`` per SOUND; returns the .sfz paths.
+
+    A NAME an earlier export left in ``out_dir`` (the same note from another run) is kept: the new one is
+    ``NAME_2``."""
     out = Path(out_dir)
+    taken = {p.stem for p in [*out.glob("*.sfz"), *(out / "samples").glob("*.wav")]}
     paths = []
-    for s in sampler_sounds(run, items):
+    for s in sampler_sounds(run, items, taken):
         loop = (s.loop.start, s.loop.end) if s.loop else None
         audio_io.write_wav(out / "samples" / f"{s.name}.wav", s.audio, loop=loop, root_key=s.root_key)
         text = sfz_text(s, f"samples/{s.name}.wav")
