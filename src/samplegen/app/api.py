@@ -41,9 +41,10 @@ def build_corpus(out: str | Path, *, soundfont: str | Path | None = None, source
 
     Parameters
     ----------
-    out : corpus folder to write (WAVs, manifest.csv, corpus_report.txt)
+    out : corpus folder to write (WAVs, manifest.csv, corpus_report.txt): new, empty or an earlier corpus build;
+        a folder of other files is refused
     soundfont : another .sf2 to render instead of the embedded TimGM6mb.sf2
-    source : a folder of the user's own samples (exclusive with ``soundfont``)
+    source : a folder of the user's own samples (exclusive with ``soundfont``), not a built corpus
     mix : number of two-note mixtures to add (augmentation; 0 = off; None = the default, 300 or 30 % of the notes
         if fewer: see :func:`samplegen.audio.corpus.default_mix_count`)
     programs, velocities : render only these programs / at these velocities (SoundFonts only)

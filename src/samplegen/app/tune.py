@@ -170,7 +170,8 @@ def tune(data: str | Path, out: str | Path, n_trials: int, *, storage: str | Non
     Parameters
     ----------
     data : corpus folder (the same as ``samplegen train --data``)
-    out : output folder: study.db (by default), best_config.json, plots and summary.html
+    out : output folder: study.db (by default), best_config.json, plots and summary.html; new, empty or an
+        earlier study's (which is continued): a folder of other files is refused
     n_trials : finished trials the study should hold; a resumed study only runs the rest
     storage : SQLAlchemy URL of the study database (default: SQLite in ``out``)
     epochs : epoch budget of every trial
